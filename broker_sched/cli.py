@@ -1,0 +1,90 @@
+"""The `broker-sched` command.
+
+Every subcommand reads the same settings (``--config`` TOML, then ``BROKER_SCHED_*``),
+so moving a deployment between brokers is one setting, and errors from the project's
+exception tree are printed as one line with a non-zero exit instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from broker_sched.config import Settings, load_settings
+from broker_sched.errors import BrokerSchedError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="broker-sched",
+        description="Serverless actions scheduled through a message broker's backlog.",
+    )
+    parser.add_argument("--config", type=Path, help="TOML settings file")
+    parser.add_argument("--transport", help="override the configured transport")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="run the embedded stack under a bursty load")
+    demo.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+
+    run = commands.add_parser("run", help="run controller and/or invoker from the config")
+    run.add_argument("--role", choices=["all", "controller", "invoker"], default="all")
+    run.add_argument("--invokers", type=int, default=1, help="invokers in this process")
+
+    commands.add_parser("doctor", help="check the configured transport")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        overrides = {"transport": args.transport} if args.transport else {}
+        settings = load_settings(args.config, **overrides)
+        return asyncio.run(_dispatch(args, settings))
+    except BrokerSchedError as exc:
+        print(f"broker-sched: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "demo":
+        return await _demo(settings, json_output=args.json)
+    if args.command == "run":
+        return await _run(settings, role=args.role, invokers=args.invokers)
+    if args.command == "doctor":
+        from broker_sched.doctor import doctor
+
+        return await doctor(settings)
+    raise AssertionError(args.command)
+
+
+async def _demo(settings: Settings, *, json_output: bool) -> int:
+    from broker_sched.demo import format_summary, run_demo
+
+    summary = await run_demo(settings, json_output=json_output)
+    print(json.dumps(summary) if json_output else format_summary(summary))
+    return 0 if summary["succeeded"] else 1
+
+
+async def _run(settings: Settings, *, role: str, invokers: int) -> int:
+    from broker_sched.stack import Stack
+
+    async with Stack(settings, role=role, invokers=invokers) as stack:  # type: ignore[arg-type]
+        print(f"broker-sched {role} running on {settings.transport}", file=sys.stderr, flush=True)
+        await stack.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,194 @@
+"""Settings: defaults, then a TOML file, then ``BROKER_SCHED_*`` environment variables.
+
+Unknown keys are an error naming the key (a typo in a scaling knob should not silently
+run with the default). Every duration and size carries its unit in its name. Broker
+options live here as plain data so the core can validate a whole deployment's config
+without importing any broker client.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from broker_sched.errors import ConfigError
+from broker_sched.model import Action
+
+_config_file: ContextVar[Path | None] = ContextVar("broker_sched_config_file", default=None)
+ENV_PREFIX = "BROKER_SCHED_"
+NON_SETTINGS_ENV = ("REQUIRE_BROKERS", "STATE_DIR", "TEST_")
+"""Variables with the prefix that belong to the test harness and broker scripts."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SchedulerSettings(_Section):
+    check_interval_s: float = Field(default=0.1, gt=0)
+    target_wait_s: float = Field(default=0.1, gt=0)
+    target_utilization: float = Field(default=0.8, gt=0, le=1)
+    max_wait_s: float = Field(default=10.0, gt=0)
+    throttle_release_ratio: float = Field(default=0.9, gt=0, lt=1)
+    auto_partitions: bool = False
+    resize_cooldown_s: float = Field(default=30.0, ge=0)
+    run_time_samples: int = Field(default=10, ge=1)
+    arrival_window_s: float = Field(default=1.0, gt=0)
+    heartbeat_expiry_beats: int = Field(default=3, ge=1)
+    create_timeout_s: float = Field(default=30.0, gt=0)
+
+
+class InvokerSettings(_Section):
+    id: str = ""
+    slots: int = Field(default=20, ge=1)
+    memory_mb: int = Field(default=8192, gt=0)
+    heartbeat_interval_s: float = Field(default=1.0, gt=0)
+    keep_alive_s: float = Field(default=10.0, gt=0)
+    pause_grace_s: float = Field(default=1.0, ge=0)
+    fetch_timeout_s: float = Field(default=0.5, gt=0)
+
+
+class SimulatedRuntimeSettings(_Section):
+    """Cost ranges (uniform) for the simulated runtime; defaults are Docker-like figures."""
+
+    seed: int = 42
+    create_ms: tuple[float, float] = (500.0, 1300.0)
+    init_ms: tuple[float, float] = (0.0, 0.0)
+    pause_ms: tuple[float, float] = (10.0, 25.0)
+    resume_ms: tuple[float, float] = (50.0, 400.0)
+    remove_ms: tuple[float, float] = (45.0, 100.0)
+    run_ms: tuple[float, float] = (2.0, 2.0)
+
+
+class KafkaSettings(_Section):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    default_partitions: int = Field(default=1, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+    assignor: Literal["range", "roundrobin", "sticky"] = "roundrobin"
+    session_timeout_ms: int = 10_000
+    heartbeat_interval_ms: int = 3_000
+    rebalance_timeout_ms: int = 10_000
+    max_poll_interval_ms: int = 300_000
+    metadata_max_age_ms: int = 1_000
+    group_instance_id: str | None = Field(
+        default=None, description="static membership; '{member}' is replaced by the member id"
+    )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: str | None = None
+
+
+class RedisSettings(_Section):
+    url: str = "redis://127.0.0.1:6379/0"
+    username: str | None = None
+    password: SecretStr | None = None
+    maxlen: int | None = Field(default=None, ge=1)
+    claim_min_idle_ms: int = Field(default=30_000, ge=1)
+    block_ms: int = Field(default=1_000, ge=1)
+
+
+class NatsSettings(_Section):
+    servers: str = "nats://127.0.0.1:4222"
+    stream: str = "BROKER_SCHED"
+    subject_prefix: str = "act"
+    ack_wait_s: float = Field(default=30.0, gt=0)
+    max_deliver: int = Field(default=-1)
+    user: str | None = None
+    password: SecretStr | None = None
+    creds_file: str | None = None
+    nkeys_seed_file: str | None = None
+
+
+class MemorySettings(_Section):
+    ack_wait_s: float = Field(default=30.0, gt=0)
+
+
+class MigrationSettings(_Section):
+    drain_from: str | None = None
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    transport: str = "memory"
+    policy: Literal["acs", "sharding"] = "acs"
+    runtime: Literal["process", "simulated", "docker"] = "process"
+    queue_template: str = "{namespace}-{action}"
+    max_payload_bytes: int = Field(default=1_048_576, gt=0)
+    invocation_timeout_s: float = Field(default=60.0, gt=0)
+    controller_id: str = ""
+    actions: list[Action] = Field(default_factory=list)
+    scheduler: SchedulerSettings = SchedulerSettings()
+    invoker: InvokerSettings = InvokerSettings()
+    simulated: SimulatedRuntimeSettings = SimulatedRuntimeSettings()
+    memory: MemorySettings = MemorySettings()
+    kafka: KafkaSettings = KafkaSettings()
+    redis: RedisSettings = RedisSettings()
+    nats: NatsSettings = NatsSettings()
+    migration: MigrationSettings = MigrationSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = _config_file.get()
+        file_source = [TomlConfigSettingsSource(settings_cls, toml_file=path)] if path else []
+        return (init_settings, env_settings, *file_source)
+
+    def queue_name(self, namespace: str, action: str) -> str:
+        return self.queue_template.format(namespace=namespace, action=action)
+
+
+def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Settings:
+    """Build settings from an optional TOML file, the environment and ``overrides``.
+
+    Raises :class:`ConfigError` naming each bad key, so a CLI can print one clear line.
+    """
+    _reject_unknown_env(os.environ)
+    path = Path(config_file) if config_file is not None else None
+    if path is not None and not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    token = _config_file.set(path)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from exc
+    finally:
+        _config_file.reset(token)
+
+
+def _reject_unknown_env(environ: Mapping[str, str]) -> None:
+    """pydantic-settings ignores unknown top-level variables; a typo must not be ignored."""
+    for name in environ:
+        if not name.startswith(ENV_PREFIX):
+            continue
+        key = name.removeprefix(ENV_PREFIX)
+        field = key.split("__", 1)[0].lower()
+        if field not in Settings.model_fields and not key.startswith(NON_SETTINGS_ENV):
+            raise ConfigError(f"unknown setting in environment: {name}")

@@ -1,0 +1,99 @@
+"""The project's exceptions, one tree, so callers can catch by meaning not by origin.
+
+Broker-client exceptions never leave a transport: each backend translates them at its
+boundary and raises one of these ``from`` the original. ``retryable`` tells a caller
+whether trying the same thing again later can succeed.
+
+    BrokerSchedError
+    ├── ConfigError                 fatal: bad or unknown setting
+    ├── TransportError
+    │   ├── UnknownTransport        fatal: no backend by that name ("did you mean …")
+    │   ├── TransportNotInstalled   fatal: the backend's extra is missing
+    │   └── BrokerUnavailable       retryable: cannot reach the broker / it went away
+    ├── MessageError
+    │   ├── MalformedMessage        fatal for that message: goes to the dead-letter queue
+    │   └── PayloadTooLarge         fatal for that message: rejected before publishing
+    └── InvocationError
+        ├── UnknownAction           fatal: no such action registered
+        ├── Throttled               retryable: "429 too many requests"
+        ├── NoInvokers              retryable: no invoker has sent a heartbeat lately
+        └── InvocationTimeout       retryable: no result before the deadline
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class BrokerSchedError(Exception):
+    retryable: ClassVar[bool] = False
+
+
+class ConfigError(BrokerSchedError):
+    pass
+
+
+class TransportError(BrokerSchedError):
+    pass
+
+
+class UnknownTransport(TransportError):
+    def __init__(self, name: str, known: list[str], suggestion: str | None) -> None:
+        hint = f"; did you mean {suggestion!r}?" if suggestion else ""
+        super().__init__(f"unknown transport {name!r} (known: {', '.join(known)}){hint}")
+        self.name = name
+
+
+class TransportNotInstalled(TransportError):
+    def __init__(self, name: str, extra: str) -> None:
+        super().__init__(
+            f"transport {name!r} needs its client library: pip install 'broker-sched[{extra}]'"
+        )
+        self.name = name
+
+
+class BrokerUnavailable(TransportError):
+    retryable = True
+
+
+class MessageError(BrokerSchedError):
+    pass
+
+
+class MalformedMessage(MessageError):
+    pass
+
+
+class PayloadTooLarge(MessageError):
+    def __init__(self, size_bytes: int, limit_bytes: int) -> None:
+        super().__init__(f"message of {size_bytes} bytes exceeds the limit of {limit_bytes} bytes")
+        self.size_bytes = size_bytes
+        self.limit_bytes = limit_bytes
+
+
+class InvocationError(BrokerSchedError):
+    pass
+
+
+class UnknownAction(InvocationError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"unknown action {name!r}")
+        self.name = name
+
+
+class Throttled(InvocationError):
+    retryable = True
+
+    def __init__(self, action: str, wait_s: float, limit_s: float) -> None:
+        super().__init__(
+            f"429 too many requests: {action!r} would queue {wait_s:.2f} s (limit {limit_s:.2f} s)"
+        )
+        self.action = action
+
+
+class NoInvokers(InvocationError):
+    retryable = True
+
+
+class InvocationTimeout(InvocationError):
+    retryable = True

@@ -1,0 +1,242 @@
+"""The invoker: owns a machine's capacity and turns container requests into proxies.
+
+It never handles activations itself — each container's proxy pulls those — so an
+invoker's only inputs are its control queue (create/remove requests from controllers)
+and its only outputs are replies to those requests and periodic heartbeats that tell
+controllers how much room is left. Requests are acked after they are answered; an
+invoker that dies mid-request leaves it to be redelivered to its successor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+
+from broker_sched.config import Settings
+from broker_sched.errors import BrokerUnavailable, MalformedMessage
+from broker_sched.events import Timeline
+from broker_sched.invoker.proxy import ContainerProxy
+from broker_sched.invoker.push_pool import PushPool
+from broker_sched.model import (
+    Action,
+    ContainerReply,
+    ContainerRequest,
+    Heartbeat,
+    Start,
+    decode,
+    encode,
+    fqn,
+    new_id,
+)
+from broker_sched.runtime.base import Runtime
+from broker_sched.topology import HEARTBEATS, invoker_control_queue, invoker_work_queue
+from transports.base import Delivery, Transport
+
+log = logging.getLogger(__name__)
+
+
+class Invoker:
+    def __init__(
+        self,
+        *,
+        transport: Transport,
+        runtime: Runtime,
+        settings: Settings,
+        actions: dict[str, Action],
+        invoker_id: str | None = None,
+        timeline: Timeline | None = None,
+    ) -> None:
+        self.transport = transport
+        self.runtime = runtime
+        self.settings = settings
+        self.actions = actions
+        self.id = invoker_id or settings.invoker.id or new_id()[-8:]
+        self.timeline = timeline if timeline is not None else Timeline()
+        self.proxies: set[ContainerProxy] = set()
+        self.reserved_slots = 0
+        self.reserved_memory_mb = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.push_pool: PushPool | None = None
+        if settings.policy == "sharding":
+            self.push_pool = PushPool(
+                transport=transport,
+                runtime=runtime,
+                settings=settings,
+                actions=actions,
+                invoker_id=self.id,
+                work_queue=invoker_work_queue(self.id),
+                timeline=self.timeline,
+            )
+
+    @property
+    def control_queue(self) -> str:
+        return invoker_control_queue(self.id)
+
+    @property
+    def free_slots(self) -> int:
+        return self.settings.invoker.slots - len(self.proxies) - self.reserved_slots
+
+    @property
+    def free_memory_mb(self) -> int:
+        used = sum(p.container.action.memory_mb for p in self.proxies)
+        return self.settings.invoker.memory_mb - used - self.reserved_memory_mb
+
+    def heartbeat(self) -> Heartbeat:
+        if self.push_pool is not None:
+            return Heartbeat(
+                invoker_id=self.id,
+                free_slots=self.push_pool.capacity - len(self.push_pool.slots),
+                free_memory_mb=self.free_memory_mb,
+                containers=self.push_pool.containers_by_action(),
+            )
+        containers = Counter(p.action for p in self.proxies)
+        paused = Counter(p.action for p in self.proxies if p.paused)
+        return Heartbeat(
+            invoker_id=self.id,
+            free_slots=self.free_slots,
+            free_memory_mb=self.free_memory_mb,
+            containers=dict(containers),
+            paused=dict(paused),
+        )
+
+    async def serve(self) -> None:
+        """Consume the control queue and beat until cancelled; then retire every container."""
+        await self.transport.declare(self.control_queue)
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._beat())
+                group.create_task(self._consume_control())
+                if self.push_pool is not None:
+                    group.create_task(self.push_pool.serve())
+        finally:
+            await self.shutdown()
+
+    async def shutdown(self) -> None:
+        for proxy in list(self.proxies):
+            proxy.stop()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _beat(self) -> None:
+        interval_s = self.settings.invoker.heartbeat_interval_s
+        while True:
+            with contextlib.suppress(BrokerUnavailable):
+                await self.transport.send(HEARTBEATS, encode(self.heartbeat()))
+            await asyncio.sleep(interval_s)
+
+    async def _consume_control(self) -> None:
+        subscription = await self.transport.subscribe(
+            self.control_queue, self.control_queue, self.id
+        )
+        async with subscription:
+            while True:
+                try:
+                    deliveries = await subscription.fetch(16, 1.0)
+                except BrokerUnavailable as exc:
+                    log.warning("invoker %s: broker unavailable: %s", self.id, exc)
+                    await asyncio.sleep(1.0)
+                    continue
+                for delivery in deliveries:
+                    self._spawn(self._handle_request(delivery))
+
+    def _spawn(self, coroutine: object) -> None:
+        task: asyncio.Task[None] = asyncio.create_task(coroutine)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _handle_request(self, delivery: Delivery) -> None:
+        try:
+            request = decode(ContainerRequest, delivery.body)
+        except MalformedMessage as exc:
+            await self.transport.dead_letter(self.control_queue, delivery.body, str(exc))
+            await delivery.ack()
+            return
+        if request.kind == "remove":
+            self._remove(request)
+            await delivery.ack()
+            return
+        reply = await self.create_container(request)
+        if request.reply_to:
+            with contextlib.suppress(BrokerUnavailable):
+                await self.transport.send(request.reply_to, encode(reply))
+        await delivery.ack()
+
+    def _remove(self, request: ContainerRequest) -> None:
+        name = fqn(request.namespace, request.action)
+        idle = [p for p in self.proxies if p.action == name and not p.busy]
+        if idle:
+            idle[0].stop()
+
+    async def create_container(self, request: ContainerRequest) -> ContainerReply:
+        name = fqn(request.namespace, request.action)
+        action = self.actions.get(name)
+
+        def refuse(error: str) -> ContainerReply:
+            return ContainerReply(
+                request_id=request.request_id,
+                namespace=request.namespace,
+                action=request.action,
+                invoker_id=self.id,
+                ok=False,
+                error=error,
+            )
+
+        if action is None:
+            return refuse(f"unknown action {name!r} on invoker {self.id}")
+        if self.free_slots < 1 or self.free_memory_mb < action.memory_mb:
+            return refuse(f"invoker {self.id} is full")
+        self.reserved_slots += 1
+        self.reserved_memory_mb += action.memory_mb
+        started = time.monotonic()
+        try:
+            container, timings = await self.runtime.create(action)
+        except Exception as exc:
+            log.warning("invoker %s: creating %s failed: %s", self.id, name, exc)
+            return refuse(f"container create failed: {exc}")
+        finally:
+            self.reserved_slots -= 1
+            self.reserved_memory_mb -= action.memory_mb
+        proxy = ContainerProxy(
+            transport=self.transport,
+            container=container,
+            timings=timings,
+            queue=self.settings.queue_name(action.namespace, action.name),
+            invoker_id=self.id,
+            settings=self.settings.invoker,
+            on_exit=self._proxy_exited,
+        )
+        self.proxies.add(proxy)
+        self._spawn(proxy.run())
+        self.timeline.record(
+            "container_created",
+            name,
+            invoker=self.id,
+            container=container.id,
+            create_ms=timings.create_ms,
+            init_ms=timings.init_ms,
+            took_ms=(time.monotonic() - started) * 1000,
+        )
+        return ContainerReply(
+            request_id=request.request_id,
+            namespace=request.namespace,
+            action=request.action,
+            invoker_id=self.id,
+            ok=True,
+            container_id=container.id,
+            start=Start.COLD,
+            create_ms=timings.create_ms,
+            init_ms=timings.init_ms,
+        )
+
+    def _proxy_exited(self, proxy: ContainerProxy) -> None:
+        self.proxies.discard(proxy)
+        self.timeline.record(
+            "container_removed",
+            proxy.action,
+            invoker=self.id,
+            container=proxy.container.id,
+            runs=proxy.runs,
+        )

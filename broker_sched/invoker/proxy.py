@@ -1,0 +1,216 @@
+"""The container proxy: one per container, pulling its action's queue.
+
+The proxy is what makes scheduling location-free: it joins the action's consumer group
+from wherever its container runs and takes work when the container is free. Nothing
+ever pushes an activation to a particular container.
+
+Lifecycle: fetch → (resume if paused) → run → send the result → ack. The ack comes only
+after the result has been sent, so a crash between the two re-runs the activation
+rather than losing it (at-least-once; the controller reports one result per id).
+Idle past ``pause_grace_s`` → pause the container; idle past ``keep_alive_s`` → leave
+the group and remove the container (scale to zero).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from broker_sched.config import InvokerSettings
+from broker_sched.errors import BrokerUnavailable, MalformedMessage
+from broker_sched.invoker.replies import send_result
+from broker_sched.model import Activation, Start, Status, decode, now_ms
+from broker_sched.runtime.base import Container, ContainerCrashed, ContainerTimings
+from transports.base import Delivery, Transport
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 3
+"""An activation that crashed this many containers is answered with a system error."""
+
+
+class ContainerProxy:
+    def __init__(
+        self,
+        *,
+        transport: Transport,
+        container: Container,
+        timings: ContainerTimings,
+        queue: str,
+        invoker_id: str,
+        settings: InvokerSettings,
+        on_exit: Callable[[ContainerProxy], None],
+    ) -> None:
+        self.transport = transport
+        self.container = container
+        self.queue = queue
+        self.invoker_id = invoker_id
+        self.settings = settings
+        self.on_exit = on_exit
+        self.busy = 0
+        self.runs = 0
+        self.last_used_s = time.monotonic()
+        self._cold_init_ms: float | None = timings.create_ms + timings.init_ms
+        self._stopping = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def action(self) -> str:
+        return self.container.action.fqn
+
+    @property
+    def paused(self) -> bool:
+        return self.container.paused
+
+    def stop(self) -> None:
+        """Ask the proxy to leave after its current runs (used for removal requests)."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        concurrency = self.container.action.concurrency
+        subscription = await self.transport.subscribe(self.queue, self.queue, self.container.id)
+        backoff_s = 0.0
+        try:
+            while not self._stopping.is_set() and self.container.alive:
+                free = concurrency - self.busy
+                if free <= 0:
+                    await self._wait_for_a_free_slot()
+                    continue
+                try:
+                    deliveries = await subscription.fetch(free, self.settings.fetch_timeout_s)
+                except BrokerUnavailable as exc:
+                    backoff_s = await self._back_off(backoff_s, exc)
+                    continue
+                backoff_s = 0.0
+                if not deliveries:
+                    if await self._idle():
+                        break
+                    continue
+                for delivery in deliveries:
+                    self._spawn(delivery)
+            if self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+        finally:
+            await subscription.close()
+            with contextlib.suppress(Exception):
+                await self.container.remove()
+            self.on_exit(self)
+
+    async def _wait_for_a_free_slot(self) -> None:
+        if self._tasks:
+            await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+
+    async def _back_off(self, backoff_s: float, exc: Exception) -> float:
+        """Wait out a broker outage; the client reconnects, acked work is safe."""
+        backoff_s = min(2.0, max(0.1, backoff_s * 2))
+        log.warning("proxy %s: broker unavailable (%s); retrying in %.1f s",
+                    self.container.id, exc, backoff_s)
+        await asyncio.sleep(backoff_s)
+        return backoff_s
+
+    async def _idle(self) -> bool:
+        """Pause or retire an idle container; True when the proxy should leave."""
+        if self.busy:
+            return False
+        idle_s = time.monotonic() - self.last_used_s
+        if idle_s >= self.settings.keep_alive_s:
+            return True
+        if idle_s >= self.settings.pause_grace_s and not self.container.paused:
+            await self.container.pause()
+        return False
+
+    def _spawn(self, delivery: Delivery) -> None:
+        self.busy += 1
+        task = asyncio.create_task(self._handle(delivery))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _handle(self, delivery: Delivery) -> None:
+        try:
+            await self._process(delivery)
+        except ContainerCrashed as exc:
+            log.warning("container %s crashed: %s", self.container.id, exc)
+            await self._give_back(delivery, str(exc))
+        except Exception:
+            log.exception("proxy %s failed on %s; giving it back", self.container.id, delivery.id)
+            await delivery.nack(1.0)
+        finally:
+            self.busy -= 1
+            self.last_used_s = time.monotonic()
+
+    async def _process(self, delivery: Delivery) -> None:
+        try:
+            activation = decode(Activation, delivery.body)
+        except MalformedMessage as exc:
+            await self.transport.dead_letter(self.queue, delivery.body, str(exc))
+            await delivery.ack()
+            return
+        received_ms = now_ms()
+        if received_ms > activation.deadline_ms:
+            await send_result(
+                self.transport,
+                activation,
+                Status.TIMEOUT,
+                invoker_id=self.invoker_id,
+                error="deadline passed while queued",
+            )
+            await delivery.ack()
+            return
+        start = self._start_kind()
+        init_ms = 0.0
+        if start is Start.RESUMED:
+            await self.container.resume()
+        elif start is Start.COLD:
+            init_ms = self._cold_init_ms or 0.0
+            self._cold_init_ms = None
+        remaining_s = (activation.deadline_ms - received_ms) / 1000
+        timeout_s = min(self.container.action.timeout_s, remaining_s)
+        outcome = await self.container.run(activation.payload, timeout_s)
+        self.runs += 1
+        await send_result(
+            self.transport,
+            activation,
+            outcome.status,
+            result=outcome.result,
+            error=outcome.error,
+            start=start,
+            wait_ms=max(0.0, received_ms - activation.published_ms),
+            init_ms=init_ms,
+            run_ms=outcome.run_ms,
+            invoker_id=self.invoker_id,
+            container_id=self.container.id,
+        )
+        await delivery.ack()
+        if not self.container.alive:
+            self.stop()
+
+    def _start_kind(self) -> Start:
+        if self.container.paused:
+            return Start.RESUMED
+        if self._cold_init_ms is not None:
+            return Start.COLD
+        return Start.WARM
+
+    async def _give_back(self, delivery: Delivery, reason: str) -> None:
+        """Redeliver the work of a crashed container, or give up after MAX_ATTEMPTS."""
+        self.stop()
+        if delivery.attempt < MAX_ATTEMPTS:
+            await delivery.nack()
+            return
+        try:
+            activation = decode(Activation, delivery.body)
+        except MalformedMessage:
+            await delivery.ack()
+            return
+        await send_result(
+            self.transport,
+            activation,
+            Status.SYSTEM_ERROR,
+            error=f"container crashed on {delivery.attempt} attempts: {reason}",
+            invoker_id=self.invoker_id,
+            container_id=self.container.id,
+        )
+        await delivery.ack()

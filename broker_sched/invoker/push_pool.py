@@ -1,0 +1,217 @@
+"""The baseline invoker of the `sharding` policy: a container pool fed by push.
+
+Activations arrive on the invoker's own work queue, already placed by the controller's
+hash. The pool runs each on a free warm container of the same action; else cold-starts
+one if a slot is free; else evicts the least-recently-used idle container of another
+action and cold-starts in its place; else the activation waits for a container to free
+up. This is the behaviour that makes busy actions sharing a home invoker evict each
+other, modelled so both policies run on the same transports, runtimes and metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+
+from broker_sched.config import Settings
+from broker_sched.errors import BrokerUnavailable, MalformedMessage
+from broker_sched.events import Timeline
+from broker_sched.invoker.replies import send_result
+from broker_sched.model import Action, Activation, Start, Status, decode, now_ms
+from broker_sched.runtime.base import Container, ContainerCrashed, Runtime
+from transports.base import Delivery, Transport
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class _Slot:
+    container: Container
+    last_used_s: float = field(default_factory=time.monotonic)
+    busy: bool = False
+
+
+class PushPool:
+    def __init__(
+        self,
+        *,
+        transport: Transport,
+        runtime: Runtime,
+        settings: Settings,
+        actions: dict[str, Action],
+        invoker_id: str,
+        work_queue: str,
+        timeline: Timeline,
+    ) -> None:
+        self.transport = transport
+        self.runtime = runtime
+        self.settings = settings
+        self.actions = actions
+        self.invoker_id = invoker_id
+        self.work_queue = work_queue
+        self.timeline = timeline
+        self.slots: list[_Slot] = []
+        self.creating = 0
+        self._freed = asyncio.Condition()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def capacity(self) -> int:
+        return self.settings.invoker.slots
+
+    def containers_by_action(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for slot in self.slots:
+            counts[slot.container.action.fqn] = counts.get(slot.container.action.fqn, 0) + 1
+        return counts
+
+    async def serve(self) -> None:
+        await self.transport.declare(self.work_queue)
+        subscription = await self.transport.subscribe(
+            self.work_queue, self.work_queue, self.invoker_id
+        )
+        try:
+            async with subscription:
+                while True:
+                    try:
+                        deliveries = await subscription.fetch(32, 0.5)
+                    except BrokerUnavailable as exc:
+                        log.warning("push pool %s: broker unavailable: %s", self.invoker_id, exc)
+                        await asyncio.sleep(1.0)
+                        continue
+                    for delivery in deliveries:
+                        task = asyncio.create_task(self._handle(delivery))
+                        self._tasks.add(task)
+                        task.add_done_callback(self._tasks.discard)
+                    await self._retire_idle()
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+            for slot in self.slots:
+                with contextlib.suppress(Exception):
+                    await slot.container.remove()
+
+    async def _handle(self, delivery: Delivery) -> None:
+        try:
+            activation = decode(Activation, delivery.body)
+        except MalformedMessage as exc:
+            await self.transport.dead_letter(self.work_queue, delivery.body, str(exc))
+            await delivery.ack()
+            return
+        action = self.actions.get(activation.fqn)
+        if action is None:
+            await send_result(
+                self.transport,
+                activation,
+                Status.SYSTEM_ERROR,
+                invoker_id=self.invoker_id,
+                error=f"unknown action {activation.fqn!r}",
+            )
+            await delivery.ack()
+            return
+        slot, start, init_ms = await self._acquire(action)
+        received_ms = now_ms()
+        try:
+            if start is Start.RESUMED:
+                await slot.container.resume()
+            outcome = await slot.container.run(activation.payload, action.timeout_s)
+        except ContainerCrashed as exc:
+            await self._discard(slot)
+            await delivery.nack()
+            log.warning("push pool %s: container crashed: %s", self.invoker_id, exc)
+            return
+        await send_result(
+            self.transport,
+            activation,
+            outcome.status,
+            invoker_id=self.invoker_id,
+            result=outcome.result,
+            error=outcome.error,
+            start=start,
+            wait_ms=max(0.0, received_ms - activation.published_ms),
+            init_ms=init_ms,
+            run_ms=outcome.run_ms,
+            container_id=slot.container.id,
+        )
+        await delivery.ack()
+        if slot.container.alive:
+            await self._release(slot)
+        else:
+            await self._discard(slot)
+
+    async def _acquire(self, action: Action) -> tuple[_Slot, Start, float]:
+        """A container for ``action``: warm, else cold, else evict, else wait."""
+        async with self._freed:
+            while True:
+                warm = [s for s in self.slots if not s.busy and s.container.action == action]
+                if warm:
+                    slot = max(warm, key=lambda s: s.last_used_s)
+                    slot.busy = True
+                    return slot, Start.RESUMED if slot.container.paused else Start.WARM, 0.0
+                if len(self.slots) + self.creating < self.capacity:
+                    break
+                idle = [s for s in self.slots if not s.busy]
+                if idle:
+                    victim = min(idle, key=lambda s: s.last_used_s)
+                    self.slots.remove(victim)
+                    self.timeline.record(
+                        "container_evicted", victim.container.action.fqn, by=action.fqn
+                    )
+                    removal = asyncio.create_task(self._remove(victim))
+                    self._tasks.add(removal)
+                    removal.add_done_callback(self._tasks.discard)
+                    break
+                await self._freed.wait()
+            self.creating += 1
+        try:
+            container, timings = await self.runtime.create(action)
+        finally:
+            self.creating -= 1
+        self.timeline.record(
+            "container_created",
+            action.fqn,
+            invoker=self.invoker_id,
+            create_ms=timings.create_ms,
+            init_ms=timings.init_ms,
+        )
+        slot = _Slot(container, busy=True)
+        self.slots.append(slot)
+        return slot, Start.COLD, timings.create_ms + timings.init_ms
+
+    async def _release(self, slot: _Slot) -> None:
+        async with self._freed:
+            slot.busy = False
+            slot.last_used_s = time.monotonic()
+            self._freed.notify_all()
+
+    async def _discard(self, slot: _Slot) -> None:
+        async with self._freed:
+            if slot in self.slots:
+                self.slots.remove(slot)
+            self._freed.notify_all()
+        await self._remove(slot)
+
+    async def _remove(self, slot: _Slot) -> None:
+        with contextlib.suppress(Exception):
+            await slot.container.remove()
+        self.timeline.record("container_removed", slot.container.action.fqn)
+
+    async def _retire_idle(self) -> None:
+        """Pause, then remove, containers idle past the grace and the keep-alive."""
+        now_s = time.monotonic()
+        invoker = self.settings.invoker
+        expired: list[_Slot] = []
+        async with self._freed:
+            for slot in [s for s in self.slots if not s.busy]:
+                idle_s = now_s - slot.last_used_s
+                if idle_s >= invoker.keep_alive_s:
+                    self.slots.remove(slot)
+                    expired.append(slot)
+                elif idle_s >= invoker.pause_grace_s and not slot.container.paused:
+                    with contextlib.suppress(Exception):
+                        await slot.container.pause()
+        for slot in expired:
+            await self._remove(slot)

@@ -1,0 +1,161 @@
+"""What crosses the broker, and the action definitions both sides agree on.
+
+Every wire message is JSON with a version field ``v`` and is validated where it enters a
+component (:func:`decode`), so a bad message is rejected with a reason instead of
+failing somewhere deep inside a proxy. Messages name actions; they never carry code:
+the invoker resolves an action's handler from its own registry.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from enum import StrEnum
+from typing import Annotated, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
+
+from broker_sched.errors import MalformedMessage
+
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,99}$")]
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def new_id() -> str:
+    """Sortable unique id: 12 hex digits of milliseconds, then 16 random hex digits.
+
+    Sorting by id sorts by creation time, which keeps dead-letter and migration
+    listings readable; the random part makes ids safe to use as idempotency keys.
+    """
+    return f"{now_ms():012x}{os.urandom(8).hex()}"
+
+
+class Action(BaseModel):
+    """A deployable function. ``handler`` is ``module:function`` for the process runtime."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: Name
+    namespace: Name = "guest"
+    handler: str = "broker_sched.samples:echo"
+    memory_mb: int = Field(default=256, gt=0)
+    timeout_s: float = Field(default=60.0, gt=0)
+    concurrency: int = Field(default=1, ge=1)
+    max_containers: int = Field(default=50, ge=1)
+
+    @property
+    def fqn(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+def fqn(namespace: str, action: str) -> str:
+    return f"{namespace}/{action}"
+
+
+class Status(StrEnum):
+    SUCCESS = "success"
+    APPLICATION_ERROR = "application_error"
+    ACTION_ERROR = "action_error"
+    SYSTEM_ERROR = "system_error"
+    TIMEOUT = "timeout"
+
+
+class Start(StrEnum):
+    COLD = "cold"
+    PREWARM = "prewarm"
+    WARM = "warm"
+    RESUMED = "resumed"
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    v: Literal[1] = 1
+
+
+class Activation(_Wire):
+    id: str = Field(default_factory=new_id, min_length=1)
+    namespace: Name
+    action: Name
+    payload: JsonValue = None
+    reply_to: str = ""
+    published_ms: int = Field(default_factory=now_ms)
+    deadline_ms: int
+    attempt: int = Field(default=1, ge=1)
+
+    @property
+    def fqn(self) -> str:
+        return fqn(self.namespace, self.action)
+
+
+class ActivationResult(_Wire):
+    activation_id: str
+    namespace: Name
+    action: Name
+    status: Status
+    result: JsonValue = None
+    error: str | None = None
+    start: Start | None = None
+    wait_ms: float = 0.0
+    init_ms: float = 0.0
+    run_ms: float = 0.0
+    container_id: str = ""
+    invoker_id: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status is Status.SUCCESS
+
+
+class ContainerRequest(_Wire):
+    kind: Literal["create", "remove"]
+    request_id: str = Field(default_factory=new_id)
+    namespace: Name
+    action: Name
+    memory_mb: int = Field(gt=0)
+    reply_to: str = ""
+    resume_paused: bool = True
+
+
+class ContainerReply(_Wire):
+    request_id: str
+    namespace: Name
+    action: Name
+    invoker_id: str
+    ok: bool
+    error: str | None = None
+    container_id: str = ""
+    start: Start | None = None
+    create_ms: float = 0.0
+    init_ms: float = 0.0
+
+
+class Heartbeat(_Wire):
+    invoker_id: str
+    free_slots: int
+    free_memory_mb: int
+    containers: dict[str, int] = Field(default_factory=dict)
+    paused: dict[str, int] = Field(default_factory=dict)
+    sent_ms: int = Field(default_factory=now_ms)
+
+
+Message = TypeVar("Message", bound=_Wire)
+
+
+def encode(message: _Wire) -> bytes:
+    return message.model_dump_json().encode()
+
+
+def decode(kind: type[Message], body: bytes) -> Message:
+    """Parse and validate ``body``; anything wrong becomes :class:`MalformedMessage`."""
+    try:
+        return kind.model_validate_json(body)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}"
+            for err in exc.errors()[:3]
+        )
+        raise MalformedMessage(f"not a valid {kind.__name__}: {problems}") from exc

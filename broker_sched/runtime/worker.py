@@ -1,0 +1,170 @@
+"""The container side of the process runtime: ``python -m broker_sched.runtime.worker``.
+
+Usage: ``python -m broker_sched.runtime.worker [--concurrency N] [--] module:function``.
+
+The worker imports the handler, then answers requests until its stdin closes. The
+protocol is JSON lines over the process's original stdin and stdout:
+
+    worker → parent   {"ready": true}                       handler imported
+                      {"ready": false, "error": "..."}      import failed; exit code 1
+    parent → worker   {"id": 7, "payload": <json>}
+    worker → parent   {"id": 7, "ok": true, "result": <json>}
+                      {"id": 7, "ok": false, "error": "ValueError: ..."}
+
+Handler code must not be able to corrupt that stream, so before anything is imported
+the protocol moves to private file descriptors: fd 1 becomes a copy of stderr (prints,
+even from C code or child processes, end up in the container's log) and fd 0 reads
+``/dev/null``. Tracebacks go to stderr too; replies carry only ``Type: message``.
+
+Sync handlers run in a thread pool of ``--concurrency`` threads, ``async def`` handlers
+on the worker's event loop; either way at most ``--concurrency`` run at once.
+
+This module imports nothing outside the standard library so a cold start pays only for
+the interpreter and the handler's own imports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import inspect
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import reduce
+from typing import Any, BinaryIO
+
+LINE_LIMIT_BYTES = 64 * 1024 * 1024
+"""Longest protocol line either side accepts; a longer result becomes an action error."""
+
+Handler = Callable[[Any], Any]
+
+
+def load_handler(spec: str) -> Handler:
+    """Resolve ``module:function`` (the function part may be dotted, e.g. ``Class.method``)."""
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise ValueError(f"handler must look like 'module:function', got {spec!r}")
+    module = importlib.import_module(module_name)
+    handler = reduce(getattr, attribute.split("."), module)
+    if not callable(handler):
+        raise TypeError(f"{spec} is a {type(handler).__name__}, not a function")
+    return handler
+
+
+def main(argv: list[str]) -> int:
+    protocol_in, protocol_out = _take_protocol_fds()
+    parser = argparse.ArgumentParser(prog="python -m broker_sched.runtime.worker")
+    parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("handler")
+    args = parser.parse_args(argv)
+    with open(protocol_in, "rb") as pipe_in, open(protocol_out, "wb") as out:
+        try:
+            handler = load_handler(args.handler)
+        except (Exception, SystemExit) as exc:
+            traceback.print_exc()
+            error = f"cannot load handler {args.handler!r}: {type(exc).__name__}: {exc}"
+            _write(out, _encode({"ready": False, "error": error}))
+            return 1
+        _write(out, _encode({"ready": True}))
+        try:
+            asyncio.run(_serve(handler, max(1, args.concurrency), pipe_in, out))
+        except SystemExit as exc:
+            return exc.code if isinstance(exc.code, int) else 1
+        except (ValueError, KeyError, TypeError):
+            traceback.print_exc()
+            print("worker: the parent broke the protocol", file=sys.stderr)
+            return 2
+    return 0
+
+
+def _take_protocol_fds() -> tuple[int, int]:
+    """Keep the original stdin/stdout for the protocol; point fds 0 and 1 elsewhere."""
+    protocol_in = os.dup(0)
+    protocol_out = os.dup(1)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return protocol_in, protocol_out
+
+
+async def _serve(handler: Handler, concurrency: int, pipe_in: BinaryIO, out: BinaryIO) -> None:
+    """Answer requests until stdin closes; then return at once, abandoning running handlers.
+
+    Stdin closes when the parent removes the container or dies; nobody is left to
+    read an answer, so waiting for a stuck handler would only keep the process alive.
+    A handler that calls ``sys.exit`` ends the worker: the parent sees a crash.
+    """
+    loop = asyncio.get_running_loop()
+    requests = asyncio.StreamReader(limit=LINE_LIMIT_BYTES)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(requests), pipe_in)
+    slots = asyncio.Semaphore(concurrency)
+    pool = ThreadPoolExecutor(concurrency, thread_name_prefix="handler")
+    in_flight: set[asyncio.Task[None]] = set()
+    try:
+        while line := await requests.readline():
+            request = json.loads(line)
+            answer = _answer(handler, pool, slots, request["id"], request.get("payload"), out)
+            task = asyncio.create_task(answer)
+            in_flight.add(task)
+            task.add_done_callback(in_flight.discard)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+async def _answer(
+    handler: Handler,
+    pool: ThreadPoolExecutor,
+    slots: asyncio.Semaphore,
+    request_id: int,
+    payload: Any,
+    out: BinaryIO,
+) -> None:
+    async with slots:
+        try:
+            if inspect.iscoroutinefunction(handler):
+                result = await handler(payload)
+            else:
+                result = await asyncio.get_running_loop().run_in_executor(pool, handler, payload)
+                if inspect.isawaitable(result):
+                    result = await result
+        except Exception as exc:
+            traceback.print_exc()
+            error = f"{type(exc).__name__}: {exc}"
+            _write(out, _encode({"id": request_id, "ok": False, "error": error}))
+            return
+    _write(out, _result_line(request_id, result))
+
+
+def _result_line(request_id: int, result: Any) -> bytes:
+    try:
+        line = _encode({"id": request_id, "ok": True, "result": result})
+    except (TypeError, ValueError) as exc:
+        error = f"the handler's result is not JSON-serializable: {type(exc).__name__}: {exc}"
+        return _encode({"id": request_id, "ok": False, "error": error})
+    if len(line) > LINE_LIMIT_BYTES:
+        error = f"the handler's result of {len(line)} bytes exceeds {LINE_LIMIT_BYTES} bytes"
+        return _encode({"id": request_id, "ok": False, "error": error})
+    return line
+
+
+def _encode(message: dict[str, Any]) -> bytes:
+    return json.dumps(message, allow_nan=False, separators=(",", ":")).encode() + b"\n"
+
+
+def _write(out: BinaryIO, line: bytes) -> None:
+    """A blocking write from the event loop thread, the only writer; the parent always reads."""
+    out.write(line)
+    out.flush()
+
+
+if __name__ == "__main__":
+    exit_code = main(sys.argv[1:])
+    sys.stderr.flush()
+    os._exit(exit_code)

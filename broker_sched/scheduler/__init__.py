@@ -1,0 +1,1 @@
+"""Controller side: invoke, throttle, backlog monitor, scaling decision, placement."""

@@ -1,0 +1,89 @@
+"""What one controller knows about the invokers: their heartbeats and its own requests.
+
+Heartbeats arrive once a second, so on their own they lag behind: a container created
+a moment ago is not in the last beat yet. The view therefore adds the containers whose
+creation this controller saw confirmed *after* each invoker's last beat was sent, and
+counts requests still awaiting a reply as "creating" — otherwise every tick in that gap
+would ask for the same container again.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from broker_sched.model import ContainerReply, Heartbeat, fqn, now_ms
+
+
+@dataclass(slots=True)
+class _Request:
+    action: str
+    invoker_id: str
+    sent_s: float
+
+
+@dataclass(slots=True)
+class _Beat:
+    heartbeat: Heartbeat
+    received_s: float
+    created_ms: list[tuple[int, str]] = field(default_factory=list)
+
+
+class ClusterView:
+    def __init__(self, *, heartbeat_interval_s: float, expiry_beats: int) -> None:
+        self.expiry_s = heartbeat_interval_s * expiry_beats
+        self._beats: dict[str, _Beat] = {}
+        self._requests: dict[str, _Request] = {}
+
+    def on_heartbeat(self, heartbeat: Heartbeat) -> None:
+        previous = self._beats.get(heartbeat.invoker_id)
+        beat = _Beat(heartbeat, time.monotonic())
+        if previous is not None:
+            beat.created_ms = [c for c in previous.created_ms if c[0] >= heartbeat.sent_ms]
+        self._beats[heartbeat.invoker_id] = beat
+
+    def on_request(self, request_id: str, action: str, invoker_id: str) -> None:
+        self._requests[request_id] = _Request(action, invoker_id, time.monotonic())
+
+    def on_reply(self, reply: ContainerReply) -> _Request | None:
+        request = self._requests.pop(reply.request_id, None)
+        beat = self._beats.get(reply.invoker_id)
+        if request is not None and reply.ok and beat is not None:
+            beat.created_ms.append((now_ms(), request.action))
+        return request
+
+    def expire_requests(self, timeout_s: float) -> list[str]:
+        """Forget requests with no reply after ``timeout_s`` (the invoker likely died)."""
+        now_s = time.monotonic()
+        stale = [rid for rid, r in self._requests.items() if now_s - r.sent_s > timeout_s]
+        for request_id in stale:
+            del self._requests[request_id]
+        return stale
+
+    def live(self) -> list[Heartbeat]:
+        now_s = time.monotonic()
+        for invoker_id, beat in list(self._beats.items()):
+            if now_s - beat.received_s > self.expiry_s:
+                del self._beats[invoker_id]
+        return [beat.heartbeat for beat in self._beats.values()]
+
+    def creating(self, action: str) -> int:
+        return sum(1 for r in self._requests.values() if r.action == action)
+
+    def running(self, action: str) -> int:
+        """Containers of ``action`` in the last beats plus those confirmed since."""
+        total = 0
+        for beat in self._beats.values():
+            total += beat.heartbeat.containers.get(action, 0)
+            total += sum(1 for _, created in beat.created_ms if created == action)
+        return total
+
+    def free_slots(self) -> int:
+        """Free slots in the last beats, less what this controller has asked for since."""
+        free = sum(max(0, beat.heartbeat.free_slots) for beat in self._beats.values())
+        confirmed = sum(len(beat.created_ms) for beat in self._beats.values())
+        return max(0, free - confirmed - len(self._requests))
+
+
+def action_of(reply: ContainerReply) -> str:
+    return fqn(reply.namespace, reply.action)

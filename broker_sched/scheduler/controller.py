@@ -1,0 +1,252 @@
+"""The controller: the front door for invocations.
+
+``invoke`` validates, checks the throttle, publishes the activation to the action's
+queue and — for a blocking call — waits for the result on this controller's reply
+channel. It never waits for a container: if none exists yet, the backlog monitor is
+poked and the activation waits in the queue like any other.
+
+Results are reported once per activation id even when at-least-once delivery runs an
+activation twice (a crash after the run but before the ack): later copies are dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Literal, overload
+
+from pydantic import JsonValue
+
+from broker_sched.config import Settings
+from broker_sched.errors import (
+    BrokerUnavailable,
+    InvocationTimeout,
+    MalformedMessage,
+    NoInvokers,
+    Throttled,
+    UnknownAction,
+)
+from broker_sched.events import Timeline
+from broker_sched.model import (
+    Action,
+    Activation,
+    ActivationResult,
+    ContainerReply,
+    Heartbeat,
+    decode,
+    encode,
+    fqn,
+    new_id,
+    now_ms,
+)
+from broker_sched.scheduler.balancer import ShardingBalancer
+from broker_sched.scheduler.cluster import ClusterView
+from broker_sched.scheduler.monitor import BacklogMonitor
+from broker_sched.topology import (
+    HEARTBEATS,
+    control_replies_channel,
+    invoker_work_queue,
+    results_channel,
+)
+from transports.base import Listener, Transport
+
+log = logging.getLogger(__name__)
+
+SEEN_RESULTS = 100_000
+"""How many finished activation ids are remembered to drop duplicate results."""
+
+
+class Controller:
+    def __init__(
+        self,
+        *,
+        transport: Transport,
+        settings: Settings,
+        actions: dict[str, Action],
+        controller_id: str | None = None,
+        timeline: Timeline | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.transport = transport
+        self.settings = settings
+        self.actions = actions
+        self.id = controller_id or settings.controller_id or new_id()[-8:]
+        self.timeline = timeline if timeline is not None else Timeline()
+        self.results_channel = results_channel(self.id)
+        self.cluster = ClusterView(
+            heartbeat_interval_s=settings.invoker.heartbeat_interval_s,
+            expiry_beats=settings.scheduler.heartbeat_expiry_beats,
+        )
+        self.monitor = BacklogMonitor(
+            transport=transport,
+            settings=settings,
+            cluster=self.cluster,
+            controller_reply_channel=control_replies_channel(self.id),
+            timeline=self.timeline,
+            rng=rng,
+        )
+        self.balancer: ShardingBalancer | None = None
+        if settings.policy == "sharding":
+            self.balancer = ShardingBalancer(
+                self.cluster, settings.invoker.slots, rng or random.Random()
+            )
+        self._pushed: dict[str, str] = {}
+        self.results: OrderedDict[str, ActivationResult] = OrderedDict()
+        self._waiting: dict[str, asyncio.Future[ActivationResult]] = {}
+        self._declared: set[str] = set()
+        self._ready = asyncio.Event()
+
+    async def serve(self) -> None:
+        """Listen for results, replies and heartbeats and run the monitor until cancelled."""
+        results = await self.transport.listen(self.results_channel)
+        replies = await self.transport.listen(control_replies_channel(self.id))
+        beats = await self.transport.listen(HEARTBEATS)
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._drain(results, self._on_result))
+                group.create_task(self._drain(replies, self._on_reply))
+                group.create_task(self._drain(beats, self._on_heartbeat))
+                if self.balancer is None:
+                    group.create_task(self.monitor.run())
+                self._ready.set()
+        finally:
+            for listener in (results, replies, beats):
+                with contextlib.suppress(Exception):
+                    await listener.close()
+
+    async def ready(self) -> None:
+        await self._ready.wait()
+
+    @overload
+    async def invoke(
+        self,
+        action: str,
+        payload: JsonValue = None,
+        *,
+        blocking: Literal[True] = True,
+        timeout_s: float | None = None,
+    ) -> ActivationResult: ...
+
+    @overload
+    async def invoke(
+        self,
+        action: str,
+        payload: JsonValue = None,
+        *,
+        blocking: Literal[False],
+        timeout_s: float | None = None,
+    ) -> str: ...
+
+    async def invoke(
+        self,
+        action: str,
+        payload: JsonValue = None,
+        *,
+        blocking: bool = True,
+        timeout_s: float | None = None,
+    ) -> ActivationResult | str:
+        """Run ``action`` ("name" or "namespace/name") with ``payload``.
+
+        Blocking calls return the result; non-blocking ones return the activation id at
+        once (the result is kept in :attr:`results`). Raises :class:`UnknownAction`,
+        :class:`Throttled`, :class:`PayloadTooLarge`, :class:`BrokerUnavailable`, or
+        :class:`InvocationTimeout` when no result arrives in ``timeout_s``.
+        """
+        definition = self._lookup(action)
+        if self.monitor.is_throttled(definition.fqn):
+            stats = self.monitor.stats[definition.fqn]
+            raise Throttled(definition.fqn, stats.wait_s, self.settings.scheduler.max_wait_s)
+        timeout_s = timeout_s or self.settings.invocation_timeout_s
+        activation = Activation(
+            namespace=definition.namespace,
+            action=definition.name,
+            payload=payload,
+            reply_to=self.results_channel,
+            deadline_ms=now_ms() + int(timeout_s * 1000),
+        )
+        queue = self._queue_for(definition, activation.id)
+        if queue not in self._declared:
+            await self.transport.declare(queue)
+            self._declared.add(queue)
+        waiter: asyncio.Future[ActivationResult] | None = None
+        if blocking:
+            waiter = self._waiting[activation.id] = asyncio.get_running_loop().create_future()
+        try:
+            await self.transport.publish(queue, encode(activation), key=activation.id)
+        except BaseException:
+            self._waiting.pop(activation.id, None)
+            self._release(activation.id)
+            raise
+        self.monitor.on_invoke(definition)
+        if waiter is None:
+            return activation.id
+        try:
+            return await asyncio.wait_for(waiter, timeout_s)
+        except TimeoutError:
+            self._release(activation.id)
+            raise InvocationTimeout(
+                f"no result for {definition.fqn} activation {activation.id} in {timeout_s:.1f} s"
+            ) from None
+        finally:
+            self._waiting.pop(activation.id, None)
+
+    def _queue_for(self, action: Action, activation_id: str) -> str:
+        """The action's own queue, or under `sharding` the chosen invoker's work queue."""
+        if self.balancer is None:
+            return self.settings.queue_name(action.namespace, action.name)
+        invoker = self.balancer.acquire(action.fqn)
+        if invoker is None:
+            raise NoInvokers(f"no live invoker to push {action.fqn} to")
+        self._pushed[activation_id] = invoker
+        return invoker_work_queue(invoker)
+
+    def _release(self, activation_id: str) -> None:
+        invoker = self._pushed.pop(activation_id, None)
+        if invoker is not None and self.balancer is not None:
+            self.balancer.release(invoker)
+
+    def _lookup(self, action: str) -> Action:
+        name = action if "/" in action else fqn("guest", action)
+        definition = self.actions.get(name)
+        if definition is None:
+            raise UnknownAction(name)
+        return definition
+
+    async def _drain(self, listener: Listener, handle: Callable[[bytes], None]) -> None:
+        while True:
+            try:
+                body = await listener.receive(1.0)
+            except BrokerUnavailable as exc:
+                log.warning("controller %s: broker unavailable: %s", self.id, exc)
+                await asyncio.sleep(1.0)
+                continue
+            if body is None:
+                continue
+            try:
+                handle(body)
+            except MalformedMessage as exc:
+                log.warning("controller %s: dropped a malformed message: %s", self.id, exc)
+
+    def _on_result(self, body: bytes) -> None:
+        result = decode(ActivationResult, body)
+        if result.activation_id in self.results:
+            self.timeline.record("duplicate_result", f"{result.namespace}/{result.action}")
+            return
+        self.results[result.activation_id] = result
+        if len(self.results) > SEEN_RESULTS:
+            self.results.popitem(last=False)
+        self.monitor.on_result(result)
+        self._release(result.activation_id)
+        waiter = self._waiting.get(result.activation_id)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(result)
+
+    def _on_reply(self, body: bytes) -> None:
+        self.monitor.on_reply(decode(ContainerReply, body))
+
+    def _on_heartbeat(self, body: bytes) -> None:
+        self.cluster.on_heartbeat(decode(Heartbeat, body))

@@ -1,0 +1,413 @@
+"""The scaling decision (policy ``acs``): how many containers each action gets this tick.
+
+A pure function over what the backlog monitor measured, so every rule of DESIGN §4 "The
+decision" can be tested with plain numbers, and every tick records why it created what
+it did (:attr:`ActionDecision.reason`, one line with the inputs and the rule that fired).
+
+The decision only ever adds containers (rule 8: scale-in is local to each container
+proxy), so ``desired`` may be below the containers that exist while ``create`` is 0.
+
+What can go wrong is mostly the measurements: a mean run time of zero, a backlog a
+broker reported as negative, a rate that is NaN. Every input is clamped to a meaningful
+range first (:func:`_normalize`), so no rule divides by zero and nothing is negative.
+
+Two choices beyond the letter of the design, both recorded in the reason:
+- An action with activations in flight but no container it knows of (R + K = 0) gets the
+  rule 1 "poke" too: those deliveries were handed to a consumer that is gone, and on
+  Redis or NATS only a member of the group can ever pick them up again.
+- Until a cold start has been measured, C is :data:`DEFAULT_COLD_START_S`.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from broker_sched.config import SchedulerSettings
+
+DEFAULT_COLD_START_S = 0.7
+"""Cold start C assumed until measured: DESIGN's Docker figure (create + init ≈ 700 ms).
+
+Erring long only makes rule 3 wait a little longer for busy containers before creating;
+the first measured cold start replaces it.
+"""
+
+MIN_RUN_S = 1e-6
+"""A measured mean run time below this (zero included) counts as this: a division guard."""
+
+_CEIL_SLACK = 1e-9
+"""Relative slack so that float noise (8 * 0.1 / 0.8 = 1.0000000000000002) is not one more
+container."""
+
+
+@dataclass(frozen=True, slots=True)
+class ActionState:
+    """One action's measurements for one tick (letters as in DESIGN §4)."""
+
+    action: str
+    """``namespace/name``."""
+    pending: int
+    """P: appended, not yet delivered to the action's group."""
+    in_flight: int
+    """F: delivered, not yet acked."""
+    arrival_rate_per_s: float
+    """λ: activations per second over the last ``arrival_window_s``."""
+    running: int
+    """R: containers ready or busy, paused ones that count as ready included."""
+    creating: int
+    """K: containers requested and not yet confirmed."""
+    mean_run_s: float | None
+    """d: mean of the last runs; None until measured (rule 7: d = T)."""
+    concurrency: int
+    """c: activations one container runs at once."""
+    cold_start_s: float | None
+    """C: mean create + init; None until measured (:data:`DEFAULT_COLD_START_S`)."""
+    limit: int
+    """L: the action's container limit."""
+    partitions: int | None
+    """Partition count on partitioned transports (a consumer beyond it idles), else None."""
+    throttled: bool
+    """Throttle state after the previous tick, for the hysteresis of rule 6."""
+    last_resize_s: float | None = None
+    """When this action's partitions were last grown (same clock as ``now_s``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    now_s: float
+    actions: tuple[ActionState, ...]
+    free_slots: int
+    """Free container slots in the whole cluster, shared by all actions of the snapshot."""
+
+
+@dataclass(frozen=True, slots=True)
+class ActionDecision:
+    action: str
+    create: int
+    """Containers to request now (≥ 0); always ``max(0, desired - (R + K))``."""
+    desired: int
+    """Total containers wanted after every cap (may be below R + K: rule 8)."""
+    throttled: bool
+    """New throttle state: reject new invocations with 429 while True."""
+    resize_partitions_to: int | None
+    """Grow the action's partitions to this now (rule 4), else None."""
+    wait_s: float
+    """W = P·d / (c·(R + K)): the backlog's estimated queueing wait (inf with no container)."""
+    rule: str
+    """Short tag: poke, sustained, burst-wait, burst-drain, steady, idle, or the cap that
+    cut ``create``: capped-limit, capped-partitions, capped-capacity."""
+    reason: str
+    """One line: the inputs, the numbers the rule used, the caps and the outcome."""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    actions: tuple[ActionDecision, ...]
+
+    def for_action(self, action: str) -> ActionDecision | None:
+        return next((decided for decided in self.actions if decided.action == action), None)
+
+
+def decide(snapshot: Snapshot, settings: SchedulerSettings) -> Decision:
+    """Apply DESIGN §4 rules 1-8 to every action of ``snapshot``.
+
+    Each action's demand and caps are worked out on their own; the cluster's free slots
+    are then shared between them (:func:`_share`), which is where they compete.
+    Raises ValueError if an action appears twice (its demand would be counted twice).
+    """
+    names = [state.action for state in snapshot.actions]
+    if len(set(names)) != len(names):
+        raise ValueError(f"snapshot lists an action more than once: {sorted(names)}")
+    plans = [_plan(state, snapshot.now_s, settings) for state in snapshot.actions]
+    free_slots = max(0, snapshot.free_slots)
+    grants = _share(plans, free_slots)
+    return Decision(
+        tuple(_conclude(plan, grant, free_slots) for plan, grant in zip(plans, grants, strict=True))
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Inputs:
+    """An :class:`ActionState` clamped to meaningful values (see :func:`_normalize`)."""
+
+    action: str
+    pending: int
+    in_flight: int
+    rate_per_s: float
+    running: int
+    creating: int
+    concurrency: int
+    run_s: float
+    run_s_measured: bool
+    cold_start_s: float
+    cold_start_measured: bool
+    limit: int
+    partitions: int | None
+
+    @property
+    def existing(self) -> int:
+        """R + K: what already exists or is on its way."""
+        return self.running + self.creating
+
+    @property
+    def capacity_per_s(self) -> float:
+        """μ = (R + K)·c / d."""
+        return self.existing * self.concurrency / self.run_s
+
+    def describe(self) -> str:
+        run = "" if self.run_s_measured else " (unmeasured: T)"
+        cold = "" if self.cold_start_measured else " (assumed)"
+        return (
+            f"P={self.pending} F={self.in_flight} λ={_num(self.rate_per_s)}/s "
+            f"R={self.running} K={self.creating} c={self.concurrency} "
+            f"d={_num(self.run_s)}s{run} C={_num(self.cold_start_s)}s{cold} "
+            f"μ={_num(self.capacity_per_s)}/s"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """One action's demand and caps, before the free slots are shared."""
+
+    inputs: _Inputs
+    rule: str
+    wanted: int
+    """Containers the rule asks for, before any cap."""
+    explanation: str
+    throttled: bool
+    throttle_note: str
+    resize_to: int | None
+    resize_note: str
+
+    @property
+    def cap(self) -> int:
+        """The per-action caps of rule 4: the limit and, if partitioned, the partitions."""
+        partitions = self.inputs.partitions
+        return self.inputs.limit if partitions is None else min(self.inputs.limit, partitions)
+
+    @property
+    def room(self) -> int:
+        """Containers the per-action caps let this tick create."""
+        return max(0, min(self.wanted, self.cap) - self.inputs.existing)
+
+
+def _normalize(state: ActionState, settings: SchedulerSettings) -> _Inputs:
+    measured_run = _usable(state.mean_run_s)
+    measured_cold = _usable(state.cold_start_s)
+    rate = state.arrival_rate_per_s
+    return _Inputs(
+        action=state.action,
+        pending=max(0, state.pending),
+        in_flight=max(0, state.in_flight),
+        rate_per_s=rate if math.isfinite(rate) and rate > 0 else 0.0,
+        running=max(0, state.running),
+        creating=max(0, state.creating),
+        concurrency=max(1, state.concurrency),
+        run_s=settings.target_wait_s if measured_run is None else max(MIN_RUN_S, measured_run),
+        run_s_measured=measured_run is not None,
+        cold_start_s=DEFAULT_COLD_START_S if measured_cold is None else measured_cold,
+        cold_start_measured=measured_cold is not None,
+        limit=max(0, state.limit),
+        partitions=None if state.partitions is None else max(0, state.partitions),
+    )
+
+
+def _usable(measured_s: float | None) -> float | None:
+    """A duration that is missing, negative or not a number is treated as not measured."""
+    if measured_s is None or not math.isfinite(measured_s) or measured_s < 0:
+        return None
+    return measured_s
+
+
+def _plan(state: ActionState, now_s: float, settings: SchedulerSettings) -> _Plan:
+    inputs = _normalize(state, settings)
+    rule, wanted, explanation = _demand(inputs, settings)
+    throttled, throttle_note = _throttle(inputs, state.throttled, settings)
+    resize_to, resize_note = _resize(inputs, wanted, state.last_resize_s, now_s, settings)
+    return _Plan(
+        inputs=inputs,
+        rule=rule,
+        wanted=wanted,
+        explanation=explanation,
+        throttled=throttled,
+        throttle_note=throttle_note,
+        resize_to=resize_to,
+        resize_note=resize_note,
+    )
+
+
+def _demand(x: _Inputs, settings: SchedulerSettings) -> tuple[str, int, str]:
+    """Rules 1-3 and 7: the rule that fires, the containers it wants, and why."""
+    target_s, utilization = settings.target_wait_s, settings.target_utilization
+    if x.existing == 0 and x.pending > 0:
+        return "poke", 1, "first activation with no container (R+K=0): create 1 now"
+    if x.existing == 0 and x.in_flight > 0:
+        return "poke", 1, "in flight with no container (R+K=0): a consumer must take them over"
+    if x.pending == 0 and x.rate_per_s == 0:
+        return "idle", 0, "nothing pending or arriving"
+    mu = x.capacity_per_s
+    for_rate = _ceil(x.rate_per_s * x.run_s / (x.concurrency * utilization))
+    if x.rate_per_s >= utilization * mu:
+        for_wait = _ceil(x.pending * x.run_s / (x.concurrency * target_s))
+        return (
+            "sustained",
+            max(for_rate, for_wait),
+            f"λ ≥ u·μ={_num(utilization * mu)}/s: ceil(λ·d/(c·u))={for_rate}, "
+            f"W ≤ T={_num(target_s)}s needs {for_wait}",
+        )
+    if x.pending == 0:
+        return "steady", for_rate, f"λ < u·μ={_num(utilization * mu)}/s, no backlog"
+    horizon_s = max(target_s, x.cold_start_s)
+    drain_s = x.pending / (mu - x.rate_per_s)
+    for_drain = _ceil((x.rate_per_s + x.pending / horizon_s) * x.run_s / x.concurrency)
+    if drain_s <= horizon_s:
+        return (
+            "burst-wait",
+            min(x.existing, max(for_rate, for_drain)),
+            f"λ < u·μ={_num(utilization * mu)}/s: backlog drains in P/(μ-λ)={_num(drain_s)}s "
+            f"≤ max(T,C)={_num(horizon_s)}s: wait for the previous run",
+        )
+    return (
+        "burst-drain",
+        max(x.existing + 1, for_rate, for_drain),
+        f"λ < u·μ={_num(utilization * mu)}/s but backlog drains in P/(μ-λ)={_num(drain_s)}s "
+        f"> max(T,C)={_num(horizon_s)}s: {for_drain} drain it in time",
+    )
+
+
+def _throttle(x: _Inputs, was_throttled: bool, settings: SchedulerSettings) -> tuple[bool, str]:
+    """Rule 6, with hysteresis: on above ``max_wait_s``, off only below the release ratio."""
+    wait_at_limit_s = _wait_s(x.pending, x.run_s, x.concurrency, x.limit)
+    max_wait_s = settings.max_wait_s
+    release_s = settings.throttle_release_ratio * max_wait_s
+    numbers = f"W_L={_num(wait_at_limit_s)}s"
+    if wait_at_limit_s > max_wait_s:
+        return True, f"throttled: {numbers} > max_wait_s={_num(max_wait_s)}s"
+    if wait_at_limit_s < release_s:
+        lifted = "throttle lifted: " if was_throttled else ""
+        return False, f"{lifted}{numbers} < release {_num(release_s)}s"
+    state = "on" if was_throttled else "off"
+    return (
+        was_throttled,
+        f"throttle stays {state}: {_num(release_s)}s ≤ {numbers} ≤ {_num(max_wait_s)}s",
+    )
+
+
+def _resize(
+    x: _Inputs,
+    wanted: int,
+    last_resize_s: float | None,
+    now_s: float,
+    settings: SchedulerSettings,
+) -> tuple[int | None, str]:
+    """Rule 4's partition growth, when the partition count is what stops creation.
+
+    Growing beyond the limit would only add idle partitions, so the target is
+    ``min(wanted, L)``; when nothing more is wanted than exists, the partitions stop
+    nothing and a resize would be a rebalance for no gain. The rebalance every resize
+    causes is also why there is a cooldown.
+    """
+    target = min(wanted, x.limit)
+    if x.partitions is None or x.partitions >= target or x.existing >= target:
+        return None, ""
+    if not settings.auto_partitions:
+        return None, f"partitions={x.partitions} bind (auto_partitions off)"
+    if last_resize_s is not None:
+        left_s = settings.resize_cooldown_s - (now_s - last_resize_s)
+        if left_s > 0:
+            return None, f"partitions={x.partitions} bind; resize cooldown {_num(left_s)}s left"
+    return target, f"resize partitions {x.partitions}→{target} (consumers rebalance)"
+
+
+def _share(plans: Sequence[_Plan], free_slots: int) -> list[int]:
+    """Rules 4 and 5: split the cluster's free slots between actions, in rounds.
+
+    Each round gives one container to every action that still has room; the last,
+    partial round goes to the actions with the fewest containers first (then the
+    biggest backlog, then the name, so the outcome is reproducible). An action with no
+    container therefore gets its first one before any action gets more than its share.
+    Whole rounds are counted at once, so the cost does not grow with the free slots.
+    """
+    rooms = [plan.room for plan in plans]
+    if sum(rooms) <= free_slots:
+        return rooms
+    rounds = _full_rounds(rooms, free_slots)
+    grants = [min(room, rounds) for room in rooms]
+    left = free_slots - sum(grants)
+    short = sorted(
+        (i for i, room in enumerate(rooms) if room > rounds),
+        key=lambda i: (plans[i].inputs.existing, -plans[i].inputs.pending, plans[i].inputs.action),
+    )
+    for i in short[:left]:
+        grants[i] += 1
+    return grants
+
+
+def _full_rounds(rooms: Sequence[int], free_slots: int) -> int:
+    """The most whole rounds the free slots pay for (binary search; rooms exceed slots)."""
+    low, high = 0, max(rooms)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if sum(min(room, middle) for room in rooms) <= free_slots:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def _conclude(plan: _Plan, grant: int, free_slots: int) -> ActionDecision:
+    x = plan.inputs
+    asked = max(0, plan.wanted - x.existing)
+    partitions = "-" if x.partitions is None else str(x.partitions)
+    caps = f"caps L={x.limit} partitions={partitions} free_slots={free_slots}"
+    if grant < plan.room:
+        rule, caps = "capped-capacity", f"{caps}: {grant} of {plan.room} fit the free slots"
+    elif plan.room < asked:
+        bound_by_limit = x.partitions is None or x.limit <= x.partitions
+        rule = "capped-limit" if bound_by_limit else "capped-partitions"
+        caps = f"{caps}: capped at {plan.cap}"
+    else:
+        rule = plan.rule
+    desired = min(plan.wanted, plan.cap, x.existing + grant)
+    wait_s = _wait_s(x.pending, x.run_s, x.concurrency, x.existing)
+    notes = [
+        f"{rule}: {x.describe()}",
+        plan.explanation,
+        f"wants {plan.wanted}",
+        caps,
+        f"desired {desired}, create {grant}",
+        f"W={_num(wait_s)}s",
+        plan.throttle_note,
+        plan.resize_note,
+    ]
+    return ActionDecision(
+        action=x.action,
+        create=grant,
+        desired=desired,
+        throttled=plan.throttled,
+        resize_partitions_to=plan.resize_to,
+        wait_s=wait_s,
+        rule=rule,
+        reason="; ".join(note for note in notes if note),
+    )
+
+
+def _wait_s(pending: int, run_s: float, concurrency: int, containers: int) -> float:
+    """P·d / (c·n): how long the backlog waits on ``containers``; inf when there are none."""
+    if pending == 0:
+        return 0.0
+    if containers == 0:
+        return math.inf
+    return pending * run_s / (concurrency * containers)
+
+
+def _ceil(x: float) -> int:
+    if not math.isfinite(x):
+        return sys.maxsize
+    return max(0, math.ceil(x * (1 - _CEIL_SLACK)))
+
+
+def _num(x: float) -> str:
+    return f"{x:.4g}"

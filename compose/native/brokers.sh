@@ -1,0 +1,440 @@
+#!/usr/bin/env bash
+# Run Kafka (KRaft), Redis and NATS JetStream natively on 127.0.0.1, no Docker.
+#
+#   brokers.sh up     [kafka|redis|nats ...]
+#   brokers.sh down   [--purge] [kafka|redis|nats ...]
+#   brokers.sh status [kafka|redis|nats ...]
+#
+# See compose/README.md for the environment variables.
+set -euo pipefail
+
+readonly HOST=127.0.0.1
+readonly ALL_BROKERS=(kafka redis nats)
+
+KAFKA_VERSION=${KAFKA_VERSION:-4.3.1}
+KAFKA_PORT=${KAFKA_PORT:-9092}
+KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-9093}
+KAFKA_HEAP_OPTS=${KAFKA_HEAP_OPTS:--Xmx512m -Xms256m}
+REDIS_PORT=${REDIS_PORT:-6379}
+NATS_PORT=${NATS_PORT:-4222}
+NATS_MONITOR_PORT=${NATS_MONITOR_PORT:-8222}
+UP_TIMEOUT=${BROKER_SCHED_UP_TIMEOUT:-90}
+STOP_TIMEOUT=${BROKER_SCHED_STOP_TIMEOUT:-30}
+STATE_DIR=${BROKER_SCHED_STATE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/broker-sched}
+mkdir -p "$STATE_DIR/logs" "$STATE_DIR/run"
+STATE_DIR=$(cd "$STATE_DIR" && pwd -P)
+readonly STATE_DIR
+
+readonly KAFKA_HOME="$STATE_DIR/kafka-$KAFKA_VERSION"
+readonly KAFKA_LIBS="$KAFKA_HOME/libs"
+readonly KAFKA_PROPS="$STATE_DIR/kafka.properties"
+readonly SLF4J_VERSION=1.7.36 # the slf4j-api line every Kafka 4.x pom declares
+readonly DEPENDENCY_PLUGIN=org.apache.maven.plugins:maven-dependency-plugin:3.8.1
+
+# ---------------------------------------------------------------- helpers
+
+info() { printf '%s\n' "$*" >&2; }
+
+usage() {
+  cat >&2 <<'EOF'
+usage: brokers.sh up     [kafka|redis|nats ...]
+       brokers.sh down   [--purge] [kafka|redis|nats ...]
+       brokers.sh status [kafka|redis|nats ...]
+EOF
+  exit "${1:-2}"
+}
+
+log_file() { printf '%s/logs/%s.log' "$STATE_DIR" "$1"; }
+pid_file() { printf '%s/run/%s.pid' "$STATE_DIR" "$1"; }
+data_dir() { printf '%s/%s-data' "$STATE_DIR" "$1"; }
+
+# Prints the last lines of a log, indented, to stderr.
+log_tail() {
+  [[ -s $1 ]] || { info "    (log $1 is empty or missing)"; return 0; }
+  info "    last lines of $1:"
+  tail -n 15 "$1" | sed 's/\x1b\[[0-9;]*m//g; s/^/    | /' >&2
+}
+
+# One-line error about a broker plus the tail of the log that explains it.
+fail() { # name message log
+  info "error: $1: $2"
+  log_tail "$3"
+}
+
+# shellcheck disable=SC2016 # the inner scripts get their values as arguments
+port_open() { timeout 2 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$HOST" "$1" 2>/dev/null; }
+
+http_200() { # port path
+  local status
+  # shellcheck disable=SC2016
+  status=$(timeout 3 bash -c 'exec 3<>"/dev/tcp/$0/$1" || exit 1
+    printf "GET %s HTTP/1.0\r\nHost: %s\r\n\r\n" "$2" "$0" >&3
+    head -n 1 <&3' "$HOST" "$1" "$2" 2>/dev/null) || return 1
+  [[ $status == *" 200 "* ]]
+}
+
+# A pid is one of our brokers if it runs the expected program from a directory
+# inside the state dir (spawn starts them there). Zombies have no cwd.
+pid_alive() { # pid comm
+  local cwd
+  [[ $(cat "/proc/$1/comm" 2>/dev/null) == "$2" ]] &&
+    cwd=$(readlink "/proc/$1/cwd" 2>/dev/null) &&
+    [[ $cwd == "$STATE_DIR" || $cwd == "$STATE_DIR"/* ]]
+}
+
+# Prints the pid of a running broker; removes a stale pid file.
+running_pid() { # name
+  local file pid
+  file=$(pid_file "$1")
+  [[ -s $file ]] || return 1
+  pid=$(<"$file")
+  if [[ $pid =~ ^[0-9]+$ ]] && pid_alive "$pid" "$("$1"_comm)"; then
+    printf '%s' "$pid"
+  else
+    rm -f "$file"
+    return 1
+  fi
+}
+
+as_root() {
+  if ((EUID == 0)); then "$@"; else sudo "$@"; fi
+}
+
+# Installs a Debian package unless its command is already on PATH.
+ensure_deb() { # command package
+  command -v "$1" >/dev/null && return 0
+  local log="$STATE_DIR/logs/apt.log"
+  info "installing Debian package $2 (apt log: $log)"
+  export DEBIAN_FRONTEND=noninteractive
+  # Try the package lists at hand first; refresh them only if that fails.
+  as_root apt-get install -y -q --no-install-recommends "$2" >>"$log" 2>&1 && return 0
+  if ! as_root apt-get update -q >>"$log" 2>&1 ||
+    ! as_root apt-get install -y -q --no-install-recommends "$2" >>"$log" 2>&1; then
+    fail "$2" "apt-get install $2 failed" "$log"
+    return 1
+  fi
+}
+
+# Starts a command detached from this shell; the pid file holds its pid.
+spawn() { # name command...
+  local name=$1 log pidf
+  shift
+  log=$(log_file "$name")
+  pidf=$(pid_file "$name")
+  [[ -f $log ]] && mv -f "$log" "$log.1"
+  rm -f "$pidf"
+  # The inner shell drops inherited descriptors (such as the up/down lock),
+  # records its pid and becomes the broker, running in the state dir.
+  # shellcheck disable=SC2016 # $$, $0 and $@ belong to the inner shell
+  (cd "$STATE_DIR" && setsid bash -c 'for fd in /proc/$$/fd/*; do fd=${fd##*/}; ((fd > 2)) && eval "exec $fd>&-"; done
+    echo $$ >"$0"; exec "$@"' "$pidf" "$@" </dev/null >"$log" 2>&1 &)
+  local _
+  for _ in {1..50}; do [[ -s $pidf ]] && return 0; sleep 0.1; done
+  fail "$name" "process did not start" "$log"
+  return 1
+}
+
+ports_free() { # name port-variable...
+  local name=$1 var
+  shift
+  for var; do
+    if port_open "${!var}"; then
+      info "error: $name: $HOST:${!var} is already in use by another process (choose another $var)"
+      return 1
+    fi
+  done
+}
+
+# ------------------------------------------------------------------ kafka
+
+kafka_comm() { printf java; }
+kafka_ports() { printf 'KAFKA_PORT KAFKA_CONTROLLER_PORT'; }
+kafka_addr() { printf '%s:%s (controller %s:%s, ' "$HOST" "$KAFKA_PORT" "$HOST" "$KAFKA_CONTROLLER_PORT"; }
+
+java_major() {
+  local v
+  v=$(java -version 2>&1 | sed -n 's/.* version "\([0-9.]*\).*/\1/p' | head -n 1)
+  v=${v#1.}
+  printf '%s' "${v%%.*}"
+}
+
+kafka_pom() {
+  cat <<EOF
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>local.broker-sched</groupId>
+  <artifactId>kafka-runtime</artifactId>
+  <version>$KAFKA_VERSION</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency>
+      <groupId>org.apache.kafka</groupId>
+      <artifactId>kafka_2.13</artifactId>
+      <version>$KAFKA_VERSION</version>
+    </dependency>
+    <dependency>
+      <!-- admin CLIs (TopicCommand, BrokerApiVersionsCommand); Connect is not needed -->
+      <groupId>org.apache.kafka</groupId>
+      <artifactId>kafka-tools</artifactId>
+      <version>$KAFKA_VERSION</version>
+      <exclusions>
+        <exclusion><groupId>org.apache.kafka</groupId><artifactId>connect-runtime</artifactId></exclusion>
+        <exclusion><groupId>com.fasterxml.jackson.jakarta.rs</groupId><artifactId>*</artifactId></exclusion>
+      </exclusions>
+    </dependency>
+    <dependency>
+      <groupId>org.slf4j</groupId>
+      <artifactId>slf4j-simple</artifactId>
+      <version>$SLF4J_VERSION</version>
+    </dependency>
+  </dependencies>
+</project>
+EOF
+}
+
+kafka_fetch() {
+  [[ -f $KAFKA_LIBS/.complete ]] && return 0
+  command -v mvn >/dev/null || { info "error: kafka: Maven (mvn) is needed once to fetch the Kafka jars"; return 1; }
+  local log="$STATE_DIR/logs/kafka-fetch.log"
+  info "kafka: fetching Apache Kafka $KAFKA_VERSION jars with Maven (first run only; log: $log)"
+  mkdir -p "$KAFKA_HOME"
+  kafka_pom >"$KAFKA_HOME/pom.xml"
+  rm -rf "$KAFKA_LIBS.tmp"
+  if ! mvn -B -q -f "$KAFKA_HOME/pom.xml" "$DEPENDENCY_PLUGIN:copy-dependencies" \
+    -DincludeScope=runtime -DoutputDirectory="$KAFKA_LIBS.tmp" >"$log" 2>&1; then
+    rm -rf "$KAFKA_LIBS.tmp"
+    fail kafka "Maven could not fetch Kafka $KAFKA_VERSION" "$log"
+    return 1
+  fi
+  rm -rf "$KAFKA_LIBS"
+  mv "$KAFKA_LIBS.tmp" "$KAFKA_LIBS"
+  touch "$KAFKA_LIBS/.complete"
+}
+
+kafka_write_props() {
+  cat >"$KAFKA_PROPS" <<EOF
+# Generated by brokers.sh on every 'up'; edits are overwritten.
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@$HOST:$KAFKA_CONTROLLER_PORT
+listeners=PLAINTEXT://$HOST:$KAFKA_PORT,CONTROLLER://$HOST:$KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://$HOST:$KAFKA_PORT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs=$(data_dir kafka)
+num.partitions=1
+auto.create.topics.enable=false
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+EOF
+}
+
+kafka_java() { # main-class args...
+  java -cp "$KAFKA_LIBS/*" "$@"
+}
+
+kafka_format() {
+  [[ -f $(data_dir kafka)/meta.properties ]] && return 0
+  local log="$STATE_DIR/logs/kafka-format.log" cluster_id
+  info "kafka: formatting $(data_dir kafka)"
+  if ! cluster_id=$(kafka_java kafka.tools.StorageTool random-uuid 2>"$log") ||
+    ! kafka_java kafka.tools.StorageTool format --config "$KAFKA_PROPS" \
+      --cluster-id "$cluster_id" >>"$log" 2>&1; then
+    fail kafka "storage format failed" "$log"
+    return 1
+  fi
+}
+
+kafka_prepare() {
+  command -v java >/dev/null || { info "error: kafka: java (17+) is not on PATH"; return 1; }
+  local major
+  major=$(java_major)
+  ((${major:-0} >= 17)) || { info "error: kafka: needs Java 17+, found '${major:-unknown}'"; return 1; }
+  kafka_fetch && kafka_write_props && kafka_format
+}
+
+kafka_start() {
+  # shellcheck disable=SC2086 # KAFKA_HEAP_OPTS holds several flags
+  spawn kafka java $KAFKA_HEAP_OPTS -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+    -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true -Djava.net.preferIPv4Stack=true \
+    -Dorg.slf4j.simpleLogger.showDateTime=true \
+    '-Dorg.slf4j.simpleLogger.dateTimeFormat=yyyy-MM-dd HH:mm:ss,SSS' \
+    -cp "$KAFKA_LIBS/*" kafka.Kafka "$KAFKA_PROPS"
+}
+
+# The log is rotated on every start, so the marker belongs to this process.
+kafka_ready() {
+  grep -q 'Kafka Server started' "$(log_file kafka)" 2>/dev/null && port_open "$KAFKA_PORT"
+}
+
+# ------------------------------------------------------------------ redis
+
+redis_comm() { printf redis-server; }
+redis_ports() { printf 'REDIS_PORT'; }
+redis_addr() { printf '%s:%s (' "$HOST" "$REDIS_PORT"; }
+redis_prepare() { ensure_deb redis-server redis-server; }
+
+redis_start() {
+  mkdir -p "$(data_dir redis)"
+  spawn redis redis-server --bind "$HOST" --port "$REDIS_PORT" --protected-mode yes \
+    --daemonize no --dir "$(data_dir redis)" --save '' \
+    --appendonly yes --appendfsync everysec
+}
+
+redis_ready() { [[ $(redis-cli -h "$HOST" -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]]; }
+
+# ------------------------------------------------------------------- nats
+
+nats_comm() { printf nats-server; }
+nats_ports() { printf 'NATS_PORT NATS_MONITOR_PORT'; }
+nats_addr() { printf '%s:%s (monitor %s:%s, ' "$HOST" "$NATS_PORT" "$HOST" "$NATS_MONITOR_PORT"; }
+
+nats_prepare() {
+  ensure_deb nats-server nats-server || return 1
+  local v
+  v=$(nats-server --version | sed -n 's/.*v\([0-9]*\.[0-9]*\).*/\1/p')
+  # JetStream exists since 2.2.
+  if [[ ! $v =~ ^([0-9]+)\.([0-9]+)$ ]] ||
+    ((BASH_REMATCH[1] < 2 || (BASH_REMATCH[1] == 2 && BASH_REMATCH[2] < 2))); then
+    info "error: nats: nats-server ${v:-?} has no JetStream (needs 2.2+)"
+    return 1
+  fi
+}
+
+nats_start() {
+  spawn nats nats-server -js -a "$HOST" -p "$NATS_PORT" -m "$NATS_MONITOR_PORT" \
+    -sd "$(data_dir nats)"
+}
+
+nats_ready() { http_200 "$NATS_MONITOR_PORT" '/healthz?js-enabled-only=true'; }
+
+# --------------------------------------------------------------- commands
+
+status_line() { # name state [pid]
+  if [[ -n ${3:-} ]]; then
+    printf '%-6s %-8s %spid %s)\n' "$1" "$2" "$("$1"_addr)" "$3"
+  else
+    printf '%-6s %s\n' "$1" "$2"
+  fi
+}
+
+start_broker() { # name
+  local ports
+  read -ra ports <<<"$("$1"_ports)"
+  "$1"_prepare && ports_free "$1" "${ports[@]}" && "$1"_start
+}
+
+# Starts each broker that is not running yet, then waits for all of them.
+cmd_up() {
+  local name pid rc=0 pending=()
+  for name; do
+    if running_pid "$name" >/dev/null; then
+      pending+=("$name")
+    elif start_broker "$name"; then
+      pending+=("$name")
+    else
+      rc=1
+    fi
+  done
+  local deadline=$((SECONDS + UP_TIMEOUT)) waiting
+  while ((${#pending[@]})); do
+    waiting=()
+    for name in "${pending[@]}"; do
+      if ! pid=$(running_pid "$name"); then
+        fail "$name" "exited during startup" "$(log_file "$name")"
+        rc=1
+      elif "$name"_ready; then
+        status_line "$name" up "$pid"
+      elif ((SECONDS >= deadline)); then
+        fail "$name" "not ready after ${UP_TIMEOUT}s (still running as pid $pid)" "$(log_file "$name")"
+        rc=1
+      else
+        waiting+=("$name")
+      fi
+    done
+    pending=("${waiting[@]+"${waiting[@]}"}")
+    ((${#pending[@]})) && sleep 0.5
+  done
+  return "$rc"
+}
+
+stop_broker() { # name
+  local name=$1 pid _
+  if ! pid=$(running_pid "$name"); then
+    status_line "$name" down
+    return 0
+  fi
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq $((STOP_TIMEOUT * 5))); do
+    pid_alive "$pid" "$("$name"_comm)" || break
+    sleep 0.2
+  done
+  if pid_alive "$pid" "$("$name"_comm)"; then
+    info "$name: still running after ${STOP_TIMEOUT}s, sending SIGKILL"
+    kill -KILL "$pid" 2>/dev/null || true
+    sleep 0.5
+  fi
+  rm -f "$(pid_file "$name")"
+  printf '%-6s stopped (pid %s)\n' "$name" "$pid"
+}
+
+cmd_down() { # purge names...
+  local purge=$1 name
+  shift
+  for name; do
+    stop_broker "$name"
+    if ((purge)); then
+      rm -rf "$(data_dir "$name")"
+      info "$name: removed $(data_dir "$name")"
+    fi
+  done
+}
+
+cmd_status() {
+  local name pid rc=0
+  for name; do
+    if ! pid=$(running_pid "$name"); then
+      status_line "$name" down
+      rc=1
+    elif "$name"_ready; then
+      status_line "$name" up "$pid"
+    else
+      status_line "$name" starting "$pid"
+      rc=1
+    fi
+  done
+  return "$rc"
+}
+
+main() {
+  local cmd=${1:-} purge=0 names=() arg
+  (($#)) && shift
+  for arg; do
+    case $arg in
+      kafka | redis | nats) names+=("$arg") ;;
+      --purge) [[ $cmd == down ]] || usage; purge=1 ;;
+      -h | --help) usage 0 ;;
+      *) usage ;;
+    esac
+  done
+  ((${#names[@]})) || names=("${ALL_BROKERS[@]}")
+  case $cmd in
+    up | down)
+      # One up/down at a time per state dir.
+      exec 9>"$STATE_DIR/run/lock"
+      flock -w $((UP_TIMEOUT + STOP_TIMEOUT * 3)) 9 ||
+        { info "error: another brokers.sh up/down still holds $STATE_DIR/run/lock"; exit 1; }
+      if [[ $cmd == up ]]; then cmd_up "${names[@]}"; else cmd_down "$purge" "${names[@]}"; fi
+      ;;
+    status) cmd_status "${names[@]}" ;;
+    help | -h | --help) usage 0 ;;
+    *) usage ;;
+  esac
+}
+
+main "$@"

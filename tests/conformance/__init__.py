@@ -1,0 +1,1 @@
+"""One contract suite, run unchanged on every transport."""

@@ -1,0 +1,237 @@
+"""The one contract every broker backend implements.
+
+Two kinds of channel cross the broker:
+
+* **Queues** are durable, per-action work queues consumed by a *group* whose *members*
+  share the work: each message goes to one member at a time and stays in flight until
+  that member acks it. A member that nacks, closes, dies or stalls past the backend's
+  redelivery deadline gives its unacked messages back to the group (at-least-once).
+  A group that subscribes after messages were published still receives them, so a
+  controller can publish before any container exists. A queue is consumed by one group
+  in normal operation; backends may support more.
+* **Channels** are ephemeral fan-out subjects for replies and heartbeats: a listener
+  receives what is sent after :meth:`Transport.listen` returns, nothing earlier, and
+  nothing survives a broker restart. Losing a reply is recoverable (the caller times out
+  and the result is recorded), losing work is not, hence the split.
+
+Backends translate their client's exceptions into :mod:`broker_sched.errors` at this
+boundary and import their client lazily, so the core never depends on a broker client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, ClassVar, Self
+
+from broker_sched.errors import PayloadTooLarge
+
+if TYPE_CHECKING:
+    from broker_sched.config import Settings
+
+DEAD_LETTER_SUFFIX = ".dlq"
+
+
+def dead_letter_queue(queue: str) -> str:
+    return f"{queue}{DEAD_LETTER_SUFFIX}"
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """How much work a group has not finished.
+
+    ``pending``: appended but not yet delivered to the group. ``in_flight``: delivered,
+    not yet acked. ``oldest_age_s``: age of the oldest pending message, when known.
+    """
+
+    pending: int
+    in_flight: int
+    partitions: int = 1
+    oldest_age_s: float | None = None
+
+    @property
+    def total(self) -> int:
+        return self.pending + self.in_flight
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a backend can do, so callers and tests branch on features, never on names.
+
+    ``partitioned``: a queue has partitions and at most one member per partition does
+    work (:meth:`Transport.max_consumers`). ``rebalances``: members joining or leaving
+    pause the others. ``redelivers_unacked``: the broker itself redelivers the work of a
+    member that vanished without closing.
+    """
+
+    partitioned: bool = False
+    rebalances: bool = False
+    redelivers_unacked: bool = True
+
+
+class Delivery(ABC):
+    """One message handed to one member; finish it with exactly one ack or nack."""
+
+    body: bytes
+    id: str
+    attempt: int
+
+    @abstractmethod
+    async def ack(self) -> None: ...
+
+    @abstractmethod
+    async def nack(self, delay_s: float = 0.0) -> None:
+        """Give the message back to the group, redelivered after ``delay_s``."""
+
+    async def in_progress(self) -> None:  # noqa: B027 - optional hook, default is no-op
+        """Push back the redelivery deadline during a long run (no-op where not needed)."""
+
+
+class Subscription(ABC):
+    """A member's handle on a group; closing it leaves the group cleanly."""
+
+    queue: str
+    group: str
+    member: str
+
+    @abstractmethod
+    async def fetch(self, max_messages: int = 1, timeout_s: float = 1.0) -> list[Delivery]:
+        """Up to ``max_messages`` deliveries; an empty list when ``timeout_s`` passes."""
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+class Listener(ABC):
+    """A receiver on an ephemeral channel."""
+
+    channel: str
+
+    @abstractmethod
+    async def receive(self, timeout_s: float = 1.0) -> bytes | None:
+        """The next message, or ``None`` when ``timeout_s`` passes."""
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+class Transport(ABC):
+    """A connection to one broker; use it as an async context manager."""
+
+    name: ClassVar[str]
+    capabilities: ClassVar[Capabilities]
+
+    def __init__(self, *, max_message_bytes: int = 1_048_576) -> None:
+        self.max_message_bytes = max_message_bytes
+
+    @classmethod
+    @abstractmethod
+    def from_settings(cls, settings: Settings) -> Self: ...
+
+    async def connect(self) -> None:  # noqa: B027 - backends without a connection skip it
+        """Open connections; raise :class:`BrokerUnavailable` if the broker is unreachable."""
+
+    async def close(self) -> None:  # noqa: B027 - backends without a connection skip it
+        """Release connections; safe to call twice."""
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @abstractmethod
+    async def ping(self) -> str:
+        """Round trip to the broker; returns a description such as its version."""
+
+    @abstractmethod
+    async def declare(self, queue: str, partitions: int = 1) -> None:
+        """Create ``queue`` if missing; never shrinks or fails if it exists."""
+
+    async def publish(self, queue: str, body: bytes, key: str | None = None) -> None:
+        """Durably append ``body``; returns once the broker has it.
+
+        Raises :class:`PayloadTooLarge` before touching the broker when ``body`` is over
+        ``max_message_bytes``, so every backend rejects the same sizes.
+        """
+        if len(body) > self.max_message_bytes:
+            raise PayloadTooLarge(len(body), self.max_message_bytes)
+        await self._publish(queue, body, key)
+
+    @abstractmethod
+    async def _publish(self, queue: str, body: bytes, key: str | None) -> None: ...
+
+    @abstractmethod
+    async def subscribe(self, queue: str, group: str, member: str) -> Subscription: ...
+
+    @abstractmethod
+    async def backlog(self, queue: str, group: str) -> Backlog:
+        """Counts for ``group``; a group that never subscribed has everything pending."""
+
+    async def backlogs(self, pairs: Sequence[tuple[str, str]]) -> list[Backlog]:
+        """Backlogs of many ``(queue, group)`` pairs; backends override to batch."""
+        return list(await asyncio.gather(*(self.backlog(q, g) for q, g in pairs)))
+
+    async def resize(self, queue: str, partitions: int) -> int:
+        """Grow ``queue`` to ``partitions``; returns the count now in force."""
+        return 1
+
+    async def max_consumers(self, queue: str) -> int | None:
+        """How many members can work at once (the partition count), or ``None``: no limit."""
+        return None
+
+    @abstractmethod
+    async def delete(self, queue: str) -> None:
+        """Remove ``queue`` and its groups (tests, clean-up); missing is fine."""
+
+    @abstractmethod
+    async def send(self, channel: str, body: bytes) -> None: ...
+
+    @abstractmethod
+    async def listen(self, channel: str) -> Listener:
+        """Start receiving ``channel``; messages sent after this returns are delivered."""
+
+    async def dead_letter(self, queue: str, body: bytes, reason: str) -> None:
+        """Park an unusable message with the reason, keeping its bytes intact."""
+        envelope = {
+            "v": 1,
+            "queue": queue,
+            "reason": reason,
+            "body_b64": base64.b64encode(body).decode(),
+        }
+        target = dead_letter_queue(queue)
+        await self.declare(target)
+        await self._publish(target, json.dumps(envelope).encode(), None)

@@ -1,0 +1,930 @@
+"""Apache Kafka transport (aiokafka): a topic per action queue, a consumer group per action.
+
+Features
+    * queue = topic (the caller passes the full name), group = consumer group, a
+      :class:`KafkaSubscription` = one consumer in that group. Partitions are the unit of
+      parallelism: :meth:`KafkaTransport.max_consumers` is the partition count and a member
+      beyond it sits idle. :meth:`KafkaTransport.resize` adds partitions (never removes).
+    * at-least-once: ``ack`` marks an offset done and a background committer commits, per
+      partition, the highest *contiguous* acked offset + 1 (acks may come out of order when
+      a member fetched several). A clean :meth:`KafkaSubscription.close` commits what was
+      acked and leaves the group; the next owner of a partition resumes from the committed
+      offset, so everything unacked is redelivered.
+    * ``nack(delay_s)``: Kafka cannot un-deliver in place, so a copy is republished to the
+      same topic (same key, header ``attempt`` = attempt + 1) after ``delay_s`` and the
+      original then counts as acked. A rebalance or ``close`` cuts pending delays short (the
+      copies are published at once) so nothing is lost or duplicated.
+    * ``backlog``/``backlogs``: pending + in_flight = Σ(end offset - committed offset, or the
+      beginning offset when the group never committed), from one ListOffsets round and one
+      OffsetFetch per group, all concurrent.
+    * channels: a topic ``_chan.{channel}`` per channel (1 partition, 5 min retention,
+      created on demand) read by a group-less consumer positioned at the end before
+      :meth:`KafkaTransport.listen` returns.
+    * rebalance events per subscription (:attr:`KafkaSubscription.events`,
+      :attr:`KafkaSubscription.on_rebalance`) so a benchmark can time the pause.
+
+Connection settings (``[kafka]``): ``bootstrap_servers``, ``security_protocol``
+(PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL), ``sasl_mechanism`` (PLAIN, SCRAM-SHA-256/512),
+``sasl_username``, ``sasl_password``, ``ssl_cafile``.
+
+Options (``[kafka]``): ``default_partitions`` (the floor for topics this transport
+creates), ``replication_factor``, ``assignor`` (range, roundrobin, sticky),
+``session_timeout_ms``, ``heartbeat_interval_ms``, ``rebalance_timeout_ms``,
+``max_poll_interval_ms``, ``metadata_max_age_ms`` (how soon members see new partitions),
+``group_instance_id`` (static membership, ``{member}`` is replaced by the member id).
+Topics are created with ``max.message.bytes`` = 1.5 x ``max_payload_bytes`` + 64 KiB, room
+for the base64 dead-letter envelope of a payload at the limit.
+
+Known limits
+    * eager rebalancing only (aiokafka has no cooperative protocol and no KIP-848): every
+      join, leave and resize revokes *all* partitions of the group, and unacked messages in
+      them are redelivered, even to the member that already holds them.
+    * ``attempt`` counts nacks only: a redelivery after a rebalance, crash or close re-reads
+      the same record, whose header Kafka cannot change.
+    * ``in_flight`` is what *this* transport object fetched and has not acked; messages in
+      flight in other processes are counted as pending. A delayed nack stays in flight
+      until its copy is published.
+    * static membership: aiokafka sends no LeaveGroup for a static member, so its
+      partitions move to others only after ``session_timeout_ms`` (as in the Java client).
+    * deleting a topic leaves its group; the broker drops the group's offsets for it.
+    * ``oldest_age_s`` is not reported (``None``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, Self
+
+from broker_sched.config import KafkaSettings
+from broker_sched.errors import (
+    BrokerUnavailable,
+    ConfigError,
+    PayloadTooLarge,
+    TransportError,
+    TransportNotInstalled,
+)
+from transports.base import Backlog, Capabilities, Delivery, Listener, Subscription, Transport
+
+if TYPE_CHECKING:
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.structs import TopicPartition
+
+    from broker_sched.config import Settings
+
+log = logging.getLogger(__name__)
+
+ATTEMPT_HEADER = "attempt"
+CHANNEL_PREFIX = "_chan."
+CHANNEL_RETENTION_MS = 300_000
+_ENVELOPE_HEADROOM_BYTES = 65_536
+_TOPIC_EXISTS = 36
+_UNKNOWN_TOPIC = 3
+_INVALID_TOPIC = 17
+_METADATA_BACKOFF_S = 0.01
+_METADATA_BACKOFF_MAX_S = 0.2
+_REPUBLISH_TRIES = 3
+_REPUBLISH_BACKOFF_S = 0.2
+_INVALID_TOPIC_CHARS = re.compile(r"[^A-Za-z0-9._-]")
+
+RebalanceKind = Literal["revoked", "assigned"]
+
+
+@dataclass(frozen=True, slots=True)
+class RebalanceEvent:
+    """``revoked`` marks the start of a rebalance for a member, ``assigned`` its end.
+
+    ``at_s`` is :func:`time.monotonic`; ``partitions`` are the revoked or new ones.
+    """
+
+    at_s: float
+    kind: RebalanceKind
+    partitions: tuple[int, ...]
+
+
+@dataclass(slots=True)
+class _Clients:
+    producer: AIOKafkaProducer
+    admin: AIOKafkaAdminClient
+    offsets: _OffsetReader
+
+
+class KafkaTransport(Transport):
+    name = "kafka"
+    capabilities = Capabilities(partitioned=True, rebalances=True, redelivers_unacked=True)
+
+    def __init__(
+        self,
+        kafka: KafkaSettings | None = None,
+        *,
+        max_message_bytes: int = 1_048_576,
+        request_timeout_ms: int = 5_000,
+    ) -> None:
+        """``request_timeout_ms`` bounds every broker call, so an outage fails fast."""
+        _require_aiokafka()
+        super().__init__(max_message_bytes=max_message_bytes)
+        self.settings = kafka if kafka is not None else KafkaSettings()
+        self.request_timeout_ms = request_timeout_ms
+        self.wire_limit_bytes = max_message_bytes * 3 // 2 + _ENVELOPE_HEADROOM_BYTES
+        self._clients: _Clients | None = None
+        self._connecting = asyncio.Lock()
+        self._topics: set[str] = set()
+        self._coordinators: dict[str, int] = {}
+        self._subscriptions: set[KafkaSubscription] = set()
+        self._listeners: set[KafkaListener] = set()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Self:
+        return cls(settings.kafka, max_message_bytes=settings.max_payload_bytes)
+
+    @property
+    def _timeout_s(self) -> float:
+        return self.request_timeout_ms / 1000
+
+    # ------------------------------------------------------------------ connection
+
+    async def connect(self) -> None:
+        await self._connected()
+
+    async def _connected(self) -> _Clients:
+        """The shared clients, started on first use; :class:`BrokerUnavailable` if not."""
+        if self._clients is not None:
+            return self._clients
+        async with self._connecting:
+            if self._clients is None:
+                self._clients = await self._start_clients()
+            return self._clients
+
+    async def _start_clients(self) -> _Clients:
+        from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        common = self._client_kwargs()
+        producer = AIOKafkaProducer(
+            **common,
+            acks="all",
+            enable_idempotence=True,
+            max_request_size=self.wire_limit_bytes,
+            request_timeout_ms=self.request_timeout_ms,
+        )
+        admin = AIOKafkaAdminClient(**common, request_timeout_ms=self.request_timeout_ms)
+        offsets = AIOKafkaConsumer(
+            **common,
+            group_id=None,
+            enable_auto_commit=False,
+            request_timeout_ms=self.request_timeout_ms,
+        )
+        try:
+            async with _broker_errors("connect", self._timeout_s * 2):
+                await producer.start()
+                await admin.start()
+                await offsets.start()
+        except BaseException:
+            for stop in (producer.stop, admin.close, offsets.stop):
+                with contextlib.suppress(Exception):
+                    await stop()
+            raise
+        return _Clients(producer, admin, _OffsetReader(offsets))
+
+    def _client_kwargs(self) -> dict[str, Any]:
+        """Bootstrap, metadata refresh and security options shared by every client."""
+        kafka = self.settings
+        kwargs: dict[str, Any] = {
+            "bootstrap_servers": kafka.bootstrap_servers,
+            "metadata_max_age_ms": kafka.metadata_max_age_ms,
+            "security_protocol": kafka.security_protocol,
+        }
+        if kafka.security_protocol in ("SSL", "SASL_SSL"):
+            from aiokafka.helpers import create_ssl_context
+
+            kwargs["ssl_context"] = create_ssl_context(cafile=kafka.ssl_cafile)
+        if kafka.security_protocol.startswith("SASL"):
+            kwargs["sasl_mechanism"] = kafka.sasl_mechanism or "PLAIN"
+            kwargs["sasl_plain_username"] = kafka.sasl_username
+            password = kafka.sasl_password
+            kwargs["sasl_plain_password"] = password.get_secret_value() if password else None
+        return kwargs
+
+    async def close(self) -> None:
+        for subscription in list(self._subscriptions):
+            await subscription.close()
+        for listener in list(self._listeners):
+            await listener.close()
+        clients, self._clients = self._clients, None
+        if clients is None:
+            return
+        for stop in (clients.producer.stop, clients.offsets.consumer.stop, clients.admin.close):
+            try:
+                await stop()
+            except Exception:  # a broker gone at shutdown must not mask the caller's error
+                log.warning("kafka: closing a client failed", exc_info=True)
+
+    async def ping(self) -> str:
+        admin = (await self._connected()).admin
+        async with _broker_errors("ping", self._timeout_s):
+            cluster = await admin.describe_cluster()
+        return (
+            f"kafka at {self.settings.bootstrap_servers} "
+            f"(cluster {cluster['cluster_id']}, {len(cluster['brokers'])} brokers)"
+        )
+
+    # ------------------------------------------------------------------ topics
+
+    async def declare(self, queue: str, partitions: int = 1) -> None:
+        """Create the topic with at least ``default_partitions``; an existing one is kept."""
+        await self._create_topic(queue, max(partitions, self.settings.default_partitions), {})
+
+    async def _create_topic(self, topic: str, partitions: int, configs: dict[str, str]) -> None:
+        from aiokafka.admin import NewTopic
+
+        clients = await self._connected()
+        new = NewTopic(
+            topic,
+            partitions,
+            self.settings.replication_factor,
+            topic_configs={"max.message.bytes": str(self.wire_limit_bytes), **configs},
+        )
+        async with _broker_errors(f"create topic {topic!r}", self._timeout_s):
+            response = await clients.admin.create_topics([new], timeout_ms=self.request_timeout_ms)
+            for name, code, message in response.topic_errors:
+                if code == _INVALID_TOPIC:
+                    raise ConfigError(f"invalid Kafka topic name {name!r}: {message}")
+                if code not in (0, _TOPIC_EXISTS):
+                    raise _response_error(code, f"create topic {name!r}: {message}")
+            await clients.offsets.await_partitions(topic, 1)
+        self._topics.add(topic)
+
+    async def _ensure_topic(self, topic: str) -> None:
+        """Topics are created on first use: the native broker has auto-creation off."""
+        if topic not in self._topics:
+            await self.declare(topic)
+
+    async def resize(self, queue: str, partitions: int) -> int:
+        """Grow ``queue``; members see the new partitions within ``metadata_max_age_ms``."""
+        from aiokafka.admin import NewPartitions
+        from aiokafka.errors import InvalidPartitionsError
+
+        clients = await self._connected()
+        async with _broker_errors(f"resize {queue!r}", self._timeout_s):
+            current = await clients.offsets.fresh_count(queue)
+        if current == 0:
+            await self.declare(queue, partitions)
+        elif partitions > current:
+            try:
+                async with _broker_errors(f"resize {queue!r}", self._timeout_s):
+                    await clients.admin.create_partitions(
+                        {queue: NewPartitions(partitions)}, timeout_ms=self.request_timeout_ms
+                    )
+            except TransportError as exc:  # someone grew it first: report what is in force
+                if not isinstance(exc.__cause__, InvalidPartitionsError):
+                    raise
+        async with _broker_errors(f"resize {queue!r}", self._timeout_s):
+            return await clients.offsets.await_partitions(queue, partitions)
+
+    async def max_consumers(self, queue: str) -> int | None:
+        """The partition count; a queue not yet created reports ``default_partitions``."""
+        offsets = (await self._connected()).offsets
+        async with _broker_errors("metadata", self._timeout_s):
+            counts = await offsets.counts([queue])
+        return counts[queue] or self.settings.default_partitions
+
+    async def delete(self, queue: str) -> None:
+        await self._delete_topic(queue)
+
+    async def _delete_topic(self, topic: str) -> None:
+        clients = await self._connected()
+        self._topics.discard(topic)
+        clients.offsets.forget(topic)
+        async with _broker_errors(f"delete topic {topic!r}", self._timeout_s):
+            response = await clients.admin.delete_topics(
+                [topic], timeout_ms=self.request_timeout_ms
+            )
+        for name, code in response.topic_error_codes:
+            if code not in (0, _UNKNOWN_TOPIC):
+                raise _response_error(code, f"delete topic {name!r}")
+
+    # ------------------------------------------------------------------ queues
+
+    async def _publish(self, queue: str, body: bytes, key: str | None) -> None:
+        await self._ensure_topic(queue)
+        await self._produce(queue, body, key.encode() if key is not None else None, None)
+
+    async def _produce(
+        self, topic: str, body: bytes, key: bytes | None, attempt: int | None
+    ) -> None:
+        from aiokafka.errors import MessageSizeTooLargeError
+
+        producer = (await self._connected()).producer
+        headers = [(ATTEMPT_HEADER, str(attempt).encode())] if attempt is not None else None
+        try:
+            async with _broker_errors(f"publish to {topic!r}", self._timeout_s * 2):
+                await producer.send_and_wait(topic, body, key=key, headers=headers)
+        except TransportError as exc:
+            if isinstance(exc.__cause__, MessageSizeTooLargeError):
+                raise PayloadTooLarge(len(body), self.max_message_bytes) from exc.__cause__
+            raise
+
+    async def subscribe(self, queue: str, group: str, member: str) -> KafkaSubscription:
+        from aiokafka import AIOKafkaConsumer
+
+        await self._ensure_topic(queue)
+        kafka = self.settings
+        instance = kafka.group_instance_id
+        consumer = AIOKafkaConsumer(
+            **self._client_kwargs(),
+            group_id=group,
+            group_instance_id=instance.format(member=member) if instance else None,
+            client_id=member,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            partition_assignment_strategy=(_assignor(kafka.assignor),),
+            session_timeout_ms=kafka.session_timeout_ms,
+            heartbeat_interval_ms=kafka.heartbeat_interval_ms,
+            rebalance_timeout_ms=kafka.rebalance_timeout_ms,
+            max_poll_interval_ms=kafka.max_poll_interval_ms,
+            max_partition_fetch_bytes=max(1_048_576, self.wire_limit_bytes),
+            # JoinGroup legitimately blocks on the broker for up to the rebalance timeout.
+            request_timeout_ms=kafka.rebalance_timeout_ms + self.request_timeout_ms,
+        )
+        subscription = KafkaSubscription(self, queue, group, member, consumer)
+        consumer.subscribe([queue], listener=_rebalance_listener(subscription))
+        try:
+            async with _broker_errors(f"subscribe to {queue!r}", self._timeout_s * 2):
+                await consumer.start()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+            raise
+        subscription.start_committer()
+        self._subscriptions.add(subscription)
+        return subscription
+
+    async def backlog(self, queue: str, group: str) -> Backlog:
+        return (await self.backlogs([(queue, group)]))[0]
+
+    async def backlogs(self, pairs: Sequence[tuple[str, str]]) -> list[Backlog]:
+        """One ListOffsets round for all partitions and one OffsetFetch per group, concurrently."""
+        if not pairs:
+            return []
+        from aiokafka.structs import TopicPartition
+
+        offsets = (await self._connected()).offsets
+        async with _broker_errors("backlog", self._timeout_s):
+            counts = await offsets.counts(q for q, _ in pairs)
+        partitions = {t: [TopicPartition(t, p) for p in range(n)] for t, n in counts.items()}
+        by_group: dict[str, set[TopicPartition]] = {}
+        for queue, group in pairs:
+            by_group.setdefault(group, set()).update(partitions[queue])
+        groups = [g for g, tps in by_group.items() if tps]
+        every = [tp for tps in partitions.values() for tp in tps]
+        if not every:
+            return [self._empty_backlog() for _ in pairs]
+        async with _broker_errors("backlog", self._timeout_s * 2):
+            end, begin, *committed = await asyncio.gather(
+                offsets.end_offsets(every),
+                offsets.beginning_offsets(every),
+                *(self._committed(g, sorted(by_group[g])) for g in groups),
+            )
+        committed_by_group = dict(zip(groups, committed, strict=True))
+        local = self._local_tracks()
+        return [
+            _backlog_of(
+                partitions[queue], end, begin, committed_by_group.get(group, {}), group, local
+            )
+            if partitions[queue]
+            else self._empty_backlog()
+            for queue, group in pairs
+        ]
+
+    def _empty_backlog(self) -> Backlog:
+        return Backlog(pending=0, in_flight=0, partitions=self.settings.default_partitions)
+
+    async def _committed(self, group: str, partitions: list[TopicPartition]) -> dict[Any, Any]:
+        """The group's committed offsets; a moved coordinator is looked up again, once."""
+        from aiokafka.errors import KafkaError
+
+        try:
+            return await self._offset_fetch(group, partitions)
+        except KafkaError as exc:
+            self._coordinators.pop(group, None)
+            if not exc.retriable:
+                raise
+            return await self._offset_fetch(group, partitions)
+
+    async def _offset_fetch(self, group: str, partitions: list[TopicPartition]) -> dict[Any, Any]:
+        admin = (await self._connected()).admin
+        node = self._coordinators.get(group)
+        if node is None:
+            node = self._coordinators[group] = await admin.find_coordinator(group)
+        result: dict[Any, Any] = await admin.list_consumer_group_offsets(group, node, partitions)
+        return result
+
+    def _local_tracks(self) -> dict[tuple[str, TopicPartition], list[_PartitionTrack]]:
+        """What this process's members fetched, by ``(group, partition)``."""
+        local: dict[tuple[str, TopicPartition], list[_PartitionTrack]] = {}
+        for subscription in self._subscriptions:
+            for tp, track in subscription.tracks.items():
+                local.setdefault((subscription.group, tp), []).append(track)
+        return local
+
+    def _forget(self, subscription: KafkaSubscription) -> None:
+        self._subscriptions.discard(subscription)
+
+    # ------------------------------------------------------------------ channels
+
+    async def send(self, channel: str, body: bytes) -> None:
+        topic = channel_topic(channel)
+        await self._ensure_channel(topic)
+        await self._produce(topic, body, None, None)
+
+    async def listen(self, channel: str) -> KafkaListener:
+        from aiokafka import AIOKafkaConsumer
+        from aiokafka.structs import TopicPartition
+
+        topic = channel_topic(channel)
+        await self._ensure_channel(topic)
+        offsets = (await self._connected()).offsets
+        async with _broker_errors(f"listen on {channel!r}", self._timeout_s):
+            count = (await offsets.counts([topic]))[topic] or 1
+        consumer = AIOKafkaConsumer(
+            **self._client_kwargs(),
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="latest",
+            max_partition_fetch_bytes=max(1_048_576, self.wire_limit_bytes),
+            request_timeout_ms=self.request_timeout_ms,
+        )
+        partitions = [TopicPartition(topic, p) for p in range(count)]
+        try:
+            async with _broker_errors(f"listen on {channel!r}", self._timeout_s * 2):
+                await consumer.start()
+                consumer.assign(partitions)
+                await consumer.seek_to_end(*partitions)
+                for tp in partitions:  # resolves the position: later sends are received
+                    await consumer.position(tp)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+            raise
+        listener = KafkaListener(self, channel, consumer)
+        self._listeners.add(listener)
+        return listener
+
+    async def _ensure_channel(self, topic: str) -> None:
+        if topic not in self._topics:
+            await self._create_topic(topic, 1, {"retention.ms": str(CHANNEL_RETENTION_MS)})
+
+    def _forget_listener(self, listener: KafkaListener) -> None:
+        self._listeners.discard(listener)
+
+
+class _OffsetReader:
+    """The group-less consumer behind backlogs and partition counts.
+
+    Partition counts come from this client's metadata, refreshed every
+    ``metadata_max_age_ms`` for all tracked topics in one request. It reaches into
+    ``consumer._client`` for one reason: asked for offsets of topics it does not track,
+    aiokafka adds *one* topic per retry and backs off ``retry_backoff_ms`` in between, so a
+    backlog over a hundred new topics would outlast the request timeout. Tracking every
+    topic up front turns that into a single metadata request.
+    """
+
+    def __init__(self, consumer: AIOKafkaConsumer) -> None:
+        self.consumer = consumer
+        self._tracked: set[str] = set()
+
+    async def counts(self, topics: Iterable[str]) -> dict[str, int]:
+        """Partition count per topic; 0 for a topic the broker does not have."""
+        wanted = list(dict.fromkeys(topics))
+        new = set(wanted) - self._tracked
+        if new:
+            self._tracked |= new
+            await self.consumer._client.set_topics(self._tracked)
+        return {t: len(self.consumer.partitions_for_topic(t) or ()) for t in wanted}
+
+    async def fresh_count(self, topic: str) -> int:
+        await self.counts([topic])
+        await self.consumer._client.force_metadata_update()
+        return (await self.counts([topic]))[topic]
+
+    async def await_partitions(self, topic: str, at_least: int) -> int:
+        """Poll metadata until ``topic`` shows ``at_least`` partitions (the broker's view lags
+        its controller by a moment after a create); the caller bounds the wait."""
+        backoff_s = _METADATA_BACKOFF_S
+        while (count := (await self.counts([topic]))[topic]) < at_least:
+            await asyncio.sleep(backoff_s)
+            backoff_s = min(backoff_s * 2, _METADATA_BACKOFF_MAX_S)
+            await self.consumer._client.force_metadata_update()
+        return count
+
+    def forget(self, topic: str) -> None:
+        self._tracked.discard(topic)
+
+    async def end_offsets(self, partitions: list[TopicPartition]) -> dict[Any, int]:
+        offsets: dict[Any, int] = await self.consumer.end_offsets(partitions)
+        return offsets
+
+    async def beginning_offsets(self, partitions: list[TopicPartition]) -> dict[Any, int]:
+        offsets: dict[Any, int] = await self.consumer.beginning_offsets(partitions)
+        return offsets
+
+
+def _backlog_of(
+    partitions: list[TopicPartition],
+    end: dict[Any, int],
+    begin: dict[Any, int],
+    committed: dict[Any, Any],
+    group: str,
+    local: dict[tuple[str, TopicPartition], list[_PartitionTrack]],
+) -> Backlog:
+    """Counts for one queue from broker offsets and this process's own fetches.
+
+    Per partition, unfinished work starts at the newer of the broker's committed offset
+    and what a local member has since committed: the broker answer may predate a commit
+    that completed while it was in transit. Acked-but-uncommitted messages are finished.
+    """
+    pending = in_flight = 0
+    for tp in partitions:
+        done = committed.get(tp)
+        tracks = local.get((group, tp), ())
+        start = max(
+            begin[tp],
+            done.offset if done is not None else -1,
+            *(track.committed for track in tracks),
+        )
+        flying = sum(len(track.outstanding) for track in tracks)
+        acked = sum(track.acked_since(start) for track in tracks)
+        pending += max(0, end[tp] - start - flying - acked)
+        in_flight += flying
+    return Backlog(pending=pending, in_flight=in_flight, partitions=len(partitions))
+
+
+def channel_topic(channel: str) -> str:
+    """The topic behind a channel; characters Kafka forbids become ``_``."""
+    return CHANNEL_PREFIX + _INVALID_TOPIC_CHARS.sub("_", channel)
+
+
+class KafkaSubscription(Subscription):
+    """One consumer in the group; tracks what it fetched so acks commit in offset order."""
+
+    def __init__(
+        self,
+        transport: KafkaTransport,
+        queue: str,
+        group: str,
+        member: str,
+        consumer: AIOKafkaConsumer,
+    ) -> None:
+        self.queue, self.group, self.member = queue, group, member
+        self.events: deque[RebalanceEvent] = deque(maxlen=1_000)
+        self.on_rebalance: Callable[[RebalanceEvent], None] | None = None
+        self._transport = transport
+        self._consumer = consumer
+        self._tracks: dict[TopicPartition, _PartitionTrack] = {}
+        self._delayed: dict[asyncio.Task[None], _DelayedNack] = {}
+        self._commit_wanted = asyncio.Event()
+        self._committer: asyncio.Task[None] | None = None
+        self._closed = False
+
+    def start_committer(self) -> None:
+        self._committer = asyncio.create_task(
+            self._commit_loop(), name=f"kafka-commit-{self.group}-{self.member}"
+        )
+
+    async def fetch(self, max_messages: int = 1, timeout_s: float = 1.0) -> list[Delivery]:
+        from aiokafka.errors import ConsumerStoppedError
+
+        if self._closed:
+            raise RuntimeError("fetch on a closed subscription")
+        try:
+            async with _broker_errors(f"fetch from {self.queue!r}", None):
+                batches = await self._consumer.getmany(
+                    timeout_ms=max(0, int(timeout_s * 1000)), max_records=max(1, max_messages)
+                )
+        except ConsumerStoppedError:  # closed while waiting
+            return []
+        deliveries: list[Delivery] = []
+        for tp, records in batches.items():
+            track = self._tracks.get(tp)
+            if track is None:
+                track = self._tracks[tp] = _PartitionTrack(tp, records[0].offset)
+            for record in records:
+                track.fetched(record.offset)
+                deliveries.append(KafkaDelivery(self, track, record))
+        return deliveries
+
+    # ------------------------------------------------------------------ acks
+
+    def finish(self, track: _PartitionTrack, offset: int) -> None:
+        """Mark ``offset`` done; acks of a partition lost to a rebalance are dropped."""
+        if track.live and offset in track.outstanding:
+            track.outstanding.discard(offset)
+            self._commit_wanted.set()
+
+    async def give_back(self, delivery: KafkaDelivery, delay_s: float) -> None:
+        if delay_s <= 0:
+            await self._republish(delivery)
+            return
+        pending = _DelayedNack(delivery, asyncio.Event())
+        task = asyncio.create_task(self._republish_later(pending, delay_s))
+        self._delayed[task] = pending
+        task.add_done_callback(self._delayed_done)
+
+    async def _republish(self, delivery: KafkaDelivery) -> None:
+        await self._transport._produce(
+            self.queue, delivery.body, delivery.key, delivery.attempt + 1
+        )
+        self.finish(delivery.track, delivery.offset)
+
+    async def _republish_later(self, pending: _DelayedNack, delay_s: float) -> None:
+        """Wait ``delay_s`` unless a rebalance or close hurries it, then republish.
+
+        A failed republish is retried with backoff; if all tries fail the original stays
+        in flight and is redelivered, unchanged, when its partition moves or on close.
+        """
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(pending.hurry.wait(), delay_s)
+        backoff_s = _REPUBLISH_BACKOFF_S
+        for _ in range(_REPUBLISH_TRIES - 1):
+            try:
+                await self._republish(pending.delivery)
+            except BrokerUnavailable:
+                await asyncio.sleep(backoff_s)
+                backoff_s *= 2
+            else:
+                return
+        await self._republish(pending.delivery)
+
+    def _delayed_done(self, task: asyncio.Task[None]) -> None:
+        pending = self._delayed.pop(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning(
+                "kafka: delayed nack of %s failed; it will be redelivered unchanged",
+                pending.delivery.id,
+                exc_info=task.exception(),
+            )
+
+    async def _hurry_nacks(self, partitions: set[TopicPartition] | None) -> None:
+        """Publish delayed copies now so their originals can be committed."""
+        tasks = [
+            task
+            for task, pending in self._delayed.items()
+            if partitions is None or pending.delivery.track.tp in partitions
+        ]
+        for task in tasks:
+            self._delayed[task].hurry.set()
+        if tasks:
+            await asyncio.wait(tasks)
+
+    async def _commit_loop(self) -> None:
+        """Commit promptly after acks; acks that arrive during a commit share the next one."""
+        while True:
+            await self._commit_wanted.wait()
+            self._commit_wanted.clear()
+            await self._commit(self._tracks.values())
+
+    async def _commit(self, tracks: Iterable[_PartitionTrack]) -> None:
+        """Commit the contiguous acked position of ``tracks``; failures mean redelivery."""
+        from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+
+        chosen = [
+            (track, point)
+            for track in tracks
+            if track.live and (point := track.commit_point()) > track.committed
+        ]
+        if not chosen:
+            return
+        try:
+            await self._consumer.commit({track.tp: point for track, point in chosen})
+        except (CommitFailedError, IllegalStateError) as exc:
+            log.info("kafka: commit for %s lost to a rebalance (%s)", self.group, exc)
+            return
+        except KafkaError:
+            log.warning("kafka: commit for %s failed", self.group, exc_info=True)
+            return
+        for track, point in chosen:
+            track.committed = max(track.committed, point)
+
+    @property
+    def tracks(self) -> dict[TopicPartition, _PartitionTrack]:
+        return self._tracks
+
+    # ------------------------------------------------------------------ rebalance
+
+    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Start of a rebalance: settle delayed nacks, commit acks, forget the partitions."""
+        self._record("revoked", revoked)
+        await self._hurry_nacks(revoked)
+        lost = [track for tp, track in self._tracks.items() if tp in revoked]
+        await self._commit(lost)
+        for track in lost:
+            track.live = False
+            if self._tracks.get(track.tp) is track:
+                del self._tracks[track.tp]
+
+    def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._record("assigned", assigned)
+
+    def _record(self, kind: RebalanceKind, partitions: set[TopicPartition]) -> None:
+        event = RebalanceEvent(
+            time.monotonic(), kind, tuple(sorted(tp.partition for tp in partitions))
+        )
+        self.events.append(event)
+        if self.on_rebalance is not None:
+            self.on_rebalance(event)
+
+    async def close(self) -> None:
+        """Commit what was acked, then leave the group; unacked work goes to the next owner."""
+        if self._closed:
+            return
+        self._closed = True
+        self._transport._forget(self)
+        if self._committer is not None:
+            self._committer.cancel()
+            await asyncio.wait([self._committer])
+        try:
+            await self._hurry_nacks(None)
+            async with asyncio.timeout(self._transport._timeout_s):
+                await self._commit(list(self._tracks.values()))
+        except TimeoutError:
+            log.warning("kafka: final commit for %s timed out", self.group)
+        finally:
+            for track in self._tracks.values():
+                track.live = False
+            self._tracks.clear()
+            await self._consumer.stop()
+
+
+@dataclass(slots=True)
+class _PartitionTrack:
+    """Offsets one member fetched from one partition during one assignment.
+
+    ``committed`` starts at the first fetched offset (the group's position when the
+    partition was assigned) and follows successful commits. ``live`` turns false when
+    the partition is revoked: later acks are then ignored and the messages redelivered.
+    """
+
+    tp: TopicPartition
+    committed: int
+    fetched_to: int = -1
+    outstanding: set[int] = field(default_factory=set)
+    live: bool = True
+
+    def fetched(self, offset: int) -> None:
+        self.outstanding.add(offset)
+        self.fetched_to = max(self.fetched_to, offset + 1)
+
+    def commit_point(self) -> int:
+        """Everything below it is acked: the lowest unacked offset, or past the last fetched."""
+        return min(self.outstanding) if self.outstanding else max(self.fetched_to, self.committed)
+
+    def acked_since(self, start: int) -> int:
+        """Acked messages at or above ``start`` (every outstanding offset is above it)."""
+        return max(0, self.fetched_to - start - len(self.outstanding))
+
+
+@dataclass(slots=True)
+class _DelayedNack:
+    delivery: KafkaDelivery
+    hurry: asyncio.Event
+
+
+class KafkaDelivery(Delivery):
+    def __init__(
+        self, subscription: KafkaSubscription, track: _PartitionTrack, record: ConsumerRecord
+    ) -> None:
+        self.body = record.value if record.value is not None else b""
+        self.id = f"{record.topic}:{record.partition}:{record.offset}"
+        self.attempt = _attempt(record.headers)
+        self.key: bytes | None = record.key
+        self.offset: int = record.offset
+        self.track = track
+        self._subscription = subscription
+        self._finished = False
+
+    async def ack(self) -> None:
+        if not self._finished:
+            self._finished = True
+            self._subscription.finish(self.track, self.offset)
+
+    async def nack(self, delay_s: float = 0.0) -> None:
+        """Republish a copy with ``attempt`` + 1; Kafka cannot redeliver in place."""
+        if self._finished:
+            return
+        self._finished = True
+        try:
+            await self._subscription.give_back(self, delay_s)
+        except BaseException:
+            self._finished = False  # still in flight: the caller may ack or nack again
+            raise
+
+
+class KafkaListener(Listener):
+    """A group-less consumer of a channel topic, positioned at its end when created."""
+
+    def __init__(self, transport: KafkaTransport, channel: str, consumer: AIOKafkaConsumer) -> None:
+        self.channel = channel
+        self._transport = transport
+        self._consumer = consumer
+        self._inbox: deque[bytes] = deque()
+        self._closed = False
+
+    async def receive(self, timeout_s: float = 1.0) -> bytes | None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while not self._inbox:
+            remaining_s = deadline - loop.time()
+            if remaining_s <= 0:
+                return None
+            async with _broker_errors(f"receive on {self.channel!r}", None):
+                batches = await self._consumer.getmany(timeout_ms=int(remaining_s * 1000))
+            for records in batches.values():
+                self._inbox.extend(r.value if r.value is not None else b"" for r in records)
+        return self._inbox.popleft()
+
+    async def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._transport._forget_listener(self)
+            await self._consumer.stop()
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _require_aiokafka() -> None:
+    try:
+        import aiokafka  # noqa: F401
+    except ImportError as exc:
+        raise TransportNotInstalled("kafka", "kafka") from exc
+
+
+def _assignor(name: str) -> Any:
+    from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+    from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+    from aiokafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
+
+    return {
+        "range": RangePartitionAssignor,
+        "roundrobin": RoundRobinPartitionAssignor,
+        "sticky": StickyPartitionAssignor,
+    }[name]
+
+
+def _rebalance_listener(subscription: KafkaSubscription) -> Any:
+    """aiokafka wants a ``ConsumerRebalanceListener`` instance, defined once it is imported."""
+    from aiokafka.abc import ConsumerRebalanceListener
+
+    class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+        async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+            await subscription.on_revoked(set(revoked))
+
+        async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+            subscription.on_assigned(set(assigned))
+
+    return _Listener()
+
+
+def _attempt(headers: Sequence[tuple[str, bytes]] | None) -> int:
+    for name, value in headers or ():
+        if name == ATTEMPT_HEADER:
+            with contextlib.suppress(ValueError):
+                return max(1, int(value))
+    return 1
+
+
+def _response_error(code: int, what: str) -> TransportError:
+    from aiokafka.errors import for_code
+
+    error = for_code(code)
+    retryable = getattr(error, "retriable", False)
+    cls = BrokerUnavailable if retryable else TransportError
+    return cls(f"kafka: {what} failed: {error.__name__}")
+
+
+@contextlib.asynccontextmanager
+async def _broker_errors(action: str, timeout_s: float | None) -> AsyncIterator[None]:
+    """Bound ``action`` by ``timeout_s`` and translate client errors at the boundary.
+
+    Connection trouble and retriable broker errors become :class:`BrokerUnavailable`
+    (retryable); anything else the client raises becomes a plain :class:`TransportError`.
+    """
+    from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
+
+    try:
+        async with asyncio.timeout(timeout_s):
+            yield
+    except TimeoutError as exc:
+        raise BrokerUnavailable(f"kafka: {action} timed out after {timeout_s} s") from exc
+    except (KafkaConnectionError, KafkaTimeoutError) as exc:
+        raise BrokerUnavailable(f"kafka: {action} failed: {exc}") from exc
+    except KafkaError as exc:
+        cls = BrokerUnavailable if exc.retriable else TransportError
+        raise cls(f"kafka: {action} failed: {exc!r}") from exc

@@ -1,0 +1,734 @@
+"""NATS JetStream transport (nats-py): any number of members share a queue, no rebalances.
+
+Features:
+
+* One WorkQueue stream (``[nats] stream``, default ``BROKER_SCHED``) over the subjects
+  ``{subject_prefix}.>``; a queue is the subject ``{subject_prefix}.{queue}``. WorkQueue
+  retention removes a message once it is acked, so storage stays bounded by the work not
+  yet done; the price is one group per queue (a second group on the same queue is
+  refused by the server: "filtered consumer not unique on workqueue stream").
+* A group is one durable pull consumer per (queue, group), shared by all its members:
+  deliver policy ALL (a group that subscribes late gets everything still stored), explicit
+  acks, ``ack_wait_s`` and ``max_deliver`` from settings, up to 10,000 unacked messages.
+  Creating it is idempotent and applies the current settings to an existing consumer.
+* Redelivery: ``nack`` gives a message back at once or after ``delay_s``; ``close`` naks
+  everything the member holds; a member that vanishes loses its messages to the others
+  after ``ack_wait_s`` (``Delivery.in_progress`` pushes that deadline back).
+* ``ack``/``nack`` wait for the server's confirmation (JetStream "double ack"): when they
+  return, ``backlog`` and the other members already see the effect.
+* Backlog: the consumer's ``num_pending`` and ``num_ack_pending``; before the group ever
+  subscribed, the number of messages stored on the queue's subject.
+* Channels are core NATS subjects ``_chan.{subject_prefix}.{channel}``: fire-and-forget,
+  outside the stream, received only by listeners subscribed at the time.
+
+URL and options (``[nats]`` settings): ``servers`` ("nats://host:4222", comma-separated
+for a cluster), ``stream``, ``subject_prefix``, ``ack_wait_s``, ``max_deliver`` (-1 =
+unlimited), ``user``/``password``, ``creds_file`` (JWT + NKey), ``nkeys_seed_file``.
+``max_payload_bytes`` becomes ``max_message_bytes``.
+
+Connection: the first connect gives up after ``connect_timeout_s`` (default 3 s) with
+:class:`BrokerUnavailable`; once connected, the client reconnects forever with
+exponential backoff (0.1 s doubling to 5 s, jittered) and replays its subscriptions.
+While it is disconnected every call fails at once with :class:`BrokerUnavailable`
+instead of queueing in the client's buffer.
+
+Limits:
+
+* The server's ``max_payload`` (1 MiB by default) must be at least ``max_message_bytes``;
+  :meth:`NatsJetStreamTransport.connect` refuses with :class:`ConfigError` otherwise.
+  Bodies go out without headers, so a body of exactly ``max_message_bytes`` fits.
+* A nacked message waiting for redelivery counts as ``in_flight`` (the server keeps it
+  in the consumer's ack-pending set), not ``pending``; ``Backlog.total`` is exact.
+* ``oldest_age_s`` is not reported (it would cost a second request per queue).
+* ``key`` is ignored: there are no partitions. ``resize`` is a no-op.
+* ``declare`` creates the stream if missing and never alters an existing one; a stream
+  created by an operator with Limits retention still works, but then the count for a
+  group that never subscribed includes already-acked messages.
+* With ``max_deliver`` set, a message that exhausts its deliveries stays in the stream
+  (WorkQueue removes only acked messages) until ``delete`` purges the queue.
+* Queue names are subject tokens ``[A-Za-z0-9_-]`` joined by ``.``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import random
+import re
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Self
+
+from broker_sched.errors import (
+    BrokerUnavailable,
+    ConfigError,
+    PayloadTooLarge,
+    TransportError,
+    TransportNotInstalled,
+)
+from transports.base import Backlog, Capabilities, Delivery, Listener, Subscription, Transport
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client, Server
+    from nats.aio.msg import Msg
+    from nats.aio.subscription import Subscription as CoreSubscription
+    from nats.js import JetStreamContext
+
+    from broker_sched.config import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_ACK_PENDING = 10_000
+"""Unacked messages per group before the server stops delivering; far above any pool."""
+PULL_GRACE_S = 0.25
+"""How long past a pull request's expiry to wait for the server's end-of-request status."""
+MIN_PULL_WAIT_S = 0.01
+RECONNECT_FIRST_DELAY_S = 0.1
+RECONNECT_MAX_DELAY_S = 5.0
+INITIAL_RETRY_WAIT_S = 1
+"""Pause between attempts during the first connect (nats-py takes whole seconds)."""
+CHANNEL_ROOT = "_chan"
+STATUS_HEADER = "Status"
+DESCRIPTION_HEADER = "Description"
+REQUEST_ENDED = ("404", "408")
+"""Pull statuses that end a request normally: no messages now, or the request expired."""
+HEARTBEAT = "100"
+STREAM_NAME_IN_USE = 10058
+"""JetStream error code: a stream of that name exists with another configuration."""
+NOT_UNIQUE_ON_WORKQUEUE = 10100
+"""JetStream error code: a second consumer filtering the same subject of a WorkQueue."""
+
+_TOKEN = r"[A-Za-z0-9_-]+"
+_QUEUE_NAME = re.compile(rf"{_TOKEN}(?:\.{_TOKEN})*")
+_STREAM_NAME = re.compile(_TOKEN)
+_UNSAFE_IN_NAME = re.compile(r"[^A-Za-z0-9_-]")
+_UNSAFE_IN_SUBJECT = re.compile(r"[\s*>]|^\.|\.$|\.\.")
+
+
+def _require_nats() -> None:
+    try:
+        import nats  # noqa: F401
+    except ImportError as exc:
+        raise TransportNotInstalled("nats", "nats") from exc
+
+
+def queue_subject(prefix: str, queue: str) -> str:
+    if not _QUEUE_NAME.fullmatch(queue):
+        raise ValueError(f"queue name {queue!r} is not NATS subject tokens [A-Za-z0-9_-] and '.'")
+    return f"{prefix}.{queue}"
+
+
+def channel_subject(prefix: str, channel: str) -> str:
+    """Outside ``{prefix}.>`` on purpose: channel traffic must never be stored."""
+    if not channel or _UNSAFE_IN_SUBJECT.search(channel):
+        raise ValueError(f"channel name {channel!r} is not a valid NATS subject")
+    return f"{CHANNEL_ROOT}.{prefix}.{channel}"
+
+
+def consumer_name(queue: str, group: str) -> str:
+    """A deterministic, valid durable name: readable part plus a digest against collisions
+    (``a.b`` and ``a_b`` sanitize alike)."""
+    readable = _UNSAFE_IN_NAME.sub("_", f"{queue}__{group}")[:96]
+    digest = hashlib.sha256(f"{queue}\0{group}".encode()).hexdigest()[:12]
+    return f"{readable}-{digest}"
+
+
+@contextlib.contextmanager
+def _translated(action: str) -> Iterator[None]:
+    """nats-py exceptions become the project's: unreachable or timed out → retryable
+    :class:`BrokerUnavailable`; anything the server refused → :class:`TransportError`."""
+    from nats import errors as core
+    from nats.js import errors as js
+
+    unavailable = (
+        core.TimeoutError,
+        core.NoRespondersError,
+        core.ConnectionClosedError,
+        core.ConnectionDrainingError,
+        core.ConnectionReconnectingError,
+        core.StaleConnectionError,
+        core.OutboundBufferLimitError,
+        core.NoServersError,
+        js.NoStreamResponseError,
+        js.ServiceUnavailableError,
+        TimeoutError,
+        OSError,
+    )
+    try:
+        yield
+    except unavailable as exc:
+        raise BrokerUnavailable(f"nats: {action}: {exc or type(exc).__name__}") from exc
+    except core.Error as exc:
+        raise TransportError(f"nats: {action}: {exc}") from exc
+
+
+def _reconnect_backoff(servers: list[Server], _info: dict[str, Any]) -> tuple[Server, float]:
+    """The least-tried server, after an exponential, jittered pause."""
+    server = min(servers, key=lambda s: s.reconnects)
+    delay_s = min(RECONNECT_FIRST_DELAY_S * 2**server.reconnects, RECONNECT_MAX_DELAY_S)
+    return server, delay_s * random.uniform(0.8, 1.2)
+
+
+def _status(msg: Msg) -> str | None:
+    return (msg.headers or {}).get(STATUS_HEADER)
+
+
+class NatsDelivery(Delivery):
+    def __init__(self, subscription: NatsSubscription, msg: Msg) -> None:
+        metadata = msg.metadata
+        self.body = msg.data
+        self.id = str(metadata.sequence.stream)
+        self.attempt = metadata.num_delivered
+        self.reply = msg.reply
+        self._subscription = subscription
+        self._settled = False
+
+    async def ack(self) -> None:
+        await self._settle(b"+ACK", "ack")
+
+    async def nack(self, delay_s: float = 0.0) -> None:
+        payload = b"-NAK"
+        if delay_s > 0:
+            payload += b" " + json.dumps({"delay": int(delay_s * 1e9)}).encode()
+        await self._settle(payload, "nack")
+
+    async def in_progress(self) -> None:
+        if not self._settled:
+            nc = self._subscription.transport.client()
+            with _translated(f"in_progress for message {self.id}"):
+                await nc.publish(self.reply, b"+WPI")
+
+    async def _settle(self, payload: bytes, verb: str) -> None:
+        """Send the (n)ack and wait for the server to confirm it; a second call is a no-op."""
+        if self._settled:
+            return
+        transport = self._subscription.transport
+        nc = transport.client()
+        with _translated(f"{verb} message {self.id}"):
+            await nc.request(self.reply, payload, timeout=transport.request_timeout_s)
+        self._settled = True
+        self._subscription.settled(self)
+
+
+@dataclass(slots=True)
+class _PullRequest:
+    reply: str
+    batch: int
+    deadline: float
+    received: int = 0
+
+
+class NatsSubscription(Subscription):
+    """A member pulling from the group's durable consumer through its own inbox.
+
+    The pull protocol is spoken here rather than through nats-py's ``fetch`` so that no
+    message the server sends is ever dropped on the floor: every request has its own reply
+    subject, ``fetch`` waits for the server to end the request (batch filled, or a 404/408
+    status), and whatever arrives late is kept for the next ``fetch`` or naked on
+    ``close``. Otherwise a message delivered just after a client-side timeout would sit
+    unseen, in flight, until ``ack_wait_s`` expired. Each ``fetch`` first asks with
+    ``no_wait`` for up to ``max_messages`` already there, then, if there were none, waits
+    for one: it returns as soon as there is work, and leaves no request open behind it.
+    """
+
+    def __init__(
+        self, transport: NatsJetStreamTransport, queue: str, group: str, member: str, durable: str
+    ) -> None:
+        self.queue, self.group, self.member = queue, group, member
+        self.transport = transport
+        self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{transport.stream}.{durable}"
+        self._durable = durable
+        self._inbox = ""
+        self._core: CoreSubscription | None = None
+        self._arrived: deque[Msg] = deque()
+        self._arrival = asyncio.Event()
+        self._undelivered: deque[Msg] = deque()
+        self._unacked: dict[str, NatsDelivery] = {}
+        self._open: _PullRequest | None = None
+        self._requests = 0
+        self._lock = asyncio.Lock()
+        self._closed = False
+
+    async def start(self) -> None:
+        nc = self.transport.client()
+        self._inbox = nc.new_inbox()
+        with _translated(f"subscribe to {self._inbox}"):
+            self._core = await nc.subscribe(f"{self._inbox}.*", cb=self._on_message)
+
+    async def _on_message(self, msg: Msg) -> None:
+        self._arrived.append(msg)
+        self._arrival.set()
+
+    async def fetch(self, max_messages: int = 1, timeout_s: float = 1.0) -> list[Delivery]:
+        if max_messages < 1:
+            raise ValueError("max_messages must be at least 1")
+        async with self._lock:
+            if self._closed:
+                raise RuntimeError("fetch on a closed subscription")
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout_s
+            self._sort_arrivals()
+            if not self._undelivered:
+                await self._pull(max_messages, wait_s=0.0, deadline=deadline + PULL_GRACE_S)
+            wait_s = deadline - loop.time()
+            if not self._undelivered and wait_s >= MIN_PULL_WAIT_S:
+                await self._pull(1, wait_s=wait_s, deadline=deadline + PULL_GRACE_S)
+            return self._hand_out(max_messages)
+
+    async def _pull(self, batch: int, *, wait_s: float, deadline: float) -> None:
+        """One pull request, awaited until the server ends it or ``deadline`` passes."""
+        nc = self.transport.client()
+        self._requests += 1
+        request: dict[str, Any] = {"batch": batch}
+        if wait_s > 0:
+            request["expires"] = int(wait_s * 1e9)
+        else:
+            request["no_wait"] = True
+        self._open = _PullRequest(f"{self._inbox}.{self._requests}", batch, deadline)
+        with _translated(f"pull from consumer {self._durable}"):
+            await nc.publish(
+                self._next_subject, json.dumps(request).encode(), reply=self._open.reply
+            )
+        await self._await_open_request()
+
+    async def _await_open_request(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._open is not None:
+            self._arrival.clear()
+            self._sort_arrivals()
+            if self._open is None:
+                return
+            remaining = self._open.deadline - loop.time()
+            if remaining <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await self._arrival.wait()
+
+    def _sort_arrivals(self) -> None:
+        """Messages become undelivered work; statuses end the open request or are stale."""
+        while self._arrived:
+            msg = self._arrived.popleft()
+            if not msg.subject.startswith(self._inbox):
+                self._undelivered.append(msg)
+                if self._open is not None:
+                    self._open.received += 1
+                    if self._open.received >= self._open.batch:
+                        self._open = None
+            elif self._open is not None and msg.subject == self._open.reply:
+                self._end_request(msg)
+
+    def _end_request(self, msg: Msg) -> None:
+        status = _status(msg)
+        if status == HEARTBEAT:
+            return
+        self._open = None
+        if status in REQUEST_ENDED:
+            return
+        description = (msg.headers or {}).get(DESCRIPTION_HEADER, "")
+        if status == "503":
+            raise BrokerUnavailable(f"nats: consumer {self._durable}: {status} {description}")
+        raise TransportError(f"nats: pull from consumer {self._durable}: {status} {description}")
+
+    def _hand_out(self, max_messages: int) -> list[Delivery]:
+        deliveries: list[Delivery] = []
+        while self._undelivered and len(deliveries) < max_messages:
+            delivery = NatsDelivery(self, self._undelivered.popleft())
+            self._unacked[delivery.id] = delivery
+            deliveries.append(delivery)
+        return deliveries
+
+    def settled(self, delivery: NatsDelivery) -> None:
+        if self._unacked.get(delivery.id) is delivery:
+            del self._unacked[delivery.id]
+
+    async def close(self) -> None:
+        """Give back everything this member holds, so others get it now, not after
+        ``ack_wait_s``. Best effort: with the broker gone, ``ack_wait_s`` does it later."""
+        if self._closed:
+            return
+        self._closed = True
+        self.transport.forget(self)
+        async with self._lock:
+            try:
+                await self._give_back_all()
+            except (BrokerUnavailable, TransportError) as exc:
+                log.warning(
+                    "nats: %s/%s member %s left without giving back its messages: %s",
+                    self.queue,
+                    self.group,
+                    self.member,
+                    exc,
+                )
+                await self._release_inbox()
+
+    async def _release_inbox(self) -> None:
+        """Stop the callback without the server (it drops the interest on reconnect)."""
+        core, self._core = self._core, None
+        if core is not None:
+            with contextlib.suppress(BrokerUnavailable, TransportError), _translated("unsubscribe"):
+                await core.unsubscribe()
+
+    async def _give_back_all(self) -> None:
+        self.transport.client()
+        if self._open is not None:
+            await self._await_open_request()
+        if self._core is not None:
+            with _translated(f"unsubscribe {self._inbox}"):
+                await self._core.drain()  # type: ignore[no-untyped-call]
+            self._core = None
+        self._sort_arrivals()
+        held = [*self._unacked.values(), *self._hand_out(len(self._undelivered))]
+        self._unacked.clear()
+        results = await asyncio.gather(
+            *(delivery.nack() for delivery in held), return_exceptions=True
+        )
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            raise failures[0]
+
+
+class NatsListener(Listener):
+    def __init__(self, transport: NatsJetStreamTransport, channel: str, subject: str) -> None:
+        self.channel = channel
+        self._transport = transport
+        self._subject = subject
+        self._core: CoreSubscription | None = None
+
+    async def start(self) -> None:
+        nc = self._transport.client()
+        with _translated(f"listen on {self._subject}"):
+            self._core = await nc.subscribe(self._subject)
+            await nc.flush()
+
+    async def receive(self, timeout_s: float = 1.0) -> bytes | None:
+        from nats.errors import TimeoutError as NatsTimeout
+
+        if self._core is None:
+            raise RuntimeError("receive on a closed listener")
+        with _translated(f"receive on {self._subject}"):
+            try:
+                msg = await self._core.next_msg(timeout=timeout_s)
+            except NatsTimeout:
+                return None
+        return msg.data
+
+    async def close(self) -> None:
+        core, self._core = self._core, None
+        self._transport.forget(self)
+        if core is None:
+            return
+        try:
+            self._transport.client()
+            with _translated(f"unsubscribe {self._subject}"):
+                await core.unsubscribe()
+        except BrokerUnavailable:
+            pass  # the server dropped the interest with the connection
+
+
+class NatsJetStreamTransport(Transport):
+    name = "nats"
+    capabilities = Capabilities(partitioned=False, rebalances=False, redelivers_unacked=True)
+
+    def __init__(
+        self,
+        *,
+        servers: str | Sequence[str] = "nats://127.0.0.1:4222",
+        stream: str = "BROKER_SCHED",
+        subject_prefix: str = "act",
+        ack_wait_s: float = 30.0,
+        max_deliver: int = -1,
+        user: str | None = None,
+        password: str | None = None,
+        creds_file: str | None = None,
+        nkeys_seed_file: str | None = None,
+        connect_timeout_s: float = 3.0,
+        request_timeout_s: float = 5.0,
+        max_message_bytes: int = 1_048_576,
+    ) -> None:
+        _require_nats()
+        super().__init__(max_message_bytes=max_message_bytes)
+        if not _STREAM_NAME.fullmatch(stream):
+            raise ConfigError(f"nats stream name {stream!r} must match [A-Za-z0-9_-]+")
+        if not _QUEUE_NAME.fullmatch(subject_prefix):
+            raise ConfigError(f"nats subject_prefix {subject_prefix!r} is not a valid subject")
+        if isinstance(servers, str):
+            servers = [s.strip() for s in servers.split(",") if s.strip()]
+        self.servers = list(servers)
+        self.stream = stream
+        self.subject_prefix = subject_prefix
+        self.ack_wait_s = ack_wait_s
+        self.max_deliver = max_deliver
+        self.connect_timeout_s = connect_timeout_s
+        self.request_timeout_s = request_timeout_s
+        self._auth: dict[str, Any] = {
+            key: value
+            for key, value in {
+                "user": user,
+                "password": password,
+                "user_credentials": creds_file,
+                "nkeys_seed": nkeys_seed_file,
+            }.items()
+            if value is not None
+        }
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._parts: set[NatsSubscription | NatsListener] = set()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Self:
+        nats = settings.nats
+        return cls(
+            servers=nats.servers,
+            stream=nats.stream,
+            subject_prefix=nats.subject_prefix,
+            ack_wait_s=nats.ack_wait_s,
+            max_deliver=nats.max_deliver,
+            user=nats.user,
+            password=nats.password.get_secret_value() if nats.password else None,
+            creds_file=nats.creds_file,
+            nkeys_seed_file=nats.nkeys_seed_file,
+            max_message_bytes=settings.max_payload_bytes,
+        )
+
+    # -- connection -----------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Connect, check the server's max_payload, and make sure the stream exists."""
+        if self._nc is not None and not self._nc.is_closed:
+            return
+        from nats.aio.client import Client
+
+        nc = Client()
+        where = ", ".join(self.servers)
+        try:
+            async with asyncio.timeout(self.connect_timeout_s):
+                with _translated(f"connect to {where}"):
+                    await nc.connect(
+                        self.servers,
+                        name="broker-sched",
+                        connect_timeout=max(1, round(self.connect_timeout_s)),
+                        reconnect_time_wait=INITIAL_RETRY_WAIT_S,
+                        max_reconnect_attempts=-1,
+                        reconnect_to_server_handler=_reconnect_backoff,
+                        error_cb=self._on_error,
+                        disconnected_cb=self._on_disconnected,
+                        reconnected_cb=self._on_reconnected,
+                        **self._auth,
+                    )
+        except TimeoutError as exc:
+            await nc.close()
+            raise BrokerUnavailable(
+                f"nats: no server reachable at {where} within {self.connect_timeout_s} s"
+            ) from exc
+        except BaseException:
+            await nc.close()
+            raise
+        if nc.max_payload < self.max_message_bytes:
+            await nc.close()
+            raise ConfigError(
+                f"nats server max_payload is {nc.max_payload} bytes, below max_payload_bytes "
+                f"= {self.max_message_bytes}: raise max_payload in the nats-server config or "
+                "lower max_payload_bytes"
+            )
+        self._nc = nc
+        self._js = nc.jetstream(timeout=self.request_timeout_s)
+        try:
+            await self._ensure_stream()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _on_error(self, exc: Exception) -> None:
+        log.warning("nats: %s: %s", type(exc).__name__, exc)
+
+    async def _on_disconnected(self) -> None:
+        log.info("nats: disconnected from %s", ", ".join(self.servers))
+
+    async def _on_reconnected(self) -> None:
+        log.info("nats: reconnected")
+
+    def client(self) -> Client:
+        """The connection, or :class:`BrokerUnavailable` at once while it is down."""
+        nc = self._nc
+        if nc is None or nc.is_closed:
+            raise BrokerUnavailable("nats: not connected")
+        if not nc.is_connected:
+            raise BrokerUnavailable(f"nats: connection to {', '.join(self.servers)} lost")
+        return nc
+
+    def jetstream(self) -> JetStreamContext:
+        self.client()
+        assert self._js is not None
+        return self._js
+
+    def forget(self, part: NatsSubscription | NatsListener) -> None:
+        self._parts.discard(part)
+
+    async def close(self) -> None:
+        """Members give back their messages first; safe to call twice."""
+        if self._nc is None:
+            return
+        await asyncio.gather(*(part.close() for part in list(self._parts)))
+        nc, self._nc, self._js = self._nc, None, None
+        if not nc.is_closed:
+            with contextlib.suppress(BrokerUnavailable, TransportError), _translated("flush"):
+                await nc.flush(timeout=1)
+            await nc.close()
+
+    async def ping(self) -> str:
+        nc = self.client()
+        with _translated("ping"):
+            account = await self.jetstream().account_info()
+        version = nc.connected_server_version
+        where = nc.connected_url.netloc if nc.connected_url else ", ".join(self.servers)
+        return (
+            f"nats {version.major}.{version.minor}.{version.patch} at {where} "
+            f"(jetstream on, {account.streams} streams)"
+        )
+
+    # -- queues ---------------------------------------------------------------------
+
+    async def declare(self, queue: str, partitions: int = 1) -> None:
+        queue_subject(self.subject_prefix, queue)
+        await self._ensure_stream()
+
+    async def _ensure_stream(self) -> None:
+        """Create the stream if missing; an existing one (even configured differently by
+        an operator) is used as it is."""
+        from nats.js.api import RetentionPolicy, StorageType, StreamConfig
+        from nats.js.errors import BadRequestError
+
+        js = self.jetstream()
+        config = StreamConfig(
+            name=self.stream,
+            subjects=[f"{self.subject_prefix}.>"],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
+        )
+        with _translated(f"create stream {self.stream}"):
+            try:
+                await js.add_stream(config)
+            except BadRequestError as exc:
+                if exc.err_code != STREAM_NAME_IN_USE:
+                    raise
+                log.debug("nats: using existing stream %s as configured: %s", self.stream, exc)
+
+    async def _publish(self, queue: str, body: bytes, key: str | None) -> None:
+        from nats.errors import MaxPayloadError
+
+        subject = queue_subject(self.subject_prefix, queue)
+        nc = self.client()
+        with _translated(f"publish to {subject}"):
+            try:
+                await self.jetstream().publish(subject, body)
+            except MaxPayloadError as exc:
+                raise PayloadTooLarge(len(body), nc.max_payload) from exc
+
+    async def subscribe(self, queue: str, group: str, member: str) -> Subscription:
+        durable = await self._ensure_consumer(queue, group)
+        subscription = NatsSubscription(self, queue, group, member, durable)
+        await subscription.start()
+        self._parts.add(subscription)
+        return subscription
+
+    async def _ensure_consumer(self, queue: str, group: str) -> str:
+        """Create the group's durable consumer, or update it to the current settings."""
+        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+        from nats.js.errors import BadRequestError
+
+        subject = queue_subject(self.subject_prefix, queue)
+        durable = consumer_name(queue, group)
+        config = ConsumerConfig(
+            name=durable,
+            durable_name=durable,
+            description=f"broker-sched group {group!r} on queue {queue!r}",
+            filter_subject=subject,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=self.ack_wait_s,
+            max_deliver=self.max_deliver,
+            max_ack_pending=MAX_ACK_PENDING,
+        )
+        js = self.jetstream()
+        with _translated(f"create consumer {durable} for {subject}"):
+            try:
+                await js.add_consumer(self.stream, config)
+            except BadRequestError as exc:
+                if exc.err_code == NOT_UNIQUE_ON_WORKQUEUE:
+                    raise TransportError(
+                        f"nats: queue {queue!r} already has another group; the WorkQueue "
+                        f"stream {self.stream} allows one group per queue"
+                    ) from exc
+                raise
+        return durable
+
+    async def backlog(self, queue: str, group: str) -> Backlog:
+        from nats.js.errors import NotFoundError
+
+        subject = queue_subject(self.subject_prefix, queue)
+        js = self.jetstream()
+        with _translated(f"backlog of {subject}"):
+            try:
+                info = await js.consumer_info(self.stream, consumer_name(queue, group))
+            except NotFoundError:
+                return Backlog(pending=await self._stored(subject), in_flight=0)
+        return Backlog(pending=info.num_pending or 0, in_flight=info.num_ack_pending or 0)
+
+    async def _stored(self, subject: str) -> int:
+        """Messages stored on ``subject``: with WorkQueue retention, all not yet acked."""
+        from nats.js.errors import NotFoundError
+
+        js = self.jetstream()
+        try:
+            info = await js.stream_info(self.stream, subjects_filter=subject)
+        except NotFoundError:
+            return 0
+        return (info.state.subjects or {}).get(subject, 0)
+
+    async def delete(self, queue: str) -> None:
+        """Delete the queue's consumers and purge its messages; the stream stays."""
+        from nats.js.errors import NotFoundError
+
+        subject = queue_subject(self.subject_prefix, queue)
+        js = self.jetstream()
+        with _translated(f"delete {subject}"):
+            try:
+                for durable in await self._consumers_of(subject):
+                    with contextlib.suppress(NotFoundError):
+                        await js.delete_consumer(self.stream, durable)
+                await js.purge_stream(self.stream, subject=subject)
+            except NotFoundError:
+                return
+
+    async def _consumers_of(self, subject: str) -> list[str]:
+        js = self.jetstream()
+        names: list[str] = []
+        offset = 0
+        while page := await js.consumers_info(self.stream, offset=offset):
+            names += [c.name for c in page if c.config.filter_subject == subject]
+            offset += len(page)
+        return names
+
+    # -- channels -------------------------------------------------------------------
+
+    async def send(self, channel: str, body: bytes) -> None:
+        from nats.errors import MaxPayloadError
+
+        subject = channel_subject(self.subject_prefix, channel)
+        nc = self.client()
+        with _translated(f"send on {subject}"):
+            try:
+                await nc.publish(subject, body)
+            except MaxPayloadError as exc:
+                raise PayloadTooLarge(len(body), nc.max_payload) from exc
+
+    async def listen(self, channel: str) -> Listener:
+        listener = NatsListener(self, channel, channel_subject(self.subject_prefix, channel))
+        await listener.start()
+        self._parts.add(listener)
+        return listener
