@@ -136,6 +136,7 @@ class KafkaTransport(Transport):
         self._clients: _Clients | None = None
         self._connecting = asyncio.Lock()
         self._topics: set[str] = set()
+        self._produced: set[str] = set()
         self._coordinators: dict[str, int] = {}
         self._subscriptions: set[KafkaSubscription] = set()
         self._listeners: set[KafkaListener] = set()
@@ -191,7 +192,8 @@ class KafkaTransport(Transport):
                 with contextlib.suppress(Exception):
                     await stop()
             raise
-        return _Clients(producer, admin, _OffsetReader(offsets))
+        max_age_s = self.settings.metadata_max_age_ms / 1000
+        return _Clients(producer, admin, _OffsetReader(offsets, admin, max_age_s))
 
     def _client_kwargs(self) -> dict[str, Any]:
         """Bootstrap, metadata refresh and security options shared by every client."""
@@ -296,15 +298,16 @@ class KafkaTransport(Transport):
         return counts[queue] or self.settings.default_partitions
 
     async def delete(self, queue: str) -> None:
-        await self._delete_topic(queue)
-
-    async def _delete_topic(self, topic: str) -> None:
+        """Delete the topic; its groups stay, but the broker drops their offsets for it."""
         clients = await self._connected()
-        self._topics.discard(topic)
-        clients.offsets.forget(topic)
-        async with _broker_errors(f"delete topic {topic!r}", self._timeout_s):
+        self._topics.discard(queue)
+        self._produced.discard(queue)
+        async with _broker_errors(f"delete topic {queue!r}", self._timeout_s):
+            await clients.offsets.forget(queue)
+            # The producer would otherwise log an error for it on every metadata refresh.
+            await clients.producer.client.set_topics(self._produced)
             response = await clients.admin.delete_topics(
-                [topic], timeout_ms=self.request_timeout_ms
+                [queue], timeout_ms=self.request_timeout_ms
             )
         for name, code in response.topic_error_codes:
             if code not in (0, _UNKNOWN_TOPIC):
@@ -322,6 +325,7 @@ class KafkaTransport(Transport):
         from aiokafka.errors import MessageSizeTooLargeError
 
         producer = (await self._connected()).producer
+        self._produced.add(topic)
         headers = [(ATTEMPT_HEADER, str(attempt).encode())] if attempt is not None else None
         try:
             async with _broker_errors(f"publish to {topic!r}", self._timeout_s * 2):
@@ -488,44 +492,83 @@ class KafkaTransport(Transport):
 class _OffsetReader:
     """The group-less consumer behind backlogs and partition counts.
 
-    Partition counts come from this client's metadata, refreshed every
-    ``metadata_max_age_ms`` for all tracked topics in one request. It reaches into
-    ``consumer._client`` for one reason: asked for offsets of topics it does not track,
-    aiokafka adds *one* topic per retry and backs off ``retry_backoff_ms`` in between, so a
-    backlog over a hundred new topics would outlast the request timeout. Tracking every
-    topic up front turns that into a single metadata request.
+    Counts come from this client's metadata, which aiokafka refreshes for every tracked
+    topic in one request each ``metadata_max_age_ms``. Only topics that exist are tracked
+    (checked with the admin client first, and a missing one is not asked about again for
+    ``metadata_max_age_ms``): aiokafka logs an error for every tracked topic the broker
+    does not know, on every refresh.
+
+    It reaches into ``consumer._client`` for one reason: asked for offsets of topics it
+    does not track, aiokafka adds *one* topic per retry and backs off ``retry_backoff_ms``
+    in between, so a backlog over a hundred new topics would outlast the request timeout.
+    Tracking them up front turns that into a single metadata request.
     """
 
-    def __init__(self, consumer: AIOKafkaConsumer) -> None:
+    def __init__(
+        self, consumer: AIOKafkaConsumer, admin: AIOKafkaAdminClient, max_age_s: float
+    ) -> None:
         self.consumer = consumer
+        self._admin = admin
+        self._max_age_s = max_age_s
         self._tracked: set[str] = set()
+        self._missing_since: dict[str, float] = {}
 
     async def counts(self, topics: Iterable[str]) -> dict[str, int]:
         """Partition count per topic; 0 for a topic the broker does not have."""
         wanted = list(dict.fromkeys(topics))
-        new = set(wanted) - self._tracked
-        if new:
-            self._tracked |= new
+        now = time.monotonic()
+        unknown = [
+            t
+            for t in wanted
+            if t not in self._tracked
+            and now - self._missing_since.get(t, -self._max_age_s) >= self._max_age_s
+        ]
+        if unknown:
+            await self._track_existing(unknown, now)
+        counts = {t: self._count(t) for t in wanted}
+        gone = {t for t in wanted if t in self._tracked and counts[t] == 0}
+        if gone:  # deleted, or so new the broker's metadata has no leader yet: ask again
+            self._tracked -= gone
             await self.consumer._client.set_topics(self._tracked)
-        return {t: len(self.consumer.partitions_for_topic(t) or ()) for t in wanted}
+        return counts
+
+    async def _track_existing(self, topics: list[str], now: float) -> None:
+        described = await self._admin.describe_topics(topics)
+        found = {d["topic"] for d in described if d["error_code"] != _UNKNOWN_TOPIC}
+        for topic in topics:
+            if topic in found:
+                self._missing_since.pop(topic, None)
+            else:
+                self._missing_since[topic] = now
+        if found:
+            self._tracked |= found
+            await self.consumer._client.set_topics(self._tracked)
+
+    def _count(self, topic: str) -> int:
+        if topic not in self._tracked:
+            return 0
+        return len(self.consumer.partitions_for_topic(topic) or ())
 
     async def fresh_count(self, topic: str) -> int:
-        await self.counts([topic])
-        await self.consumer._client.force_metadata_update()
+        self._missing_since.pop(topic, None)
+        if topic in self._tracked:
+            await self.consumer._client.force_metadata_update()
         return (await self.counts([topic]))[topic]
 
     async def await_partitions(self, topic: str, at_least: int) -> int:
         """Poll metadata until ``topic`` shows ``at_least`` partitions (the broker's view lags
         its controller by a moment after a create); the caller bounds the wait."""
         backoff_s = _METADATA_BACKOFF_S
-        while (count := (await self.counts([topic]))[topic]) < at_least:
+        while (count := await self.fresh_count(topic)) < at_least:
             await asyncio.sleep(backoff_s)
             backoff_s = min(backoff_s * 2, _METADATA_BACKOFF_MAX_S)
-            await self.consumer._client.force_metadata_update()
         return count
 
-    def forget(self, topic: str) -> None:
-        self._tracked.discard(topic)
+    async def forget(self, topic: str) -> None:
+        self._missing_since.pop(topic, None)
+        if topic in self._tracked:
+            self._tracked.discard(topic)
+            await self.consumer._client.set_topics(self._tracked)
 
     async def end_offsets(self, partitions: list[TopicPartition]) -> dict[Any, int]:
         offsets: dict[Any, int] = await self.consumer.end_offsets(partitions)

@@ -75,7 +75,8 @@ def load_handler(init: dict[str, Any]) -> Handler:
         raise InitError(f"cannot load {main!r}: {type(exc).__name__}: {exc}") from exc
     if not callable(handler):
         raise InitError(f"{main} is a {type(handler).__name__}, not a function")
-    return handler
+    loaded: Handler = handler
+    return loaded
 
 
 class Action:

@@ -31,6 +31,7 @@ import importlib
 import inspect
 import json
 import os
+import stat
 import sys
 import traceback
 from collections.abc import Callable
@@ -57,11 +58,15 @@ def load_handler(spec: str) -> Handler:
 
 
 def main(argv: list[str]) -> int:
-    protocol_in, protocol_out = _take_protocol_fds()
     parser = argparse.ArgumentParser(prog="python -m broker_sched.runtime.worker")
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("handler")
     args = parser.parse_args(argv)
+    stdin_mode = os.fstat(0).st_mode
+    if not (stat.S_ISFIFO(stdin_mode) or stat.S_ISSOCK(stdin_mode)):
+        print("worker: stdin must be a pipe; the process runtime starts this", file=sys.stderr)
+        return 2
+    protocol_in, protocol_out = _take_protocol_fds()
     with open(protocol_in, "rb") as pipe_in, open(protocol_out, "wb") as out:
         try:
             handler = load_handler(args.handler)

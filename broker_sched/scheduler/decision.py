@@ -278,11 +278,19 @@ def _demand(x: _Inputs, settings: SchedulerSettings) -> tuple[str, int, str]:
 
 
 def _throttle(x: _Inputs, was_throttled: bool, settings: SchedulerSettings) -> tuple[bool, str]:
-    """Rule 6, with hysteresis: on above ``max_wait_s``, off only below the release ratio."""
-    wait_at_limit_s = _wait_s(x.pending, x.run_s, x.concurrency, x.limit)
+    """Rule 6, with hysteresis: on above ``max_wait_s``, off only below the release ratio.
+
+    The ceiling is the limit L — or, on a partitioned transport that may not grow its
+    partitions, min(L, partitions): consumers beyond the partitions sit idle, so
+    waiting for them to help would throttle too late.
+    """
+    ceiling = x.limit
+    if x.partitions is not None and not settings.auto_partitions:
+        ceiling = min(ceiling, x.partitions)
+    wait_at_limit_s = _wait_s(x.pending, x.run_s, x.concurrency, ceiling)
     max_wait_s = settings.max_wait_s
     release_s = settings.throttle_release_ratio * max_wait_s
-    numbers = f"W_L={_num(wait_at_limit_s)}s"
+    numbers = f"W_L={_seconds(wait_at_limit_s)}"
     if wait_at_limit_s > max_wait_s:
         return True, f"throttled: {numbers} > max_wait_s={_num(max_wait_s)}s"
     if wait_at_limit_s < release_s:
@@ -378,7 +386,7 @@ def _conclude(plan: _Plan, grant: int, free_slots: int) -> ActionDecision:
         f"wants {plan.wanted}",
         caps,
         f"desired {desired}, create {grant}",
-        f"W={_num(wait_s)}s",
+        f"W={_seconds(wait_s)}",
         plan.throttle_note,
         plan.resize_note,
     ]
@@ -411,3 +419,7 @@ def _ceil(x: float) -> int:
 
 def _num(x: float) -> str:
     return f"{x:.4g}"
+
+
+def _seconds(x: float) -> str:
+    return f"{x:.4g}s" if math.isfinite(x) else "inf (no container)"

@@ -123,6 +123,17 @@ apt-get clean
 EOF
 }
 
+# Keeps images small: package lists stay compressed, no translations, no docs or manuals.
+slim_config_apt() {
+  printf '%s\n' 'Acquire::Languages "none";' 'Acquire::GzipIndexes "true";' \
+    'Acquire::CompressionTypes::Order:: "gz";'
+}
+
+slim_config_dpkg() {
+  printf '%s\n' 'path-exclude=/usr/share/doc/*' 'path-include=/usr/share/doc/*/copyright' \
+    'path-exclude=/usr/share/man/*' 'path-exclude=/usr/share/locale/*'
+}
+
 sources_list() { # mirror security-mirror
   printf 'deb %s %s main\ndeb %s %s-updates main\n' "$1" "$SUITE" "$1" "$SUITE"
   [[ -n $2 ]] && printf 'deb %s %s-security main\n' "$2" "$SUITE"
@@ -145,7 +156,9 @@ build_base() {
   security=${DEBIAN_SECURITY_MIRROR:-$security}
   [[ -n $mirror ]] || die "no apt source for $SUITE main on this machine; set DEBIAN_MIRROR"
   local hash rootfs="$CACHE/rootfs-$SUITE"
-  hash=$({ sources_list "$mirror" "$security"; install_debs_script; echo "minbase v1"; } |
+  # The recipe is the sources plus the code that builds the tree.
+  hash=$({ sources_list "$mirror" "$security"
+    declare -f build_base install_debs_script slim_config_apt slim_config_dpkg; } |
     sha256sum | cut -c1-16)
   if up_to_date "$BASE_IMAGE" "$hash"; then
     info "base: $BASE_IMAGE is up to date"
@@ -166,7 +179,12 @@ build_base() {
     # Packages installed during image builds must not try to start their services.
     printf '#!/bin/sh\nexit 101\n' | as_root tee "$rootfs.tmp/usr/sbin/policy-rc.d" >/dev/null
     as_root chmod 755 "$rootfs.tmp/usr/sbin/policy-rc.d"
+    slim_config_apt | as_root tee "$rootfs.tmp/etc/apt/apt.conf.d/90broker-sched" >/dev/null
+    slim_config_dpkg | as_root tee "$rootfs.tmp/etc/dpkg/dpkg.cfg.d/90broker-sched" >/dev/null
+    as_root find "$rootfs.tmp/usr/share/doc" "$rootfs.tmp/usr/share/man" \
+      "$rootfs.tmp/usr/share/locale" -mindepth 1 ! -name copyright ! -type d -delete
     # Package lists in the base: Dockerfiles install without downloading them again.
+    as_root rm -rf "$rootfs.tmp/var/lib/apt/lists"/*
     as_root cp /etc/resolv.conf "$rootfs.tmp/etc/resolv.conf"
     as_root chroot "$rootfs.tmp" apt-get update -q >>"$CACHE/debootstrap.log" 2>&1 ||
       die "apt-get update in the new tree failed (log: $CACHE/debootstrap.log)"
@@ -301,6 +319,8 @@ main() {
   for name in "${names[@]}"; do
     [[ $name == base ]] || "build_$name"
   done
+  # Drop the images these builds replaced (untagged, with our label), nothing else.
+  docker image prune -f --filter "label=$LABEL" >/dev/null
   info "done in $((SECONDS - started)) s"
 }
 

@@ -123,11 +123,12 @@ spawn() { # name command...
   pidf=$(pid_file "$name")
   [[ -f $log ]] && mv -f "$log" "$log.1"
   rm -f "$pidf"
-  # The inner shell drops inherited descriptors (such as the up/down lock),
-  # records its pid and becomes the broker, running in the state dir.
-  # shellcheck disable=SC2016 # $$, $0 and $@ belong to the inner shell
-  (cd "$STATE_DIR" && setsid bash -c 'for fd in /proc/$$/fd/*; do fd=${fd##*/}; ((fd > 2)) && eval "exec $fd>&-"; done
-    echo $$ >"$0"; exec "$@"' "$pidf" "$@" </dev/null >"$log" 2>&1 &)
+  # The inner shell moves to the state dir, drops inherited descriptors (such
+  # as the up/down lock), records its pid and becomes the broker.
+  # shellcheck disable=SC2016 # $$, $0, $1 and $@ belong to the inner shell
+  setsid bash -c 'cd "$1" && shift || exit 1
+    for fd in /proc/$$/fd/*; do fd=${fd##*/}; ((fd > 2)) && eval "exec $fd>&-"; done
+    echo $$ >"$0"; exec "$@"' "$pidf" "$STATE_DIR" "$@" </dev/null >"$log" 2>&1 &
   local _
   for _ in {1..50}; do [[ -s $pidf ]] && return 0; sleep 0.1; done
   fail "$name" "process did not start" "$log"
@@ -149,7 +150,8 @@ ports_free() { # name port-variable...
 
 kafka_comm() { printf java; }
 kafka_ports() { printf 'KAFKA_PORT KAFKA_CONTROLLER_PORT'; }
-kafka_addr() { printf '%s:%s (controller %s:%s, ' "$HOST" "$KAFKA_PORT" "$HOST" "$KAFKA_CONTROLLER_PORT"; }
+kafka_addr() { printf '%s:%s' "$HOST" "$KAFKA_PORT"; }
+kafka_detail() { printf 'controller %s:%s' "$HOST" "$KAFKA_CONTROLLER_PORT"; }
 
 java_major() {
   local v
@@ -276,7 +278,8 @@ kafka_ready() {
 
 redis_comm() { printf redis-server; }
 redis_ports() { printf 'REDIS_PORT'; }
-redis_addr() { printf '%s:%s (' "$HOST" "$REDIS_PORT"; }
+redis_addr() { printf '%s:%s' "$HOST" "$REDIS_PORT"; }
+redis_detail() { :; }
 redis_prepare() { ensure_deb redis-server redis-server; }
 
 redis_start() {
@@ -292,7 +295,8 @@ redis_ready() { [[ $(redis-cli -h "$HOST" -p "$REDIS_PORT" ping 2>/dev/null) == 
 
 nats_comm() { printf nats-server; }
 nats_ports() { printf 'NATS_PORT NATS_MONITOR_PORT'; }
-nats_addr() { printf '%s:%s (monitor %s:%s, ' "$HOST" "$NATS_PORT" "$HOST" "$NATS_MONITOR_PORT"; }
+nats_addr() { printf '%s:%s' "$HOST" "$NATS_PORT"; }
+nats_detail() { printf 'monitor %s:%s' "$HOST" "$NATS_MONITOR_PORT"; }
 
 nats_prepare() {
   ensure_deb nats-server nats-server || return 1
@@ -316,8 +320,10 @@ nats_ready() { http_200 "$NATS_MONITOR_PORT" '/healthz?js-enabled-only=true'; }
 # --------------------------------------------------------------- commands
 
 status_line() { # name state [pid]
+  local detail
   if [[ -n ${3:-} ]]; then
-    printf '%-6s %-8s %spid %s)\n' "$1" "$2" "$("$1"_addr)" "$3"
+    detail=$("$1"_detail)
+    printf '%-6s %-8s %s (%spid %s)\n' "$1" "$2" "$("$1"_addr)" "${detail:+$detail, }" "$3"
   else
     printf '%-6s %s\n' "$1" "$2"
   fi

@@ -9,7 +9,7 @@ import pytest
 
 from broker_sched.errors import PayloadTooLarge, UnknownAction
 from broker_sched.model import Action, Status
-from tests.e2e.conftest import embedded_settings, eventually, stack_with
+from embedded import embedded_settings, eventually, stack_with
 from transports.base import dead_letter_queue
 
 pytestmark = pytest.mark.slow

@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from broker_sched.model import Action, Start, Status
-from tests.e2e.conftest import embedded_settings, stack_with
+from embedded import embedded_settings, stack_with
 
 pytestmark = pytest.mark.slow
 

@@ -588,13 +588,17 @@ def check_invariants(snapshot: Snapshot, decision: Decision, settings: Scheduler
 
 
 def check_throttle(s: ActionState, d: ActionDecision, settings: SchedulerSettings) -> None:
+    """Rule 6 against the real ceiling: L, or min(L, partitions) when they cannot grow."""
     pending = max(0, s.pending)
+    ceiling = s.limit
+    if s.partitions is not None and not settings.auto_partitions:
+        ceiling = min(ceiling, max(0, s.partitions))
     if pending == 0:
         wait_at_limit_s = 0.0
-    elif s.limit <= 0:
+    elif ceiling <= 0:
         wait_at_limit_s = math.inf
     else:
-        wait_at_limit_s = pending * run_s_used(s, settings) / (max(1, s.concurrency) * s.limit)
+        wait_at_limit_s = pending * run_s_used(s, settings) / (max(1, s.concurrency) * ceiling)
     if wait_at_limit_s > settings.max_wait_s:
         assert d.throttled
     elif wait_at_limit_s < settings.throttle_release_ratio * settings.max_wait_s:
@@ -620,7 +624,7 @@ def test_property_generator_reaches_every_rule() -> None:
     rng = random.Random(1234)
     seen: set[str] = set()
     resized = False
-    for _ in range(3000):
+    for _ in range(2000):
         settings = SchedulerSettings(auto_partitions=True)
         states = [random_state(rng, f"guest/a{i}") for i in range(rng.randint(1, 7))]
         decision = decide(Snapshot(1000.0, tuple(states), rng.choice([1, 5, 1000])), settings)
@@ -667,3 +671,17 @@ def test_action_state_shape_is_stable() -> None:
         "rule",
         "reason",
     ]
+
+
+def test_throttle_uses_the_partition_ceiling_when_partitions_cannot_grow() -> None:
+    settings = SchedulerSettings(max_wait_s=10.0)
+    # d = 1 s, c = 1, P = 60: W at L=10 is 6 s (fine) but only 3 partitions can work: 20 s.
+    state = ActionState(
+        action="guest/k", pending=60, in_flight=0, arrival_rate_per_s=0.0, running=3,
+        creating=0, mean_run_s=1.0, concurrency=1, cold_start_s=0.7, limit=10,
+        partitions=3, throttled=False,
+    )
+    snapshot = Snapshot(now_s=0.0, actions=(state,), free_slots=100)
+    assert decide(snapshot, settings).actions[0].throttled
+    growable = SchedulerSettings(max_wait_s=10.0, auto_partitions=True, resize_cooldown_s=0.0)
+    assert not decide(snapshot, growable).actions[0].throttled

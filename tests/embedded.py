@@ -1,4 +1,4 @@
-"""Helpers for end-to-end tests: an embedded stack with test-friendly timings."""
+"""Embedded stacks with test-friendly timings, for end-to-end tests."""
 
 from __future__ import annotations
 

@@ -1,0 +1,638 @@
+"""Redis Streams transport (redis-py asyncio): a stream per action queue, a group per action.
+
+Features
+    * queue = stream ``bs:q:{queue}``; group = XREADGROUP consumer group, created at id
+      ``0`` with MKSTREAM so a group that subscribes late still gets earlier entries; any
+      number of members share a group with no rebalance (``resize`` is a no-op,
+      ``max_consumers`` is ``None``).
+    * ``fetch``: one Lua call first reclaims entries idle for ``claim_min_idle_ms``
+      (XAUTOCLAIM, any member's: a vanished member's work and nacked work come back this
+      way) and then reads new ones (XREADGROUP ``>``); only when both are empty does it
+      block (XREADGROUP BLOCK ≤ ``block_ms`` and ≤ the fetch timeout) on a second client
+      whose socket timeout is longer than any BLOCK (redis-py's 5 s default would break
+      it). ``Delivery.id`` is the entry id, which stays the same across redeliveries;
+      ``attempt`` is the group's delivery count for the entry.
+    * ``ack``: XACK, then XDEL when the group is the stream's only group, so a work queue
+      holds only unfinished entries. Deleting an entry can make XINFO GROUPS ``lag``
+      NULL (out-of-order acks leave a tombstone after the last-delivered id); ``backlog``
+      then counts XLEN - PEL, which is exact while acked entries are deleted.
+    * ``nack(delay_s)``: the entry is handed, inside Redis, to the group's parking consumer
+      ``bs:returned`` with its idle time set to ``claim_min_idle_ms - delay_s`` (XCLAIM
+      IDLE JUSTID), so any member's next fetch reclaims it once ``delay_s`` has passed.
+      Nothing is copied and no timer runs in this process: the message cannot be lost if
+      the process dies during the delay.
+    * ``in_progress``: resets the entry's idle time, so a long run is not reclaimed.
+    * subscription ``close``: every entry the member still holds is handed to
+      ``bs:returned``, claimable at once, and only then is the member deleted
+      (XGROUP DELCONSUMER drops a member's pending entries with it).
+    * ``backlog``: one Lua call per queue, all queues of ``backlogs`` in one pipeline round
+      trip. pending = undelivered (``lag``, or XLEN - PEL when NULL) + parked entries +
+      entries of other members idle past ``claim_min_idle_ms`` (the next fetch takes them);
+      in_flight = the rest of the PEL. A missing group counts the whole stream as
+      pending; a missing stream counts zero. ``oldest_age_s`` is the age of the oldest of
+      these pending entries by the server clock.
+    * channels: Redis pub/sub on ``bs:c:{channel}``; ``listen`` returns after the server
+      confirmed the subscription.
+
+Connection settings (``[redis]``): ``url`` (``redis://``, ``rediss://`` for TLS,
+``unix://``), ``username``, ``password`` (Redis ACL users). Connecting gives up after
+3 s; a lost connection is retried twice with jittered backoff, then every client error
+surfaces as :class:`BrokerUnavailable`.
+
+Options (``[redis]``): ``claim_min_idle_ms`` (default 30 000: how long an unacked entry of
+a member that vanished waits before another member takes it; also the longest nack
+delay), ``block_ms`` (default 1 000: the longest single BLOCK, which bounds how late an
+idle member notices nacked or reclaimable work), ``maxlen`` (approximate ``MAXLEN ~`` cap
+on each stream; off by default).
+
+Known limits
+    * needs Redis ≥ 7.0 (``lag`` in XINFO GROUPS, XAUTOCLAIM that drops deleted entries).
+    * ``nack`` delays longer than ``claim_min_idle_ms`` are cut to it: Redis cannot set an
+      entry's delivery time in the future.
+    * a member blocked in XREADGROUP sees nacked or reclaimable entries only when its BLOCK
+      ends (≤ ``block_ms``); new entries wake it at once.
+    * with ``maxlen`` set, trimming can drop entries nobody has finished: use it as a
+      memory cap, not as flow control. Trimmed entries still in a PEL count as in flight
+      until a fetch's XAUTOCLAIM discards them.
+    * several groups on one queue work, but then acked entries are kept (no XDEL) and only
+      ``maxlen`` bounds the stream; when ``lag`` is NULL with several groups, ``pending``
+      is an estimate.
+    * ``publish`` retried after a lost connection may append twice (at-least-once).
+    * members that vanish stay listed (empty) in XINFO CONSUMERS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Self, TypeVar
+
+from broker_sched.errors import BrokerUnavailable, TransportError, TransportNotInstalled
+from transports.base import Backlog, Capabilities, Delivery, Listener, Subscription, Transport
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+    from redis.asyncio.client import PubSub
+    from redis.commands.core import AsyncScript
+
+    from broker_sched.config import Settings
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+QUEUE_PREFIX = "bs:q:"
+CHANNEL_PREFIX = "bs:c:"
+RETURNED = "bs:returned"
+"""The consumer that holds nacked and released entries until a member reclaims them."""
+BODY_FIELD = b"b"
+MIN_SERVER_VERSION = (7, 0)
+CONNECT_TIMEOUT_S = 3.0
+COMMAND_TIMEOUT_S = 5.0
+RECONNECT_RETRIES = 2
+STUCK_SCAN_LIMIT = 1_000
+"""At most this many PEL entries are examined per backlog call to find reclaimable ones."""
+
+
+def stream_key(queue: str) -> str:
+    return f"{QUEUE_PREFIX}{queue}"
+
+
+def channel_key(channel: str) -> str:
+    return f"{CHANNEL_PREFIX}{channel}"
+
+
+class RedisStreamsTransport(Transport):
+    name = "redis"
+    capabilities = Capabilities(partitioned=False, rebalances=False, redelivers_unacked=True)
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        maxlen: int | None = None,
+        claim_min_idle_ms: int = 30_000,
+        block_ms: int = 1_000,
+        max_message_bytes: int = 1_048_576,
+    ) -> None:
+        super().__init__(max_message_bytes=max_message_bytes)
+        try:
+            from redis.asyncio import Redis
+            from redis.asyncio.retry import Retry
+            from redis.backoff import ExponentialWithJitterBackoff
+        except ImportError as exc:
+            raise TransportNotInstalled("redis", "redis") from exc
+        self.maxlen = maxlen
+        self.claim_min_idle_ms = claim_min_idle_ms
+        self.block_ms = block_ms
+
+        def client(socket_timeout_s: float) -> Redis:
+            return Redis.from_url(
+                url,
+                username=username,
+                password=password,
+                socket_connect_timeout=CONNECT_TIMEOUT_S,
+                socket_timeout=socket_timeout_s,
+                retry=Retry(
+                    ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=RECONNECT_RETRIES
+                ),
+            )
+
+        self._commands = client(COMMAND_TIMEOUT_S)
+        # Blocking reads and pub/sub wait on the server by design; their own timeouts
+        # (BLOCK, get_message) end them, the socket timeout only catches a dead server.
+        self.blocking = client(block_ms / 1000 + COMMAND_TIMEOUT_S)
+        self.scripts = _Scripts(self._commands)
+        self.subscriptions: set[RedisSubscription] = set()
+        self.listeners: set[RedisListener] = set()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Self:
+        redis = settings.redis
+        return cls(
+            redis.url,
+            username=redis.username,
+            password=redis.password.get_secret_value() if redis.password else None,
+            maxlen=redis.maxlen,
+            claim_min_idle_ms=redis.claim_min_idle_ms,
+            block_ms=redis.block_ms,
+            max_message_bytes=settings.max_payload_bytes,
+        )
+
+    async def connect(self) -> None:
+        version = await self._server_version()
+        found = tuple(int(part) for part in version.split(".")[:2])
+        if found < MIN_SERVER_VERSION:
+            raise TransportError(f"the redis transport needs Redis >= 7.0, found {version}")
+
+    async def close(self) -> None:
+        """Release this client's work to other members, then disconnect; a broker that is
+        already gone only delays redelivery to ``claim_min_idle_ms``."""
+        for subscription in list(self.subscriptions):
+            try:
+                await subscription.close()
+            except BrokerUnavailable as exc:
+                log.warning(
+                    "redis: %s/%s left without releasing: %s",
+                    subscription.queue,
+                    subscription.member,
+                    exc,
+                )
+        for listener in list(self.listeners):
+            await listener.close()
+        await self.blocking.aclose()
+        await self._commands.aclose()
+
+    async def ping(self) -> str:
+        version = await self._server_version()
+        where = self._commands.connection_pool.connection_kwargs
+        location = where.get("path") or f"{where.get('host')}:{where.get('port')}"
+        return f"redis {version} at {location}"
+
+    async def _server_version(self) -> str:
+        with translated("INFO server"):
+            info = await self._commands.info("server")
+        return str(info["redis_version"])
+
+    async def declare(self, queue: str, partitions: int = 1) -> None:
+        with translated(f"declare {queue}"):
+            await self.scripts.declare([stream_key(queue)], [RETURNED])
+
+    async def _publish(self, queue: str, body: bytes, key: str | None) -> None:
+        with translated(f"XADD {queue}"):
+            await self._commands.xadd(
+                stream_key(queue), {BODY_FIELD: body}, maxlen=self.maxlen, approximate=True
+            )
+
+    async def subscribe(self, queue: str, group: str, member: str) -> RedisSubscription:
+        if member == RETURNED:
+            raise ValueError(f"member name {RETURNED!r} is reserved")
+        await self.create_group(queue, group)
+        subscription = RedisSubscription(self, queue, group, member)
+        self.subscriptions.add(subscription)
+        return subscription
+
+    async def create_group(self, queue: str, group: str) -> None:
+        """Create ``group`` at the start of the stream (so it sees earlier entries)."""
+        from redis.exceptions import ResponseError
+
+        with translated(f"XGROUP CREATE {queue} {group}"):
+            try:
+                await self._commands.xgroup_create(stream_key(queue), group, id="0", mkstream=True)
+            except ResponseError as exc:
+                if not str(exc).startswith("BUSYGROUP"):
+                    raise
+
+    async def backlog(self, queue: str, group: str) -> Backlog:
+        [backlog] = await self.backlogs([(queue, group)])
+        return backlog
+
+    async def backlogs(self, pairs: Sequence[tuple[str, str]]) -> list[Backlog]:
+        """All counts in one round trip; if Redis lost the script (restart, SCRIPT FLUSH),
+        it is loaded again and the batch repeated once."""
+        from redis.exceptions import NoScriptError
+
+        if not pairs:
+            return []
+        with translated(f"backlog of {len(pairs)} queues"):
+            try:
+                replies = await self._backlog_batch(pairs)
+            except NoScriptError:
+                await self.scripts.load_backlog()
+                replies = await self._backlog_batch(pairs)
+        return [
+            Backlog(
+                pending=int(pending),
+                in_flight=int(in_flight),
+                oldest_age_s=None if age_ms < 0 else age_ms / 1000,
+            )
+            for pending, in_flight, age_ms in replies
+        ]
+
+    async def _backlog_batch(self, pairs: Sequence[tuple[str, str]]) -> list[Any]:
+        async with self._commands.pipeline(transaction=False) as pipe:
+            for queue, group in pairs:
+                pipe.evalsha(
+                    self.scripts.backlog.sha,
+                    1,
+                    stream_key(queue),
+                    group,
+                    RETURNED,
+                    self.claim_min_idle_ms,
+                    STUCK_SCAN_LIMIT,
+                )
+            replies: list[Any] = await pipe.execute()
+        return replies
+
+    async def delete(self, queue: str) -> None:
+        with translated(f"DEL {queue}"):
+            await self._commands.delete(stream_key(queue))
+
+    async def send(self, channel: str, body: bytes) -> None:
+        with translated(f"PUBLISH {channel}"):
+            await self._commands.publish(channel_key(channel), body)
+
+    async def listen(self, channel: str) -> RedisListener:
+        """Subscribe and wait for the server's confirmation, so nothing sent after this
+        returns is missed."""
+        pubsub = self.blocking.pubsub()
+        try:
+            with translated(f"SUBSCRIBE {channel}"):
+                await pubsub.subscribe(channel_key(channel))
+                async with asyncio.timeout(COMMAND_TIMEOUT_S):
+                    while True:
+                        reply = await pubsub.get_message(timeout=COMMAND_TIMEOUT_S)
+                        if reply is not None and reply["type"] == "subscribe":
+                            break
+        except TimeoutError as exc:
+            await _close(pubsub)
+            raise BrokerUnavailable(f"redis: no confirmation of SUBSCRIBE {channel}") from exc
+        except BaseException:
+            await _close(pubsub)
+            raise
+        listener = RedisListener(self, pubsub, channel)
+        self.listeners.add(listener)
+        return listener
+
+
+class RedisSubscription(Subscription):
+    def __init__(
+        self, transport: RedisStreamsTransport, queue: str, group: str, member: str
+    ) -> None:
+        self.queue, self.group, self.member = queue, group, member
+        self._transport = transport
+        self._key = stream_key(queue)
+        self._cursor: bytes | str = "0-0"
+        self._closed = False
+
+    async def fetch(self, max_messages: int = 1, timeout_s: float = 1.0) -> list[Delivery]:
+        if self._closed:
+            raise RuntimeError("fetch on a closed subscription")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        with translated(f"fetch {self.queue}/{self.group}"):
+            while True:
+                deliveries = await self._in_group(self._claim_or_read, max_messages)
+                if deliveries:
+                    return deliveries
+                block_ms = min(self._transport.block_ms, int((deadline - loop.time()) * 1000))
+                if block_ms <= 0:
+                    return []
+                deliveries = await self._in_group(self._read_blocking, max_messages, block_ms)
+                if deliveries:
+                    return deliveries
+
+    async def _claim_or_read(self, max_messages: int) -> list[Delivery]:
+        reply = await self._transport.scripts.fetch(
+            [self._key],
+            [
+                self.group,
+                self.member,
+                max_messages,
+                self._transport.claim_min_idle_ms,
+                self._cursor,
+            ],
+        )
+        self._cursor, *rows = reply
+        return [
+            RedisDelivery(self, entry_id.decode(), _body(fields), int(count))
+            for entry_id, fields, count in rows
+        ]
+
+    async def _read_blocking(self, max_messages: int, block_ms: int) -> list[Delivery]:
+        reply: Any = await self._transport.blocking.xreadgroup(
+            self.group, self.member, {self._key: ">"}, count=max_messages, block=block_ms
+        )
+        if not reply:
+            return []
+        [[_, entries]] = reply
+        return [
+            RedisDelivery(self, entry_id.decode(), fields.get(BODY_FIELD, b""), 1)
+            for entry_id, fields in entries
+        ]
+
+    async def _in_group(self, call: Callable[..., Awaitable[T]], *args: int) -> T:
+        """Run ``call``; if the group is gone (queue deleted meanwhile) recreate it once."""
+        from redis.exceptions import ResponseError
+
+        try:
+            return await call(*args)
+        except ResponseError as exc:
+            if not str(exc).startswith("NOGROUP"):
+                raise
+        await self._transport.create_group(self.queue, self.group)
+        return await call(*args)
+
+    async def finish(self, entry_id: str) -> None:
+        with translated(f"ack {self.queue}/{self.group}"), _group_may_be_gone():
+            await self._transport.scripts.ack([self._key], [self.group, entry_id])
+
+    async def give_back(self, entry_id: str, delay_s: float) -> None:
+        """Park the entry, reclaimable by any member after ``delay_s`` (at most
+        ``claim_min_idle_ms``); a no-op if another member has already reclaimed it."""
+        idle_ms = max(0, self._transport.claim_min_idle_ms - int(delay_s * 1000))
+        await self._move(entry_id, RETURNED, idle_ms)
+
+    async def extend(self, entry_id: str) -> None:
+        await self._move(entry_id, self.member, 0)
+
+    async def _move(self, entry_id: str, to: str, idle_ms: int) -> None:
+        with translated(f"XCLAIM {self.queue}/{self.group}"), _group_may_be_gone():
+            await self._transport.scripts.move(
+                [self._key], [self.group, self.member, to, idle_ms, entry_id]
+            )
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._transport.subscriptions.discard(self)
+        with translated(f"close {self.queue}/{self.group}/{self.member}"), _group_may_be_gone():
+            await self._transport.scripts.release(
+                [self._key], [self.group, self.member, RETURNED, self._transport.claim_min_idle_ms]
+            )
+
+
+class RedisDelivery(Delivery):
+    def __init__(
+        self, subscription: RedisSubscription, entry_id: str, body: bytes, attempt: int
+    ) -> None:
+        self._subscription = subscription
+        self.id = entry_id
+        self.body = body
+        self.attempt = attempt
+
+    async def ack(self) -> None:
+        await self._subscription.finish(self.id)
+
+    async def nack(self, delay_s: float = 0.0) -> None:
+        await self._subscription.give_back(self.id, delay_s)
+
+    async def in_progress(self) -> None:
+        await self._subscription.extend(self.id)
+
+
+class RedisListener(Listener):
+    def __init__(self, transport: RedisStreamsTransport, pubsub: PubSub, channel: str) -> None:
+        self.channel = channel
+        self._transport = transport
+        self._pubsub = pubsub
+
+    async def receive(self, timeout_s: float = 1.0) -> bytes | None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        with translated(f"receive {self.channel}"):
+            while True:
+                remaining = max(0.0, deadline - loop.time())
+                message = await self._pubsub.get_message(
+                    ignore_subscribe_messages=True, timeout=remaining
+                )
+                if message is not None and message["type"] == "message":
+                    data: bytes = message["data"]
+                    return data
+                if remaining <= 0:
+                    return None
+
+    async def close(self) -> None:
+        self._transport.listeners.discard(self)
+        await _close(self._pubsub)
+
+
+async def _close(pubsub: PubSub) -> None:
+    await pubsub.aclose()  # type: ignore[no-untyped-call]  # unannotated in redis-py
+
+
+def _body(fields: list[bytes]) -> bytes:
+    """The body from a flat ``[field, value, ...]`` list; an entry someone else wrote
+    without it yields ``b""``, which the consumer's decoder dead-letters."""
+    values = dict(zip(fields[::2], fields[1::2], strict=True))
+    return values.get(BODY_FIELD, b"")
+
+
+@contextlib.contextmanager
+def translated(what: str) -> Iterator[None]:
+    """Client errors become the project's: lost connections and timeouts are retryable
+    :class:`BrokerUnavailable`; refused credentials and command errors are fatal."""
+    from redis import exceptions
+
+    try:
+        yield
+    except (exceptions.AuthenticationError, exceptions.AuthorizationError) as exc:
+        raise TransportError(f"redis: {what}: {exc}") from exc
+    except (exceptions.ConnectionError, exceptions.TimeoutError) as exc:
+        raise BrokerUnavailable(f"redis: {what}: {exc}") from exc
+    except exceptions.RedisError as exc:
+        raise TransportError(f"redis: {what}: {exc}") from exc
+
+
+@contextlib.contextmanager
+def _group_may_be_gone() -> Iterator[None]:
+    """Finishing work on a deleted queue has nothing left to do."""
+    from redis.exceptions import ResponseError
+
+    try:
+        yield
+    except ResponseError as exc:
+        if not str(exc).startswith("NOGROUP"):
+            raise
+
+
+class _Scripts:
+    """The Lua scripts, registered on the command client.
+
+    Each script touches one stream and runs atomically, which is what makes "move this
+    entry only if it is still mine" and "drop the member only once it holds nothing"
+    safe against other members acting at the same time. Calls reload a script Redis lost.
+    """
+
+    def __init__(self, client: Redis) -> None:
+        self._client = client
+        self.declare: AsyncScript = client.register_script(DECLARE_LUA)
+        self.fetch: AsyncScript = client.register_script(FETCH_LUA)
+        self.ack: AsyncScript = client.register_script(ACK_LUA)
+        self.move: AsyncScript = client.register_script(MOVE_LUA)
+        self.release: AsyncScript = client.register_script(RELEASE_LUA)
+        self.backlog: AsyncScript = client.register_script(BACKLOG_LUA)
+
+    async def load_backlog(self) -> None:
+        self.backlog.sha = await self._client.script_load(BACKLOG_LUA)
+
+
+# ---------------------------------------------------------------- Lua (RESP2 replies)
+
+DECLARE_LUA = """
+-- An empty stream, made by creating and destroying a throwaway group; an existing
+-- stream is left alone.
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('XGROUP', 'CREATE', KEYS[1], ARGV[1], '$', 'MKSTREAM')
+redis.call('XGROUP', 'DESTROY', KEYS[1], ARGV[1])
+return 1
+"""
+
+FETCH_LUA = """
+-- Up to ARGV[3] entries for member ARGV[2] of group ARGV[1]: first entries idle for
+-- ARGV[4] ms (any member's), scanning the PEL from cursor ARGV[5], then new entries.
+-- Reply: {next cursor, {id, {field, value, ...}, delivery count}, ...}.
+local stream, group, member = KEYS[1], ARGV[1], ARGV[2]
+local count = tonumber(ARGV[3])
+local claimed = redis.call('XAUTOCLAIM', stream, group, member, ARGV[4], ARGV[5], 'COUNT', count)
+local out = {claimed[1]}
+for _, entry in ipairs(claimed[2]) do
+  local held = redis.call('XPENDING', stream, group, entry[1], entry[1], 1)
+  out[#out + 1] = {entry[1], entry[2], held[1][4]}
+end
+local wanted = count - (#out - 1)
+if wanted > 0 then
+  local read = redis.call('XREADGROUP', 'GROUP', group, member, 'COUNT', wanted,
+                          'STREAMS', stream, '>')
+  if read then
+    for _, entry in ipairs(read[1][2]) do out[#out + 1] = {entry[1], entry[2], 1} end
+  end
+end
+return out
+"""
+
+ACK_LUA = """
+-- Ack entry ARGV[2] for group ARGV[1]; delete it when no other group may still need it.
+if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+if #redis.call('XINFO', 'GROUPS', KEYS[1]) == 1 then redis.call('XDEL', KEYS[1], ARGV[2]) end
+return 1
+"""
+
+MOVE_LUA = """
+-- Give entry ARGV[5] of group ARGV[1] to consumer ARGV[3] with idle time ARGV[4] ms, only
+-- if member ARGV[2] still holds it (not acked, not reclaimed by another member).
+local held = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[5], ARGV[5], 1)
+if #held == 0 or held[1][2] ~= ARGV[2] then return 0 end
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[5], 'IDLE', ARGV[4], 'JUSTID')
+return 1
+"""
+
+RELEASE_LUA = """
+-- Give every entry member ARGV[2] of group ARGV[1] holds to consumer ARGV[3] with idle
+-- time ARGV[4] ms (claimable at once), then delete the member if it holds nothing.
+local batch = 100
+for _ = 1, 1000 do
+  local held = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', batch, ARGV[2])
+  if #held > 0 then
+    local claim = {'XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0}
+    for _, entry in ipairs(held) do claim[#claim + 1] = entry[1] end
+    for _, option in ipairs({'IDLE', ARGV[4], 'JUSTID'}) do claim[#claim + 1] = option end
+    redis.call(unpack(claim))
+  end
+  if #held < batch then break end
+end
+if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) == 0 then
+  redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+end
+return 1
+"""
+
+BACKLOG_LUA = """
+-- {pending, in_flight, age in ms of the oldest pending entry or -1} for group ARGV[1].
+-- Pending: undelivered entries, entries parked with consumer ARGV[2], and other entries
+-- idle for ARGV[3] ms (the next fetch reclaims them; at most ARGV[4] are examined).
+local stream, group, parked = KEYS[1], ARGV[1], ARGV[2]
+if redis.call('EXISTS', stream) == 0 then return {0, 0, -1} end
+local length = redis.call('XLEN', stream)
+local clock = redis.call('TIME')
+local now_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local oldest_ms = nil
+local function seen(id)  -- an entry id starts with its append time in ms
+  local ms = tonumber(string.match(id, '^(%d+)'))
+  if oldest_ms == nil or ms < oldest_ms then oldest_ms = ms end
+end
+local function age()
+  if oldest_ms == nil then return -1 end
+  return math.max(0, now_ms - oldest_ms)
+end
+
+local info = nil
+for _, fields in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
+  local g = {}
+  for i = 1, #fields, 2 do g[fields[i]] = fields[i + 1] end
+  if g['name'] == group then info = g break end
+end
+if info == nil then
+  if length > 0 then seen(redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)[1][1]) end
+  return {length, 0, age()}
+end
+
+local in_pel = info['pending']
+local undelivered
+if info['lag'] then
+  undelivered = math.min(info['lag'], length)  -- lag still counts trimmed entries
+else
+  undelivered = math.max(0, length - in_pel)   -- acked entries are deleted
+end
+if undelivered > 0 then
+  local after = redis.call('XRANGE', stream, '(' .. info['last-delivered-id'], '+', 'COUNT', 1)
+  if after[1] then seen(after[1][1]) end
+end
+
+local parked_count = 0
+local summary = redis.call('XPENDING', stream, group)
+if summary[4] then
+  for _, consumer in ipairs(summary[4]) do
+    if consumer[1] == parked then parked_count = tonumber(consumer[2]) end
+  end
+end
+if parked_count > 0 then
+  seen(redis.call('XPENDING', stream, group, '-', '+', 1, parked)[1][1])
+end
+local stuck = 0
+if in_pel > parked_count then
+  local idle = redis.call('XPENDING', stream, group, 'IDLE', ARGV[3], '-', '+', ARGV[4])
+  for _, entry in ipairs(idle) do
+    if entry[2] ~= parked then
+      stuck = stuck + 1
+      seen(entry[1])
+    end
+  end
+end
+return {undelivered + parked_count + stuck, in_pel - parked_count - stuck, age()}
+"""
