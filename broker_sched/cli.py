@@ -35,6 +35,17 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run controller and/or invoker from the config")
     run.add_argument("--role", choices=["all", "controller", "invoker"], default="all")
     run.add_argument("--invokers", type=int, default=1, help="invokers in this process")
+    run.add_argument(
+        "--api",
+        default="127.0.0.1:3233",
+        help="HOST:PORT of the controller's HTTP API, or 'off' (default %(default)s)",
+    )
+
+    invoke = commands.add_parser("invoke", help="invoke an action through a controller's API")
+    invoke.add_argument("action", help="name or namespace/name")
+    invoke.add_argument("payload", nargs="?", default="{}", help="JSON payload")
+    invoke.add_argument("--api", default="127.0.0.1:3233", help="HOST:PORT of the controller")
+    invoke.add_argument("--async", dest="blocking", action="store_false", help="do not wait")
 
     commands.add_parser("doctor", help="check the configured transport")
     return parser
@@ -61,7 +72,11 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "demo":
         return await _demo(settings, json_output=args.json)
     if args.command == "run":
-        return await _run(settings, role=args.role, invokers=args.invokers)
+        return await _run(settings, role=args.role, invokers=args.invokers, api=args.api)
+    if args.command == "invoke":
+        from broker_sched.api_client import invoke
+
+        return await invoke(args.api, args.action, args.payload, blocking=args.blocking)
     if args.command == "doctor":
         from broker_sched.doctor import doctor
 
@@ -77,12 +92,23 @@ async def _demo(settings: Settings, *, json_output: bool) -> int:
     return 0 if summary["succeeded"] else 1
 
 
-async def _run(settings: Settings, *, role: str, invokers: int) -> int:
+async def _run(settings: Settings, *, role: str, invokers: int, api: str) -> int:
+    from broker_sched.api import Api
     from broker_sched.stack import Stack
 
     async with Stack(settings, role=role, invokers=invokers) as stack:  # type: ignore[arg-type]
-        print(f"broker-sched {role} running on {settings.transport}", file=sys.stderr, flush=True)
-        await stack.serve_forever()
+        serving = [stack.serve_forever()]
+        where = ""
+        if stack.controller is not None and api != "off":
+            host, _, port = api.rpartition(":")
+            serving.append(Api(stack.controller, settings.max_payload_bytes).serve(host, int(port)))
+            where = f", API on http://{api}"
+        print(
+            f"broker-sched {role} running on {settings.transport}{where}",
+            file=sys.stderr,
+            flush=True,
+        )
+        await asyncio.gather(*serving)
     return 0
 
 

@@ -226,13 +226,14 @@ class NatsSubscription(Subscription):
     """A member pulling from the group's durable consumer through its own inbox.
 
     The pull protocol is spoken here rather than through nats-py's ``fetch`` so that no
-    message the server sends is ever dropped on the floor: every request has its own reply
+    message the server sends is dropped on the floor: every request has its own reply
     subject, ``fetch`` waits for the server to end the request (batch filled, or a 404/408
-    status), and whatever arrives late is kept for the next ``fetch`` or naked on
-    ``close``. Otherwise a message delivered just after a client-side timeout would sit
-    unseen, in flight, until ``ack_wait_s`` expired. Each ``fetch`` first asks with
-    ``no_wait`` for up to ``max_messages`` already there, then, if there were none, waits
-    for one: it returns as soon as there is work, and leaves no request open behind it.
+    status) and keeps anything that arrives later (after a cancelled ``fetch``, say) for
+    the next ``fetch``; ``close`` gives it back with the unacked deliveries. Otherwise such
+    a message would sit unseen, in flight, until ``ack_wait_s`` expired. Each ``fetch``
+    first asks with ``no_wait`` for up to ``max_messages`` already there, then, if there
+    were none, waits for one: it returns as soon as there is work and leaves no request
+    open behind it. (The server itself drops pull requests whose inbox lost interest.)
     """
 
     def __init__(
@@ -375,12 +376,11 @@ class NatsSubscription(Subscription):
 
     async def _give_back_all(self) -> None:
         self.transport.client()
-        if self._open is not None:
-            await self._await_open_request()
         if self._core is not None:
             with _translated(f"unsubscribe {self._inbox}"):
                 await self._core.drain()  # type: ignore[no-untyped-call]
             self._core = None
+        self._open = None  # what is left to sort is work to give back, statuses are moot
         self._sort_arrivals()
         held = [*self._unacked.values(), *self._hand_out(len(self._undelivered))]
         self._unacked.clear()
@@ -478,6 +478,7 @@ class NatsJetStreamTransport(Transport):
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._parts: set[NatsSubscription | NatsListener] = set()
+        self._last_error: Exception | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
@@ -522,8 +523,9 @@ class NatsJetStreamTransport(Transport):
                     )
         except TimeoutError as exc:
             await nc.close()
+            last = f" (last error: {self._last_error!r})" if self._last_error else ""
             raise BrokerUnavailable(
-                f"nats: no server reachable at {where} within {self.connect_timeout_s} s"
+                f"nats: no server reachable at {where} within {self.connect_timeout_s} s{last}"
             ) from exc
         except BaseException:
             await nc.close()
@@ -544,6 +546,7 @@ class NatsJetStreamTransport(Transport):
             raise
 
     async def _on_error(self, exc: Exception) -> None:
+        self._last_error = exc
         log.warning("nats: %s: %s", type(exc).__name__, exc)
 
     async def _on_disconnected(self) -> None:

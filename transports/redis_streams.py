@@ -92,6 +92,7 @@ MIN_SERVER_VERSION = (7, 0)
 CONNECT_TIMEOUT_S = 3.0
 COMMAND_TIMEOUT_S = 5.0
 RECONNECT_RETRIES = 2
+BACKLOG_CHUNK = 50
 STUCK_SCAN_LIMIT = 1_000
 """At most this many PEL entries are examined per backlog call to find reclaimable ones."""
 
@@ -250,23 +251,21 @@ class RedisStreamsTransport(Transport):
                 in_flight=int(in_flight),
                 oldest_age_s=None if age_ms < 0 else age_ms / 1000,
             )
-            for pending, in_flight, age_ms in replies
+            for pending, in_flight, age_ms in zip(*[iter(replies)] * 3, strict=True)
         ]
 
     async def _backlog_batch(self, pairs: Sequence[tuple[str, str]]) -> list[Any]:
+        """One script call per ``BACKLOG_CHUNK`` queues (a call's fixed cost dwarfs one
+        queue's), all calls in one pipeline; each call holds Redis well under a ms."""
         async with self._commands.pipeline(transaction=False) as pipe:
-            for queue, group in pairs:
-                pipe.evalsha(
-                    self.scripts.backlog.sha,
-                    1,
-                    stream_key(queue),
-                    group,
-                    RETURNED,
-                    self.claim_min_idle_ms,
-                    STUCK_SCAN_LIMIT,
-                )
-            replies: list[Any] = await pipe.execute()
-        return replies
+            for start in range(0, len(pairs), BACKLOG_CHUNK):
+                chunk = pairs[start : start + BACKLOG_CHUNK]
+                keys = [stream_key(queue) for queue, _ in chunk]
+                groups = [group for _, group in chunk]
+                args = [RETURNED, self.claim_min_idle_ms, STUCK_SCAN_LIMIT, *groups]
+                pipe.evalsha(self.scripts.backlog.sha, len(keys), *keys, *args)
+            replies: list[list[int]] = await pipe.execute()
+        return [value for reply in replies for value in reply]
 
     async def delete(self, queue: str) -> None:
         with translated(f"DEL {queue}"):
@@ -573,66 +572,81 @@ return 1
 """
 
 BACKLOG_LUA = """
--- {pending, in_flight, age in ms of the oldest pending entry or -1} for group ARGV[1].
--- Pending: undelivered entries, entries parked with consumer ARGV[2], and other entries
--- idle for ARGV[3] ms (the next fetch reclaims them; at most ARGV[4] are examined).
-local stream, group, parked = KEYS[1], ARGV[1], ARGV[2]
-if redis.call('EXISTS', stream) == 0 then return {0, 0, -1} end
-local length = redis.call('XLEN', stream)
+-- For each stream KEYS[i] and its group ARGV[3 + i]: pending, in_flight, and the age in ms
+-- of the oldest pending entry (-1: none), flattened into one reply.
+-- Pending: undelivered entries, entries parked with consumer ARGV[1], and entries of
+-- other consumers idle for ARGV[2] ms (the next fetch reclaims them; at most ARGV[3] of
+-- a PEL are examined).
+local parked, min_idle_ms, scan_limit = ARGV[1], ARGV[2], ARGV[3]
 local clock = redis.call('TIME')
 local now_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-local oldest_ms = nil
-local function seen(id)  -- an entry id starts with its append time in ms
-  local ms = tonumber(string.match(id, '^(%d+)'))
-  if oldest_ms == nil or ms < oldest_ms then oldest_ms = ms end
-end
-local function age()
-  if oldest_ms == nil then return -1 end
-  return math.max(0, now_ms - oldest_ms)
+local out = {}
+
+local function id_ms(id)  -- an entry id starts with its append time in ms
+  return tonumber(string.match(id, '^(%d+)'))
 end
 
-local info = nil
-for _, fields in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
-  local g = {}
-  for i = 1, #fields, 2 do g[fields[i]] = fields[i + 1] end
-  if g['name'] == group then info = g break end
-end
-if info == nil then
-  if length > 0 then seen(redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)[1][1]) end
-  return {length, 0, age()}
+local function find_group(stream, group)
+  for _, fields in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
+    local g = {}
+    for i = 1, #fields, 2 do g[fields[i]] = fields[i + 1] end
+    if g['name'] == group then return g end
+  end
+  return nil
 end
 
-local in_pel = info['pending']
-local undelivered
-if info['lag'] then
-  undelivered = math.min(info['lag'], length)  -- lag still counts trimmed entries
-else
-  undelivered = math.max(0, length - in_pel)   -- acked entries are deleted
-end
-if undelivered > 0 then
-  local after = redis.call('XRANGE', stream, '(' .. info['last-delivered-id'], '+', 'COUNT', 1)
-  if after[1] then seen(after[1][1]) end
-end
+local function backlog(stream, group)
+  if redis.call('EXISTS', stream) == 0 then return 0, 0, nil end
+  local length = redis.call('XLEN', stream)
+  local info = find_group(stream, group)
+  if info == nil then
+    if length == 0 then return 0, 0, nil end
+    return length, 0, id_ms(redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)[1][1])
+  end
+  local oldest = nil
+  local function seen(id)
+    local ms = id_ms(id)
+    if oldest == nil or ms < oldest then oldest = ms end
+  end
 
-local parked_count = 0
-local summary = redis.call('XPENDING', stream, group)
-if summary[4] then
-  for _, consumer in ipairs(summary[4]) do
+  local in_pel = info['pending']
+  local undelivered
+  if info['lag'] then
+    undelivered = math.min(info['lag'], length)  -- lag still counts trimmed entries
+  else
+    undelivered = math.max(0, length - in_pel)   -- acked entries are deleted
+  end
+  if undelivered > 0 then
+    local after = redis.call('XRANGE', stream, '(' .. info['last-delivered-id'], '+', 'COUNT', 1)
+    if after[1] then seen(after[1][1]) end
+  end
+  if in_pel == 0 then return undelivered, 0, oldest end
+
+  local parked_count = 0
+  for _, consumer in ipairs(redis.call('XPENDING', stream, group)[4]) do
     if consumer[1] == parked then parked_count = tonumber(consumer[2]) end
   end
-end
-if parked_count > 0 then
-  seen(redis.call('XPENDING', stream, group, '-', '+', 1, parked)[1][1])
-end
-local stuck = 0
-if in_pel > parked_count then
-  local idle = redis.call('XPENDING', stream, group, 'IDLE', ARGV[3], '-', '+', ARGV[4])
-  for _, entry in ipairs(idle) do
-    if entry[2] ~= parked then
-      stuck = stuck + 1
-      seen(entry[1])
+  if parked_count > 0 then
+    seen(redis.call('XPENDING', stream, group, '-', '+', 1, parked)[1][1])
+  end
+  local stuck = 0
+  if in_pel > parked_count then
+    local idle = redis.call('XPENDING', stream, group, 'IDLE', min_idle_ms, '-', '+', scan_limit)
+    for _, entry in ipairs(idle) do
+      if entry[2] ~= parked then
+        stuck = stuck + 1
+        seen(entry[1])
+      end
     end
   end
+  return undelivered + parked_count + stuck, in_pel - parked_count - stuck, oldest
 end
-return {undelivered + parked_count + stuck, in_pel - parked_count - stuck, age()}
+
+for i, stream in ipairs(KEYS) do
+  local pending, in_flight, oldest = backlog(stream, ARGV[3 + i])
+  out[#out + 1] = pending
+  out[#out + 1] = in_flight
+  out[#out + 1] = oldest and math.max(0, now_ms - oldest) or -1
+end
+return out
 """

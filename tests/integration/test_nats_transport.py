@@ -320,8 +320,8 @@ async def test_in_progress_keeps_a_long_run_from_being_redelivered(
 async def test_message_sent_to_a_cancelled_fetch_is_given_back_on_close(
     make_transport: MakeTransport, queue: str
 ) -> None:
-    """A fetch cancelled mid-wait leaves its pull request open on the server, which may
-    still deliver into the member's inbox; close() must catch that and nak it."""
+    """A fetch cancelled mid-wait leaves its pull request open on the server, which then
+    delivers into the member's inbox with nobody waiting; close() must nak that too."""
     first_side = await make_transport(ack_wait_s=30.0)
     second_side = await make_transport(ack_wait_s=30.0)
     await first_side.declare(queue)

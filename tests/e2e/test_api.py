@@ -1,0 +1,87 @@
+"""The HTTP front door: OpenWhisk paths, status codes for each kind of failure."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import urllib.error
+import urllib.request
+from typing import Any
+
+import pytest
+from embedded import embedded_settings, stack_with
+
+from broker_sched.api import Api
+from broker_sched.model import Action
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def call(base: str, method: str, path: str, body: bytes | None = None) -> tuple[int, Any]:
+    request = urllib.request.Request(base + path, data=body, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+async def test_invoke_and_errors_over_http() -> None:
+    actions = [
+        Action(name="echo", handler="broker_sched.samples:echo"),
+        Action(name="fail", handler="broker_sched.samples:fail"),
+    ]
+    settings = embedded_settings(max_payload_bytes=1024)
+    async with stack_with(actions, settings=settings) as stack:
+        assert stack.controller is not None
+        port = free_port()
+        server = asyncio.create_task(Api(stack.controller, 1024).serve("127.0.0.1", port))
+        base = f"http://127.0.0.1:{port}"
+        try:
+            async with asyncio.timeout(10):
+                while await asyncio.to_thread(_refused, port):
+                    await asyncio.sleep(0.05)
+            invoke = "/api/v1/namespaces/guest/actions/"
+
+            status, record = await asyncio.to_thread(
+                call, base, "POST", invoke + "echo?blocking=true", b'{"x": 1}'
+            )
+            assert (status, record["status"], record["result"]) == (200, "success", {"x": 1})
+
+            status, record = await asyncio.to_thread(
+                call, base, "POST", invoke + "fail?blocking=true", b"{}"
+            )
+            assert (status, record["status"]) == (502, "action_error")
+
+            status, accepted = await asyncio.to_thread(call, base, "POST", invoke + "echo", b"{}")
+            assert status == 202
+            activation = f"/api/v1/namespaces/guest/activations/{accepted['activationId']}"
+            async with asyncio.timeout(10):
+                while (await asyncio.to_thread(call, base, "GET", activation))[0] != 200:
+                    await asyncio.sleep(0.05)
+
+            checks = [
+                ("POST", invoke + "nope?blocking=true", b"{}", 404),
+                ("POST", invoke + "echo?blocking=true", b"not json", 400),
+                ("POST", invoke + "echo?blocking=true", b'"' + b"x" * 2000 + b'"', 413),
+                ("GET", "/nowhere", None, 404),
+                ("GET", "/health", None, 200),
+            ]
+            for method, path, body, expected in checks:
+                status, _ = await asyncio.to_thread(call, base, method, path, body)
+                assert status == expected, (method, path)
+        finally:
+            server.cancel()
+
+
+def _refused(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
