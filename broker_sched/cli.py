@@ -48,6 +48,11 @@ def _parser() -> argparse.ArgumentParser:
     invoke.add_argument("--async", dest="blocking", action="store_false", help="do not wait")
 
     commands.add_parser("doctor", help="check the configured transport")
+
+    config = commands.add_parser("config", help="print the effective settings as JSON")
+    config.add_argument(
+        "--reference", action="store_true", help="print the configuration reference instead"
+    )
     return parser
 
 
@@ -77,6 +82,14 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from broker_sched.api_client import invoke
 
         return await invoke(args.api, args.action, args.payload, blocking=args.blocking)
+    if args.command == "config":
+        from broker_sched.settings_doc import render_reference
+
+        print(
+            render_reference() if args.reference else settings.model_dump_json(indent=2),
+            end="\n" if not args.reference else "",
+        )
+        return 0
     if args.command == "doctor":
         from broker_sched.doctor import doctor
 

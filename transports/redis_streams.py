@@ -576,7 +576,7 @@ BACKLOG_LUA = """
 -- of the oldest pending entry (-1: none), flattened into one reply.
 -- Pending: undelivered entries, entries parked with consumer ARGV[1], and entries of
 -- other consumers idle for ARGV[2] ms (the next fetch reclaims them; at most ARGV[3] of
--- a PEL are examined).
+-- a PEL are examined). An empty or missing stream costs one XLEN.
 local parked, min_idle_ms, scan_limit = ARGV[1], ARGV[2], ARGV[3]
 local clock = redis.call('TIME')
 local now_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
@@ -586,29 +586,32 @@ local function id_ms(id)  -- an entry id starts with its append time in ms
   return tonumber(string.match(id, '^(%d+)'))
 end
 
-local function find_group(stream, group)
+local function earliest(oldest, id)
+  local ms = id_ms(id)
+  if oldest == nil or ms < oldest then return ms end
+  return oldest
+end
+
+local function find_group(stream, group)  -- XINFO GROUPS: flat {field, value, ...} per group
   for _, fields in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
-    local g = {}
-    for i = 1, #fields, 2 do g[fields[i]] = fields[i + 1] end
-    if g['name'] == group then return g end
+    if fields[2] == group then
+      local g = {}
+      for i = 1, #fields, 2 do g[fields[i]] = fields[i + 1] end
+      return g
+    end
   end
   return nil
 end
 
 local function backlog(stream, group)
-  if redis.call('EXISTS', stream) == 0 then return 0, 0, nil end
   local length = redis.call('XLEN', stream)
+  if length == 0 then return 0, 0, nil end
   local info = find_group(stream, group)
   if info == nil then
-    if length == 0 then return 0, 0, nil end
     return length, 0, id_ms(redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)[1][1])
   end
-  local oldest = nil
-  local function seen(id)
-    local ms = id_ms(id)
-    if oldest == nil or ms < oldest then oldest = ms end
-  end
 
+  local oldest = nil
   local in_pel = info['pending']
   local undelivered
   if info['lag'] then
@@ -618,7 +621,7 @@ local function backlog(stream, group)
   end
   if undelivered > 0 then
     local after = redis.call('XRANGE', stream, '(' .. info['last-delivered-id'], '+', 'COUNT', 1)
-    if after[1] then seen(after[1][1]) end
+    if after[1] then oldest = id_ms(after[1][1]) end
   end
   if in_pel == 0 then return undelivered, 0, oldest end
 
@@ -627,7 +630,7 @@ local function backlog(stream, group)
     if consumer[1] == parked then parked_count = tonumber(consumer[2]) end
   end
   if parked_count > 0 then
-    seen(redis.call('XPENDING', stream, group, '-', '+', 1, parked)[1][1])
+    oldest = earliest(oldest, redis.call('XPENDING', stream, group, '-', '+', 1, parked)[1][1])
   end
   local stuck = 0
   if in_pel > parked_count then
@@ -635,7 +638,7 @@ local function backlog(stream, group)
     for _, entry in ipairs(idle) do
       if entry[2] ~= parked then
         stuck = stuck + 1
-        seen(entry[1])
+        oldest = earliest(oldest, entry[1])
       end
     end
   end

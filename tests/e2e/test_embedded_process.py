@@ -7,10 +7,11 @@ from collections import Counter
 
 import pytest
 
-from broker_sched.errors import PayloadTooLarge, UnknownAction
+from broker_sched.errors import BrokerUnavailable, PayloadTooLarge, UnknownAction
 from broker_sched.model import Action, Status
 from embedded import embedded_settings, eventually, stack_with
 from transports.base import dead_letter_queue
+from transports.memory import MemoryTransport
 
 pytestmark = pytest.mark.slow
 
@@ -80,3 +81,19 @@ async def test_bad_input_is_rejected_or_reported_and_nothing_is_lost(tmp_path: o
         crashed = await controller.invoke("crash", {"marker": marker}, timeout_s=30)
         assert crashed.status is Status.SUCCESS
         assert crashed.container_id
+
+
+async def test_broker_outage_fails_fast_and_recovers() -> None:
+    async with stack_with([ECHO]) as stack:
+        controller = stack.controller
+        assert controller is not None
+        assert isinstance(stack.transport, MemoryTransport)
+        assert (await controller.invoke("echo", {"before": 1})).status is Status.SUCCESS
+
+        stack.transport.broker.down = True
+        async with asyncio.timeout(2):
+            with pytest.raises(BrokerUnavailable):
+                await controller.invoke("echo", {"during": 1})
+        stack.transport.broker.down = False
+
+        assert (await controller.invoke("echo", {"after": 1})).status is Status.SUCCESS

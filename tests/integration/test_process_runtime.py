@@ -1,0 +1,270 @@
+"""The process runtime with real worker processes running the sample handlers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from broker_sched.model import Action, Status
+from broker_sched.runtime.base import ContainerCrashed
+from broker_sched.runtime.process import ProcessContainer, ProcessRuntime
+
+TIMEOUT_S = 10.0
+
+
+@pytest.fixture
+async def runtime() -> AsyncIterator[ProcessRuntime]:
+    runtime = ProcessRuntime(init_timeout_s=TIMEOUT_S, stop_timeout_s=1.0)
+    try:
+        yield runtime
+    finally:
+        await runtime.close()
+
+
+def sample(name: str, handler: str, **options: int) -> Action:
+    return Action(name=name, handler=f"broker_sched.samples:{handler}", **options)
+
+
+async def start(runtime: ProcessRuntime, action: Action) -> ProcessContainer:
+    container, _ = await runtime.create(action)
+    assert isinstance(container, ProcessContainer)
+    return container
+
+
+def exists(pid: int) -> bool:
+    """True while ``pid`` is running or an unreaped zombie of ours."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def test_cold_start_reports_positive_timings_and_echoes(runtime: ProcessRuntime) -> None:
+    container, timings = await runtime.create(sample("echo", "echo"))
+
+    outcome = await container.run({"hello": ["world", 1, None]}, TIMEOUT_S)
+
+    assert timings.create_ms > 0
+    assert timings.init_ms > 0
+    assert outcome.status is Status.SUCCESS
+    assert outcome.result == {"hello": ["world", 1, None]}
+    assert outcome.error is None
+    assert outcome.run_ms > 0
+    assert container.alive
+
+
+async def test_a_warm_container_serves_many_runs(runtime: ProcessRuntime) -> None:
+    container = await start(runtime, sample("hello", "hello"))
+
+    outcomes = [await container.run({"name": f"n{i}"}, TIMEOUT_S) for i in range(20)]
+
+    assert [o.result for o in outcomes] == [{"greeting": f"Hello, n{i}!"} for i in range(20)]
+
+
+async def test_an_async_handler_runs_on_the_workers_loop(runtime: ProcessRuntime) -> None:
+    container = await start(runtime, sample("asleep", "async_sleep"))
+
+    outcome = await container.run({"ms": 20}, TIMEOUT_S)
+
+    assert (outcome.status, outcome.result) == (Status.SUCCESS, {"ms": 20})
+    assert outcome.run_ms >= 20
+
+
+@pytest.mark.parametrize("handler", ["sleep", "async_sleep"])
+async def test_concurrency_two_runs_overlap(runtime: ProcessRuntime, handler: str) -> None:
+    container = await start(runtime, sample("pair", handler, concurrency=2))
+
+    started_s = time.perf_counter()
+    outcomes = await asyncio.gather(*(container.run({"ms": 400}, TIMEOUT_S) for _ in range(2)))
+    elapsed_ms = (time.perf_counter() - started_s) * 1000
+
+    assert all(o.status is Status.SUCCESS for o in outcomes)
+    assert elapsed_ms < 750, "two 400 ms runs took longer than one run plus overhead"
+
+
+async def test_concurrency_one_runs_one_at_a_time(runtime: ProcessRuntime) -> None:
+    container = await start(runtime, sample("single", "async_sleep"))
+
+    started_s = time.perf_counter()
+    await asyncio.gather(*(container.run({"ms": 150}, TIMEOUT_S) for _ in range(2)))
+
+    assert (time.perf_counter() - started_s) * 1000 >= 300
+
+
+async def test_a_raising_handler_is_an_action_error(runtime: ProcessRuntime) -> None:
+    container = await start(runtime, sample("fail", "fail"))
+
+    outcome = await container.run({}, TIMEOUT_S)
+
+    assert outcome.status is Status.ACTION_ERROR
+    assert outcome.result is None
+    assert outcome.error == "ValueError: sample handler failed on purpose"
+    assert container.alive
+    assert (await container.run({}, TIMEOUT_S)).status is Status.ACTION_ERROR
+
+
+async def test_an_error_result_is_an_application_error(runtime: ProcessRuntime) -> None:
+    container = await start(runtime, sample("apperr", "app_error"))
+
+    outcome = await container.run({}, TIMEOUT_S)
+
+    assert outcome.status is Status.APPLICATION_ERROR
+    assert outcome.error == "sample handler reports an application error"
+    assert outcome.result == {"error": "sample handler reports an application error"}
+    assert container.alive
+
+
+async def test_a_result_that_is_not_json_is_an_action_error(runtime: ProcessRuntime) -> None:
+    container = await start(runtime, Action(name="bad", handler="builtins:set"))
+
+    outcome = await container.run([1, 2], TIMEOUT_S)
+
+    assert outcome.status is Status.ACTION_ERROR
+    assert outcome.error is not None
+    assert "not JSON-serializable" in outcome.error
+    assert "set" in outcome.error
+    assert container.alive
+
+
+async def test_a_timeout_kills_the_container(runtime: ProcessRuntime) -> None:
+    container = await start(runtime, sample("hang", "hang"))
+
+    outcome = await container.run({}, 0.5)
+
+    assert outcome.status is Status.TIMEOUT
+    assert outcome.error is not None
+    assert "0.5 s" in outcome.error
+    assert 500 <= outcome.run_ms < 2000
+    assert not container.alive
+    with pytest.raises(ContainerCrashed):
+        await container.run({}, TIMEOUT_S)
+    await container.remove()
+    assert not exists(container.pid)
+
+
+async def test_a_timeout_crashes_the_other_runs_in_flight(runtime: ProcessRuntime) -> None:
+    container = await start(runtime, sample("pair", "async_sleep", concurrency=2))
+    other = asyncio.create_task(container.run({"ms": 5000}, TIMEOUT_S))
+
+    outcome = await container.run({"ms": 5000}, 0.5)
+
+    assert outcome.status is Status.TIMEOUT
+    with pytest.raises(ContainerCrashed, match="time limit"):
+        await other
+
+
+async def test_a_crash_mid_run_raises_container_crashed(runtime: ProcessRuntime) -> None:
+    container = await start(runtime, sample("crash", "crash"))
+
+    with pytest.raises(ContainerCrashed, match="code 3"):
+        await container.run({}, TIMEOUT_S)
+
+    assert not container.alive
+    with pytest.raises(ContainerCrashed):
+        await container.run({}, TIMEOUT_S)
+
+
+async def test_crash_once_succeeds_in_a_new_container(
+    runtime: ProcessRuntime, tmp_path: Path
+) -> None:
+    action = sample("once", "crash_once")
+    payload = {"marker": str(tmp_path / "crashed")}
+    first = await start(runtime, action)
+    with pytest.raises(ContainerCrashed):
+        await first.run(payload, TIMEOUT_S)
+
+    second = await start(runtime, action)
+    outcome = await second.run(payload, TIMEOUT_S)
+
+    assert outcome.status is Status.SUCCESS
+
+
+async def test_a_paused_container_answers_only_after_resume(runtime: ProcessRuntime) -> None:
+    container = await start(runtime, sample("echo", "echo"))
+    assert await container.pause() >= 0
+    assert container.paused
+
+    run = asyncio.create_task(container.run("still there?", TIMEOUT_S))
+    done, _ = await asyncio.wait({run}, timeout=0.3)
+    assert not done, "a paused container answered"
+
+    assert await container.resume() >= 0
+    outcome = await run
+
+    assert not container.paused
+    assert outcome.result == "still there?"
+    assert await container.resume() == 0.0
+
+
+async def test_a_paused_container_can_be_removed(runtime: ProcessRuntime) -> None:
+    container = await start(runtime, sample("echo", "echo"))
+    await container.pause()
+
+    await container.remove()
+
+    assert not exists(container.pid)
+
+
+async def test_remove_is_idempotent_and_crashes_runs_in_flight(runtime: ProcessRuntime) -> None:
+    container = await start(runtime, sample("sleep", "sleep"))
+    run = asyncio.create_task(container.run({"ms": 5000}, TIMEOUT_S))
+    await asyncio.sleep(0.1)
+
+    removals_ms = await asyncio.gather(container.remove(), container.remove())
+
+    assert sorted(removals_ms)[0] == 0.0
+    assert sorted(removals_ms)[1] > 0
+    assert await container.remove() == 0.0
+    assert not container.alive
+    assert not exists(container.pid)
+    with pytest.raises(ContainerCrashed, match="removed"):
+        await run
+
+
+async def test_an_import_error_fails_create_with_the_reason(runtime: ProcessRuntime) -> None:
+    with pytest.raises(ContainerCrashed, match="No module named 'no_such_module'"):
+        await runtime.create(Action(name="bad", handler="no_such_module:main"))
+    with pytest.raises(ContainerCrashed, match="has no attribute 'nope'"):
+        await runtime.create(sample("bad", "nope"))
+    with pytest.raises(ContainerCrashed, match="module:function"):
+        await runtime.create(Action(name="bad", handler="broker_sched.samples"))
+
+
+async def test_handler_prints_go_to_the_log_not_the_protocol(
+    runtime: ProcessRuntime, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="broker_sched.runtime.process")
+    container = await start(runtime, sample("chatty", "chatty"))
+
+    outcomes = [await container.run({}, TIMEOUT_S) for _ in range(3)]
+    await container.remove()
+
+    assert [o.result for o in outcomes] == [{"printed": True}] * 3
+    assert "chatty handler says hello" in caplog.text
+    assert "not from the protocol" in caplog.text
+
+
+async def test_close_leaves_no_child_process() -> None:
+    runtime = ProcessRuntime(init_timeout_s=TIMEOUT_S, stop_timeout_s=1.0)
+    containers = [
+        await start(runtime, sample("echo", "echo")),
+        await start(runtime, sample("hang", "hang")),
+        await start(runtime, sample("paused", "echo")),
+    ]
+    running = asyncio.create_task(containers[1].run({}, TIMEOUT_S))
+    await containers[2].pause()
+
+    await runtime.close()
+
+    assert not any(exists(c.pid) for c in containers)
+    with pytest.raises(ContainerCrashed):
+        await running
+    with pytest.raises(ContainerCrashed, match="closed"):
+        await runtime.create(sample("late", "echo"))
