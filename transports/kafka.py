@@ -48,6 +48,8 @@ Known limits
       partitions move to others only after ``session_timeout_ms`` (as in the Java client).
     * deleting a topic leaves its group; the broker drops the group's offsets for it.
     * ``oldest_age_s`` is not reported (``None``).
+    * backlog cost grows with the number of groups: aiokafka speaks OffsetFetch up to v3,
+      one group per request (~0.3-0.4 ms per action on loopback, 200-1,000 actions).
 """
 
 from __future__ import annotations
@@ -646,10 +648,12 @@ class KafkaSubscription(Subscription):
 
         if self._closed:
             raise RuntimeError("fetch on a closed subscription")
+        if max_messages < 1:
+            return []
         try:
             async with _broker_errors(f"fetch from {self.queue!r}", None):
                 batches = await self._consumer.getmany(
-                    timeout_ms=max(0, int(timeout_s * 1000)), max_records=max(1, max_messages)
+                    timeout_ms=max(0, int(timeout_s * 1000)), max_records=max_messages
                 )
         except ConsumerStoppedError:  # closed while waiting
             return []
@@ -745,7 +749,11 @@ class KafkaSubscription(Subscription):
         if not chosen:
             return
         try:
-            await self._consumer.commit({track.tp: point for track, point in chosen})
+            async with asyncio.timeout(self._transport._timeout_s):
+                await self._consumer.commit({track.tp: point for track, point in chosen})
+        except TimeoutError:  # aiokafka retries retriable errors forever; a rebalance can't wait
+            log.warning("kafka: commit for %s timed out", self.group)
+            return
         except (CommitFailedError, IllegalStateError) as exc:
             log.info("kafka: commit for %s lost to a rebalance (%s)", self.group, exc)
             return
@@ -781,7 +789,10 @@ class KafkaSubscription(Subscription):
         )
         self.events.append(event)
         if self.on_rebalance is not None:
-            self.on_rebalance(event)
+            try:
+                self.on_rebalance(event)
+            except Exception:  # an observer must not stop the commit before a rebalance
+                log.exception("kafka: on_rebalance callback failed")
 
     async def close(self) -> None:
         """Commit what was acked, then leave the group; unacked work goes to the next owner."""
@@ -794,10 +805,7 @@ class KafkaSubscription(Subscription):
             await asyncio.wait([self._committer])
         try:
             await self._hurry_nacks(None)
-            async with asyncio.timeout(self._transport._timeout_s):
-                await self._commit(list(self._tracks.values()))
-        except TimeoutError:
-            log.warning("kafka: final commit for %s timed out", self.group)
+            await self._commit(list(self._tracks.values()))
         finally:
             for track in self._tracks.values():
                 track.live = False

@@ -97,6 +97,8 @@ DESCRIPTION_HEADER = "Description"
 REQUEST_ENDED = ("404", "408")
 """Pull statuses that end a request normally: no messages now, or the request expired."""
 HEARTBEAT = "100"
+MAX_READABLE_NAME = 96
+"""Consumer names become file names on the server; keep them well under 255 bytes."""
 STREAM_NAME_IN_USE = 10058
 """JetStream error code: a stream of that name exists with another configuration."""
 NOT_UNIQUE_ON_WORKQUEUE = 10100
@@ -132,9 +134,14 @@ def channel_subject(prefix: str, channel: str) -> str:
 def consumer_name(queue: str, group: str) -> str:
     """A deterministic, valid durable name: readable part plus a digest against collisions
     (``a.b`` and ``a_b`` sanitize alike)."""
-    readable = _UNSAFE_IN_NAME.sub("_", f"{queue}__{group}")[:96]
+    readable = (_consumer_prefix(queue) + _UNSAFE_IN_NAME.sub("_", group))[:MAX_READABLE_NAME]
     digest = hashlib.sha256(f"{queue}\0{group}".encode()).hexdigest()[:12]
     return f"{readable}-{digest}"
+
+
+def _consumer_prefix(queue: str) -> str:
+    """What every consumer name of ``queue`` starts with (when not truncated)."""
+    return _UNSAFE_IN_NAME.sub("_", queue) + "__"
 
 
 @contextlib.contextmanager
@@ -701,21 +708,47 @@ class NatsJetStreamTransport(Transport):
         js = self.jetstream()
         with _translated(f"delete {subject}"):
             try:
-                for durable in await self._consumers_of(subject):
+                for durable in await self._consumers_of(queue):
                     with contextlib.suppress(NotFoundError):
                         await js.delete_consumer(self.stream, durable)
                 await js.purge_stream(self.stream, subject=subject)
             except NotFoundError:
                 return
 
-    async def _consumers_of(self, subject: str) -> list[str]:
+    async def _consumers_of(self, queue: str) -> list[str]:
+        """Durable names of ``queue``'s groups. Names carry the queue, so only candidates
+        are looked at: listing every consumer's full info per delete is quadratic."""
+        from nats.js.errors import NotFoundError
+
+        subject = queue_subject(self.subject_prefix, queue)
+        prefix = _consumer_prefix(queue)[:MAX_READABLE_NAME]
         js = self.jetstream()
+        found: list[str] = []
+        for name in await self._consumer_names():
+            if name.startswith(prefix):
+                with contextlib.suppress(NotFoundError):
+                    info = await js.consumer_info(self.stream, name)
+                    if info.config.filter_subject == subject:
+                        found.append(name)
+        return found
+
+    async def _consumer_names(self) -> list[str]:
+        """All consumer names of the stream, page by page (nats-py has no call for it)."""
+        from nats.js.errors import APIError
+
+        nc = self.client()
         names: list[str] = []
-        offset = 0
-        while page := await js.consumers_info(self.stream, offset=offset):
-            names += [c.name for c in page if c.config.filter_subject == subject]
-            offset += len(page)
-        return names
+        while True:
+            request = json.dumps({"offset": len(names)}).encode()
+            reply = await nc.request(
+                f"$JS.API.CONSUMER.NAMES.{self.stream}", request, timeout=self.request_timeout_s
+            )
+            page = json.loads(reply.data)
+            if "error" in page:
+                raise APIError.from_error(page["error"])
+            names += page.get("consumers") or []
+            if not page.get("consumers") or len(names) >= page.get("total", 0):
+                return names
 
     # -- channels -------------------------------------------------------------------
 

@@ -79,7 +79,9 @@ class ProcessRuntime(Runtime):
         try:
             process = await asyncio.create_subprocess_exec(
                 self.python, "-m", WORKER_MODULE,
-                "--concurrency", str(action.concurrency), "--", action.handler,
+                "--concurrency", str(action.concurrency),
+                "--parent-pid", str(os.getpid()),
+                "--", action.handler,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,

@@ -1,6 +1,7 @@
 """The container side of the process runtime: ``python -m broker_sched.runtime.worker``.
 
-Usage: ``python -m broker_sched.runtime.worker [--concurrency N] [--] module:function``.
+Usage: ``python -m broker_sched.runtime.worker [--concurrency N] [--parent-pid PID]
+module:function``.
 
 The worker imports the handler, then answers requests until its stdin closes. The
 protocol is JSON lines over the process's original stdin and stdout:
@@ -27,10 +28,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import importlib
 import inspect
 import json
 import os
+import signal
 import stat
 import sys
 import traceback
@@ -41,6 +44,9 @@ from typing import Any, BinaryIO
 
 LINE_LIMIT_BYTES = 64 * 1024 * 1024
 """Longest protocol line either side accepts; a longer result becomes an action error."""
+
+PR_SET_PDEATHSIG = 1
+"""prctl(2) option: the signal this process gets when its parent thread exits."""
 
 Handler = Callable[[Any], Any]
 
@@ -60,8 +66,11 @@ def load_handler(spec: str) -> Handler:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m broker_sched.runtime.worker")
     parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--parent-pid", type=int)
     parser.add_argument("handler")
     args = parser.parse_args(argv)
+    if args.parent_pid is not None and not _die_with_parent(args.parent_pid):
+        return 1
     stdin_mode = os.fstat(0).st_mode
     if not (stat.S_ISFIFO(stdin_mode) or stat.S_ISSOCK(stdin_mode)):
         print("worker: stdin must be a pipe; the process runtime starts this", file=sys.stderr)
@@ -85,6 +94,21 @@ def main(argv: list[str]) -> int:
             print("worker: the parent broke the protocol", file=sys.stderr)
             return 2
     return 0
+
+
+def _die_with_parent(parent_pid: int) -> bool:
+    """Have the kernel SIGKILL this worker when its parent dies; False if it already has.
+
+    A running worker notices a dead parent by its stdin closing, but a paused one
+    (SIGSTOP) cannot: without this it would stay stopped forever. Linux only; elsewhere
+    the stdin rule is all there is.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return True
+    return os.getppid() == parent_pid
 
 
 def _take_protocol_fds() -> tuple[int, int]:

@@ -215,7 +215,7 @@ async def test_a_paused_container_can_be_removed(runtime: ProcessRuntime) -> Non
 async def test_remove_is_idempotent_and_crashes_runs_in_flight(runtime: ProcessRuntime) -> None:
     container = await start(runtime, sample("sleep", "sleep"))
     run = asyncio.create_task(container.run({"ms": 5000}, TIMEOUT_S))
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(0)  # let the run start
 
     removals_ms = await asyncio.gather(container.remove(), container.remove())
 
@@ -251,8 +251,7 @@ async def test_handler_prints_go_to_the_log_not_the_protocol(
     assert "not from the protocol" in caplog.text
 
 
-async def test_close_leaves_no_child_process() -> None:
-    runtime = ProcessRuntime(init_timeout_s=TIMEOUT_S, stop_timeout_s=1.0)
+async def test_close_leaves_no_child_process(runtime: ProcessRuntime) -> None:
     containers = [
         await start(runtime, sample("echo", "echo")),
         await start(runtime, sample("hang", "hang")),

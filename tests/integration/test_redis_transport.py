@@ -130,7 +130,8 @@ async def test_delivery_is_the_stream_entry_and_ack_deletes_it(
 ) -> None:
     await transport.declare(queue)
     await transport.publish(queue, b"one")
-    [(entry_id, _)] = await raw.xrange(stream_key(queue))
+    entries: Any = await raw.xrange(stream_key(queue))
+    [(entry_id, _)] = entries
 
     async with await transport.subscribe(queue, GROUP, "m1") as member:
         [delivery] = await fetch_n(member, 1)
@@ -168,7 +169,7 @@ async def test_two_members_share_work_without_duplicates(
 
     everything = received[0] + received[1]
     assert sorted(everything) == sorted(expected)
-    assert received[0] and received[1], "both members should have worked"
+    assert all(received), "both members should have worked"
 
 
 async def test_nack_parks_the_entry_and_it_comes_back_with_the_next_attempt(
