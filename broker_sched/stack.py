@@ -100,12 +100,15 @@ class Stack:
     async def _wait_for_invokers(self, timeout_s: float) -> None:
         assert self.controller is not None
         expected = {invoker.id for invoker in self.invokers}
-        async with asyncio.timeout(timeout_s):
-            while not expected <= {beat.invoker_id for beat in self.controller.cluster.live()}:
-                for task in self._tasks:
-                    if task.done():
-                        task.result()
-                await asyncio.sleep(0.01)
+        waiting = asyncio.create_task(self.controller.cluster.wait_for_invokers(expected))
+        done, _ = await asyncio.wait(
+            [waiting, *self._tasks], timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
+        )
+        if waiting not in done:
+            waiting.cancel()
+            for task in done:
+                task.result()
+            raise TimeoutError(f"invokers {sorted(expected)} sent no heartbeat in {timeout_s} s")
 
     async def __aexit__(
         self,

@@ -77,6 +77,7 @@ if TYPE_CHECKING:
     from nats.aio.msg import Msg
     from nats.aio.subscription import Subscription as CoreSubscription
     from nats.js import JetStreamContext
+    from nats.js.api import ConsumerInfo
 
     from broker_sched.config import Settings
 
@@ -678,27 +679,45 @@ class NatsJetStreamTransport(Transport):
         return durable
 
     async def backlog(self, queue: str, group: str) -> Backlog:
+        [backlog] = await self.backlogs([(queue, group)])
+        return backlog
+
+    async def backlogs(self, pairs: Sequence[tuple[str, str]]) -> list[Backlog]:
+        """One consumer-info request per pair, all at once; the groups that never
+        subscribed share a single stream-info request for their stored counts."""
+        subjects = [queue_subject(self.subject_prefix, queue) for queue, _ in pairs]
+        with _translated("backlog"):
+            infos = await asyncio.gather(*(self._consumer_info(q, g) for q, g in pairs))
+            missing = {subject for subject, info in zip(subjects, infos, strict=True) if not info}
+            stored = await self._stored(missing) if missing else {}
+        return [
+            Backlog(pending=info.num_pending or 0, in_flight=info.num_ack_pending or 0)
+            if info
+            else Backlog(pending=stored.get(subject, 0), in_flight=0)
+            for subject, info in zip(subjects, infos, strict=True)
+        ]
+
+    async def _consumer_info(self, queue: str, group: str) -> ConsumerInfo | None:
         from nats.js.errors import NotFoundError
 
-        subject = queue_subject(self.subject_prefix, queue)
-        js = self.jetstream()
-        with _translated(f"backlog of {subject}"):
-            try:
-                info = await js.consumer_info(self.stream, consumer_name(queue, group))
-            except NotFoundError:
-                return Backlog(pending=await self._stored(subject), in_flight=0)
-        return Backlog(pending=info.num_pending or 0, in_flight=info.num_ack_pending or 0)
-
-    async def _stored(self, subject: str) -> int:
-        """Messages stored on ``subject``: with WorkQueue retention, all not yet acked."""
-        from nats.js.errors import NotFoundError
-
-        js = self.jetstream()
         try:
-            info = await js.stream_info(self.stream, subjects_filter=subject)
+            info: ConsumerInfo = await self.jetstream().consumer_info(
+                self.stream, consumer_name(queue, group)
+            )
         except NotFoundError:
-            return 0
-        return (info.state.subjects or {}).get(subject, 0)
+            return None
+        return info
+
+    async def _stored(self, subjects: set[str]) -> dict[str, int]:
+        """Messages stored per subject: with WorkQueue retention, all not yet acked."""
+        from nats.js.errors import NotFoundError
+
+        wanted = next(iter(subjects)) if len(subjects) == 1 else f"{self.subject_prefix}.>"
+        try:
+            info = await self.jetstream().stream_info(self.stream, subjects_filter=wanted)
+        except NotFoundError:
+            return {}
+        return info.state.subjects or {}
 
     async def delete(self, queue: str) -> None:
         """Delete the queue's consumers and purge its messages; the stream stays."""

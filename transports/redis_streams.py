@@ -13,9 +13,10 @@ Features
       it). ``Delivery.id`` is the entry id, which stays the same across redeliveries;
       ``attempt`` is the group's delivery count for the entry.
     * ``ack``: XACK, then XDEL when the group is the stream's only group, so a work queue
-      holds only unfinished entries. Deleting an entry can make XINFO GROUPS ``lag``
-      NULL (out-of-order acks leave a tombstone after the last-delivered id); ``backlog``
-      then counts XLEN - PEL, which is exact while acked entries are deleted.
+      holds only unfinished entries. Deleting can make XINFO GROUPS ``lag`` NULL (acking
+      the last-delivered entry while an older one is unacked leaves a tombstone Redis
+      cannot count past); ``backlog`` then counts XLEN - PEL, exact while acked entries
+      are deleted.
     * ``nack(delay_s)``: the entry is handed, inside Redis, to the group's parking consumer
       ``bs:returned`` with its idle time set to ``claim_min_idle_ms - delay_s`` (XCLAIM
       IDLE JUSTID), so any member's next fetch reclaims it once ``delay_s`` has passed.
@@ -25,19 +26,22 @@ Features
     * subscription ``close``: every entry the member still holds is handed to
       ``bs:returned``, claimable at once, and only then is the member deleted
       (XGROUP DELCONSUMER drops a member's pending entries with it).
-    * ``backlog``: one Lua call per queue, all queues of ``backlogs`` in one pipeline round
-      trip. pending = undelivered (``lag``, or XLEN - PEL when NULL) + parked entries +
-      entries of other members idle past ``claim_min_idle_ms`` (the next fetch takes them);
-      in_flight = the rest of the PEL. A missing group counts the whole stream as
-      pending; a missing stream counts zero. ``oldest_age_s`` is the age of the oldest of
-      these pending entries by the server clock.
+    * ``backlog``: one Lua call per 50 queues, all calls of ``backlogs`` in one pipeline
+      round trip (measured on a loaded 2-core host, Redis 7.0: about 10 µs per idle queue
+      and 20 µs per busy one, for 200 or 1 000 queues). pending = undelivered (``lag``,
+      or XLEN - PEL when NULL) + parked entries + entries of other members idle past
+      ``claim_min_idle_ms`` (the next fetch takes them); in_flight = the rest of the PEL.
+      A missing group counts the whole stream as pending; a missing stream counts zero.
+      ``oldest_age_s`` is the age of the oldest of these pending entries (server clock).
     * channels: Redis pub/sub on ``bs:c:{channel}``; ``listen`` returns after the server
       confirmed the subscription.
 
 Connection settings (``[redis]``): ``url`` (``redis://``, ``rediss://`` for TLS,
 ``unix://``), ``username``, ``password`` (Redis ACL users). Connecting gives up after
 3 s; a lost connection is retried twice with jittered backoff, then every client error
-surfaces as :class:`BrokerUnavailable`.
+surfaces as :class:`BrokerUnavailable`. Two connection pools per transport: up to 64
+connections for commands and 4 096 for blocking reads and listeners (one each while they
+wait); a caller beyond that waits up to 5 s for a free connection.
 
 Options (``[redis]``): ``claim_min_idle_ms`` (default 30 000: how long an unacked entry of
 a member that vanished waits before another member takes it; also the longest nack
@@ -94,6 +98,9 @@ MIN_SERVER_VERSION = (7, 0)
 CONNECT_TIMEOUT_S = 3.0
 COMMAND_TIMEOUT_S = 5.0
 RECONNECT_RETRIES = 2
+COMMAND_CONNECTIONS = 64
+WAITING_CONNECTIONS = 4_096
+"""Blocking reads and channel listeners at once, per transport (connections open on demand)."""
 BACKLOG_CHUNK = 50
 STUCK_SCAN_LIMIT = 1_000
 """At most this many PEL entries are examined per backlog call to find reclaimable ones."""
@@ -124,7 +131,7 @@ class RedisStreamsTransport(Transport):
     ) -> None:
         super().__init__(max_message_bytes=max_message_bytes)
         try:
-            from redis.asyncio import Redis
+            from redis.asyncio import BlockingConnectionPool, Redis
             from redis.asyncio.retry import Retry
             from redis.backoff import ExponentialWithJitterBackoff
         except ImportError as exc:
@@ -133,22 +140,28 @@ class RedisStreamsTransport(Transport):
         self.claim_min_idle_ms = claim_min_idle_ms
         self.block_ms = block_ms
 
-        def client(socket_timeout_s: float) -> Redis:
-            return Redis.from_url(
+        def client(socket_timeout_s: float, max_connections: int) -> Redis:
+            """A client whose pool makes callers wait for a free connection (redis-py's
+            default pool fails at once beyond 100)."""
+            pool = BlockingConnectionPool.from_url(
                 url,
                 username=username,
                 password=password,
+                max_connections=max_connections,
+                timeout=COMMAND_TIMEOUT_S,
                 socket_connect_timeout=CONNECT_TIMEOUT_S,
                 socket_timeout=socket_timeout_s,
                 retry=Retry(
                     ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=RECONNECT_RETRIES
                 ),
             )
+            return Redis.from_pool(pool)
 
-        self._commands = client(COMMAND_TIMEOUT_S)
-        # Blocking reads and pub/sub wait on the server by design; their own timeouts
-        # (BLOCK, get_message) end them, the socket timeout only catches a dead server.
-        self.blocking = client(block_ms / 1000 + COMMAND_TIMEOUT_S)
+        self._commands = client(COMMAND_TIMEOUT_S, COMMAND_CONNECTIONS)
+        # Blocking reads and pub/sub hold a connection each while they wait on the server;
+        # BLOCK and get_message's timeout end them, the socket timeout only catches a dead
+        # server and must outlast the longest BLOCK.
+        self.blocking = client(block_ms / 1000 + COMMAND_TIMEOUT_S, WAITING_CONNECTIONS)
         self.scripts = _Scripts(self._commands)
         self.subscriptions: set[RedisSubscription] = set()
         self.listeners: set[RedisListener] = set()

@@ -569,7 +569,7 @@ def _error_text(status: int, body: Any) -> str:
     return f"HTTP {status}: {str(body)[:500]}"
 
 
-async def _post_json(port: int, path: str, body: JsonValue) -> tuple[int, Any]:
+async def _post_json(port: int, path: str, body: object) -> tuple[int, Any]:
     """One HTTP/1.1 POST with a JSON body to the action server; returns status and JSON.
 
     A connection per request: on loopback it costs microseconds, and a run that times out

@@ -9,10 +9,11 @@ would ask for the same container again.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 
-from broker_sched.model import ContainerReply, Heartbeat, fqn, now_ms
+from broker_sched.model import ContainerReply, Heartbeat, now_ms
 
 
 @dataclass(slots=True)
@@ -34,6 +35,13 @@ class ClusterView:
         self.expiry_s = heartbeat_interval_s * expiry_beats
         self._beats: dict[str, _Beat] = {}
         self._requests: dict[str, _Request] = {}
+        self._beat_arrived = asyncio.Event()
+
+    async def wait_for_invokers(self, invoker_ids: set[str]) -> None:
+        """Return once every one of ``invoker_ids`` has been heard from."""
+        while not invoker_ids <= {beat.invoker_id for beat in self.live()}:
+            self._beat_arrived.clear()
+            await self._beat_arrived.wait()
 
     def on_heartbeat(self, heartbeat: Heartbeat) -> None:
         previous = self._beats.get(heartbeat.invoker_id)
@@ -41,6 +49,7 @@ class ClusterView:
         if previous is not None:
             beat.created_ms = [c for c in previous.created_ms if c[0] >= heartbeat.sent_ms]
         self._beats[heartbeat.invoker_id] = beat
+        self._beat_arrived.set()
 
     def on_request(self, request_id: str, action: str, invoker_id: str) -> None:
         self._requests[request_id] = _Request(action, invoker_id, time.monotonic())
@@ -83,7 +92,3 @@ class ClusterView:
         free = sum(max(0, beat.heartbeat.free_slots) for beat in self._beats.values())
         confirmed = sum(len(beat.created_ms) for beat in self._beats.values())
         return max(0, free - confirmed - len(self._requests))
-
-
-def action_of(reply: ContainerReply) -> str:
-    return fqn(reply.namespace, reply.action)

@@ -38,8 +38,11 @@ def as_toml(settings: Settings) -> str:
     """The settings as TOML, so the invoker processes run with exactly the test's values."""
     data = settings.model_dump(mode="json", exclude_none=True)
     data["actions"] = [action.model_dump(mode="json") for action in ACTIONS]
-    lines = [f"{key} = {json.dumps(value)}" for key, value in data.items()
-             if not isinstance(value, dict | list)]
+    lines = [
+        f"{key} = {json.dumps(value)}"
+        for key, value in data.items()
+        if not isinstance(value, dict | list)
+    ]
     for key, value in data.items():
         if isinstance(value, dict):
             lines.append(f"[{key}]")
@@ -50,12 +53,24 @@ def as_toml(settings: Settings) -> str:
     return "\n".join(lines) + "\n"
 
 
+def invoker_ids() -> set[str]:
+    return {f"inv{index}-{os.getpid()}" for index in range(2)}
+
+
 def start_invoker(config: Path, invoker_id: str, log: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BROKER_SCHED_")}
     with log.open("wb") as stderr:
         return subprocess.Popen(
-            [sys.executable, "-m", "broker_sched.cli", "--config", str(config), "run",
-             "--role", "invoker"],
+            [
+                sys.executable,
+                "-m",
+                "broker_sched.cli",
+                "--config",
+                str(config),
+                "run",
+                "--role",
+                "invoker",
+            ],
             env={**env, "BROKER_SCHED_INVOKER__ID": invoker_id},
             stdout=subprocess.DEVNULL,
             stderr=stderr,
@@ -88,8 +103,8 @@ def invokers(settings: Settings, tmp_path: Path) -> Iterator[list[subprocess.Pop
     config = tmp_path / "deploy.toml"
     config.write_text(as_toml(settings))
     processes = [
-        start_invoker(config, f"inv{index}-{os.getpid()}", tmp_path / f"invoker{index}.log")
-        for index in range(2)
+        start_invoker(config, invoker_id, tmp_path / f"{invoker_id}.log")
+        for invoker_id in sorted(invoker_ids())
     ]
     yield processes
     for process in processes:
@@ -104,8 +119,7 @@ async def test_burst_survives_an_invoker_killed_mid_run(
         controller = stack.controller
         assert controller is not None
         async with asyncio.timeout(30):
-            while len(controller.cluster.live()) < 2:
-                await asyncio.sleep(0.1)
+            await controller.cluster.wait_for_invokers(invoker_ids())
 
         async def one(index: int) -> Any:
             action = ACTIONS[index % len(ACTIONS)]

@@ -273,6 +273,27 @@ async def test_ack_after_the_partition_moved_is_dropped_and_work_redelivered(
     assert [d.body for ds in received for d in ds] == [b"moved"]
 
 
+async def test_acked_work_is_not_redelivered_after_a_rebalance(
+    transport: KafkaTransport, topic: str
+) -> None:
+    await transport.declare(topic, partitions=2)
+    bodies = [f"m{i}".encode() for i in range(6)]
+    for i, body in enumerate(bodies):
+        await transport.publish(topic, body, key=str(i))
+
+    async with await transport.subscribe(topic, GROUP, "m1") as first:
+        taken = await fetch_n(first, 3)
+        for delivery in taken:
+            await delivery.ack()
+        async with await transport.subscribe(topic, GROUP, "m2") as second:
+            await stable([first, second], partitions=2)
+            rest = [body for body in bodies if body not in {d.body for d in taken}]
+            received = await consume_all([first, second], rest)
+
+    again = [d.body for ds in received for d in ds]
+    assert sorted(again) == sorted(rest), "acked messages must have been committed"
+
+
 async def test_backlog_is_exact_in_process_and_counts_foreign_in_flight_as_pending(
     make_transport: Callable[..., Any], transport: KafkaTransport, topic: str
 ) -> None:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from pydantic import JsonValue
 
 from broker_sched.model import Action, Status
 from broker_sched.runtime.base import ContainerCrashed
@@ -27,14 +30,29 @@ async def runtime() -> AsyncIterator[ProcessRuntime]:
         await runtime.close()
 
 
-def sample(name: str, handler: str, **options: int) -> Action:
-    return Action(name=name, handler=f"broker_sched.samples:{handler}", **options)
+def sample(name: str, handler: str, concurrency: int = 1) -> Action:
+    return Action(name=name, handler=f"broker_sched.samples:{handler}", concurrency=concurrency)
 
 
 async def start(runtime: ProcessRuntime, action: Action) -> ProcessContainer:
     container, _ = await runtime.create(action)
     assert isinstance(container, ProcessContainer)
     return container
+
+
+PAUSE_AND_DIE = """
+import asyncio, os
+from broker_sched.model import Action
+from broker_sched.runtime.process import ProcessRuntime
+
+async def main():
+    container, _ = await ProcessRuntime().create(Action(name="orphan"))
+    await container.pause()
+    print(container.pid, flush=True)
+    os._exit(0)
+
+asyncio.run(main())
+"""
 
 
 def exists(pid: int) -> bool:
@@ -175,7 +193,7 @@ async def test_crash_once_succeeds_in_a_new_container(
     runtime: ProcessRuntime, tmp_path: Path
 ) -> None:
     action = sample("once", "crash_once")
-    payload = {"marker": str(tmp_path / "crashed")}
+    payload: JsonValue = {"marker": str(tmp_path / "crashed")}
     first = await start(runtime, action)
     with pytest.raises(ContainerCrashed):
         await first.run(payload, TIMEOUT_S)
@@ -267,3 +285,38 @@ async def test_close_leaves_no_child_process(runtime: ProcessRuntime) -> None:
         await running
     with pytest.raises(ContainerCrashed, match="closed"):
         await runtime.create(sample("late", "echo"))
+
+
+async def test_a_paused_worker_dies_with_its_parent() -> None:
+    """A stopped worker cannot see its stdin close; the kernel must kill it instead."""
+    parent = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", PAUSE_AND_DIE, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await parent.communicate()
+    assert parent.returncode == 0
+    worker_pid = int(out)
+    try:
+        assert await exits_within(worker_pid, TIMEOUT_S)
+    finally:
+        if exists(worker_pid):
+            os.kill(worker_pid, signal.SIGKILL)
+
+
+async def exits_within(pid: int, timeout_s: float) -> bool:
+    """Await the exit of a process that is not our child (a pidfd turns readable)."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    loop = asyncio.get_running_loop()
+    gone: asyncio.Future[None] = loop.create_future()
+    loop.add_reader(pidfd, gone.set_result, None)
+    try:
+        async with asyncio.timeout(timeout_s):
+            await gone
+    except TimeoutError:
+        return False
+    finally:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+    return True

@@ -1,0 +1,250 @@
+"""The docker runtime against a real engine, and its action server in-process.
+
+Docker tests need an engine (``compose/images/engine.sh``) and the local images
+(``compose/images/build.sh``); without them they are skipped, or fail when
+``BROKER_SCHED_REQUIRE_BROKERS`` is set. The action-server tests at the end run the
+server on a thread in this process and need nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import threading
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from broker_sched.bench.docker_ops import BENCH_LABEL, measure_docker_ops, simulated_costs
+from broker_sched.config import SimulatedRuntimeSettings, load_settings
+from broker_sched.model import Action, Status
+from broker_sched.runtime import runtime_from_settings
+from broker_sched.runtime.action_server import Action as ServedAction
+from broker_sched.runtime.action_server import Server
+from broker_sched.runtime.base import ContainerCrashed
+from broker_sched.runtime.docker import DEFAULT_IMAGE, Docker, DockerRuntime, _post_json
+
+REQUIRE_ENV = "BROKER_SCHED_REQUIRE_BROKERS"
+BENCH_IMAGE = "broker-sched/debian:bookworm"
+
+
+def _docker_problem() -> str | None:
+    docker = shutil.which("docker")
+    if docker is None:
+        return "the docker CLI is not installed"
+    engine = subprocess.run(
+        [docker, "version", "-f", "{{.Server.Version}}"], capture_output=True, timeout=20
+    )
+    if engine.returncode != 0:
+        return "no Docker engine answers; start one with `bash compose/images/engine.sh`"
+    for image in (DEFAULT_IMAGE, BENCH_IMAGE):
+        inspect = subprocess.run([docker, "image", "inspect", image], capture_output=True)
+        if inspect.returncode != 0:
+            return f"image {image} is missing; build it with `bash compose/images/build.sh`"
+    return None
+
+
+@pytest.fixture(scope="module")
+def docker_engine() -> None:
+    problem = _docker_problem()
+    if problem is None:
+        return
+    if os.environ.get(REQUIRE_ENV, "") not in ("", "0"):
+        pytest.fail(f"{problem} ({REQUIRE_ENV} is set)", pytrace=False)
+    pytest.skip(problem)
+
+
+@pytest.fixture
+async def runtime(docker_engine: None) -> AsyncIterator[DockerRuntime]:
+    docker_runtime = DockerRuntime(init_timeout_s=30)
+    yield docker_runtime
+    await docker_runtime.close()
+
+
+async def containers_labelled(label: str) -> list[str]:
+    docker = Docker(shutil.which("docker") or "docker")
+    return (await docker("ps", "-aq", "--filter", f"label={label}")).split()
+
+
+async def container_exists(name: str) -> bool:
+    docker = Docker(shutil.which("docker") or "docker")
+    return bool((await docker("ps", "-aq", "--filter", f"name=^{name}$")).split())
+
+
+@pytest.mark.docker
+async def test_a_container_lives_through_runs_pause_and_resume(runtime: DockerRuntime) -> None:
+    container, timings = await runtime.create(Action(name="echo"))
+    assert timings.create_ms > 0
+    assert timings.init_ms > 0
+    cold = await container.run({"n": 1}, timeout_s=10)
+    warm = await container.run({"n": 2}, timeout_s=10)
+    assert (cold.status, cold.result) == (Status.SUCCESS, {"n": 1})
+    assert (warm.status, warm.result) == (Status.SUCCESS, {"n": 2})
+
+    assert await container.pause() > 0
+    assert container.paused
+    assert await container.resume() > 0
+    assert not container.paused
+    after = await container.run(["still", "works"], timeout_s=10)
+    assert (after.status, after.result) == (Status.SUCCESS, ["still", "works"])
+
+    assert await container.remove() > 0
+    assert await container.remove() == 0.0
+    assert not container.alive
+    assert not await container_exists(container.id)
+    with pytest.raises(ContainerCrashed):
+        await container.run({}, timeout_s=10)
+
+
+@pytest.mark.docker
+async def test_concurrent_runs_share_one_container(runtime: DockerRuntime) -> None:
+    container, _ = await runtime.create(
+        Action(name="sleepy", handler="broker_sched.samples:async_sleep", concurrency=3)
+    )
+    outcomes = await asyncio.gather(*(container.run({"ms": 50}, timeout_s=10) for _ in range(3)))
+    assert [o.status for o in outcomes] == [Status.SUCCESS] * 3
+
+
+@pytest.mark.docker
+async def test_handler_errors_keep_the_container(runtime: DockerRuntime) -> None:
+    failing, _ = await runtime.create(Action(name="fail", handler="broker_sched.samples:fail"))
+    outcome = await failing.run({}, timeout_s=10)
+    assert outcome.status is Status.ACTION_ERROR
+    assert outcome.error == "ValueError: sample handler failed on purpose"
+    assert failing.alive
+
+    reporting, _ = await runtime.create(
+        Action(name="app-error", handler="broker_sched.samples:app_error")
+    )
+    outcome = await reporting.run({}, timeout_s=10)
+    assert outcome.status is Status.APPLICATION_ERROR
+    assert outcome.result == {"error": "sample handler reports an application error"}
+    assert reporting.alive
+
+
+@pytest.mark.docker
+async def test_a_timeout_kills_the_container(runtime: DockerRuntime) -> None:
+    container, _ = await runtime.create(Action(name="hang", handler="broker_sched.samples:hang"))
+    outcome = await container.run({}, timeout_s=0.3)
+    assert outcome.status is Status.TIMEOUT
+    assert outcome.run_ms >= 300
+    assert not container.alive
+    assert not await container_exists(container.id)
+
+
+@pytest.mark.docker
+async def test_a_dying_container_is_reported_with_its_exit_code(runtime: DockerRuntime) -> None:
+    container, _ = await runtime.create(Action(name="crash", handler="broker_sched.samples:crash"))
+    with pytest.raises(ContainerCrashed, match="exited with code 3"):
+        await container.run({}, timeout_s=10)
+    assert not container.alive
+
+
+@pytest.mark.docker
+async def test_a_handler_that_cannot_load_fails_the_cold_start(runtime: DockerRuntime) -> None:
+    with pytest.raises(ContainerCrashed, match="No module named 'no_such_module'"):
+        await runtime.create(Action(name="broken", handler="no_such_module:main"))
+    assert await containers_labelled(runtime.label) == []
+
+
+@pytest.mark.docker
+async def test_a_missing_image_names_the_build_script(docker_engine: None) -> None:
+    runtime = DockerRuntime(image="broker-sched/no-such-image:latest")
+    try:
+        with pytest.raises(ContainerCrashed, match=r"compose/images/build\.sh"):
+            await runtime.create(Action(name="echo"))
+    finally:
+        await runtime.close()
+
+
+@pytest.mark.docker
+async def test_close_removes_every_container(docker_engine: None) -> None:
+    runtime = runtime_from_settings(load_settings(runtime="docker"))
+    assert isinstance(runtime, DockerRuntime)
+    running, _ = await runtime.create(Action(name="one"))
+    paused, _ = await runtime.create(Action(name="two"))
+    await paused.pause()
+    assert len(await containers_labelled(runtime.label)) == 2
+    await runtime.close()
+    assert await containers_labelled(runtime.label) == []
+    assert not running.alive
+    assert not paused.alive
+    with pytest.raises(ContainerCrashed, match="closed"):
+        await runtime.create(Action(name="three"))
+
+
+@pytest.mark.docker
+async def test_docker_ops_measures_every_operation(docker_engine: None) -> None:
+    result = await measure_docker_ops((1, 2), ops_per_level=2, image=BENCH_IMAGE)
+    assert [level["concurrency"] for level in result["levels"]] == [1, 2]
+    for level in result["levels"]:
+        for phase in (level["run_rm"], level["pause_unpause"]):
+            assert phase["errors"] == 0, phase["first_error"]
+            assert phase["cycles"] == 2
+            assert phase["cycles_per_s"] > 0
+            for stats in phase["latency_ms"].values():
+                assert 0 < stats["p50"] <= stats["max"]
+    SimulatedRuntimeSettings.model_validate(simulated_costs(result))
+    assert await containers_labelled(BENCH_LABEL) == []
+
+
+# ---------------------------------------------------- the action server, in-process
+
+
+@pytest.fixture
+def action_server() -> Iterator[int]:
+    server = Server(("127.0.0.1", 0), ServedAction())
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+async def test_the_server_runs_the_module_function_it_was_initialised_with(
+    action_server: int,
+) -> None:
+    assert await _post_json(action_server, "/run", {"value": 1}) == (
+        502,
+        {"error": "Cannot invoke an uninitialized action."},
+    )
+    init = {"value": {"name": "echo", "main": "broker_sched.samples:echo", "code": ""}}
+    assert await _post_json(action_server, "/init", init) == (200, {"ok": True})
+    assert await _post_json(action_server, "/run", {"value": {"a": [1, None]}}) == (
+        200,
+        {"a": [1, None]},
+    )
+    status, _ = await _post_json(action_server, "/init", init)
+    assert status == 403
+
+
+async def test_the_server_runs_inline_code_and_async_handlers(action_server: int) -> None:
+    code = "import asyncio\nasync def main(n):\n    await asyncio.sleep(0)\n    return n + 1\n"
+    assert await _post_json(action_server, "/init", {"value": {"code": code}}) == (
+        200,
+        {"ok": True},
+    )
+    assert await _post_json(action_server, "/run", {"value": 41}) == (200, 42)
+
+
+async def test_the_server_reports_handler_failures_as_502(action_server: int) -> None:
+    code = "def main(args):\n    if args == 'set':\n        return {1}\n    raise KeyError(args)\n"
+    await _post_json(action_server, "/init", {"value": {"code": code}})
+    assert await _post_json(action_server, "/run", {"value": "x"}) == (
+        502,
+        {"error": "KeyError: 'x'"},
+    )
+    status, body = await _post_json(action_server, "/run", {"value": "set"})
+    assert status == 502
+    assert "not JSON serializable" in body["error"]
+
+
+async def test_the_server_refuses_what_it_cannot_load(action_server: int) -> None:
+    status, body = await _post_json(action_server, "/init", {"value": {"main": "no_colon"}})
+    assert (status, body["error"]) == (502, "main must look like 'module:function', got 'no_colon'")
+    status, body = await _post_json(action_server, "/init", {"value": {"binary": True}})
+    assert status == 502
+    assert "binary" in body["error"]
