@@ -54,10 +54,14 @@ class Api:
         self.controller = controller
         self.max_body_bytes = max_body_bytes
 
-    async def serve(self, host: str, port: int) -> None:
+    async def start(self, host: str, port: int) -> asyncio.Server:
+        """Bind and start accepting; port 0 picks a free port (see ``server.sockets``)."""
         server = await asyncio.start_server(self._connection, host, port)
-        async with server:
-            log.info("API listening on http://%s:%d", host, port)
+        log.info("API listening on http://%s:%d", host, server.sockets[0].getsockname()[1])
+        return server
+
+    async def serve(self, host: str, port: int) -> None:
+        async with await self.start(host, port) as server:
             await server.serve_forever()
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

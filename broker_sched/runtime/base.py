@@ -58,8 +58,11 @@ class ContainerCrashed(Exception):
 
 
 def completed(result: JsonValue, run_ms: float) -> RunOutcome:
-    """Classify a handler's return value: a dict with an ``"error"`` key is the handler
-    reporting its own failure (OpenWhisk's application error), anything else a success."""
+    """The outcome of a run that returned ``result``.
+
+    A dict with an ``"error"`` key is the handler reporting its own failure (OpenWhisk's
+    application error); anything else is a success.
+    """
     if isinstance(result, dict) and "error" in result:
         error = result["error"]
         return RunOutcome(

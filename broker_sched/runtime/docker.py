@@ -155,18 +155,6 @@ async def _reap(process: asyncio.subprocess.Process) -> None:
         await process.wait()
 
 
-async def engine_answers(docker: str = "docker") -> bool:
-    """True if a docker CLI is installed and an engine answers ``docker version``."""
-    path = shutil.which(docker)
-    if path is None:
-        return False
-    try:
-        await Docker(path)("version", "-f", "{{.Server.Version}}", timeout_s=10)
-    except DockerError:
-        return False
-    return True
-
-
 class ExitWatch:
     """One ``docker events`` stream reporting the exit code of every container that dies.
 
@@ -182,12 +170,19 @@ class ExitWatch:
         self._process: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
         self._exits: dict[str, asyncio.Future[int]] = {}
+        self._starting = asyncio.Lock()
         self._closing = False
 
     async def start(self) -> None:
-        if self._process is not None:
-            return
-        self._process = await asyncio.create_subprocess_exec(
+        async with self._starting:
+            if self._process is None:
+                self._process = await self._spawn()
+                self._reader = asyncio.create_task(
+                    self._read(self._process), name="docker-exit-watch"
+                )
+
+    async def _spawn(self) -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
             self._docker_path, "events",
             "--since", f"{time.time() - 1:.3f}",
             "--filter", "type=container",
@@ -198,7 +193,6 @@ class ExitWatch:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL,
         )  # fmt: skip
-        self._reader = asyncio.create_task(self._read(self._process), name="docker-exit-watch")
 
     def watch(self, name: str) -> asyncio.Future[int]:
         """Resolves with the exit code when the container called ``name`` dies."""

@@ -6,10 +6,10 @@ import asyncio
 from collections import Counter
 
 import pytest
+from embedded import embedded_settings, eventually, stack_with
 
 from broker_sched.errors import BrokerUnavailable, PayloadTooLarge, UnknownAction
 from broker_sched.model import Action, Status
-from embedded import embedded_settings, eventually, stack_with
 from transports.base import dead_letter_queue
 from transports.memory import MemoryTransport
 

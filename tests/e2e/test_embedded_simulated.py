@@ -7,9 +7,9 @@ import random
 from collections import Counter
 
 import pytest
+from embedded import embedded_settings, stack_with
 
 from broker_sched.model import Action, Start, Status
-from embedded import embedded_settings, stack_with
 
 pytestmark = pytest.mark.slow
 

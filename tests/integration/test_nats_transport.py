@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -20,7 +21,13 @@ from typing import Any
 import pytest
 from brokers import BROKERS, closed_address, reachable, settings_for
 
-from broker_sched.errors import BrokerUnavailable, ConfigError, PayloadTooLarge, TransportError
+from broker_sched.errors import (
+    BrokerUnavailable,
+    ConfigError,
+    PayloadTooLarge,
+    TransportError,
+    TransportNotInstalled,
+)
 from transports.base import Delivery, Subscription
 from transports.nats_jetstream import (
     NatsJetStreamTransport,
@@ -28,6 +35,7 @@ from transports.nats_jetstream import (
     consumer_name,
     queue_subject,
 )
+from transports.registry import resolve
 
 pytestmark = pytest.mark.broker
 
@@ -109,6 +117,15 @@ def test_names_are_valid_deterministic_and_distinct() -> None:
     for bad in ("", "a..b", ".a", "a.", "a*", "a>", "a b"):
         with pytest.raises(ValueError, match="subject"):
             queue_subject("act", bad)
+
+
+def test_registered_by_name_and_missing_client_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert resolve("nats") is NatsJetStreamTransport
+    monkeypatch.setitem(sys.modules, "nats", None)  # makes `import nats` fail
+    with pytest.raises(TransportNotInstalled, match=r"broker-sched\[nats\]"):
+        NatsJetStreamTransport()
 
 
 # -- stream and queues ------------------------------------------------------------------

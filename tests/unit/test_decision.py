@@ -677,9 +677,18 @@ def test_throttle_uses_the_partition_ceiling_when_partitions_cannot_grow() -> No
     settings = SchedulerSettings(max_wait_s=10.0)
     # d = 1 s, c = 1, P = 60: W at L=10 is 6 s (fine) but only 3 partitions can work: 20 s.
     state = ActionState(
-        action="guest/k", pending=60, in_flight=0, arrival_rate_per_s=0.0, running=3,
-        creating=0, mean_run_s=1.0, concurrency=1, cold_start_s=0.7, limit=10,
-        partitions=3, throttled=False,
+        action="guest/k",
+        pending=60,
+        in_flight=0,
+        arrival_rate_per_s=0.0,
+        running=3,
+        creating=0,
+        mean_run_s=1.0,
+        concurrency=1,
+        cold_start_s=0.7,
+        limit=10,
+        partitions=3,
+        throttled=False,
     )
     snapshot = Snapshot(now_s=0.0, actions=(state,), free_slots=100)
     assert decide(snapshot, settings).actions[0].throttled

@@ -129,7 +129,9 @@ async def test_run_echoes_the_payload(runtime: SimulatedRuntime) -> None:
     wrapped = await container.run([1, 2], 60)
 
     assert (merged.status, merged.result, merged.error) == (
-        Status.SUCCESS, {"ok": True, "user": "ada"}, None
+        Status.SUCCESS,
+        {"ok": True, "user": "ada"},
+        None,
     )
     assert wrapped.result == {"ok": True, "payload": [1, 2]}
 
@@ -232,8 +234,11 @@ async def test_close_removes_every_container(clock: FakeClock) -> None:
 
 async def test_hundreds_of_containers_run_at_once_on_the_real_clock() -> None:
     quick = SimulatedRuntimeSettings(
-        create_ms=(20.0, 40.0), pause_ms=(1.0, 1.0), resume_ms=(1.0, 1.0),
-        remove_ms=(1.0, 2.0), run_ms=(50.0, 50.0),
+        create_ms=(20.0, 40.0),
+        pause_ms=(1.0, 1.0),
+        resume_ms=(1.0, 1.0),
+        remove_ms=(1.0, 2.0),
+        run_ms=(50.0, 50.0),
     )
     runtime = SimulatedRuntime(quick)
     try:
