@@ -72,7 +72,7 @@ class Stack:
                     runtime=self.runtime,
                     settings=settings,
                     actions=self.actions,
-                    invoker_id=f"{base_id}{index}" if base_id else None,
+                    invoker_id=_invoker_id(base_id, index, invokers),
                     timeline=self.timeline,
                 )
                 for index in range(invokers)
@@ -129,3 +129,10 @@ class Stack:
     async def serve_forever(self) -> None:
         """Block until a component fails or the task is cancelled."""
         await asyncio.gather(*self._tasks)
+
+
+def _invoker_id(base_id: str, index: int, count: int) -> str | None:
+    """The configured id as is for one invoker, suffixed for several; None: generate one."""
+    if not base_id:
+        return None
+    return base_id if count == 1 else f"{base_id}-{index}"

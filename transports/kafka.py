@@ -60,7 +60,7 @@ import logging
 import re
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Self
 
@@ -217,18 +217,19 @@ class KafkaTransport(Transport):
         return kwargs
 
     async def close(self) -> None:
-        for subscription in list(self._subscriptions):
-            await subscription.close()
-        for listener in list(self._listeners):
-            await listener.close()
+        """Close members (committing their acks), listeners, then the shared clients."""
+        stops: list[Callable[[], Awaitable[None]]] = [
+            *(subscription.close for subscription in list(self._subscriptions)),
+            *(listener.close for listener in list(self._listeners)),
+        ]
         clients, self._clients = self._clients, None
-        if clients is None:
-            return
-        for stop in (clients.producer.stop, clients.offsets.consumer.stop, clients.admin.close):
+        if clients is not None:
+            stops += [clients.producer.stop, clients.offsets.consumer.stop, clients.admin.close]
+        for stop in stops:
             try:
                 await stop()
-            except Exception:  # a broker gone at shutdown must not mask the caller's error
-                log.warning("kafka: closing a client failed", exc_info=True)
+            except Exception:  # a broker gone at shutdown must not leave the rest open
+                log.warning("kafka: closing failed", exc_info=True)
 
     async def ping(self) -> str:
         admin = (await self._connected()).admin

@@ -17,7 +17,9 @@ Features:
 * ``ack``/``nack`` wait for the server's confirmation (JetStream "double ack"): when they
   return, ``backlog`` and the other members already see the effect.
 * Backlog: the consumer's ``num_pending`` and ``num_ack_pending``; before the group ever
-  subscribed, the number of messages stored on the queue's subject.
+  subscribed, the number of messages stored on the queue's subject. ``backlogs`` sends
+  one request per queue, all at once (about 0.1 ms per queue at 1,000 queues on
+  loopback), plus one stream-info request shared by the groups that never subscribed.
 * Channels are core NATS subjects ``_chan.{subject_prefix}.{channel}``: fire-and-forget,
   outside the stream, received only by listeners subscribed at the time.
 
@@ -47,6 +49,8 @@ Limits:
 * With ``max_deliver`` set, a message that exhausts its deliveries stays in the stream
   (WorkQueue removes only acked messages) until ``delete`` purges the queue.
 * Queue names are subject tokens ``[A-Za-z0-9_-]`` joined by ``.``.
+* At most 512 members of one group can wait in ``fetch`` at the same time (the server's
+  default ``max_waiting`` per consumer); more get a 409 status, raised as TransportError.
 """
 
 from __future__ import annotations

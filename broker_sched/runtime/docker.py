@@ -283,7 +283,10 @@ class DockerRuntime(Runtime):
     async def create(self, action: Action) -> tuple[Container, ContainerTimings]:
         if self._closed:
             raise ContainerCrashed("the docker runtime is closed")
-        await self._exits.start()
+        try:
+            await self._exits.start()
+        except OSError as exc:
+            raise ContainerCrashed(f"cannot watch containers with docker events: {exc}") from exc
         try:
             async with asyncio.timeout(self.init_timeout_s):
                 for _ in range(PORT_ATTEMPTS):

@@ -96,6 +96,8 @@ class ProcessRuntime(Runtime):
         )
         self._containers.add(container)
         try:
+            if self._closed:
+                raise ContainerCrashed("the process runtime closed while the worker was starting")
             await container.ready(self.init_timeout_s)
         except BaseException:
             await container.remove()

@@ -17,14 +17,15 @@ seeds each new container's own generator, which draws its run, pause, resume and
 remove costs. Same seed and same order of creates → the same costs per container,
 however the containers' runs interleave. The reported times are the drawn costs, not
 measured wall time, so they do not depend on event-loop jitter. ``sleep`` can be
-replaced by a fake clock in tests.
+replaced by a fake clock in tests. Container ids are random all the same: they name
+consumer-group members, which must stay unique across invokers sharing a seed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import random
+import secrets
 from collections.abc import Awaitable, Callable
 
 from pydantic import JsonValue
@@ -51,7 +52,6 @@ class SimulatedRuntime(Runtime):
         self.settings = settings
         self._sleep = sleep
         self._rng = random.Random(settings.seed)
-        self._serial = itertools.count(1)
         self._containers: set[SimulatedContainer] = set()
         self._closed = False
 
@@ -61,7 +61,7 @@ class SimulatedRuntime(Runtime):
         create_ms = self._rng.uniform(*self.settings.create_ms)
         init_ms = self._rng.uniform(*self.settings.init_ms)
         container = SimulatedContainer(
-            f"{action.name}-sim{next(self._serial)}",
+            f"{action.name}-sim-{secrets.token_hex(6)}",
             action,
             self.settings,
             random.Random(self._rng.getrandbits(64)),

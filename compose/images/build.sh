@@ -22,7 +22,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 readonly HERE
 readonly REPO=${HERE%/compose/images}
-# shellcheck source=images.env
+# shellcheck disable=SC1091 # images.env holds plain assignments
 . "$HERE/images.env"
 
 STATE_DIR=${BROKER_SCHED_STATE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/broker-sched}

@@ -24,6 +24,7 @@ import pytest
 from broker_sched.config import Settings
 from broker_sched.model import Action, Status
 from broker_sched.stack import Stack
+from broker_sched.topology import invoker_control_queue
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -133,6 +134,10 @@ async def test_burst_survives_an_invoker_killed_mid_run(
                     break
         stop(invokers[0], signal.SIGKILL)
         results = await asyncio.gather(*calls)
+        for queue in [settings.queue_name(a.namespace, a.name) for a in ACTIONS] + [
+            invoker_control_queue(invoker_id) for invoker_id in invoker_ids()
+        ]:
+            await stack.transport.delete(queue)
 
     assert Counter(r.status for r in results) == {Status.SUCCESS: BURST}
     ids = [r.activation_id for r in results]

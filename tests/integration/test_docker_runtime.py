@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import socket
 import subprocess
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -20,6 +21,7 @@ import pytest
 from broker_sched.bench.docker_ops import BENCH_LABEL, measure_docker_ops, simulated_costs
 from broker_sched.config import SimulatedRuntimeSettings, load_settings
 from broker_sched.model import Action, Status
+from broker_sched.runtime import docker as docker_runtime
 from broker_sched.runtime import runtime_from_settings
 from broker_sched.runtime.action_server import Action as ServedAction
 from broker_sched.runtime.action_server import Server
@@ -132,6 +134,34 @@ async def test_a_timeout_kills_the_container(runtime: DockerRuntime) -> None:
     assert outcome.run_ms >= 300
     assert not container.alive
     assert not await container_exists(container.id)
+
+
+@pytest.mark.docker
+async def test_a_run_on_a_paused_container_waits_and_can_time_out(
+    runtime: DockerRuntime,
+) -> None:
+    container, _ = await runtime.create(Action(name="frozen"))
+    await container.pause()
+    outcome = await container.run({}, timeout_s=0.3)
+    assert outcome.status is Status.TIMEOUT
+    assert not await container_exists(container.id)
+
+
+@pytest.mark.docker
+async def test_a_taken_port_is_retried_on_another(
+    runtime: DockerRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as taken:
+        # Bound but not listening: the server cannot bind it, and probes are refused.
+        taken.bind(("127.0.0.1", 0))
+        taken_port = taken.getsockname()[1]
+        ports = iter([taken_port, docker_runtime.free_port()])
+        monkeypatch.setattr(docker_runtime, "free_port", lambda: next(ports))
+        container, _ = await runtime.create(Action(name="echo"))
+    assert isinstance(container, docker_runtime.DockerContainer)
+    assert container.port != taken_port
+    assert (await container.run("ok", timeout_s=10)).result == "ok"
+    assert await containers_labelled(runtime.label) == [container.docker_id[:12]]
 
 
 @pytest.mark.docker
