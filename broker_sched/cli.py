@@ -62,6 +62,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:
+        # Broker clients log every retry; their failures reach us as our own errors.
+        for client in ("aiokafka", "nats", "redis"):
+            logging.getLogger(client).setLevel(logging.CRITICAL)
     try:
         overrides = {"transport": args.transport} if args.transport else {}
         settings = load_settings(args.config, **overrides)

@@ -27,8 +27,8 @@ from broker_sched.model import Action
 
 _config_file: ContextVar[Path | None] = ContextVar("broker_sched_config_file", default=None)
 ENV_PREFIX = "BROKER_SCHED_"
-NON_SETTINGS_ENV = ("REQUIRE_BROKERS", "STATE_DIR", "TEST_")
-"""Variables with the prefix that belong to the test harness and broker scripts."""
+NON_SETTINGS_ENV = ("REQUIRE_BROKERS", "STATE_DIR", "TEST_", "UP_TIMEOUT", "ENGINE_TIMEOUT")
+"""Variables with the prefix that belong to the test harness and the broker scripts."""
 
 
 class _Section(BaseModel):

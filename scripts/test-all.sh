@@ -1,26 +1,62 @@
 #!/usr/bin/env bash
-# Install everything, start the real brokers, lint, type-check and run the whole suite.
-# Works on a fresh Debian machine with Python 3.11+, Java 17+ and Maven; safe to re-run.
-# Brokers: native ones by default (compose/native/brokers.sh); set BROKER_SCHED_TEST_KAFKA /
-# _REDIS / _NATS to use brokers you already run instead.
+# The whole test suite, with everything it needs, on a fresh Debian machine with Python
+# 3.11+, Java 17+ and Maven. Safe to re-run; what it installs and builds is cached.
+#
+#   1. install the package with every extra; lint and type-check
+#   2. start real brokers natively (compose/native/brokers.sh) and a Docker engine with
+#      locally built images (compose/images/)
+#   3. run the whole suite against the native brokers; missing brokers are errors
+#   4. run the conformance suite and the distributed end-to-end test again, with every
+#      broker started by testcontainers from the local images
+#   5. bring up compose/docker-compose.yml with the local images and `doctor` each broker
+#   6. fail if any container of ours is left running
+#
+# Arguments go to pytest in step 3, e.g. `bash scripts/test-all.sh -k conformance`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+step() { printf '\n==> %s\n' "$*"; }
+
+step "install"
 python3 -m venv .venv
 # shellcheck disable=SC1091
 . .venv/bin/activate
 pip install --quiet --upgrade pip
 pip install --quiet -e '.[dev]'
 
-if [[ -z "${BROKER_SCHED_TEST_KAFKA:-}${BROKER_SCHED_TEST_REDIS:-}${BROKER_SCHED_TEST_NATS:-}" ]]; then
-  bash compose/native/brokers.sh up
-  export BROKER_SCHED_TEST_KAFKA="127.0.0.1:${KAFKA_PORT:-9092}"
-  export BROKER_SCHED_TEST_REDIS="redis://127.0.0.1:${REDIS_PORT:-6379}/0"
-  export BROKER_SCHED_TEST_NATS="nats://127.0.0.1:${NATS_PORT:-4222}"
-fi
-export BROKER_SCHED_REQUIRE_BROKERS=1
-
+step "lint and type-check"
 ruff check .
 ruff format --check .
 mypy
-pytest "$@"
+
+step "brokers and Docker"
+bash compose/native/brokers.sh up
+bash compose/images/engine.sh start
+bash compose/images/build.sh
+export BROKER_SCHED_REQUIRE_BROKERS=1
+
+step "whole suite on native brokers"
+BROKER_SCHED_TEST_KAFKA="127.0.0.1:${KAFKA_PORT:-9092}" \
+BROKER_SCHED_TEST_REDIS="redis://127.0.0.1:${REDIS_PORT:-6379}/0" \
+BROKER_SCHED_TEST_NATS="nats://127.0.0.1:${NATS_PORT:-4222}" \
+  pytest "$@"
+
+step "conformance and distributed end-to-end on testcontainers brokers"
+env -u BROKER_SCHED_TEST_KAFKA -u BROKER_SCHED_TEST_REDIS -u BROKER_SCHED_TEST_NATS \
+  TESTCONTAINERS_RYUK_DISABLED=true \
+  BROKER_SCHED_TEST_KAFKA_IMAGE=broker-sched/kafka:latest \
+  BROKER_SCHED_TEST_REDIS_IMAGE=broker-sched/redis:latest \
+  BROKER_SCHED_TEST_NATS_IMAGE=broker-sched/nats:latest \
+  pytest tests/conformance tests/integration/test_distributed.py
+
+step "docker-compose with the local images"
+bash scripts/check-compose.sh
+
+step "no containers left running"
+left=$(docker ps --quiet)
+if [[ -n $left ]]; then
+  docker ps >&2
+  echo "containers were left running" >&2
+  exit 1
+fi
+echo "none"

@@ -27,6 +27,30 @@ from brokers import (
 from broker_sched.config import Settings
 from transports.base import Transport, dead_letter_queue
 from transports.memory import MemoryBroker
+from transports.registry import resolve
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Leave out transport cases whose capabilities a test does not apply to.
+
+    ``@pytest.mark.requires(partitioned=True)`` keeps only transports with that flag, so a
+    conformance run lists exactly what applies and never reports a capability as skipped.
+    """
+    kept, dropped = [], []
+    for item in items:
+        marker = item.get_closest_marker("requires")
+        callspec = getattr(item, "callspec", None)
+        name = callspec.params.get("transport_name") if callspec is not None else None
+        if marker is not None and name is not None:
+            capabilities = resolve(name).capabilities
+            if any(getattr(capabilities, flag) != want for flag, want in marker.kwargs.items()):
+                dropped.append(item)
+                continue
+        kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
 
 ADDRESS_FIXTURES = {"kafka": "kafka_bootstrap", "redis": "redis_url", "nats": "nats_url"}
 

@@ -17,9 +17,13 @@ Features
     * ``backlog``/``backlogs``: pending + in_flight = Σ(end offset - committed offset, or the
       beginning offset when the group never committed), from one ListOffsets round and one
       OffsetFetch per group, all concurrent.
+    * topics are created on first publish or subscribe when not declared (the native
+      broker runs with auto-creation off).
     * channels: a topic ``_chan.{channel}`` per channel (1 partition, 5 min retention,
-      created on demand) read by a group-less consumer positioned at the end before
-      :meth:`KafkaTransport.listen` returns.
+      created on demand, never deleted) read by a group-less consumer positioned at the
+      end before :meth:`KafkaTransport.listen` returns.
+    * every broker call is bounded (``request_timeout_ms``, constructor, default 5 s):
+      an unreachable broker raises :class:`BrokerUnavailable` instead of hanging.
     * rebalance events per subscription (:attr:`KafkaSubscription.events`,
       :attr:`KafkaSubscription.on_rebalance`) so a benchmark can time the pause.
 
@@ -218,18 +222,14 @@ class KafkaTransport(Transport):
 
     async def close(self) -> None:
         """Close members (committing their acks), listeners, then the shared clients."""
-        stops: list[Callable[[], Awaitable[None]]] = [
-            *(subscription.close for subscription in list(self._subscriptions)),
-            *(listener.close for listener in list(self._listeners)),
-        ]
+        closes: list[Callable[[], Awaitable[None]]] = [s.close for s in self._subscriptions]
+        closes += [listener.close for listener in self._listeners]
+        for close in closes:
+            await _quietly(close)
         clients, self._clients = self._clients, None
         if clients is not None:
-            stops += [clients.producer.stop, clients.offsets.consumer.stop, clients.admin.close]
-        for stop in stops:
-            try:
-                await stop()
-            except Exception:  # a broker gone at shutdown must not leave the rest open
-                log.warning("kafka: closing failed", exc_info=True)
+            for stop in (clients.producer.stop, clients.offsets.consumer.stop, clients.admin.close):
+                await _quietly(stop)
 
     async def ping(self) -> str:
         admin = (await self._connected()).admin
@@ -942,6 +942,14 @@ def _rebalance_listener(subscription: KafkaSubscription) -> Any:
             subscription.on_assigned(set(assigned))
 
     return _Listener()
+
+
+async def _quietly(close: Callable[[], Awaitable[None]]) -> None:
+    """Run one shutdown step; a broker gone at shutdown must not leave the rest open."""
+    try:
+        await close()
+    except Exception:
+        log.warning("kafka: closing failed", exc_info=True)
 
 
 def _attempt(headers: Sequence[tuple[str, bytes]] | None) -> int:

@@ -12,11 +12,10 @@ from .support import drain, fetch_n
 GROUP = "workers"
 
 
+@pytest.mark.requires(partitioned=True)
 async def test_resize_grows_partitions_and_new_ones_are_consumed(
     transport: Transport, make_transport: TransportFactory, queue: str
 ) -> None:
-    if not transport.capabilities.partitioned:
-        pytest.skip("not partitioned: resize is a no-op")
     await transport.declare(queue, partitions=1)
     assert await transport.max_consumers(queue) == 1
 
@@ -39,9 +38,8 @@ async def test_resize_grows_partitions_and_new_ones_are_consumed(
     assert everything == expected, f"missing: {sorted(expected - everything)}"
 
 
+@pytest.mark.requires(partitioned=False)
 async def test_unpartitioned_queue_lets_every_member_work(transport: Transport, queue: str) -> None:
-    if transport.capabilities.partitioned:
-        pytest.skip("partitioned: members beyond the partition count sit idle")
     await transport.declare(queue)
     assert await transport.max_consumers(queue) is None
 

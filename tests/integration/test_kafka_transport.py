@@ -211,6 +211,26 @@ async def test_close_publishes_delayed_nacks_at_once(transport: KafkaTransport, 
         assert await successor.fetch(1, 0.5) == [], "the original must have been committed"
 
 
+async def test_closing_the_transport_settles_its_members_first(
+    make_transport: Callable[..., Any], transport: KafkaTransport, topic: str
+) -> None:
+    await transport.declare(topic)
+    await transport.publish(topic, b"nacked")
+    await transport.publish(topic, b"acked")
+    owner: KafkaTransport = await make_transport()
+    member = await owner.subscribe(topic, GROUP, "m1")
+    nacked, acked = await fetch_n(member, 2)
+    await nacked.nack(delay_s=300)
+    await acked.ack()
+
+    await owner.close()
+
+    async with await transport.subscribe(topic, GROUP, "m2") as successor:
+        [copy] = await fetch_n(successor, 1)
+        assert (copy.body, copy.attempt) == (b"nacked", 2)
+        assert await successor.fetch(1, 0.5) == []
+
+
 async def test_out_of_order_acks_commit_only_the_contiguous_prefix(
     transport: KafkaTransport, topic: str
 ) -> None:

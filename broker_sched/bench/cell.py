@@ -1,0 +1,252 @@
+"""One scheduler cell: a full stack on one transport and policy under one load.
+
+The stack (controller, invokers, simulated or process containers) runs in this process
+on its own transport client, with queue names and invoker ids tagged per cell so cells
+on a shared broker never see each other's leftovers; the cell deletes its queues when it
+ends. Latency is measured by the caller of ``invoke``: publish, queue, container,
+reply — everything a client would see.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import JsonValue
+
+from broker_sched.bench.load import closed_loop, open_loop
+from broker_sched.bench.progress import Progress
+from broker_sched.bench.recorder import Recorder
+from broker_sched.bench.settings import derive, run_tag
+from broker_sched.bench.workload import Cell, Workload
+from broker_sched.config import Settings
+from broker_sched.errors import BrokerSchedError, BrokerUnavailable, InvocationTimeout, Throttled
+from broker_sched.events import Timeline
+from broker_sched.model import Action
+from broker_sched.stack import Stack
+from broker_sched.topology import invoker_work_queue
+from transports.base import Transport
+from transports.registry import transport_from_settings
+
+log = logging.getLogger(__name__)
+
+GRACE_S = 2.0
+"""How long requests still in flight at the end of a cell may take before being cancelled."""
+THROTTLE_BACKOFF_S = 0.05
+"""A closed-loop user that was throttled (429) waits this long before its next request."""
+SKIPPED_EVENTS = frozenset({"container_requested", "sample"})
+"""Timeline events not copied into results (one per created container adds nothing)."""
+CLEANUP_CONCURRENCY = 16
+
+
+def cell_settings(
+    base: Settings, workload: Workload, cell: Cell, tag: str, extra: Mapping[str, Any] | None = None
+) -> Settings:
+    run_ms = workload.actions.run_ms
+    overrides: dict[str, Any] = {
+        "transport": cell.transport,
+        "policy": cell.policy,
+        "runtime": workload.runtime,
+        "queue_template": f"bench-{tag}-{{namespace}}-{{action}}",
+        "invocation_timeout_s": workload.timeout_s,
+        "invoker": {"slots": workload.slots, "id": f"bench{tag}-"},
+        "simulated": {"run_ms": (run_ms, run_ms), "seed": workload.seed},
+    }
+    settings = derive(base, overrides)
+    settings = derive(settings, workload.settings)
+    return derive(settings, extra or {})
+
+
+def bench_actions(workload: Workload, count: int) -> list[Action]:
+    """Identical actions ``a000``, ``a001``, ...; the simulated runtime ignores the handler."""
+    spec = workload.actions
+    return [
+        Action(
+            name=f"a{index:03d}",
+            handler="broker_sched.samples:sleep",
+            max_containers=spec.max_containers,
+            concurrency=spec.concurrency,
+            memory_mb=spec.memory_mb,
+        )
+        for index in range(count)
+    ]
+
+
+def payload_for(workload: Workload) -> JsonValue:
+    """The process runtime's sample handler sleeps ``ms``; the simulated one reads settings."""
+    return {"ms": workload.actions.run_ms} if workload.runtime == "process" else None
+
+
+async def run_cell(
+    base: Settings,
+    workload: Workload,
+    cell: Cell,
+    *,
+    progress: Progress,
+    extra_settings: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Run ``cell`` and return its results (aggregates, series, events)."""
+    tag = run_tag()
+    settings = cell_settings(base, workload, cell, tag, extra_settings)
+    actions = bench_actions(workload, cell.actions)
+    timeline = Timeline()
+    transport = transport_from_settings(settings)
+    async with transport:
+        stack = Stack(
+            settings,
+            invokers=workload.invokers,
+            actions={action.fqn: action for action in actions},
+            transport=transport,
+            timeline=timeline,
+        )
+        queues = [settings.queue_name(a.namespace, a.name) for a in actions]
+        try:
+            async with stack:
+                queues += [q for i in stack.invokers for q in (i.control_queue, invoker_work_queue(i.id))]
+                recorder = await _drive(stack, workload, cell, actions, progress)
+            recorder.timeline_events(timeline.events, SKIPPED_EVENTS)
+        finally:
+            await delete_queues(transport, queues)
+    return _result(workload, cell, recorder, timeline)
+
+
+async def _drive(
+    stack: Stack, workload: Workload, cell: Cell, actions: list[Action], progress: Progress
+) -> Recorder:
+    assert stack.controller is not None
+    controller = stack.controller
+    payload = payload_for(workload)
+    names = [action.fqn for action in actions]
+    rng = random.Random(workload.seed)
+    recorder = Recorder(workload.warmup_s, workload.duration_s, workload.interval_s)
+    stop_at_s = recorder.t0_s + recorder.window_end_s
+
+    async def invoke(action: str, sent_s: float) -> bool:
+        """One invocation; False when it was throttled."""
+        try:
+            result = await controller.invoke(action, payload, timeout_s=workload.timeout_s)
+        except Throttled:
+            recorder.fail("throttled")
+            return False
+        except InvocationTimeout:
+            recorder.fail("timeout")
+            return True
+        except BrokerSchedError as exc:
+            recorder.fail(type(exc).__name__)
+            return True
+        if result.ok:
+            recorder.record((time.monotonic() - sent_s) * 1000, start=str(result.start or "warm"))
+        else:
+            recorder.fail(str(result.status))
+        return True
+
+    def pick(index: int) -> str:
+        return names[index % len(names)] if workload.actions.pick == "pinned" else rng.choice(names)
+
+    async def user_request(user: int) -> None:
+        if not await invoke(pick(user), time.monotonic()):
+            await asyncio.sleep(THROTTLE_BACKOFF_S)
+
+    sent = 0
+
+    async def scheduled_request(intended_s: float) -> None:
+        nonlocal sent
+        sent += 1
+        await invoke(pick(sent), intended_s)
+
+    sampler = asyncio.create_task(_sample(stack, recorder))
+    try:
+        async with progress.showing(cell.label, recorder):
+            if cell.users is not None:
+                cancelled = await closed_loop(
+                    cell.users, user_request, stop_at_s=stop_at_s, grace_s=GRACE_S
+                )
+            else:
+                assert cell.rate_per_s is not None
+                cancelled = await open_loop(
+                    cell.rate_per_s,
+                    scheduled_request,
+                    start_s=recorder.t0_s,
+                    stop_at_s=stop_at_s,
+                    grace_s=GRACE_S,
+                )
+    finally:
+        sampler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sampler
+    recorder.finish()
+    if cancelled:
+        recorder.errors["cancelled_at_end"] += cancelled
+    return recorder
+
+
+async def _sample(stack: Stack, recorder: Recorder) -> None:
+    """Containers live and total backlog of the cell's queues, once per interval."""
+    if stack.settings.policy == "sharding":
+        queues = [invoker_work_queue(invoker.id) for invoker in stack.invokers]
+    else:
+        queues = [
+            stack.settings.queue_name(action.namespace, action.name)
+            for action in stack.actions.values()
+        ]
+    while True:
+        try:
+            backlogs = await stack.transport.backlogs([(queue, queue) for queue in queues])
+        except BrokerUnavailable:
+            backlogs = []
+        recorder.sample(containers=live_containers(stack), backlog=sum(b.total for b in backlogs))
+        await asyncio.sleep(recorder.interval_s)
+
+
+def live_containers(stack: Stack) -> int:
+    return sum(
+        len(invoker.push_pool.slots) if invoker.push_pool is not None else len(invoker.proxies)
+        for invoker in stack.invokers
+    )
+
+
+async def delete_queues(transport: Transport, queues: list[str]) -> None:
+    """Best effort: a queue left behind wastes broker space but spoils no later run."""
+    gate = asyncio.Semaphore(CLEANUP_CONCURRENCY)
+
+    async def delete(queue: str) -> None:
+        async with gate:
+            try:
+                await transport.delete(queue)
+            except BrokerSchedError as exc:
+                log.warning("bench: could not delete queue %s: %s", queue, exc)
+
+    await asyncio.gather(*(delete(queue) for queue in queues))
+
+
+def _result(workload: Workload, cell: Cell, recorder: Recorder, timeline: Timeline) -> dict[str, Any]:
+    summary = recorder.summary()
+    containers = [
+        values["containers"] for _, values in recorder.samples if "containers" in values
+    ]
+    warm = recorder.by_start.get("warm")
+    return {
+        "label": cell.label,
+        "transport": cell.transport,
+        "policy": cell.policy,
+        "actions": cell.actions,
+        "users": cell.users,
+        "rate_per_s": cell.rate_per_s,
+        "warmup_s": workload.warmup_s,
+        "duration_s": workload.duration_s,
+        **summary,
+        "warm_latency_ms": warm.summary() if warm is not None else None,
+        "cold_starts": recorder.starts.get("cold", 0),
+        "containers_created": timeline.counts["container_created"],
+        "containers_evicted": timeline.counts["container_evicted"],
+        "containers_peak": max(containers, default=0),
+        "event_counts": dict(timeline.counts),
+        "series": recorder.series(),
+        "events": recorder.events,
+        "events_dropped": recorder.dropped_events,
+    }

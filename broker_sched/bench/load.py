@@ -1,0 +1,79 @@
+"""Load drivers: closed loop (users) and open loop (a fixed rate).
+
+Closed loop: each user sends its next request when the previous one finished, so the
+load adapts to the system — right for "how much can it do", wrong for "how long do
+requests wait", because a stalled system also stalls the load.
+
+Open loop: request ``n`` is due at ``start + n / rate`` whatever happened before. When
+the driver falls behind (a stalled event loop), the overdue requests are sent at once
+and each still gets its *intended* time, from which its latency is measured; a stall
+therefore shows up in the latencies instead of being hidden (no coordinated omission).
+
+Both stop starting requests at ``stop_at_s`` and give those in flight ``grace_s`` to
+finish; the rest are cancelled and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Collection
+
+
+async def closed_loop(
+    users: int,
+    request: Callable[[int], Awaitable[None]],
+    *,
+    stop_at_s: float,
+    grace_s: float,
+) -> int:
+    """Run ``users`` users, each calling ``request(user)`` back to back; returns how many
+    requests were cancelled at the end."""
+
+    async def user(index: int) -> None:
+        while time.monotonic() < stop_at_s:
+            await request(index)
+
+    tasks = [asyncio.create_task(user(index)) for index in range(users)]
+    return await _finish(tasks, stop_at_s + grace_s)
+
+
+async def open_loop(
+    rate_per_s: float,
+    request: Callable[[float], Awaitable[None]],
+    *,
+    start_s: float,
+    stop_at_s: float,
+    grace_s: float,
+) -> int:
+    """Call ``request(intended_s)`` at ``rate_per_s`` from ``start_s`` (monotonic) until
+    ``stop_at_s``; returns how many requests were cancelled at the end."""
+    in_flight: set[asyncio.Task[None]] = set()
+    sent = 0
+    while (intended_s := start_s + sent / rate_per_s) < stop_at_s:
+        delay_s = intended_s - time.monotonic()
+        if delay_s > 0:
+            await asyncio.sleep(delay_s)
+        task = asyncio.create_task(_call(request, intended_s))
+        in_flight.add(task)
+        task.add_done_callback(in_flight.discard)
+        sent += 1
+    return await _finish(list(in_flight), stop_at_s + grace_s)
+
+
+async def _call(request: Callable[[float], Awaitable[None]], intended_s: float) -> None:
+    await request(intended_s)
+
+
+async def _finish(tasks: Collection[asyncio.Task[None]], deadline_s: float) -> int:
+    """Wait for ``tasks`` until ``deadline_s``, cancel the rest; re-raise a task's error."""
+    if not tasks:
+        return 0
+    done, pending = await asyncio.wait(tasks, timeout=max(0.0, deadline_s - time.monotonic()))
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    for task in done:
+        if not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
+    return len(pending)
