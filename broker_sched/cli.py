@@ -53,7 +53,32 @@ def _parser() -> argparse.ArgumentParser:
     config.add_argument(
         "--reference", action="store_true", help="print the configuration reference instead"
     )
+    _add_migrate(commands)
     return parser
+
+
+def _add_migrate(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    migrate = commands.add_parser(
+        "migrate", help="move a deployment to another transport (docs/migration.md)"
+    )
+    steps = migrate.add_subparsers(dest="migrate_command", required=True)
+    status = steps.add_parser("status", help="what is left on the old transport, per queue")
+    move = steps.add_parser(
+        "move", help="copy unfinished activations from the old transport to the new one"
+    )
+    for step in (status, move):
+        step.add_argument(
+            "--from", dest="source", help="old transport (default: migration.drain_from)"
+        )
+        step.add_argument("--to", dest="target", help="new transport (default: transport)")
+        step.add_argument(
+            "--queue",
+            action="append",
+            default=[],
+            help="a queue to include besides the configured actions' (repeatable)",
+        )
+    move.add_argument("--batch", type=int, help="activations per batch (migration.move_batch)")
+    move.add_argument("--dry-run", action="store_true", help="only count what would move")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -94,6 +119,21 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             end="\n" if not args.reference else "",
         )
         return 0
+    if args.command == "migrate":
+        from broker_sched.migration import commands
+
+        if args.migrate_command == "status":
+            return await commands.status(
+                settings, source=args.source, target=args.target, queues=args.queue
+            )
+        return await commands.move(
+            settings,
+            source=args.source,
+            target=args.target,
+            queues=args.queue,
+            batch=args.batch,
+            dry_run=args.dry_run,
+        )
     if args.command == "doctor":
         from broker_sched.doctor import doctor
 

@@ -117,7 +117,28 @@ class MemorySettings(_Section):
 
 
 class MigrationSettings(_Section):
-    drain_from: str | None = None
+    """Moving to another transport: drain mode and `migrate move` (docs/migration.md)."""
+
+    drain_from: str | None = Field(
+        default=None, description="the old transport whose queues invokers drain"
+    )
+    source_queue_template: str | None = Field(
+        default=None, description="queue names on the old transport (None: queue_template)"
+    )
+    drain_containers: int = Field(
+        default=1, ge=1, description="per action and invoker, while its old queue has work"
+    )
+    drain_check_interval_s: float = Field(default=1.0, gt=0)
+    drain_quiet_s: float = Field(
+        default=10.0, ge=0, description="an old queue empty this long counts as drained"
+    )
+    move_batch: int = Field(default=100, ge=1)
+    move_idle_timeout_s: float = Field(
+        default=30.0, gt=0, description="move gives up on a queue whose work others hold"
+    )
+    move_marker_ttl_s: int = Field(
+        default=604_800, ge=1, description="how long a redis target remembers a moved id"
+    )
 
 
 class Settings(BaseSettings):

@@ -15,9 +15,13 @@ seconds; everything else is the production default.
 
 from __future__ import annotations
 
+import asyncio
+import io
 import os
 import socket
+import time
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
@@ -26,6 +30,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from broker_sched.config import Settings, load_settings
+from broker_sched.doctor import doctor
 from transports.memory import MemoryBroker, MemoryTransport
 from transports.registry import transport_from_settings
 
@@ -39,6 +44,7 @@ REQUIRE_ENV = "BROKER_SCHED_REQUIRE_BROKERS"
 START_HINT = "start them with `bash compose/native/brokers.sh up`"
 CONNECT_TIMEOUT_S = 2.0
 CONTAINER_STARTUP_TIMEOUT_S = 120
+USABLE_TIMEOUT_S = 90
 TRANSPORTS = ("memory", "kafka", "redis", "nats")
 
 TEST_TIMINGS: dict[str, dict[str, Any]] = {
@@ -192,12 +198,35 @@ def broker_address(spec: BrokerSpec) -> Iterator[str]:
     if explicit:
         if not reachable(explicit):
             unavailable(spec, f"{spec.address_env}={explicit} is not reachable")
+        wait_until_usable(spec, explicit)
         yield explicit
     elif docker_available():
         with run_container(spec) as address:
+            wait_until_usable(spec, address)
             yield address
     else:
         unavailable(spec, f"{spec.address_env} is not set and no Docker engine is reachable")
+
+
+def wait_until_usable(spec: BrokerSpec, address: str) -> None:
+    """Wait until a full round trip works, not just the port.
+
+    A broker that has just started accepts connections before it can serve everything
+    (a fresh Kafka creates its offsets topic on the first consumer group), and a test
+    that happens to run first should not pay for that with a spurious failure.
+    """
+    settings = settings_for(spec.name, address)
+    deadline = time.monotonic() + USABLE_TIMEOUT_S
+    while True:
+        report = io.StringIO()
+        # Its own thread and loop: fixtures may be resolved while a test's loop runs.
+        with ThreadPoolExecutor(1) as pool:
+            passed = pool.submit(asyncio.run, doctor(settings, out=report)).result() == 0
+        if passed:
+            return
+        if time.monotonic() > deadline:
+            unavailable(spec, f"not usable after {USABLE_TIMEOUT_S} s: {report.getvalue()}")
+        time.sleep(1.0)
 
 
 @contextmanager

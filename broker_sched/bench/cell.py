@@ -107,7 +107,8 @@ async def run_cell(
         queues = [settings.queue_name(a.namespace, a.name) for a in actions]
         try:
             async with stack:
-                queues += [q for i in stack.invokers for q in (i.control_queue, invoker_work_queue(i.id))]
+                for invoker in stack.invokers:
+                    queues += [invoker.control_queue, invoker_work_queue(invoker.id)]
                 recorder = await _drive(stack, workload, cell, actions, progress)
             recorder.timeline_events(timeline.events, SKIPPED_EVENTS)
         finally:
@@ -224,7 +225,9 @@ async def delete_queues(transport: Transport, queues: list[str]) -> None:
     await asyncio.gather(*(delete(queue) for queue in queues))
 
 
-def _result(workload: Workload, cell: Cell, recorder: Recorder, timeline: Timeline) -> dict[str, Any]:
+def _result(
+    workload: Workload, cell: Cell, recorder: Recorder, timeline: Timeline
+) -> dict[str, Any]:
     summary = recorder.summary()
     containers = [
         values["containers"] for _, values in recorder.samples if "containers" in values

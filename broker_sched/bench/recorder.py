@@ -77,7 +77,9 @@ class Recorder:
     def sample(self, **values: float) -> None:
         self.samples.append((self.now(), values))
 
-    def event(self, kind: str, *, at_s: float | None = None, action: str = "", **detail: Any) -> None:
+    def event(
+        self, kind: str, *, at_s: float | None = None, action: str = "", **detail: Any
+    ) -> None:
         """An event at monotonic time ``at_s`` (default: now)."""
         when = self.now() if at_s is None else self.relative(at_s)
         if len(self.events) >= MAX_EVENTS:

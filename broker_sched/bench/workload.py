@@ -1,6 +1,6 @@
 """Workload files: what a scheduler benchmark runs, validated before anything starts.
 
-A workload names the transports and policies to compare, the cluster (invokers × slots),
+A workload names the transports and policies to compare, the cluster (invokers x slots),
 the actions (how many, how long a run takes, their limits) and the load: ``users``
 (closed loop: each user sends its next request when the previous one finished) or
 ``rate_per_s`` (open loop: requests are sent on a fixed schedule whatever happens, and
@@ -51,6 +51,10 @@ PositiveInts = Annotated[list[Annotated[int, Field(ge=1)]], BeforeValidator(_as_
 PositiveFloats = Annotated[list[Annotated[float, Field(gt=0)]], BeforeValidator(_as_list)]
 
 
+def _default_policies() -> list[Policy]:
+    return ["acs"]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -77,7 +81,7 @@ class Workload(_Strict):
         default_factory=lambda: ["memory"], min_length=1
     )
     policy: Annotated[list[Policy], BeforeValidator(_as_list)] = Field(
-        default_factory=lambda: ["acs"], min_length=1
+        default_factory=_default_policies, min_length=1
     )
     runtime: Literal["simulated", "process"] = "simulated"
     invokers: int = Field(default=10, ge=1)

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
+from typing import TYPE_CHECKING
 
 from broker_sched.config import Settings
 from broker_sched.errors import BrokerUnavailable, MalformedMessage
@@ -35,6 +36,9 @@ from broker_sched.runtime.base import Runtime
 from broker_sched.topology import HEARTBEATS, invoker_control_queue, invoker_work_queue
 from transports.base import Delivery, Transport
 
+if TYPE_CHECKING:
+    from broker_sched.migration.drain import Drainer
+
 log = logging.getLogger(__name__)
 
 
@@ -48,7 +52,10 @@ class Invoker:
         actions: dict[str, Action],
         invoker_id: str | None = None,
         timeline: Timeline | None = None,
+        drain_transport: Transport | None = None,
     ) -> None:
+        """``drain_transport``: the old transport for drain mode, connected by the caller
+        (default: built from ``migration.drain_from`` when that is set)."""
         self.transport = transport
         self.runtime = runtime
         self.settings = settings
@@ -70,6 +77,11 @@ class Invoker:
                 work_queue=invoker_work_queue(self.id),
                 timeline=self.timeline,
             )
+        self.drainer: Drainer | None = None
+        if settings.migration.drain_from is not None:
+            from broker_sched.migration.drain import Drainer
+
+            self.drainer = Drainer(self, transport=drain_transport)
 
     @property
     def control_queue(self) -> str:
@@ -83,6 +95,19 @@ class Invoker:
     def free_memory_mb(self) -> int:
         used = sum(p.container.action.memory_mb for p in self.proxies)
         return self.settings.invoker.memory_mb - used - self.reserved_memory_mb
+
+    def reserve(self, action: Action) -> bool:
+        """Hold a slot and ``action``'s memory (for a container being made, or a drain
+        container); False when there is no room."""
+        if self.free_slots < 1 or self.free_memory_mb < action.memory_mb:
+            return False
+        self.reserved_slots += 1
+        self.reserved_memory_mb += action.memory_mb
+        return True
+
+    def release(self, action: Action) -> None:
+        self.reserved_slots -= 1
+        self.reserved_memory_mb -= action.memory_mb
 
     def heartbeat(self) -> Heartbeat:
         if self.push_pool is not None:
@@ -111,6 +136,8 @@ class Invoker:
                 group.create_task(self._consume_control())
                 if self.push_pool is not None:
                     group.create_task(self.push_pool.serve())
+                if self.drainer is not None:
+                    group.create_task(self.drainer.run())
         finally:
             await self.shutdown()
 
@@ -186,10 +213,8 @@ class Invoker:
 
         if action is None:
             return refuse(f"unknown action {name!r} on invoker {self.id}")
-        if self.free_slots < 1 or self.free_memory_mb < action.memory_mb:
+        if not self.reserve(action):
             return refuse(f"invoker {self.id} is full")
-        self.reserved_slots += 1
-        self.reserved_memory_mb += action.memory_mb
         started = time.monotonic()
         try:
             container, timings = await self.runtime.create(action)
@@ -197,8 +222,7 @@ class Invoker:
             log.warning("invoker %s: creating %s failed: %s", self.id, name, exc)
             return refuse(f"container create failed: {exc}")
         finally:
-            self.reserved_slots -= 1
-            self.reserved_memory_mb -= action.memory_mb
+            self.release(action)
         proxy = ContainerProxy(
             transport=self.transport,
             container=container,

@@ -1,0 +1,172 @@
+"""Consumers driven directly at the transport level: members of one group.
+
+The rebalance, partition-limit and raw scenarios need to add, remove and restart
+consumers at chosen moments, which is simpler and more repeatable with bare
+subscriptions than through the scheduler. Each member is a loop: fetch one message,
+"run" it (sleep ``run_ms``), hand it to ``handle``, ack.
+
+Rebalances are observed through a backend's ``on_rebalance`` hook where it has one
+(Kafka: ``revoked`` starts a rebalance for a member, ``assigned`` ends it). The pool
+reports a group-wide ``rebalance_started`` at the first revocation and
+``rebalance_finished`` once every partition has an owner again; backends without
+rebalances report neither, which is the point of the comparison.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from broker_sched.errors import BrokerUnavailable
+from transports.base import Subscription, Transport
+
+log = logging.getLogger(__name__)
+
+FETCH_TIMEOUT_S = 0.2
+OUTAGE_BACKOFF_S = 0.5
+
+EventSink = Callable[..., None]
+"""``sink(kind, at_s=monotonic_s, **detail)``, e.g. :meth:`Recorder.event`."""
+
+
+class RebalanceEventLike(Protocol):
+    at_s: float
+    kind: str
+    partitions: tuple[int, ...]
+
+
+@runtime_checkable
+class ObservableRebalances(Protocol):
+    """A subscription that reports its partition revocations and assignments (Kafka)."""
+
+    on_rebalance: Callable[[Any], None] | None
+
+
+@dataclass(eq=False)
+class Member:
+    name: str
+    subscription: Subscription
+    task: asyncio.Task[None] | None = None
+    assigned: set[int] = field(default_factory=set)
+    completed: int = 0
+
+
+class ConsumerPool:
+    def __init__(
+        self,
+        transport: Transport,
+        queue: str,
+        *,
+        run_ms: float,
+        handle: Callable[[bytes], Awaitable[None]],
+        sink: EventSink,
+        partitions: int | None = None,
+    ) -> None:
+        """``partitions``: the queue's partition count on a partitioned transport, else None."""
+        self.transport = transport
+        self.queue = queue
+        self.group = queue
+        self.run_ms = run_ms
+        self.handle = handle
+        self.sink = sink
+        self.partitions = partitions
+        self.members: dict[str, Member] = {}
+        self.observable = False
+        self._serial = 0
+        self._rebalancing_since_s: float | None = None
+        self._changed = asyncio.Event()
+
+    async def add(self, name: str | None = None) -> Member:
+        if name is None:
+            name = f"c{self._serial}"
+            self._serial += 1
+        subscription = await self.transport.subscribe(self.queue, self.group, name)
+        member = Member(name, subscription)
+        if isinstance(subscription, ObservableRebalances):
+            self.observable = True
+            subscription.on_rebalance = lambda event: self._on_rebalance(member, event)
+        member.task = asyncio.create_task(self._consume(member), name=f"bench-consumer-{name}")
+        self.members[name] = member
+        return member
+
+    async def remove(self, name: str | None = None) -> str:
+        """Close a member (the newest by default): it leaves the group as a shut-down would."""
+        name = name or next(reversed(self.members))
+        member = self.members.pop(name)
+        await self._stop(member)
+        self._changed.set()
+        return name
+
+    async def restart(self, name: str | None = None) -> str:
+        """Close a member and subscribe again under the same name, as a process restart."""
+        name = await self.remove(name or next(iter(self.members)))
+        await self.add(name)
+        return name
+
+    async def close(self) -> None:
+        for name in list(self.members):
+            await self._stop(self.members.pop(name))
+
+    def covered(self) -> bool:
+        """Every partition has exactly one owner (always true without partition events)."""
+        if not self.observable or self.partitions is None:
+            return True
+        owned = [p for member in self.members.values() for p in member.assigned]
+        return len(owned) == len(set(owned)) and set(owned) == set(range(self.partitions))
+
+    async def settled(self, timeout_s: float) -> bool:
+        """Wait until every partition has an owner; False when ``timeout_s`` passed first."""
+        deadline_s = time.monotonic() + timeout_s
+        while not self.covered():
+            self._changed.clear()
+            remaining_s = deadline_s - time.monotonic()
+            if remaining_s <= 0:
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), remaining_s)
+        return True
+
+    def assignment(self) -> dict[str, list[int]]:
+        return {name: sorted(member.assigned) for name, member in self.members.items()}
+
+    async def _stop(self, member: Member) -> None:
+        if member.task is not None:
+            member.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await member.task
+        await member.subscription.close()
+
+    async def _consume(self, member: Member) -> None:
+        subscription = member.subscription
+        while True:
+            try:
+                deliveries = await subscription.fetch(1, FETCH_TIMEOUT_S)
+            except BrokerUnavailable as exc:
+                log.warning("bench consumer %s: broker unavailable: %s", member.name, exc)
+                await asyncio.sleep(OUTAGE_BACKOFF_S)
+                continue
+            for delivery in deliveries:
+                if self.run_ms > 0:
+                    await asyncio.sleep(self.run_ms / 1000)
+                await self.handle(delivery.body)
+                await delivery.ack()
+                member.completed += 1
+
+    def _on_rebalance(self, member: Member, event: RebalanceEventLike) -> None:
+        if event.kind == "revoked":
+            member.assigned -= set(event.partitions)
+            if self._rebalancing_since_s is None:
+                self._rebalancing_since_s = event.at_s
+                self.sink("rebalance_started", at_s=event.at_s, member=member.name)
+        else:
+            member.assigned = set(event.partitions)
+            if self._rebalancing_since_s is not None and self.covered():
+                took_ms = (event.at_s - self._rebalancing_since_s) * 1000
+                self._rebalancing_since_s = None
+                self.sink("rebalance_finished", at_s=event.at_s, took_ms=round(took_ms, 1))
+        self._changed.set()

@@ -1,0 +1,128 @@
+"""The floor: the transport alone, with no scheduler in the way.
+
+``users`` closed-loop users each publish a message to one queue and wait for its reply;
+``users`` consumers in the queue's group fetch it, "run" it (sleep ``run_ms``, the same
+run the scheduler's cells use), send the reply on a channel and ack — the same
+publish → fetch → reply → ack path a container proxy takes, minus the scheduler's own
+work (validation, the backlog monitor, container management). One consumer per user,
+so nothing queues for a free consumer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from typing import Any
+
+from broker_sched.bench.cell import delete_queues
+from broker_sched.bench.consumers import ConsumerPool
+from broker_sched.bench.load import closed_loop
+from broker_sched.bench.progress import Progress
+from broker_sched.bench.recorder import Recorder
+from broker_sched.bench.settings import run_tag
+from broker_sched.config import Settings
+from broker_sched.errors import BrokerUnavailable
+from transports.base import Listener
+from transports.registry import transport_from_settings
+
+PADDING = b"x" * 240
+"""About the size of an encoded activation, so raw messages cost what real ones do."""
+REPLY_TIMEOUT_S = 10.0
+SETTLE_TIMEOUT_S = 60.0
+GRACE_S = 2.0
+
+
+async def run_raw(
+    settings: Settings,
+    *,
+    users: int,
+    run_ms: float,
+    warmup_s: float,
+    duration_s: float,
+    interval_s: float,
+    progress: Progress,
+) -> dict[str, Any]:
+    tag = run_tag()
+    queue = f"bench-{tag}-raw"
+    channel = f"bench-{tag}-raw-replies"
+    transport = transport_from_settings(settings)
+    waiting: dict[bytes, asyncio.Future[None]] = {}
+
+    async def reply(body: bytes) -> None:
+        await transport.send(channel, body.split(b"\n", 1)[0])
+
+    async with transport:
+        broker = await transport.ping()
+        await transport.declare(queue, partitions=users)
+        listener = await transport.listen(channel)
+        recorder = Recorder(warmup_s, duration_s, interval_s)
+        pool = ConsumerPool(
+            transport,
+            queue,
+            run_ms=run_ms,
+            handle=reply,
+            sink=recorder.event,
+            partitions=await transport.max_consumers(queue),
+        )
+        dispatcher = asyncio.create_task(_dispatch(listener, waiting))
+        try:
+            for _ in range(users):
+                await pool.add()
+            await pool.settled(SETTLE_TIMEOUT_S)
+            recorder.t0_s = time.monotonic()
+
+            async def request(user: int) -> None:
+                message_id = uuid.uuid4().hex.encode()
+                done = waiting[message_id] = asyncio.get_running_loop().create_future()
+                sent_s = time.monotonic()
+                try:
+                    await transport.publish(queue, message_id + b"\n" + PADDING, key=None)
+                    await asyncio.wait_for(done, REPLY_TIMEOUT_S)
+                except TimeoutError:
+                    recorder.fail("timeout")
+                    return
+                except BrokerUnavailable:
+                    recorder.fail("broker_unavailable")
+                    return
+                finally:
+                    waiting.pop(message_id, None)
+                recorder.record((time.monotonic() - sent_s) * 1000)
+
+            async with progress.showing(f"{settings.transport} raw {users} users", recorder):
+                await closed_loop(
+                    users,
+                    request,
+                    stop_at_s=recorder.t0_s + recorder.window_end_s,
+                    grace_s=GRACE_S,
+                )
+            recorder.finish()
+        finally:
+            dispatcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await dispatcher
+            await pool.close()
+            await listener.close()
+            await delete_queues(transport, [queue])
+    return {
+        "transport": settings.transport,
+        "broker": broker,
+        "users": users,
+        "consumers": users,
+        "run_ms": run_ms,
+        "warmup_s": warmup_s,
+        "duration_s": duration_s,
+        **recorder.summary(),
+        "series": recorder.series(),
+    }
+
+
+async def _dispatch(listener: Listener, waiting: dict[bytes, asyncio.Future[None]]) -> None:
+    while True:
+        message_id = await listener.receive(1.0)
+        if message_id is None:
+            continue
+        done = waiting.get(message_id)
+        if done is not None and not done.done():
+            done.set_result(None)
