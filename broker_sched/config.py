@@ -71,6 +71,18 @@ class SimulatedRuntimeSettings(_Section):
     run_ms: tuple[float, float] = (2.0, 2.0)
 
 
+class DockerSettings(_Section):
+    """The `docker` runtime: one Docker container per function container."""
+
+    image: str = "broker-sched/action-python:latest"
+    max_concurrent_ops: int = Field(default=8, ge=1)
+    memory_limit: bool = True
+    code_paths: list[str] = Field(
+        default_factory=list,
+        description="host dirs mounted read-only on PYTHONPATH; default: broker_sched's own",
+    )
+
+
 class KafkaSettings(_Section):
     bootstrap_servers: str = "127.0.0.1:9092"
     default_partitions: int = Field(default=1, ge=1)
@@ -160,6 +172,7 @@ class Settings(BaseSettings):
     scheduler: SchedulerSettings = SchedulerSettings()
     invoker: InvokerSettings = InvokerSettings()
     simulated: SimulatedRuntimeSettings = SimulatedRuntimeSettings()
+    docker: DockerSettings = DockerSettings()
     memory: MemorySettings = MemorySettings()
     kafka: KafkaSettings = KafkaSettings()
     redis: RedisSettings = RedisSettings()

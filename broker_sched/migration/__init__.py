@@ -61,7 +61,10 @@ def queue_pairs(settings: Settings, actions: list[Action], queues: list[str]) ->
     pairs += [QueuePair("", queue, queue) for queue in queues]
     if not pairs:
         raise ConfigError("no queues to migrate: configure [[actions]] or name them with --queue")
-    return list({pair.source: pair for pair in pairs}.values())
+    unique: dict[str, QueuePair] = {}
+    for pair in pairs:
+        unique.setdefault(pair.source, pair)
+    return list(unique.values())
 
 
 def check_distinct(settings: Settings, source: str, target: str) -> None:

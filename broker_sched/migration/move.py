@@ -30,7 +30,7 @@ from typing import Protocol
 from broker_sched.errors import BrokerSchedError, MalformedMessage, PayloadTooLarge
 from broker_sched.migration import QueuePair
 from broker_sched.model import Activation, decode, new_id
-from transports.base import Delivery, Transport
+from transports.base import Delivery, Subscription, Transport
 
 log = logging.getLogger(__name__)
 
@@ -138,35 +138,49 @@ class Mover:
         """Move one queue until its group has nothing left; errors end up in the result."""
         done = QueueMove(pair)
         try:
-            subscription = await self.source.subscribe(pair.source, pair.group, self.member)
-            async with subscription:
-                idle_since_s: float | None = None
-                while True:
-                    deliveries = await subscription.fetch(self.batch, FETCH_TIMEOUT_S)
-                    if deliveries:
-                        idle_since_s = None
-                        await self._copy_batch(pair, deliveries, done.count)
-                        continue
-                    left = (await self.source.backlog(pair.source, pair.group)).total
-                    now_s = time.monotonic()
-                    idle_since_s = idle_since_s or now_s
-                    if left == 0 or now_s - idle_since_s >= self.idle_timeout_s:
-                        done.count.left = left
-                        break
-            if done.count.left:
-                done.error = (
-                    f"{done.count.left} activations still held by other consumers of "
-                    f"group {pair.group!r} after {self.idle_timeout_s:.0f} s"
-                )
+            async with await self.source.subscribe(
+                pair.source, pair.group, self.member
+            ) as subscription:
+                done.count.left = await self._copy_all(subscription, pair, done.count)
         except BrokerSchedError as exc:
             log.warning("move %s: %s", pair.source, exc)
             done.error = str(exc)
+            return done
+        if done.count.left:
+            done.error = (
+                f"{done.count.left} activations still held by other consumers of "
+                f"group {pair.group!r} after {self.idle_timeout_s:.0f} s"
+            )
         return done
+
+    async def _copy_all(self, subscription: Subscription, pair: QueuePair, count: MoveCount) -> int:
+        """Copy batches until the group's backlog is zero, or until only work held by
+        others is left for ``idle_timeout_s``; returns what is left."""
+        idle_since_s: float | None = None
+        while True:
+            deliveries = await subscription.fetch(self.batch, FETCH_TIMEOUT_S)
+            await self._copy_batch(pair, deliveries, count)
+            if len(deliveries) == self.batch:  # more is likely waiting
+                idle_since_s = None
+                continue
+            left = (await self.source.backlog(pair.source, pair.group)).total
+            if left == 0:
+                return 0
+            if deliveries:
+                idle_since_s = None
+                continue
+            now_s = time.monotonic()
+            idle_since_s = idle_since_s or now_s
+            if now_s - idle_since_s >= self.idle_timeout_s:
+                return left
 
     async def _copy_batch(
         self, pair: QueuePair, deliveries: list[Delivery], count: MoveCount
     ) -> None:
-        """Copy a batch concurrently; a target failure stops the queue after the batch."""
+        """Copy a batch concurrently; a target failure stops the queue after the batch.
+
+        Each activation is acked as soon as its own copy is confirmed, so one failure
+        leaves only the unconfirmed ones on the source."""
         outcomes = await asyncio.gather(
             *(self._copy(pair, delivery) for delivery in deliveries), return_exceptions=True
         )

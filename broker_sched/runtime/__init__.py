@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
 
 from broker_sched.errors import ConfigError
@@ -27,21 +26,13 @@ def runtime_from_settings(settings: Settings) -> Runtime:
 
         return SimulatedRuntime(settings.simulated)
     if settings.runtime == "docker":
-        return _docker_runtime(settings)
+        from broker_sched.runtime.docker import DockerRuntime
+
+        return DockerRuntime(
+            settings,
+            image=settings.docker.image,
+            code_paths=settings.docker.code_paths or None,
+            max_concurrent_ops=settings.docker.max_concurrent_ops,
+            memory_limit=settings.docker.memory_limit,
+        )
     raise ConfigError(f"unknown runtime {settings.runtime!r} (known: process, simulated, docker)")
-
-
-def _docker_runtime(settings: Settings) -> Runtime:
-    """``broker_sched.runtime.docker`` must define ``DockerRuntime(settings)``."""
-    from broker_sched.runtime.base import Runtime
-
-    try:
-        module = importlib.import_module("broker_sched.runtime.docker")
-    except ModuleNotFoundError as exc:
-        if exc.name != "broker_sched.runtime.docker":
-            raise
-        raise ConfigError("runtime 'docker' is not available in this installation") from exc
-    runtime = module.DockerRuntime(settings)
-    if not isinstance(runtime, Runtime):
-        raise ConfigError("broker_sched.runtime.docker.DockerRuntime is not a Runtime")
-    return runtime

@@ -425,6 +425,7 @@ async def test_channel_round_trip_skips_earlier_sends_and_stores_nothing(
     sender = await make_transport()
     channel = f"replies.{uuid.uuid4().hex[:8]}"
     await sender.send(channel, b"too early")
+    await sender.ping()  # a round trip on the same connection: the send has reached the server
 
     async with await transport.listen(channel) as listener:
         for body in (b"reply 1", "réponse ✓".encode()):

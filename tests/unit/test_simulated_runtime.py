@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import time
 from collections.abc import AsyncIterator
 
@@ -11,7 +10,6 @@ import pytest
 from pydantic import JsonValue
 
 from broker_sched.config import SimulatedRuntimeSettings, load_settings
-from broker_sched.errors import ConfigError
 from broker_sched.model import Action, Status
 from broker_sched.runtime import runtime_from_settings
 from broker_sched.runtime.base import Container, ContainerCrashed
@@ -261,9 +259,3 @@ def test_the_factory_builds_the_configured_runtime() -> None:
     assert isinstance(simulated, SimulatedRuntime)
     assert isinstance(process, ProcessRuntime)
 
-
-def test_the_factory_says_when_docker_is_not_available() -> None:
-    if importlib.util.find_spec("broker_sched.runtime.docker") is not None:
-        pytest.skip("the docker runtime is installed")
-    with pytest.raises(ConfigError, match="docker"):
-        runtime_from_settings(load_settings(runtime="docker"))

@@ -1,0 +1,193 @@
+"""Scheduler overhead: the same closed-loop load on the transport alone and through acs.
+
+Every report carries this block for each transport it ran on, so its numbers can be read
+against the floor. Both sides use the same users, the same run time and the same
+broker; the scheduler side is one action on one invoker, measured after its containers
+are warm. Ratios: warm-path p50 (scheduler ÷ raw, lower is better) and closed-loop
+throughput (scheduler ÷ raw, higher is better).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from broker_sched.bench.analysis import ratio
+from broker_sched.bench.cell import run_cell
+from broker_sched.bench.plots import BarFigure
+from broker_sched.bench.progress import Progress
+from broker_sched.bench.raw import run_raw
+from broker_sched.bench.report import Table, Target, at_least, at_most
+from broker_sched.bench.settings import derive
+from broker_sched.bench.workload import Workload
+from broker_sched.config import Settings
+
+WARM_P50_RATIO_GOAL = 1.5
+TPS_RATIO_GOAL = 0.7
+
+
+@dataclass(frozen=True, slots=True)
+class OverheadPlan:
+    users: int
+    run_ms: float
+    warmup_s: float
+    duration_s: float
+    interval_s: float
+
+
+FULL = OverheadPlan(users=8, run_ms=2.0, warmup_s=2.0, duration_s=4.0, interval_s=0.5)
+QUICK = OverheadPlan(users=4, run_ms=2.0, warmup_s=0.8, duration_s=1.0, interval_s=0.25)
+
+
+async def measure_overhead(
+    base: Settings, transport: str, *, quick: bool, progress: Progress
+) -> dict[str, Any]:
+    plan = QUICK if quick else FULL
+    settings = derive(base, {"transport": transport})
+    raw = await run_raw(
+        settings,
+        users=plan.users,
+        run_ms=plan.run_ms,
+        warmup_s=plan.warmup_s,
+        duration_s=plan.duration_s,
+        interval_s=plan.interval_s,
+        progress=progress,
+    )
+    workload = Workload(
+        name="overhead",
+        transports=[transport],
+        policy=["acs"],
+        invokers=1,
+        users=[plan.users],
+        warmup_s=plan.warmup_s,
+        duration_s=plan.duration_s,
+        interval_s=plan.interval_s,
+        settings={"kafka": {"default_partitions": plan.users}},
+    )
+    scheduled = await run_cell(settings, workload, workload.cells()[0], progress=progress)
+    warm = scheduled["warm_latency_ms"] or {}
+    entry = {
+        "transport": transport,
+        "users": plan.users,
+        "run_ms": plan.run_ms,
+        "raw": _brief(raw),
+        "scheduler": {
+            **_brief(scheduled),
+            "warm_latency_ms": warm,
+            "containers_peak": scheduled["containers_peak"],
+        },
+        "warm_p50_ratio": ratio(warm.get("p50"), raw["latency_ms"]["p50"]),
+        "tps_ratio": ratio(scheduled["tps"], raw["tps"]),
+    }
+    progress.note(
+        f"{transport} overhead: raw p50 {raw['latency_ms']['p50']:.2f} ms {raw['tps']:.0f}/s; "
+        f"acs warm p50 {warm.get('p50', 0):.2f} ms {scheduled['tps']:.0f}/s"
+    )
+    return entry
+
+
+def _brief(result: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "tps": result["tps"],
+        "latency_ms": result["latency_ms"],
+        "completed": result["completed"],
+        "errors": result["errors"],
+        "series": result["series"],
+    }
+
+
+def overhead_targets(entry: dict[str, Any]) -> list[Target]:
+    transport = entry["transport"]
+    raw, scheduled = entry["raw"], entry["scheduler"]
+    extra_ms = scheduled["warm_latency_ms"].get("p50", 0.0) - raw["latency_ms"]["p50"]
+    why_latency = (
+        f"the scheduler path adds {extra_ms:.2f} ms at p50: the activation and its result "
+        "are built and validated (pydantic) on both sides and the controller resolves the "
+        f"reply; acs ran {scheduled['containers_peak']} container(s) for {entry['users']} "
+        "users (target utilization < 1, so a request may wait for a busy container) where "
+        "raw had one consumer per user"
+    )
+    why_tps = (
+        "closed-loop throughput is users ÷ latency, so it falls with the latency above; "
+        "the scheduler's own work (monitor ticks, heartbeats, codec) shares the same "
+        "event loop and CPU as the load generator"
+    )
+    return [
+        at_most(
+            f"{transport}: warm-path p50 ÷ raw p50",
+            entry["warm_p50_ratio"],
+            WARM_P50_RATIO_GOAL,
+            why_latency,
+        ),
+        at_least(
+            f"{transport}: throughput ÷ raw throughput",
+            entry["tps_ratio"],
+            TPS_RATIO_GOAL,
+            why_tps,
+        ),
+    ]
+
+
+def overhead_table(entries: list[dict[str, Any]]) -> Table:
+    rows = [
+        [
+            e["transport"],
+            e["users"],
+            e["raw"]["latency_ms"]["p50"],
+            e["raw"]["latency_ms"]["p99"],
+            e["raw"]["tps"],
+            e["scheduler"]["warm_latency_ms"].get("p50"),
+            e["scheduler"]["latency_ms"]["p99"],
+            e["scheduler"]["tps"],
+            e["warm_p50_ratio"],
+            e["tps_ratio"],
+        ]
+        for e in entries
+    ]
+    return Table(
+        "Scheduler overhead against the raw transport",
+        [
+            "transport",
+            "users",
+            "raw p50 ms",
+            "raw p99 ms",
+            "raw TPS",
+            "acs warm p50 ms",
+            "acs p99 ms",
+            "acs TPS",
+            "p50 ratio",
+            "TPS ratio",
+        ],
+        rows,
+        note=(
+            "Same closed-loop users and 2 ms runs on both sides: raw = publish → fetch → "
+            "run → reply → ack with one consumer per user; acs = one action through the "
+            f"whole scheduler (1 invoker). Goals: p50 ratio ≤ {WARM_P50_RATIO_GOAL}, "
+            f"TPS ratio ≥ {TPS_RATIO_GOAL}."
+        ),
+    )
+
+
+def overhead_figure(name: str, entries: list[dict[str, Any]]) -> BarFigure:
+    return BarFigure(
+        name=name,
+        title="Scheduler overhead: p50 latency, raw transport vs acs (warm)",
+        categories=[e["transport"] for e in entries],
+        groups={
+            "raw p50 ms": [e["raw"]["latency_ms"]["p50"] for e in entries],
+            "acs warm p50 ms": [e["scheduler"]["warm_latency_ms"].get("p50") for e in entries],
+        },
+        ylabel="ms",
+    )
+
+
+async def overhead_section(
+    base: Settings, transports: list[str], *, quick: bool, progress: Progress
+) -> tuple[list[dict[str, Any]], Table, list[Target]]:
+    """Measure every transport; return the entries, their table and their targets."""
+    entries = [
+        await measure_overhead(base, transport, quick=quick, progress=progress)
+        for transport in transports
+    ]
+    targets = [target for entry in entries for target in overhead_targets(entry)]
+    return entries, overhead_table(entries), targets
