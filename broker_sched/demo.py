@@ -134,9 +134,7 @@ async def _display(stack: Stack, tally: Tally, out: TextIO, *, quiet: bool) -> N
         if not quiet:
             elapsed_s = time.monotonic() - tally.started_s
             paused = sum(p.paused for i in stack.invokers for p in i.proxies)
-            per_action = " ".join(
-                f"{a.name}={live.get(a.fqn, 0)}" for a in DEMO_ACTIONS
-            )
+            per_action = " ".join(f"{a.name}={live.get(a.fqn, 0)}" for a in DEMO_ACTIONS)
             line = (
                 f"\r{elapsed_s:5.1f}s  sent {tally.sent:5d}  done {tally.finished:5d}  "
                 f"containers {sum(live.values()):2d} ({per_action}, paused {paused})  "

@@ -106,9 +106,7 @@ class MemoryDelivery(Delivery):
 
 
 class MemorySubscription(Subscription):
-    def __init__(
-        self, transport: MemoryTransport, queue: str, group: str, member: str
-    ) -> None:
+    def __init__(self, transport: MemoryTransport, queue: str, group: str, member: str) -> None:
         self.queue, self.group, self.member = queue, group, member
         self._transport = transport
         self._group = transport.broker.queues.setdefault(queue, _Queue()).group(group)

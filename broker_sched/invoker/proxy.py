@@ -106,8 +106,12 @@ class ContainerProxy:
     async def _back_off(self, backoff_s: float, exc: Exception) -> float:
         """Wait out a broker outage; the client reconnects, acked work is safe."""
         backoff_s = min(2.0, max(0.1, backoff_s * 2))
-        log.warning("proxy %s: broker unavailable (%s); retrying in %.1f s",
-                    self.container.id, exc, backoff_s)
+        log.warning(
+            "proxy %s: broker unavailable (%s); retrying in %.1f s",
+            self.container.id,
+            exc,
+            backoff_s,
+        )
         await asyncio.sleep(backoff_s)
         return backoff_s
 

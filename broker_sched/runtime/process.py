@@ -78,10 +78,15 @@ class ProcessRuntime(Runtime):
         started_s = time.perf_counter()
         try:
             process = await asyncio.create_subprocess_exec(
-                self.python, "-m", WORKER_MODULE,
-                "--concurrency", str(action.concurrency),
-                "--parent-pid", str(os.getpid()),
-                "--", action.handler,
+                self.python,
+                "-m",
+                WORKER_MODULE,
+                "--concurrency",
+                str(action.concurrency),
+                "--parent-pid",
+                str(os.getpid()),
+                "--",
+                action.handler,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,

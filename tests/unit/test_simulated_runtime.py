@@ -258,4 +258,3 @@ def test_the_factory_builds_the_configured_runtime() -> None:
 
     assert isinstance(simulated, SimulatedRuntime)
     assert isinstance(process, ProcessRuntime)
-
