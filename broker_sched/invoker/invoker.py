@@ -20,6 +20,7 @@ from broker_sched.config import Settings
 from broker_sched.errors import BrokerUnavailable, MalformedMessage
 from broker_sched.events import Timeline
 from broker_sched.invoker.proxy import ContainerProxy
+from broker_sched.invoker.pulling import Puller, TaskSet
 from broker_sched.invoker.push_pool import PushPool
 from broker_sched.model import (
     Action,
@@ -65,7 +66,7 @@ class Invoker:
         self.proxies: set[ContainerProxy] = set()
         self.reserved_slots = 0
         self.reserved_memory_mb = 0
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet()
         self.push_pool: PushPool | None = None
         if settings.policy == "sharding":
             self.push_pool = PushPool(
@@ -144,8 +145,7 @@ class Invoker:
     async def shutdown(self) -> None:
         for proxy in list(self.proxies):
             proxy.stop()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.wait_all()
 
     async def _beat(self) -> None:
         interval_s = self.settings.invoker.heartbeat_interval_s
@@ -158,21 +158,11 @@ class Invoker:
         subscription = await self.transport.subscribe(
             self.control_queue, self.control_queue, self.id
         )
+        puller = Puller(subscription, f"invoker {self.id}")
         async with subscription:
             while True:
-                try:
-                    deliveries = await subscription.fetch(16, 1.0)
-                except BrokerUnavailable as exc:
-                    log.warning("invoker %s: broker unavailable: %s", self.id, exc)
-                    await asyncio.sleep(1.0)
-                    continue
-                for delivery in deliveries:
-                    self._spawn(self._handle_request(delivery))
-
-    def _spawn(self, coroutine: object) -> None:
-        task: asyncio.Task[None] = asyncio.create_task(coroutine)  # type: ignore[arg-type]
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+                for delivery in await puller.fetch(16, 1.0):
+                    self._tasks.spawn(self._handle_request(delivery))
 
     async def _handle_request(self, delivery: Delivery) -> None:
         try:
@@ -233,7 +223,7 @@ class Invoker:
             on_exit=self._proxy_exited,
         )
         self.proxies.add(proxy)
-        self._spawn(proxy.run())
+        self._tasks.spawn(proxy.run())
         self.timeline.record(
             "container_created",
             name,

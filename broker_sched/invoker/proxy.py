@@ -20,7 +20,8 @@ import time
 from collections.abc import Callable
 
 from broker_sched.config import InvokerSettings
-from broker_sched.errors import BrokerUnavailable, MalformedMessage
+from broker_sched.errors import MalformedMessage
+from broker_sched.invoker.pulling import Puller, TaskSet
 from broker_sched.invoker.replies import send_result
 from broker_sched.model import Activation, Start, Status, decode, now_ms
 from broker_sched.runtime.base import Container, ContainerCrashed, ContainerTimings
@@ -55,7 +56,7 @@ class ContainerProxy:
         self.last_used_s = time.monotonic()
         self._cold_init_ms: float | None = timings.create_ms + timings.init_ms
         self._stopping = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet()
 
     @property
     def action(self) -> str:
@@ -72,48 +73,27 @@ class ContainerProxy:
     async def run(self) -> None:
         concurrency = self.container.action.concurrency
         subscription = await self.transport.subscribe(self.queue, self.queue, self.container.id)
-        backoff_s = 0.0
+        puller = Puller(subscription, f"proxy {self.container.id}")
         try:
             while not self._stopping.is_set() and self.container.alive:
                 free = concurrency - self.busy
                 if free <= 0:
-                    await self._wait_for_a_free_slot()
+                    await self._tasks.wait_any()
                     continue
-                try:
-                    deliveries = await subscription.fetch(free, self.settings.fetch_timeout_s)
-                except BrokerUnavailable as exc:
-                    backoff_s = await self._back_off(backoff_s, exc)
-                    continue
-                backoff_s = 0.0
+                deliveries = await puller.fetch(free, self.settings.fetch_timeout_s)
                 if not deliveries:
                     if await self._idle():
                         break
                     continue
                 for delivery in deliveries:
-                    self._spawn(delivery)
-            if self._tasks:
-                await asyncio.gather(*self._tasks, return_exceptions=True)
+                    self.busy += 1
+                    self._tasks.spawn(self._handle(delivery))
+            await self._tasks.wait_all()
         finally:
             await subscription.close()
             with contextlib.suppress(Exception):
                 await self.container.remove()
             self.on_exit(self)
-
-    async def _wait_for_a_free_slot(self) -> None:
-        if self._tasks:
-            await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
-
-    async def _back_off(self, backoff_s: float, exc: Exception) -> float:
-        """Wait out a broker outage; the client reconnects, acked work is safe."""
-        backoff_s = min(2.0, max(0.1, backoff_s * 2))
-        log.warning(
-            "proxy %s: broker unavailable (%s); retrying in %.1f s",
-            self.container.id,
-            exc,
-            backoff_s,
-        )
-        await asyncio.sleep(backoff_s)
-        return backoff_s
 
     async def _idle(self) -> bool:
         """Pause or retire an idle container; True when the proxy should leave."""
@@ -125,12 +105,6 @@ class ContainerProxy:
         if idle_s >= self.settings.pause_grace_s and not self.container.paused:
             await self.container.pause()
         return False
-
-    def _spawn(self, delivery: Delivery) -> None:
-        self.busy += 1
-        task = asyncio.create_task(self._handle(delivery))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     async def _handle(self, delivery: Delivery) -> None:
         try:

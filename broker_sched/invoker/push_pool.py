@@ -17,8 +17,9 @@ import time
 from dataclasses import dataclass, field
 
 from broker_sched.config import Settings
-from broker_sched.errors import BrokerUnavailable, MalformedMessage
+from broker_sched.errors import MalformedMessage
 from broker_sched.events import Timeline
+from broker_sched.invoker.pulling import Puller, TaskSet
 from broker_sched.invoker.replies import send_result
 from broker_sched.model import Action, Activation, Start, Status, decode, now_ms
 from broker_sched.runtime.base import Container, ContainerCrashed, Runtime
@@ -56,7 +57,7 @@ class PushPool:
         self.slots: list[_Slot] = []
         self.creating = 0
         self._freed = asyncio.Condition()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet()
 
     @property
     def capacity(self) -> int:
@@ -73,23 +74,15 @@ class PushPool:
         subscription = await self.transport.subscribe(
             self.work_queue, self.work_queue, self.invoker_id
         )
+        puller = Puller(subscription, f"push pool {self.invoker_id}")
         try:
             async with subscription:
                 while True:
-                    try:
-                        deliveries = await subscription.fetch(32, 0.5)
-                    except BrokerUnavailable as exc:
-                        log.warning("push pool %s: broker unavailable: %s", self.invoker_id, exc)
-                        await asyncio.sleep(1.0)
-                        continue
-                    for delivery in deliveries:
-                        task = asyncio.create_task(self._handle(delivery))
-                        self._tasks.add(task)
-                        task.add_done_callback(self._tasks.discard)
+                    for delivery in await puller.fetch(32, 0.5):
+                        self._tasks.spawn(self._handle(delivery))
                     await self._retire_idle()
         finally:
-            for task in list(self._tasks):
-                task.cancel()
+            self._tasks.cancel_all()
             for slot in self.slots:
                 with contextlib.suppress(Exception):
                     await slot.container.remove()
@@ -160,9 +153,7 @@ class PushPool:
                     self.timeline.record(
                         "container_evicted", victim.container.action.fqn, by=action.fqn
                     )
-                    removal = asyncio.create_task(self._remove(victim))
-                    self._tasks.add(removal)
-                    removal.add_done_callback(self._tasks.discard)
+                    self._tasks.spawn(self._remove(victim))
                     break
                 await self._freed.wait()
             self.creating += 1
