@@ -54,7 +54,33 @@ def _parser() -> argparse.ArgumentParser:
         "--reference", action="store_true", help="print the configuration reference instead"
     )
     _add_migrate(commands)
+    _add_bench(commands)
     return parser
+
+
+def _add_bench(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    for name, what in (
+        ("bench", "run a benchmark scenario (docs/experiments.md)"),
+        ("compare", "run a benchmark scenario on several transports into one report"),
+    ):
+        bench = commands.add_parser(name, help=what)
+        bench.add_argument(
+            "scenario",
+            help="raw, seed-table, rebalance, partition-limit, many-topics, all, "
+            "or a workload .toml file",
+        )
+        if name == "bench":
+            bench.add_argument(
+                "--transport", default=argparse.SUPPRESS, help="default: the configured one"
+            )
+        else:
+            bench.add_argument(
+                "--transports", required=True, help="comma-separated: memory,redis,nats,kafka"
+            )
+        bench.add_argument("--policy", choices=["acs", "sharding"], help="only this policy")
+        bench.add_argument("--quick", action="store_true", help="seconds-long cells (CI)")
+        bench.add_argument("--json", action="store_true", help="JSON on stdout, no progress")
+        bench.add_argument("--out", type=Path, help="default: out/bench/<scenario>-<time>")
 
 
 def _add_migrate(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -133,6 +159,21 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             queues=args.queue,
             batch=args.batch,
             dry_run=args.dry_run,
+        )
+    if args.command in ("bench", "compare"):
+        from broker_sched.bench.command import bench_command
+
+        transports: list[str] | None = [args.transport] if args.transport else None
+        if args.command == "compare":
+            transports = [t.strip() for t in args.transports.split(",") if t.strip()]
+        return await bench_command(
+            settings,
+            scenario=args.scenario,
+            transports=transports,
+            policy=args.policy,
+            quick=args.quick,
+            json_output=args.json,
+            out=args.out,
         )
     if args.command == "doctor":
         from broker_sched.doctor import doctor

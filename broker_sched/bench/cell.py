@@ -10,8 +10,8 @@ reply — everything a client would see.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import os
 import random
 import time
 from collections.abc import Mapping
@@ -19,7 +19,8 @@ from typing import Any
 
 from pydantic import JsonValue
 
-from broker_sched.bench.load import closed_loop, open_loop
+from broker_sched.bench.analysis import longest_gap
+from broker_sched.bench.load import closed_loop, open_loop, stop_tasks
 from broker_sched.bench.progress import Progress
 from broker_sched.bench.recorder import Recorder
 from broker_sched.bench.settings import derive, run_tag
@@ -42,6 +43,18 @@ THROTTLE_BACKOFF_S = 0.05
 SKIPPED_EVENTS = frozenset({"container_requested", "sample"})
 """Timeline events not copied into results (one per created container adds nothing)."""
 CLEANUP_CONCURRENCY = 16
+LISTED_CONTAINER_EVENTS = 300
+"""Up to this many container events a cell lists each; above, only per-interval counts."""
+CONTAINER_CHANGES = ("container_created", "container_removed", "container_evicted")
+STEADY_PAUSE_S = 0.25
+"""A stretch without any completion at least this long means the cell is not steady."""
+SETTLE_POLL_S = 0.25
+QUIESCE_TIMEOUT_S = 20.0
+QUIESCE_POLL_S = 0.2
+EXIT_GRACE_S = 15.0
+"""How long a stack may take to stop on its own (closing a hundred Kafka consumers)."""
+EXIT_CHECK_S = 2.0
+EXIT_CHECKS = 30
 
 
 def cell_settings(
@@ -106,11 +119,21 @@ async def run_cell(
         )
         queues = [settings.queue_name(a.namespace, a.name) for a in actions]
         try:
-            async with stack:
+            before = asyncio.all_tasks()
+            await stack.__aenter__()
+            try:
                 for invoker in stack.invokers:
                     queues += [invoker.control_queue, invoker_work_queue(invoker.id)]
                 recorder = await _drive(stack, workload, cell, actions, progress)
-            recorder.timeline_events(timeline.events, SKIPPED_EVENTS)
+                await quiesce(stack, QUIESCE_TIMEOUT_S)
+            finally:
+                await leave(stack, before)
+            recorder.timeline_events(
+                timeline.events,
+                skip=SKIPPED_EVENTS,
+                tally=frozenset(CONTAINER_CHANGES),
+                tally_only_above=LISTED_CONTAINER_EVENTS,
+            )
         finally:
             await delete_queues(transport, queues)
     return _result(workload, cell, recorder, timeline)
@@ -124,8 +147,15 @@ async def _drive(
     payload = payload_for(workload)
     names = [action.fqn for action in actions]
     rng = random.Random(workload.seed)
-    recorder = Recorder(workload.warmup_s, workload.duration_s, workload.interval_s)
-    stop_at_s = recorder.t0_s + recorder.window_end_s
+    settling = workload.settle_s > 0
+    recorder = Recorder(
+        max(workload.warmup_s, workload.max_warmup_s) if settling else workload.warmup_s,
+        workload.duration_s,
+        workload.interval_s,
+    )
+
+    def until() -> float:
+        return recorder.t0_s + recorder.window_end_s
 
     async def invoke(action: str, sent_s: float) -> bool:
         """One invocation; False when it was throttled."""
@@ -141,7 +171,11 @@ async def _drive(
             recorder.fail(type(exc).__name__)
             return True
         if result.ok:
-            recorder.record((time.monotonic() - sent_s) * 1000, start=str(result.start or "warm"))
+            recorder.record(
+                (time.monotonic() - sent_s) * 1000,
+                start=str(result.start or "warm"),
+                queue_wait_ms=result.wait_ms,
+            )
         else:
             recorder.fail(str(result.status))
         return True
@@ -161,11 +195,12 @@ async def _drive(
         await invoke(pick(sent), intended_s)
 
     sampler = asyncio.create_task(_sample(stack, recorder))
+    settler = asyncio.create_task(_settle(stack, workload, recorder)) if settling else None
     try:
         async with progress.showing(cell.label, recorder):
             if cell.users is not None:
                 cancelled = await closed_loop(
-                    cell.users, user_request, stop_at_s=stop_at_s, grace_s=GRACE_S
+                    cell.users, user_request, until=until, grace_s=GRACE_S
                 )
             else:
                 assert cell.rate_per_s is not None
@@ -173,35 +208,109 @@ async def _drive(
                     cell.rate_per_s,
                     scheduled_request,
                     start_s=recorder.t0_s,
-                    stop_at_s=stop_at_s,
+                    until=until,
                     grace_s=GRACE_S,
                 )
     finally:
-        sampler.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sampler
+        await stop_tasks([sampler] if settler is None else [sampler, settler], grace_s=0.0)
     recorder.finish()
     if cancelled:
         recorder.errors["cancelled_at_end"] += cancelled
     return recorder
 
 
+async def leave(stack: Stack, started: set[asyncio.Task[Any]]) -> None:
+    """Exit ``stack``; cancel again whatever swallowed its cancellation.
+
+    ``Stack.__aexit__`` cancels each component once and waits. On Python 3.11
+    ``asyncio.wait_for`` drops a cancellation that arrives just as its inner call
+    completes (fixed in 3.12); the memory transport's listeners and redis-py use it, so
+    under load a component loop can miss that one cancel, and a component nested in a
+    task group is out of the Stack's reach, so the exit would wait forever. The cell
+    first lets its queues drain (:func:`quiesce`), which makes the race unlikely; if the
+    exit still stalls, every task that appeared since the stack started (``started``:
+    the tasks that existed before) is cancelled again until the exit completes.
+    """
+    current = asyncio.current_task()
+    exiting = asyncio.create_task(stack.__aexit__(None, None, None))
+    await asyncio.wait([exiting], timeout=EXIT_GRACE_S)
+    for attempt in range(EXIT_CHECKS):
+        done, _ = await asyncio.wait([exiting], timeout=EXIT_CHECK_S)
+        if done:
+            exiting.result()
+            return
+        stragglers = asyncio.all_tasks() - started - {exiting, current}
+        if attempt == 0:
+            log.info(
+                "bench: %d stack task(s) ignored cancellation; cancelling again", len(stragglers)
+            )
+        for task in stragglers:
+            task.cancel()
+    raise RuntimeError(f"the stack did not stop in {EXIT_CHECKS * EXIT_CHECK_S:.0f} s")
+
+
+async def _settle(stack: Stack, workload: Workload, recorder: Recorder) -> None:
+    """End the warm-up once the cell is steady (see :attr:`Workload.settle_s`)."""
+    changes = -1
+    changed_at_s = 0.0
+    while (now_s := recorder.now()) < recorder.warmup_s:
+        counts = stack.timeline.counts
+        current = sum(counts[kind] for kind in CONTAINER_CHANGES)
+        if current != changes:
+            changes, changed_at_s = current, now_s
+        awaited = counts["container_requested"] - counts["container_created"]
+        times = [c.at_s for c in recorder.completions[-10_000:]]
+        pause_s, _ = longest_gap(times, now_s - workload.settle_s, now_s)
+        steady = (
+            now_s - changed_at_s >= workload.settle_s
+            and awaited - counts["create_refused"] <= 0
+            and pause_s < STEADY_PAUSE_S
+        )
+        if steady and now_s >= workload.warmup_s:
+            recorder.warmup_s = now_s
+            recorder.event("warmup_ended")
+            return
+        await asyncio.sleep(SETTLE_POLL_S)
+
+
+def work_queues(stack: Stack) -> list[str]:
+    """Where the cell's activations wait: per action (acs) or per invoker (sharding)."""
+    if stack.settings.policy == "sharding":
+        return [invoker_work_queue(invoker.id) for invoker in stack.invokers]
+    return [
+        stack.settings.queue_name(action.namespace, action.name)
+        for action in stack.actions.values()
+    ]
+
+
+async def backlog_total(stack: Stack) -> int | None:
+    """Activations waiting or running in the cell's queues; None while the broker is away."""
+    try:
+        backlogs = await stack.transport.backlogs([(q, q) for q in work_queues(stack)])
+    except BrokerUnavailable:
+        return None
+    return sum(backlog.total for backlog in backlogs)
+
+
 async def _sample(stack: Stack, recorder: Recorder) -> None:
     """Containers live and total backlog of the cell's queues, once per interval."""
-    if stack.settings.policy == "sharding":
-        queues = [invoker_work_queue(invoker.id) for invoker in stack.invokers]
-    else:
-        queues = [
-            stack.settings.queue_name(action.namespace, action.name)
-            for action in stack.actions.values()
-        ]
     while True:
-        try:
-            backlogs = await stack.transport.backlogs([(queue, queue) for queue in queues])
-        except BrokerUnavailable:
-            backlogs = []
-        recorder.sample(containers=live_containers(stack), backlog=sum(b.total for b in backlogs))
+        backlog = await backlog_total(stack)
+        values = {"containers": float(live_containers(stack))}
+        if backlog is not None:
+            values["backlog"] = float(backlog)
+        recorder.sample(**values)
         await asyncio.sleep(recorder.interval_s)
+
+
+async def quiesce(stack: Stack, timeout_s: float) -> None:
+    """Wait until the cell's queues are empty (or ``timeout_s``), so that no results are
+    still flowing when the stack is stopped (see :func:`leave`)."""
+    deadline_s = time.monotonic() + timeout_s
+    while time.monotonic() < deadline_s:
+        if await backlog_total(stack) == 0:
+            return
+        await asyncio.sleep(QUIESCE_POLL_S)
 
 
 def live_containers(stack: Stack) -> int:
@@ -229,9 +338,7 @@ def _result(
     workload: Workload, cell: Cell, recorder: Recorder, timeline: Timeline
 ) -> dict[str, Any]:
     summary = recorder.summary()
-    containers = [
-        values["containers"] for _, values in recorder.samples if "containers" in values
-    ]
+    containers = [values["containers"] for _, values in recorder.samples if "containers" in values]
     warm = recorder.by_start.get("warm")
     return {
         "label": cell.label,
@@ -240,7 +347,7 @@ def _result(
         "actions": cell.actions,
         "users": cell.users,
         "rate_per_s": cell.rate_per_s,
-        "warmup_s": workload.warmup_s,
+        "warmup_s": round(recorder.warmup_s, 2),
         "duration_s": workload.duration_s,
         **summary,
         "warm_latency_ms": warm.summary() if warm is not None else None,
@@ -252,4 +359,5 @@ def _result(
         "series": recorder.series(),
         "events": recorder.events,
         "events_dropped": recorder.dropped_events,
+        "load_average": [round(value, 2) for value in os.getloadavg()],
     }

@@ -7,9 +7,10 @@ subscriptions than through the scheduler. Each member is a loop: fetch one messa
 
 Rebalances are observed through a backend's ``on_rebalance`` hook where it has one
 (Kafka: ``revoked`` starts a rebalance for a member, ``assigned`` ends it). The pool
-reports a group-wide ``rebalance_started`` at the first revocation and
-``rebalance_finished`` once every partition has an owner again; backends without
-rebalances report neither, which is the point of the comparison.
+reports a group-wide ``rebalance_started`` when the first member gives up partitions
+(a member that joins revokes nothing: its start is not one) and ``rebalance_finished``
+once every partition has an owner again; backends without rebalances report neither,
+which is the point of the comparison.
 """
 
 from __future__ import annotations
@@ -18,16 +19,18 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from broker_sched.bench.load import stop_tasks
 from broker_sched.errors import BrokerUnavailable
 from transports.base import Subscription, Transport
 
 log = logging.getLogger(__name__)
 
 FETCH_TIMEOUT_S = 0.2
+STOP_GRACE_S = 2.0
 OUTAGE_BACKOFF_S = 0.5
 
 EventSink = Callable[..., None]
@@ -42,8 +45,13 @@ class RebalanceEventLike(Protocol):
 
 @runtime_checkable
 class ObservableRebalances(Protocol):
-    """A subscription that reports its partition revocations and assignments (Kafka)."""
+    """A subscription that reports its partition revocations and assignments (Kafka).
 
+    ``events`` holds what happened before anyone listened (a member is assigned its
+    first partitions while it subscribes), ``on_rebalance`` is called for the rest.
+    """
+
+    events: Iterable[Any]
     on_rebalance: Callable[[Any], None] | None
 
 
@@ -52,6 +60,7 @@ class Member:
     name: str
     subscription: Subscription
     task: asyncio.Task[None] | None = None
+    stopping: bool = False
     assigned: set[int] = field(default_factory=set)
     completed: int = 0
 
@@ -86,13 +95,21 @@ class ConsumerPool:
             name = f"c{self._serial}"
             self._serial += 1
         subscription = await self.transport.subscribe(self.queue, self.group, name)
-        member = Member(name, subscription)
+        member = self.members[name] = Member(name, subscription)
         if isinstance(subscription, ObservableRebalances):
             self.observable = True
+            for event in list(subscription.events):
+                self._on_rebalance(member, event)
             subscription.on_rebalance = lambda event: self._on_rebalance(member, event)
         member.task = asyncio.create_task(self._consume(member), name=f"bench-consumer-{name}")
-        self.members[name] = member
         return member
+
+    async def add_many(self, count: int) -> None:
+        """Subscribe ``count`` members at once: on a rebalancing broker they join in one
+        round instead of one rebalance each."""
+        names = [f"c{self._serial + index}" for index in range(count)]
+        self._serial += count
+        await asyncio.gather(*(self.add(name) for name in names))
 
     async def remove(self, name: str | None = None) -> str:
         """Close a member (the newest by default): it leaves the group as a shut-down would."""
@@ -119,10 +136,14 @@ class ConsumerPool:
         owned = [p for member in self.members.values() for p in member.assigned]
         return len(owned) == len(set(owned)) and set(owned) == set(range(self.partitions))
 
+    def stable(self) -> bool:
+        """Every partition has an owner and no rebalance is under way."""
+        return self.covered() and self._rebalancing_since_s is None
+
     async def settled(self, timeout_s: float) -> bool:
-        """Wait until every partition has an owner; False when ``timeout_s`` passed first."""
+        """Wait until the group is :meth:`stable`; False when ``timeout_s`` passed first."""
         deadline_s = time.monotonic() + timeout_s
-        while not self.covered():
+        while not self.stable():
             self._changed.clear()
             remaining_s = deadline_s - time.monotonic()
             if remaining_s <= 0:
@@ -135,15 +156,15 @@ class ConsumerPool:
         return {name: sorted(member.assigned) for name, member in self.members.items()}
 
     async def _stop(self, member: Member) -> None:
+        """Let the member's loop finish its message and leave; cancel only if it hangs."""
+        member.stopping = True
         if member.task is not None:
-            member.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await member.task
+            await stop_tasks([member.task], grace_s=FETCH_TIMEOUT_S + STOP_GRACE_S)
         await member.subscription.close()
 
     async def _consume(self, member: Member) -> None:
         subscription = member.subscription
-        while True:
+        while not member.stopping:
             try:
                 deliveries = await subscription.fetch(1, FETCH_TIMEOUT_S)
             except BrokerUnavailable as exc:
@@ -160,7 +181,7 @@ class ConsumerPool:
     def _on_rebalance(self, member: Member, event: RebalanceEventLike) -> None:
         if event.kind == "revoked":
             member.assigned -= set(event.partitions)
-            if self._rebalancing_since_s is None:
+            if self._rebalancing_since_s is None and event.partitions:
                 self._rebalancing_since_s = event.at_s
                 self.sink("rebalance_started", at_s=event.at_s, member=member.name)
         else:

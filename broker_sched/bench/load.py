@@ -9,33 +9,56 @@ the driver falls behind (a stalled event loop), the overdue requests are sent at
 and each still gets its *intended* time, from which its latency is measured; a stall
 therefore shows up in the latencies instead of being hidden (no coordinated omission).
 
-Both stop starting requests at ``stop_at_s`` and give those in flight ``grace_s`` to
-finish; the rest are cancelled and counted.
+Both stop starting requests at ``until()`` (a monotonic time, read again before each
+request, so a warm-up that ends late can push it back) and give those in flight
+``grace_s`` to finish; the rest are cancelled and counted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable, Collection
+from typing import Any
+
+RECHECK_S = 1.0
+"""How often a driver re-reads ``until()`` while it waits."""
+CANCEL_ATTEMPTS = 20
+CANCEL_WAIT_S = 0.25
+
+
+class Deadline:
+    """A stop time decided later: pass it as ``until`` and call :meth:`now` to stop."""
+
+    def __init__(self, at_s: float = math.inf) -> None:
+        self.at_s = at_s
+
+    def __call__(self) -> float:
+        return self.at_s
+
+    def now(self) -> None:
+        self.at_s = min(self.at_s, time.monotonic())
 
 
 async def closed_loop(
     users: int,
     request: Callable[[int], Awaitable[None]],
     *,
-    stop_at_s: float,
+    until: Callable[[], float],
     grace_s: float,
 ) -> int:
     """Run ``users`` users, each calling ``request(user)`` back to back; returns how many
     requests were cancelled at the end."""
 
     async def user(index: int) -> None:
-        while time.monotonic() < stop_at_s:
+        while time.monotonic() < until():
             await request(index)
 
     tasks = [asyncio.create_task(user(index)) for index in range(users)]
-    return await _finish(tasks, stop_at_s + grace_s)
+    while (left_s := until() - time.monotonic()) > 0 and not all(t.done() for t in tasks):
+        await asyncio.wait(tasks, timeout=min(left_s, RECHECK_S))
+    return await _finish(tasks, until() + grace_s)
 
 
 async def open_loop(
@@ -43,14 +66,14 @@ async def open_loop(
     request: Callable[[float], Awaitable[None]],
     *,
     start_s: float,
-    stop_at_s: float,
+    until: Callable[[], float],
     grace_s: float,
 ) -> int:
     """Call ``request(intended_s)`` at ``rate_per_s`` from ``start_s`` (monotonic) until
-    ``stop_at_s``; returns how many requests were cancelled at the end."""
+    ``until()``; returns how many requests were cancelled at the end."""
     in_flight: set[asyncio.Task[None]] = set()
     sent = 0
-    while (intended_s := start_s + sent / rate_per_s) < stop_at_s:
+    while (intended_s := start_s + sent / rate_per_s) < until():
         delay_s = intended_s - time.monotonic()
         if delay_s > 0:
             await asyncio.sleep(delay_s)
@@ -58,7 +81,7 @@ async def open_loop(
         in_flight.add(task)
         task.add_done_callback(in_flight.discard)
         sent += 1
-    return await _finish(list(in_flight), stop_at_s + grace_s)
+    return await _finish(list(in_flight), until() + grace_s)
 
 
 async def _call(request: Callable[[float], Awaitable[None]], intended_s: float) -> None:
@@ -70,10 +93,29 @@ async def _finish(tasks: Collection[asyncio.Task[None]], deadline_s: float) -> i
     if not tasks:
         return 0
     done, pending = await asyncio.wait(tasks, timeout=max(0.0, deadline_s - time.monotonic()))
-    for task in pending:
-        task.cancel()
-    await asyncio.gather(*pending, return_exceptions=True)
+    await stop_tasks(pending, grace_s=0.0)
     for task in done:
         if not task.cancelled() and task.exception() is not None:
             raise task.exception()  # type: ignore[misc]
     return len(pending)
+
+
+async def stop_tasks(tasks: Collection[asyncio.Task[Any]], *, grace_s: float) -> None:
+    """Give ``tasks`` ``grace_s`` to end on their own, then cancel until they are done.
+
+    Cancelling once is not always enough on Python 3.11: ``asyncio.wait_for`` drops a
+    cancellation that arrives as its inner call completes (fixed in 3.12), and redis-py
+    wraps every socket operation in it, so a busy task can swallow the cancel and carry
+    on. Cancellation is repeated, a bounded number of times, until each task ends.
+    """
+    pending = {task for task in tasks if not task.done()}
+    if pending and grace_s > 0:
+        _, pending = await asyncio.wait(pending, timeout=grace_s)
+    for _ in range(CANCEL_ATTEMPTS):
+        if not pending:
+            return
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=CANCEL_WAIT_S)
+    if pending:
+        raise RuntimeError(f"{len(pending)} task(s) ignored {CANCEL_ATTEMPTS} cancellations")

@@ -54,6 +54,7 @@ class Panel:
     lines: list[Line] = field(default_factory=list)
     markers: list[Marker] = field(default_factory=list)
     log_y: bool = False
+    log_x: bool = False
     shade_until_s: float | None = None
     """Shade ``[0, shade_until_s)``: the warm-up, not counted in the aggregates."""
 
@@ -145,6 +146,8 @@ def _draw_panel(ax: Axes, panel: Panel) -> None:
         ax.axvspan(0, panel.shade_until_s, color="0.92", zorder=0)
     if panel.log_y and any(y for line in panel.lines for y in line.y if y):
         ax.set_yscale("log")
+    if panel.log_x:
+        ax.set_xscale("log")
     ax.set_title(panel.title, fontsize=9)
     ax.set_ylabel(panel.ylabel)
     ax.grid(True, alpha=0.3)

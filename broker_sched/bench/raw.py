@@ -1,24 +1,23 @@
 """The floor: the transport alone, with no scheduler in the way.
 
 ``users`` closed-loop users each publish a message to one queue and wait for its reply;
-``users`` consumers in the queue's group fetch it, "run" it (sleep ``run_ms``, the same
+``consumers`` members of the queue's group fetch it, "run" it (sleep ``run_ms``, the same
 run the scheduler's cells use), send the reply on a channel and ack — the same
 publish → fetch → reply → ack path a container proxy takes, minus the scheduler's own
-work (validation, the backlog monitor, container management). One consumer per user,
-so nothing queues for a free consumer.
+work (validation, the backlog monitor, container management). With one consumer per
+user nothing queues for a free consumer: that is the floor.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
 from typing import Any
 
 from broker_sched.bench.cell import delete_queues
 from broker_sched.bench.consumers import ConsumerPool
-from broker_sched.bench.load import closed_loop
+from broker_sched.bench.load import closed_loop, stop_tasks
 from broker_sched.bench.progress import Progress
 from broker_sched.bench.recorder import Recorder
 from broker_sched.bench.settings import run_tag
@@ -38,6 +37,7 @@ async def run_raw(
     settings: Settings,
     *,
     users: int,
+    consumers: int,
     run_ms: float,
     warmup_s: float,
     duration_s: float,
@@ -55,7 +55,7 @@ async def run_raw(
 
     async with transport:
         broker = await transport.ping()
-        await transport.declare(queue, partitions=users)
+        await transport.declare(queue, partitions=consumers)
         listener = await transport.listen(channel)
         recorder = Recorder(warmup_s, duration_s, interval_s)
         pool = ConsumerPool(
@@ -68,8 +68,7 @@ async def run_raw(
         )
         dispatcher = asyncio.create_task(_dispatch(listener, waiting))
         try:
-            for _ in range(users):
-                await pool.add()
+            await pool.add_many(consumers)
             await pool.settled(SETTLE_TIMEOUT_S)
             recorder.t0_s = time.monotonic()
 
@@ -90,18 +89,17 @@ async def run_raw(
                     waiting.pop(message_id, None)
                 recorder.record((time.monotonic() - sent_s) * 1000)
 
-            async with progress.showing(f"{settings.transport} raw {users} users", recorder):
+            label = f"{settings.transport} raw {users} users {consumers} consumers"
+            async with progress.showing(label, recorder):
                 await closed_loop(
                     users,
                     request,
-                    stop_at_s=recorder.t0_s + recorder.window_end_s,
+                    until=lambda: recorder.t0_s + recorder.window_end_s,
                     grace_s=GRACE_S,
                 )
             recorder.finish()
         finally:
-            dispatcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await dispatcher
+            await stop_tasks([dispatcher], grace_s=0.0)
             await pool.close()
             await listener.close()
             await delete_queues(transport, [queue])
@@ -109,7 +107,7 @@ async def run_raw(
         "transport": settings.transport,
         "broker": broker,
         "users": users,
-        "consumers": users,
+        "consumers": consumers,
         "run_ms": run_ms,
         "warmup_s": warmup_s,
         "duration_s": duration_s,

@@ -5,12 +5,15 @@ scheduler's timeline, Kafka rebalances, consumers added or removed) are all kept
 seconds since the run's start (``t0``, :func:`time.monotonic`), so a plot can put a
 latency spike and the event that caused it on the same axis.
 
-Aggregates cover only the measurement window ``[warmup_s, warmup_s + duration_s)``; the
-per-interval series cover the whole run, warm-up included, so plots show the cold start.
+Aggregates cover only the measurement window ``[warmup_s, warmup_s + duration_s)`` and
+come from HDR histograms; the per-interval series cover the whole run, warm-up included,
+so plots show the cold start (their percentiles are exact nearest-rank values).
 """
 
 from __future__ import annotations
 
+import bisect
+import math
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable
@@ -41,12 +44,17 @@ class Recorder:
     starts: Counter[str] = field(default_factory=Counter)
     samples: list[tuple[float, dict[str, float]]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
+    tallies: list[tuple[float, str]] = field(default_factory=list)
     dropped_events: int = 0
     end_s: float | None = None
 
     def __post_init__(self) -> None:
         self.measured = LatencyHistogram()
         self.by_start: defaultdict[str, LatencyHistogram] = defaultdict(LatencyHistogram)
+        self.queue_wait = LatencyHistogram()
+        self._cpu_start_s = time.process_time()
+        self._wall_start_s = time.monotonic()
+        self.cpu_share: float | None = None
 
     @property
     def window_end_s(self) -> float:
@@ -61,14 +69,19 @@ class Recorder:
     def in_window(self, at_s: float) -> bool:
         return self.warmup_s <= at_s < self.window_end_s
 
-    def record(self, latency_ms: float, *, start: str = "warm") -> None:
-        """One completed request, now; ``start`` is cold, warm, resumed or prewarm."""
+    def record(
+        self, latency_ms: float, *, start: str = "warm", queue_wait_ms: float | None = None
+    ) -> None:
+        """One completed request, now; ``start`` is cold, warm, resumed or prewarm;
+        ``queue_wait_ms`` is how long it waited in the broker, when known."""
         at_s = self.now()
         self.completions.append(Completion(at_s, latency_ms))
         if self.in_window(at_s):
             self.measured.record(latency_ms)
             self.by_start[start].record(latency_ms)
             self.starts[start] += 1
+            if queue_wait_ms is not None:
+                self.queue_wait.record(queue_wait_ms)
 
     def fail(self, kind: str) -> None:
         if self.in_window(self.now()):
@@ -92,17 +105,45 @@ class Recorder:
             entry["detail"] = detail
         self.events.append(entry)
 
-    def timeline_events(self, events: Iterable[Event], skip: frozenset[str] = frozenset()) -> None:
-        for event in events:
-            if event.kind not in skip:
-                self.event(event.kind, at_s=event.at_s, action=event.action, **_plain(event.detail))
+    def timeline_events(
+        self,
+        events: Iterable[Event],
+        *,
+        skip: frozenset[str] = frozenset(),
+        tally: frozenset[str] = frozenset(),
+        tally_only_above: int = 0,
+    ) -> None:
+        """Copy the scheduler's events onto this run's clock.
+
+        Kinds in ``tally`` are counted per interval in :meth:`series`; when there are
+        more than ``tally_only_above`` of them they are not listed one by one (hundreds
+        of container evictions read better as a rate than as a list).
+        """
+        chosen = [event for event in events if event.kind not in skip]
+        tallied = [event for event in chosen if event.kind in tally]
+        self.tallies += [(self.relative(event.at_s), event.kind) for event in tallied]
+        listed = (
+            chosen
+            if len(tallied) <= tally_only_above
+            else [event for event in chosen if event.kind not in tally]
+        )
+        for event in listed:
+            self.event(event.kind, at_s=event.at_s, action=event.action, **_plain(event.detail))
         self.events.sort(key=lambda entry: float(entry["t_s"]))
 
     def finish(self) -> None:
+        """Stop the clock; also note how much of one core this process used meanwhile."""
         self.end_s = self.now()
+        wall_s = time.monotonic() - self._wall_start_s
+        if wall_s > 0:
+            self.cpu_share = round((time.process_time() - self._cpu_start_s) / wall_s, 2)
+        self.events.sort(key=lambda entry: float(entry["t_s"]))
 
     def in_range(self, start_s: float, end_s: float) -> list[Completion]:
-        return [c for c in self.completions if start_s <= c.at_s < end_s]
+        """Completions in ``[start_s, end_s)``; they are appended in time order."""
+        first = bisect.bisect_left(self.completions, start_s, key=_at)
+        last = bisect.bisect_left(self.completions, end_s, key=_at)
+        return self.completions[first:last]
 
     def series(self) -> dict[str, list[float | None]]:
         """Per interval: start time, throughput, p50/p99 of what completed, last samples."""
@@ -127,21 +168,42 @@ class Recorder:
         }
         for key in keys:
             series[key] = [values.get(key) for values in sampled]
+        for kind in sorted({kind for _, kind in self.tallies}):
+            counts: list[float | None] = [0.0] * bins
+            for at_s, tallied in self.tallies:
+                index = int(at_s / self.interval_s)
+                if tallied == kind and 0 <= index < bins:
+                    counts[index] = (counts[index] or 0.0) + 1
+            series[kind] = counts
         return series
 
     def summary(self) -> dict[str, Any]:
         completed = self.measured.count
-        return {
+        summary: dict[str, Any] = {
             "completed": completed,
             "tps": round(completed / self.duration_s, 1),
             "latency_ms": self.measured.summary(),
             "starts": dict(self.starts),
             "errors": dict(self.errors),
+            "cpu_share": self.cpu_share,
         }
+        if self.queue_wait.count:
+            summary["queue_wait_ms"] = self.queue_wait.summary()
+        return summary
+
+
+def _at(completion: Completion) -> float:
+    return completion.at_s
 
 
 def _pct(values: list[float], pct: float) -> float | None:
-    return round(LatencyHistogram.of(values).percentile(pct), 3) if values else None
+    """Nearest-rank percentile of one interval's few samples (exact, and far cheaper than
+    a histogram per interval)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, math.ceil(pct / 100 * len(ordered)) - 1))
+    return round(ordered[rank], 3)
 
 
 def _plain(detail: dict[str, Any]) -> dict[str, Any]:

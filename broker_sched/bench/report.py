@@ -42,13 +42,15 @@ class Target:
 
 
 def at_least(name: str, actual: float | None, goal: float, why_missed: str) -> Target:
-    return _target(name, f">= {goal:g}", actual, goal, actual is not None and actual >= goal,
-                   why_missed)
+    return _target(
+        name, f">= {goal:g}", actual, goal, actual is not None and actual >= goal, why_missed
+    )
 
 
 def at_most(name: str, actual: float | None, goal: float, why_missed: str) -> Target:
-    return _target(name, f"<= {goal:g}", actual, goal, actual is not None and actual <= goal,
-                   why_missed)
+    return _target(
+        name, f"<= {goal:g}", actual, goal, actual is not None and actual <= goal, why_missed
+    )
 
 
 def _target(
@@ -135,10 +137,7 @@ def to_markdown(report: Report) -> str:
         lines += ["## Targets", ""]
         lines += markdown_table(
             ["target", "goal", "actual", "met", "why"],
-            [
-                [t.name, t.goal, t.actual, _met(t.met), t.why]
-                for t in report.targets
-            ],
+            [[t.name, t.goal, t.actual, _met(t.met), t.why] for t in report.targets],
         )
         lines.append("")
     for table in report.tables:

@@ -91,6 +91,11 @@ class Workload(_Strict):
     rate_per_s: PositiveFloats | None = None
     duration_s: float = Field(default=10.0, gt=0)
     warmup_s: float = Field(default=3.0, ge=0)
+    settle_s: float = Field(default=0.0, ge=0)
+    """0: measure from ``warmup_s``. Otherwise the warm-up also lasts until no container
+    was created or removed and consumption never paused for ``settle_s`` (a Kafka
+    rebalance is such a pause), at most ``max_warmup_s``: for measuring the warm path."""
+    max_warmup_s: float = Field(default=60.0, gt=0)
     interval_s: float = Field(default=1.0, gt=0)
     timeout_s: float = Field(default=30.0, gt=0)
     seed: int = 1

@@ -16,11 +16,12 @@ Drain containers hold invoker capacity through :meth:`Invoker.reserve`, so heart
 report the room they take, but they are not counted as the action's containers: they do
 not serve the new queue, and the controllers' scaling decisions must not think they do.
 
-What can go wrong: the old broker unreachable (retried with capped backoff, the invoker
-keeps serving the new transport meanwhile); no capacity (retried on the next check, with
-a ``drain_no_capacity`` event); a drain container that fails to start (same). Progress
-is visible as ``drain_progress`` events (remaining = pending + in flight, per action),
-``drain_finished`` per action, and :attr:`Drainer.remaining`.
+What can go wrong: the old broker unreachable or failing (retried with capped backoff;
+the invoker keeps serving the new transport meanwhile, a bad setting still stops it); no
+capacity (retried on the next check, with a ``drain_no_capacity`` event); a drain
+container that fails to start (same). Progress is visible as ``drain_progress`` events
+(remaining = pending + in flight, per action), ``drain_finished`` per action, and
+:attr:`Drainer.remaining`.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from broker_sched.errors import BrokerUnavailable
+from broker_sched.errors import TransportError
 from broker_sched.invoker.proxy import ContainerProxy
 from broker_sched.migration import QueuePair, check_distinct, source_queue
 from transports.base import Backlog, Transport
@@ -93,7 +94,11 @@ class Drainer:
         self._short_of_room: set[str] = set()
 
     async def run(self) -> None:
-        """Drain until every old queue is drained, then return; cancel to stop early."""
+        """Drain until every old queue is drained, then return; cancel to stop early.
+
+        :attr:`finished` is set only once the drain containers are gone and the old
+        connection is closed, so whoever waits for it may shut down at once.
+        """
         try:
             if self._owns_transport:
                 await self._connect()
@@ -102,13 +107,15 @@ class Drainer:
             await self._stop_all()
             if self._owns_transport:
                 await self.transport.close()
+        self.invoker.timeline.record("drain_complete", transport=self.source)
+        self.finished.set()
 
     async def _connect(self) -> None:
         delay_s = RETRY_FIRST_S
         while True:
             try:
                 await self.transport.connect()
-            except BrokerUnavailable as exc:
+            except TransportError as exc:
                 log.warning(
                     "drain: %s unreachable (%s); retrying in %.1f s", self.source, exc, delay_s
                 )
@@ -127,7 +134,7 @@ class Drainer:
                 backlogs = await self.transport.backlogs(
                     [(self.pairs[n].source, self.pairs[n].group) for n in names]
                 )
-            except BrokerUnavailable as exc:
+            except TransportError as exc:
                 log.warning("drain: reading %s backlogs failed (%s)", self.source, exc)
                 await asyncio.sleep(delay_s)
                 delay_s = min(delay_s * 2, RETRY_MAX_S)
@@ -145,8 +152,6 @@ class Drainer:
             await asyncio.gather(*(self._launch(name) for name in short))
             if watches:
                 await asyncio.sleep(migration.drain_check_interval_s)
-        self.invoker.timeline.record("drain_complete", transport=self.source)
-        self.finished.set()
 
     def _progress(self, name: str, backlog: Backlog) -> None:
         self.remaining[name] = backlog.total

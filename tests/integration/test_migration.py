@@ -9,7 +9,10 @@ by ``migrate move`` (copied to the new broker, interrupted once and run again; t
 controller keeps the old one's id, so the results come back to it).
 
 "Exactly one result" is checked where results are reported: every activation id has a
-result at exactly one controller, and no controller received a second copy of one.
+result at exactly one controller, and a controller behind Redis or NATS never received a
+second copy of one. Behind Kafka a second copy can arrive in normal operation (a
+rebalance redelivers what a member had fetched but not committed); the controller drops
+it, which is what "one result per activation" means there.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 ACTIONS = [Action(name=f"mig{i}", max_containers=1) for i in range(3)]
 RATE_PER_S = 40.0
-CALL_TIMEOUT_S = 120.0
+CALL_TIMEOUT_S = 30.0
 
 SettingsFactory = Callable[..., Settings]
 
@@ -194,7 +197,8 @@ def assert_one_result_each(calls: list[tuple[str, Any]], *controllers: Controlle
         for other in reported[index + 1 :]:
             assert not one & other & expected, "an activation has results at two controllers"
     for controller in controllers:
-        assert controller.timeline.counts["duplicate_result"] == 0
+        if not controller.transport.capabilities.rebalances:
+            assert controller.timeline.counts["duplicate_result"] == 0, "an activation ran twice"
         mine = expected & set(controller.results)
         assert {controller.results[i].status for i in mine} <= {Status.SUCCESS}
 
@@ -257,8 +261,9 @@ class LosesOneConfirmation:
 
     async def put(self, queue: str, body: bytes, activation_id: str) -> bool:
         self.puts += 1
+        number = self.puts
         copied = await self.inner.put(queue, body, activation_id)
-        if self.puts == self.nth:
+        if number == self.nth:
             raise BrokerUnavailable("connection lost before the confirmation arrived")
         return copied
 
@@ -272,13 +277,14 @@ async def test_move_under_live_load_with_an_interruption(
     new = deployment(target, "kafka", "new", controller_id=same_id)
     cleanup += [old, new]
 
-    async with Load(blocking=False) as load:
-        async with Stack(old, role="controller") as old_side:
-            assert old_side.controller is not None
-            await leave_work_behind(old, old_side.controller, load, calls=100)
-            load.switch(None)
-            published = [await task for _, task in load.calls]
-        left_on_kafka = set(published) - set(old_side.controller.results)
+    async with (
+        Load(blocking=False) as load,
+        Stack(old, role="controller") as old_side,
+    ):
+        assert old_side.controller is not None
+        await leave_work_behind(old, old_side.controller, load, calls=100)
+        load.switch(None)
+        published = [await task for _, task in load.calls]
 
         async with Stack(new) as new_side:
             assert new_side.controller is not None
@@ -300,6 +306,7 @@ async def test_move_under_live_load_with_an_interruption(
             await eventually(lambda: expected <= earlier | set(results), 60)
 
     assert_one_result_each(calls, old_side.controller, new_side.controller)
+    left_on_kafka = set(published) - set(old_side.controller.results)
     assert left_on_kafka, "the old broker had work left to move"
     interrupted = [queue for queue in first if queue.error]
     assert len(interrupted) == 1
@@ -310,8 +317,10 @@ async def test_move_under_live_load_with_an_interruption(
         first_total += queue.count
     second = totals(out.getvalue())
     assert first_total.failed == 1
-    assert second["skipped"] == 1, "the copy whose confirmation was lost is not made again"
-    assert first_total.moved + second["moved"] + second["skipped"] == len(left_on_kafka)
+    # Kafka commits up to the lowest unconfirmed offset, so the re-run reads the lost
+    # one again and any acked after it in its batch: all of them skipped, none copied.
+    assert second["skipped"] >= 1, out.getvalue()
+    assert first_total.moved + second["moved"] + 1 == len(left_on_kafka)
 
 
 def totals(output: str) -> dict[str, int]:

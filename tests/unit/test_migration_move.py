@@ -246,3 +246,19 @@ async def test_only_targets_that_refuse_duplicates_are_offered() -> None:
     with pytest.raises(ConfigError, match="use drain mode"):
         async with open_target(load_settings(), "kafka"):
             pass
+
+
+def test_the_cli_refuses_kafka_as_a_move_target(capsys: pytest.CaptureFixture[str]) -> None:
+    from broker_sched.cli import main
+
+    code = main(["migrate", "move", "--from", "redis", "--to", "kafka", "--queue", "q"])
+
+    assert code == 2
+    assert "use drain mode" in capsys.readouterr().err
+
+
+def test_the_cli_needs_to_know_the_old_transport(capsys: pytest.CaptureFixture[str]) -> None:
+    from broker_sched.cli import main
+
+    assert main(["--transport", "redis", "migrate", "status", "--queue", "q"]) == 2
+    assert "--from" in capsys.readouterr().err

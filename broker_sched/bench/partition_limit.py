@@ -1,0 +1,349 @@
+"""partition-limit: more consumers than partitions, and what growing partitions costs.
+
+A saturating closed-loop load (twice as many users as the most consumers) on one queue
+with ``partitions`` partitions; consumers are added step by step past the partition
+count. Each consumer handles one message at a time in ``run_ms``, so the ideal
+throughput is consumers x 1000 / ``run_ms``. On a partitioned broker it stops growing at
+the partition count: each partition has one owner and every further consumer sits idle
+(no partitions, no messages). Then the queue is resized to one partition per consumer
+under load: the cost is the call itself, the rebalance it triggers (a pause) and the time
+until the idle consumers pick up their new partitions.
+
+The scheduler's own policy never creates such idle containers (DESIGN §4 rule 4 caps an
+action's containers at its partition count); this scenario shows why the cap exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from broker_sched.bench.analysis import longest_gap, window_latency
+from broker_sched.bench.cell import delete_queues
+from broker_sched.bench.consumers import ConsumerPool
+from broker_sched.bench.context import BenchContext
+from broker_sched.bench.load import Deadline, closed_loop, stop_tasks
+from broker_sched.bench.plots import BarFigure, Line, Marker, Panel, TimeFigure
+from broker_sched.bench.recorder import Recorder
+from broker_sched.bench.report import Report, Table
+from broker_sched.bench.settings import run_tag
+from broker_sched.errors import BrokerSchedError
+from transports.base import Transport
+
+REQUEST_TIMEOUT_S = 30.0
+SETTLE_TIMEOUT_S = 60.0
+PADDING = b"x" * 200
+MARKED_EVENTS = ("consumer_added", "partitions_resized", "rebalance_started", "rebalance_finished")
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    partitions: int
+    steps: tuple[int, ...]
+    run_ms: float
+    step_s: float
+    resize_window_s: float
+    interval_s: float
+
+    @property
+    def users(self) -> int:
+        return 2 * max(self.steps)
+
+    @property
+    def per_consumer_tps(self) -> float:
+        return 1000 / self.run_ms
+
+
+FULL = Plan(
+    partitions=4, steps=(2, 4, 6, 8), run_ms=10.0, step_s=5.0, resize_window_s=12.0, interval_s=0.5
+)
+QUICK = Plan(
+    partitions=2, steps=(1, 2, 3), run_ms=10.0, step_s=1.2, resize_window_s=3.0, interval_s=0.25
+)
+
+
+async def run(ctx: BenchContext) -> Report:
+    plan = QUICK if ctx.quick else FULL
+    results = {}
+    for transport in ctx.transports:
+        result = await run_transport(ctx, transport, plan)
+        results[transport] = result
+        steps = ", ".join(f"{s['consumers']}→{s['tps']:.0f}/s" for s in result["steps"])
+        ctx.progress.note(f"partition-limit {transport}: {steps}; resize {result['resize']}")
+    report = Report(
+        scenario="partition-limit",
+        title="partition-limit: consumers beyond the partition count, and resizing under load",
+        quick=ctx.quick,
+        summary=(
+            f"One queue with {plan.partitions} partitions (where the broker has them), "
+            f"{plan.users} closed-loop users, {plan.run_ms:g} ms per message (so "
+            f"{plan.per_consumer_tps:g}/s per busy consumer); consumers added in steps "
+            f"{list(plan.steps)}, each step measured for {plan.step_s:g} s once every "
+            f"partition has an owner; then resized to {max(plan.steps)} partitions under load."
+        ),
+        data={
+            "plan": {
+                "partitions": plan.partitions,
+                "steps": list(plan.steps),
+                "run_ms": plan.run_ms,
+                "users": plan.users,
+                "step_s": plan.step_s,
+            },
+            "transports": results,
+        },
+    )
+    report.tables += [steps_table(results, plan), resize_table(results)]
+    report.figures.append(steps_figure(results, plan))
+    report.figures += [timeline_figure(t, r) for t, r in results.items()]
+    return report
+
+
+async def run_transport(ctx: BenchContext, name: str, plan: Plan) -> dict[str, Any]:
+    transport = ctx.transport(name)
+    queue = f"bench-{run_tag()}-plimit"
+    total_s = (plan.step_s + 5) * len(plan.steps) + plan.resize_window_s
+    recorder = Recorder(0.0, total_s, plan.interval_s)
+    waiting: dict[bytes, asyncio.Future[None]] = {}
+    stop = Deadline()
+
+    async def handle(body: bytes) -> None:
+        done = waiting.get(body.split(b"\n", 1)[0])
+        if done is not None and not done.done():
+            done.set_result(None)
+
+    async def request(user: int) -> None:
+        message_id = uuid.uuid4().hex.encode()
+        done = waiting[message_id] = asyncio.get_running_loop().create_future()
+        sent_s = time.monotonic()
+        try:
+            await transport.publish(queue, message_id + b"\n" + PADDING, key=message_id.decode())
+            await asyncio.wait_for(done, REQUEST_TIMEOUT_S)
+        except TimeoutError:
+            recorder.fail("timeout")
+            return
+        except BrokerSchedError as exc:
+            recorder.fail(type(exc).__name__)
+            return
+        finally:
+            waiting.pop(message_id, None)
+        recorder.record((time.monotonic() - sent_s) * 1000)
+
+    async with transport:
+        await transport.declare(queue, partitions=plan.partitions)
+        partitions = await transport.max_consumers(queue)
+        pool = ConsumerPool(
+            transport,
+            queue,
+            run_ms=plan.run_ms,
+            handle=handle,
+            sink=recorder.event,
+            partitions=partitions,
+        )
+        load: asyncio.Task[int] | None = None
+        try:
+            await pool.add_many(plan.steps[0])
+            await pool.settled(SETTLE_TIMEOUT_S)
+            recorder.t0_s = time.monotonic()
+            recorder.events.clear()
+            load = asyncio.create_task(closed_loop(plan.users, request, until=stop, grace_s=2.0))
+            async with ctx.progress.showing(f"partition-limit {name}", recorder):
+                steps = await _steps(pool, plan, recorder)
+                resize = await _resize(transport, pool, queue, plan, recorder)
+            stop.now()
+            await load
+            recorder.finish()
+        finally:
+            stop.now()
+            if load is not None:
+                await stop_tasks([load], grace_s=5.0)
+            await pool.close()
+            await delete_queues(transport, [queue])
+    return {
+        "transport": name,
+        "partitions": partitions,
+        "per_consumer_tps": plan.per_consumer_tps,
+        "steps": steps,
+        "ceiling_tps": max(s["tps"] for s in steps),
+        "resize": resize,
+        "errors": dict(recorder.errors),
+        "series": recorder.series(),
+        "events": recorder.events,
+    }
+
+
+async def _steps(pool: ConsumerPool, plan: Plan, recorder: Recorder) -> list[dict[str, Any]]:
+    steps = []
+    for consumers in plan.steps:
+        while len(pool.members) < consumers:
+            member = await pool.add()
+            recorder.event("consumer_added", member=member.name, consumers=len(pool.members))
+        settled = await pool.settled(SETTLE_TIMEOUT_S)
+        before = {name: m.completed for name, m in pool.members.items()}
+        start_s = recorder.now()
+        await asyncio.sleep(plan.step_s)
+        window = window_latency(recorder.completions, start_s, recorder.now())
+        idle = [name for name, m in pool.members.items() if m.completed == before.get(name, 0)]
+        limit = consumers if pool.partitions is None else min(consumers, pool.partitions)
+        steps.append(
+            {
+                "consumers": consumers,
+                "settled": settled,
+                "tps": window["tps"],
+                "p99_ms": window["p99_ms"],
+                "idle_consumers": len(idle),
+                "without_partitions": (
+                    sum(1 for m in pool.members.values() if not m.assigned)
+                    if pool.observable
+                    else None
+                ),
+                "ideal_tps": consumers * plan.per_consumer_tps,
+                "expected_tps": limit * plan.per_consumer_tps,
+            }
+        )
+    return steps
+
+
+async def _resize(
+    transport: Transport, pool: ConsumerPool, queue: str, plan: Plan, recorder: Recorder
+) -> dict[str, Any]:
+    target = max(plan.steps)
+    before = window_latency(recorder.completions, recorder.now() - plan.step_s, recorder.now())
+    started_s = time.monotonic()
+    now = await transport.resize(queue, target)
+    call_ms = (time.monotonic() - started_s) * 1000
+    recorder.event("partitions_resized", at_s=started_s, partitions=now, call_ms=round(call_ms, 1))
+    if pool.partitions is not None:
+        pool.partitions = now
+    at_s = recorder.relative(started_s)
+    await asyncio.sleep(plan.resize_window_s)
+    end_s = recorder.now()
+    times = [c.at_s for c in recorder.completions]
+    pause_s, _ = longest_gap(times, at_s, end_s)
+    finished = [
+        e for e in recorder.events if e["kind"] == "rebalance_finished" and e["t_s"] >= at_s
+    ]
+    settled_s = float(finished[-1]["t_s"]) if finished else at_s
+    after = window_latency(recorder.completions, max(settled_s, end_s - plan.step_s), end_s)
+    return {
+        "from": plan.partitions if pool.observable else None,
+        "to": now,
+        "call_ms": round(call_ms, 1),
+        "pause_ms": round(pause_s * 1000, 1),
+        "rebalances": sum(
+            1 for e in recorder.events if e["kind"] == "rebalance_started" and e["t_s"] >= at_s
+        ),
+        "settled_after_ms": round((settled_s - at_s) * 1000, 1) if finished else None,
+        "tps_before": before["tps"],
+        "tps_after": after["tps"],
+    }
+
+
+def steps_table(results: dict[str, dict[str, Any]], plan: Plan) -> Table:
+    rows = [
+        [
+            t,
+            r["partitions"],
+            s["consumers"],
+            s["tps"],
+            s["expected_tps"],
+            s["ideal_tps"],
+            s["idle_consumers"],
+            s["without_partitions"],
+            s["p99_ms"],
+        ]
+        for t, r in results.items()
+        for s in r["steps"]
+    ]
+    return Table(
+        "Throughput per consumer count",
+        [
+            "transport",
+            "partitions",
+            "consumers",
+            "TPS",
+            "expected TPS",
+            "ideal TPS",
+            "idle consumers",
+            "without partitions",
+            "p99 ms",
+        ],
+        rows,
+        note=f"ideal = consumers x {plan.per_consumer_tps:g}/s; expected = min(consumers, "
+        "partitions) x the same. Idle: consumers that completed nothing in the step.",
+    )
+
+
+def resize_table(results: dict[str, dict[str, Any]]) -> Table:
+    rows = [
+        [
+            t,
+            r["resize"]["from"],
+            r["resize"]["to"],
+            r["resize"]["call_ms"],
+            r["resize"]["pause_ms"],
+            r["resize"]["rebalances"],
+            r["resize"]["settled_after_ms"],
+            r["resize"]["tps_before"],
+            r["resize"]["tps_after"],
+        ]
+        for t, r in results.items()
+    ]
+    return Table(
+        "Resizing under load",
+        [
+            "transport",
+            "from",
+            "to",
+            "call ms",
+            "pause ms",
+            "rebalances",
+            "settled after ms",
+            "TPS before",
+            "TPS after",
+        ],
+        rows,
+        note="On brokers without partitions resize is a no-op: no pause, no change.",
+    )
+
+
+def steps_figure(results: dict[str, dict[str, Any]], plan: Plan) -> BarFigure:
+    return BarFigure(
+        name="partition-limit-steps",
+        title=f"TPS by consumers, {plan.partitions} partitions "
+        f"({plan.per_consumer_tps:g}/s per consumer)",
+        categories=[f"{c} consumers" for c in plan.steps],
+        groups={t: [s["tps"] for s in r["steps"]] for t, r in results.items()},
+        ylabel="TPS",
+        reference=plan.partitions * plan.per_consumer_tps,
+        reference_label="partition ceiling",
+    )
+
+
+def timeline_figure(transport: str, result: dict[str, Any]) -> TimeFigure:
+    series = result["series"]
+    markers = [Marker(e["t_s"], e["kind"]) for e in result["events"] if e["kind"] in MARKED_EVENTS]
+    return TimeFigure(
+        name=f"partition-limit-{transport}",
+        title=f"partition-limit on {transport}",
+        panels=[
+            Panel(
+                "completions per second",
+                "TPS",
+                [Line("TPS", series["t_s"], series["tps"])],
+                markers,
+            ),
+            Panel(
+                "latency per interval",
+                "ms",
+                [
+                    Line("p99", series["t_s"], series["p99_ms"]),
+                    Line("p50", series["t_s"], series["p50_ms"], ":"),
+                ],
+                markers,
+                log_y=True,
+            ),
+        ],
+    )

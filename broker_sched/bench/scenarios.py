@@ -1,0 +1,128 @@
+"""The built-in scenarios by name, and the overhead block every report carries."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from broker_sched.bench import (
+    custom,
+    many_topics,
+    overhead,
+    partition_limit,
+    rebalance,
+    seed_table,
+)
+from broker_sched.bench.context import BenchContext
+from broker_sched.bench.overhead import overhead_figure, overhead_table, overhead_targets
+from broker_sched.bench.plots import Line, Panel, TimeFigure
+from broker_sched.bench.raw import run_raw
+from broker_sched.bench.report import Report, Table
+from broker_sched.bench.workload import load_workload
+from broker_sched.errors import ConfigError
+
+Scenario = Callable[[BenchContext], Awaitable[Report]]
+
+
+async def raw(ctx: BenchContext) -> Report:
+    """The floor per transport: one consumer per user, so nothing waits for a consumer."""
+    plan = overhead.QUICK if ctx.quick else overhead.FULL
+    floors = {}
+    for transport in ctx.transports:
+        floors[transport] = await run_raw(
+            ctx.settings_for(transport),
+            users=plan.users,
+            consumers=plan.users,
+            run_ms=plan.run_ms,
+            warmup_s=plan.warmup_s,
+            duration_s=plan.duration_s,
+            interval_s=plan.interval_s,
+            progress=ctx.progress,
+        )
+    report = Report(
+        scenario="raw",
+        title="raw: the transport alone, the floor under the scheduler",
+        quick=ctx.quick,
+        summary=(
+            f"{plan.users} closed-loop users publish a message and wait for its reply; "
+            f"{plan.users} consumers fetch, run {plan.run_ms:g} ms, reply on a channel and "
+            "ack. The overhead block below compares the scheduler with the same transport."
+        ),
+        data={"transports": floors},
+    )
+    report.tables.append(
+        Table(
+            "Floor: one consumer per user",
+            ["transport", "broker", "users", "TPS", "p50 ms", "p99 ms", "p99.9 ms", "max ms"],
+            [
+                [
+                    t,
+                    f["broker"],
+                    f["users"],
+                    f["tps"],
+                    f["latency_ms"]["p50"],
+                    f["latency_ms"]["p99"],
+                    f["latency_ms"]["p99.9"],
+                    f["latency_ms"]["max"],
+                ]
+                for t, f in floors.items()
+            ],
+        )
+    )
+    report.figures.append(_series_figure(floors))
+    return report
+
+
+def _series_figure(floors: dict[str, dict[str, Any]]) -> TimeFigure:
+    panel = Panel(title="p50 and p99 per interval", ylabel="ms", log_y=True)
+    for transport, floor in floors.items():
+        series = floor["series"]
+        panel.lines.append(Line(f"{transport} p50", series["t_s"], series["p50_ms"]))
+        panel.lines.append(Line(f"{transport} p99", series["t_s"], series["p99_ms"], ":"))
+    return TimeFigure("raw-latency", "raw transport latency over time", [panel])
+
+
+SCENARIOS: dict[str, Scenario] = {
+    "raw": raw,
+    "seed-table": seed_table.run,
+    "rebalance": rebalance.run,
+    "partition-limit": partition_limit.run,
+    "many-topics": many_topics.run,
+}
+ALL = "all"
+
+
+def names(scenario: str) -> list[str]:
+    """``all`` → every built-in scenario; a name or a workload file → itself."""
+    if scenario == ALL:
+        return list(SCENARIOS)
+    if scenario in SCENARIOS or scenario.endswith(".toml"):
+        return [scenario]
+    known = ", ".join([*SCENARIOS, ALL])
+    raise ConfigError(f"unknown scenario {scenario!r} (known: {known}, or a workload .toml file)")
+
+
+async def run_scenario(scenario: str, ctx: BenchContext) -> Report:
+    if scenario in SCENARIOS:
+        report = await SCENARIOS[scenario](ctx)
+    else:
+        report = await custom.run(ctx, load_workload(Path(scenario)))
+    await add_overhead(report, ctx)
+    return report
+
+
+async def add_overhead(report: Report, ctx: BenchContext) -> None:
+    """The scheduler-vs-raw block for every transport of the report."""
+    entries = [await ctx.overhead(transport) for transport in ctx.transports]
+    report.data["overhead"] = {
+        entry["transport"]: {k: v for k, v in entry.items() if k not in ("raw", "scheduler")}
+        | {
+            "raw": {k: v for k, v in entry["raw"].items() if k != "series"},
+            "scheduler": {k: v for k, v in entry["scheduler"].items() if k != "series"},
+        }
+        for entry in entries
+    }
+    report.tables.append(overhead_table(entries))
+    report.targets += [target for entry in entries for target in overhead_targets(entry)]
+    report.figures.append(overhead_figure(f"{report.scenario}-overhead", entries))
