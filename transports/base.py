@@ -92,6 +92,24 @@ class Delivery(ABC):
         """Push back the redelivery deadline during a long run (no-op where not needed)."""
 
 
+class LostCancellation:
+    """Notices a cancellation that a client library swallowed during one call.
+
+    On Python 3.11, ``asyncio.wait_for`` returns the inner result instead of raising
+    when the cancellation arrives just as the inner call finishes (fixed in 3.12), and
+    broker clients use it on every command (redis-py's ``send_packed_command``, for
+    one). A consumer loop whose cancellation is swallowed would run forever and hang
+    whoever waits for it; the task still counts as cancelling, which is how it is seen.
+    """
+
+    def __init__(self) -> None:
+        self._task = asyncio.current_task()
+        self._before = self._task.cancelling() if self._task is not None else 0
+
+    def happened(self) -> bool:
+        return self._task is not None and self._task.cancelling() > self._before
+
+
 class Subscription(ABC):
     """A member's handle on a group; closing it leaves the group cleanly."""
 
@@ -99,9 +117,22 @@ class Subscription(ABC):
     group: str
     member: str
 
-    @abstractmethod
     async def fetch(self, max_messages: int = 1, timeout_s: float = 1.0) -> list[Delivery]:
-        """Up to ``max_messages`` deliveries; an empty list when ``timeout_s`` passes."""
+        """Up to ``max_messages`` deliveries; an empty list when ``timeout_s`` passes.
+
+        A fetch cancelled while it ran raises ``CancelledError``, whatever the client
+        did with the cancellation; what it had already taken goes back to the group.
+        """
+        lost = LostCancellation()
+        deliveries = await self._fetch(max_messages, timeout_s)
+        if lost.happened():
+            for delivery in deliveries:
+                await delivery.nack()
+            raise asyncio.CancelledError
+        return deliveries
+
+    @abstractmethod
+    async def _fetch(self, max_messages: int, timeout_s: float) -> list[Delivery]: ...
 
     @abstractmethod
     async def close(self) -> None: ...
@@ -123,9 +154,17 @@ class Listener(ABC):
 
     channel: str
 
-    @abstractmethod
     async def receive(self, timeout_s: float = 1.0) -> bytes | None:
-        """The next message, or ``None`` when ``timeout_s`` passes."""
+        """The next message, or ``None`` when ``timeout_s`` passes; a receive cancelled
+        while it ran raises ``CancelledError`` (see :class:`LostCancellation`)."""
+        lost = LostCancellation()
+        body = await self._receive(timeout_s)
+        if lost.happened():
+            raise asyncio.CancelledError
+        return body
+
+    @abstractmethod
+    async def _receive(self, timeout_s: float) -> bytes | None: ...
 
     @abstractmethod
     async def close(self) -> None: ...

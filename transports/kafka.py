@@ -644,7 +644,7 @@ class KafkaSubscription(Subscription):
             self._commit_loop(), name=f"kafka-commit-{self.group}-{self.member}"
         )
 
-    async def fetch(self, max_messages: int = 1, timeout_s: float = 1.0) -> list[Delivery]:
+    async def _fetch(self, max_messages: int, timeout_s: float) -> list[Delivery]:
         from aiokafka.errors import ConsumerStoppedError
 
         if self._closed:
@@ -888,7 +888,7 @@ class KafkaListener(Listener):
         self._inbox: deque[bytes] = deque()
         self._closed = False
 
-    async def receive(self, timeout_s: float = 1.0) -> bytes | None:
+    async def _receive(self, timeout_s: float) -> bytes | None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while not self._inbox:

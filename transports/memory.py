@@ -112,7 +112,7 @@ class MemorySubscription(Subscription):
         self._group = transport.broker.queues.setdefault(queue, _Queue()).group(group)
         self._closed = False
 
-    async def fetch(self, max_messages: int = 1, timeout_s: float = 1.0) -> list[Delivery]:
+    async def _fetch(self, max_messages: int, timeout_s: float) -> list[Delivery]:
         self._transport.broker.check()
         if self._closed:
             raise RuntimeError("fetch on a closed subscription")
@@ -125,7 +125,8 @@ class MemorySubscription(Subscription):
             waiter: asyncio.Future[None] = loop.create_future()
             self._group.waiters.append(waiter)
             try:
-                await asyncio.wait_for(waiter, remaining)
+                async with asyncio.timeout(remaining):
+                    await waiter
             except TimeoutError:
                 return []
             finally:
@@ -192,10 +193,11 @@ class MemoryListener(Listener):
         self._inbox: asyncio.Queue[bytes] = asyncio.Queue()
         broker.channels.setdefault(channel, set()).add(self._inbox)
 
-    async def receive(self, timeout_s: float = 1.0) -> bytes | None:
+    async def _receive(self, timeout_s: float) -> bytes | None:
         self._broker.check()
         try:
-            return await asyncio.wait_for(self._inbox.get(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                return await self._inbox.get()
         except TimeoutError:
             return None
 

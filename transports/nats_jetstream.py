@@ -276,7 +276,7 @@ class NatsSubscription(Subscription):
         self._arrived.append(msg)
         self._arrival.set()
 
-    async def fetch(self, max_messages: int = 1, timeout_s: float = 1.0) -> list[Delivery]:
+    async def _fetch(self, max_messages: int, timeout_s: float) -> list[Delivery]:
         if max_messages < 1:
             raise ValueError("max_messages must be at least 1")
         async with self._lock:
@@ -417,7 +417,7 @@ class NatsListener(Listener):
             self._core = await nc.subscribe(self._subject)
             await nc.flush()
 
-    async def receive(self, timeout_s: float = 1.0) -> bytes | None:
+    async def _receive(self, timeout_s: float) -> bytes | None:
         from nats.errors import TimeoutError as NatsTimeout
 
         if self._core is None:

@@ -320,7 +320,7 @@ class RedisSubscription(Subscription):
         self._cursor: bytes | str = "0-0"
         self._closed = False
 
-    async def fetch(self, max_messages: int = 1, timeout_s: float = 1.0) -> list[Delivery]:
+    async def _fetch(self, max_messages: int, timeout_s: float) -> list[Delivery]:
         if self._closed:
             raise RuntimeError("fetch on a closed subscription")
         loop = asyncio.get_running_loop()
@@ -433,7 +433,7 @@ class RedisListener(Listener):
         self._transport = transport
         self._pubsub = pubsub
 
-    async def receive(self, timeout_s: float = 1.0) -> bytes | None:
+    async def _receive(self, timeout_s: float) -> bytes | None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         with translated(f"receive {self.channel}"):

@@ -220,6 +220,7 @@ class Invoker:
             queue=self.settings.queue_name(action.namespace, action.name),
             invoker_id=self.id,
             settings=self.settings.invoker,
+            timeline=self.timeline,
             on_exit=self._proxy_exited,
         )
         self.proxies.add(proxy)

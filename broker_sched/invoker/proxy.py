@@ -9,6 +9,10 @@ after the result has been sent, so a crash between the two re-runs the activatio
 rather than losing it (at-least-once; the controller reports one result per id).
 Idle past ``pause_grace_s`` → pause the container; idle past ``keep_alive_s`` → leave
 the group and remove the container (scale to zero).
+
+Pauses and resumes are recorded on the timeline with the milliseconds they took, and a
+resumed run reports its resume as ``init_ms``: that is what the activation waited for,
+as a cold one waits for create + init.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from collections.abc import Callable
 
 from broker_sched.config import InvokerSettings
 from broker_sched.errors import MalformedMessage
+from broker_sched.events import Timeline
 from broker_sched.invoker.pulling import Puller, TaskSet
 from broker_sched.invoker.replies import send_result
 from broker_sched.model import Activation, Start, Status, decode, now_ms
@@ -43,6 +48,7 @@ class ContainerProxy:
         queue: str,
         invoker_id: str,
         settings: InvokerSettings,
+        timeline: Timeline,
         on_exit: Callable[[ContainerProxy], None],
     ) -> None:
         self.transport = transport
@@ -50,6 +56,7 @@ class ContainerProxy:
         self.queue = queue
         self.invoker_id = invoker_id
         self.settings = settings
+        self.timeline = timeline
         self.on_exit = on_exit
         self.busy = 0
         self.runs = 0
@@ -103,7 +110,8 @@ class ContainerProxy:
         if idle_s >= self.settings.keep_alive_s:
             return True
         if idle_s >= self.settings.pause_grace_s and not self.container.paused:
-            await self.container.pause()
+            pause_ms = await self.container.pause()
+            self._record("container_paused", pause_ms=pause_ms)
         return False
 
     async def _handle(self, delivery: Delivery) -> None:
@@ -140,7 +148,8 @@ class ContainerProxy:
         start = self._start_kind()
         init_ms = 0.0
         if start is Start.RESUMED:
-            await self.container.resume()
+            init_ms = await self.container.resume()
+            self._record("container_resumed", resume_ms=init_ms)
         elif start is Start.COLD:
             init_ms = self._cold_init_ms or 0.0
             self._cold_init_ms = None
@@ -164,6 +173,11 @@ class ContainerProxy:
         await delivery.ack()
         if not self.container.alive:
             self.stop()
+
+    def _record(self, kind: str, **detail: float) -> None:
+        self.timeline.record(
+            kind, self.action, invoker=self.invoker_id, container=self.container.id, **detail
+        )
 
     def _start_kind(self) -> Start:
         if self.container.paused:

@@ -200,6 +200,7 @@ class Drainer:
             queue=self.pairs[name].source,
             invoker_id=self.invoker.id,
             settings=self.invoker.settings.invoker,
+            timeline=self.invoker.timeline,
             on_exit=self._exited,
         )
         self.proxies[name].add(proxy)

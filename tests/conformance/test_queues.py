@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import random
 
 from brokers import TransportFactory
 
-from transports.base import Transport
+from transports.base import Listener, Subscription, Transport
 
 from .support import drain, fetch_n, settle
 
 GROUP = "workers"
 SETTLE_S = 3.0
 """Comfortably above the test heartbeat interval (1 s), after which Kafka members rejoin."""
+CANCEL_WITHIN_S = 5.0
 
 
 async def test_declare_is_idempotent_and_keeps_messages(transport: Transport, queue: str) -> None:
@@ -150,4 +152,45 @@ async def test_work_of_a_member_closed_without_acking_goes_to_another(
         redelivered = await fetch_n(heir, len(bodies))
         assert {d.body for d in redelivered} == bodies
         for delivery in redelivered:
+            await delivery.ack()
+
+
+async def test_cancelling_consumer_loops_always_ends_them(transport: Transport, queue: str) -> None:
+    """However the cancellation lands — mid-command, or as a command completes, where
+    Python 3.11's ``wait_for`` inside some clients would swallow it — a consumer loop and
+    a channel listener end when cancelled, and work they took goes back to the group."""
+    await transport.declare(queue)
+    channel = f"{queue}-replies"
+    members = [await transport.subscribe(queue, GROUP, f"m{i}") for i in range(8)]
+    listeners = [await transport.listen(channel) for _ in range(4)]
+
+    async def consume(member: Subscription) -> None:
+        while True:
+            await member.fetch(4, 0.05)
+
+    async def listen(listener: Listener) -> None:
+        while True:
+            await listener.receive(0.05)
+
+    rng = random.Random(7)
+    try:
+        for _ in range(15):
+            loops = [asyncio.create_task(consume(m)) for m in members]
+            loops += [asyncio.create_task(listen(listener)) for listener in listeners]
+            await transport.publish(queue, b"work")
+            await asyncio.sleep(rng.uniform(0.0, 0.15))
+            for task in loops:
+                task.cancel()
+            _, still_running = await asyncio.wait(loops, timeout=CANCEL_WITHIN_S)
+            assert not still_running, "a cancelled consumer loop kept running"
+    finally:
+        for listener in listeners:
+            await listener.close()
+        for member in members:
+            await member.close()
+
+    async with await transport.subscribe(queue, GROUP, "after") as after:
+        left = await fetch_n(after, 15)
+        assert len(left) == 15, "work taken by a cancelled fetch was lost"
+        for delivery in left:
             await delivery.ack()

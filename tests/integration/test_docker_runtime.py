@@ -1,4 +1,5 @@
-"""The docker runtime against a real engine, and its action server in-process.
+"""The docker runtime against a real engine, end to end on the real brokers, and its
+action server in-process.
 
 Docker tests need an engine (``compose/images/engine.sh``) and the local images
 (``compose/images/build.sh``); without them they are skipped, or fail when
@@ -14,19 +15,23 @@ import shutil
 import socket
 import subprocess
 import threading
-from collections.abc import AsyncIterator, Iterator
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
+from embedded import eventually
 
 from broker_sched.bench.docker_ops import BENCH_LABEL, measure_docker_ops, simulated_costs
-from broker_sched.config import SimulatedRuntimeSettings, load_settings
-from broker_sched.model import Action, Status
+from broker_sched.config import Settings, SimulatedRuntimeSettings, load_settings
+from broker_sched.model import Action, Start, Status
 from broker_sched.runtime import docker as docker_runtime
 from broker_sched.runtime import runtime_from_settings
 from broker_sched.runtime.action_server import Action as ServedAction
 from broker_sched.runtime.action_server import Server
 from broker_sched.runtime.base import ContainerCrashed
 from broker_sched.runtime.docker import DEFAULT_IMAGE, Docker, DockerRuntime, _post_json
+from broker_sched.stack import Stack
 
 REQUIRE_ENV = "BROKER_SCHED_REQUIRE_BROKERS"
 BENCH_IMAGE = "broker-sched/debian:bookworm"
@@ -218,6 +223,61 @@ async def test_docker_ops_measures_every_operation(docker_engine: None) -> None:
                 assert 0 < stats["p50"] <= stats["max"]
     SimulatedRuntimeSettings.model_validate(simulated_costs(result))
     assert await containers_labelled(BENCH_LABEL) == []
+
+
+# ------------------------------------------------ end to end on a real broker
+
+
+@pytest.mark.docker
+@pytest.mark.broker
+@pytest.mark.slow
+@pytest.mark.parametrize("broker", ["kafka", "redis", "nats"])
+async def test_activations_through_a_broker_run_in_docker_containers(
+    broker: str, docker_engine: None, broker_settings: Callable[..., Settings]
+) -> None:
+    """A burst scales out in real containers; an idle one is paused and resumed by the
+    next activation; after the keep-alive every container is gone, from Docker too."""
+    uid = uuid.uuid4().hex[:8]
+    sleep = Action(name=f"dsleep{uid}", handler="broker_sched.samples:sleep", max_containers=3)
+    echo = Action(name=f"decho{uid}", handler="broker_sched.samples:echo", max_containers=1)
+    settings = broker_settings(
+        broker,
+        runtime="docker",
+        invoker={"keep_alive_s": 4.0, "pause_grace_s": 0.5, "heartbeat_interval_s": 0.2},
+        kafka={"default_partitions": 3},
+    )
+    stack = Stack(settings, actions={a.fqn: a for a in (sleep, echo)})
+    async with stack:
+        controller = stack.controller
+        assert controller is not None
+        assert isinstance(stack.runtime, DockerRuntime)
+        label = stack.runtime.label
+        burst = [controller.invoke(sleep.name, {"ms": 150}, timeout_s=60) for _ in range(24)]
+        burst += [controller.invoke(echo.name, {"i": i}, timeout_s=60) for i in range(8)]
+        results = await asyncio.gather(*burst)
+
+        assert Counter(r.status for r in results) == {Status.SUCCESS: len(burst)}
+        assert len({r.activation_id for r in results}) == len(burst)
+        created = stack.timeline.of_kind("container_created")
+        assert 1 < sum(e.action == sleep.fqn for e in created) <= sleep.max_containers
+        assert all(e.detail["create_ms"] > 0 and e.detail["init_ms"] > 0 for e in created)
+        cold = [r for r in results if r.start is Start.COLD]
+        assert cold
+        assert all(r.init_ms > 0 for r in cold)
+        assert len(await containers_labelled(label)) == len(created)
+
+        await eventually(lambda: stack.timeline.counts["container_paused"] >= len(created))
+        resumed = await controller.invoke(echo.name, {"after": "pause"}, timeout_s=30)
+        assert resumed.status is Status.SUCCESS
+        assert resumed.start is Start.RESUMED
+        assert resumed.init_ms > 0, "a resumed run reports what the resume cost"
+        assert stack.timeline.of_kind("container_resumed")[-1].detail["resume_ms"] > 0
+
+        await eventually(lambda: not any(i.proxies for i in stack.invokers), 30)
+        assert stack.timeline.counts["container_removed"] == len(created)
+        assert await containers_labelled(label) == []
+        for action in (sleep, echo):
+            await stack.transport.delete(settings.queue_name(action.namespace, action.name))
 
 
 # ---------------------------------------------------- the action server, in-process

@@ -27,7 +27,7 @@ class ObservableSubscription(Subscription):
     events: list[Event] = field(default_factory=list)
     on_rebalance: Callable[[Any], None] | None = None
 
-    async def fetch(self, max_messages: int = 1, timeout_s: float = 1.0) -> list[Delivery]:
+    async def _fetch(self, max_messages: int, timeout_s: float) -> list[Delivery]:
         return await self.inner.fetch(max_messages, timeout_s)
 
     async def close(self) -> None:
