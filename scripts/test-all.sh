@@ -6,8 +6,9 @@
 #   2. start real brokers natively (compose/native/brokers.sh) and a Docker engine with
 #      locally built images (compose/images/)
 #   3. run the whole suite against the native brokers; missing brokers are errors
-#   4. run the conformance suite and the distributed end-to-end test again, with every
-#      broker started by testcontainers from the local images
+#   4. run the conformance suite, the distributed end-to-end test and the docker-runtime
+#      end-to-end test again, with every broker started by testcontainers from the local
+#      images
 #   5. bring up compose/docker-compose.yml with the local images and `doctor` each broker
 #   6. fail if any container of ours is left running
 #
@@ -41,13 +42,14 @@ BROKER_SCHED_TEST_REDIS="redis://127.0.0.1:${REDIS_PORT:-6379}/0" \
 BROKER_SCHED_TEST_NATS="nats://127.0.0.1:${NATS_PORT:-4222}" \
   pytest "$@"
 
-step "conformance and distributed end-to-end on testcontainers brokers"
+step "conformance and end-to-end on testcontainers brokers"
 env -u BROKER_SCHED_TEST_KAFKA -u BROKER_SCHED_TEST_REDIS -u BROKER_SCHED_TEST_NATS \
   TESTCONTAINERS_RYUK_DISABLED=true \
   BROKER_SCHED_TEST_KAFKA_IMAGE=broker-sched/kafka:latest \
   BROKER_SCHED_TEST_REDIS_IMAGE=broker-sched/redis:latest \
   BROKER_SCHED_TEST_NATS_IMAGE=broker-sched/nats:latest \
-  pytest tests/conformance tests/integration/test_distributed.py
+  pytest tests/conformance tests/integration/test_distributed.py \
+  tests/integration/test_docker_runtime.py::test_activations_through_a_broker_run_in_docker_containers
 
 step "docker-compose with the local images"
 bash scripts/check-compose.sh

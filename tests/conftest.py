@@ -16,9 +16,11 @@ from typing import Any
 import pytest
 from brokers import (
     BROKERS,
+    REQUIRE_ENV,
     TRANSPORTS,
     TransportFactory,
     broker_address,
+    brokers_required,
     build_transport,
     settings_for,
     unreachable_transport,
@@ -50,6 +52,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Under ``BROKER_SCHED_REQUIRE_BROKERS`` a skipped test fails the run: every skip
+    there is a test that was meant to run and did not, whatever its reason."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None or not brokers_required():
+        return
+    skipped = [report.nodeid for report in reporter.stats.get("skipped", [])]
+    if skipped and exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        reporter.write_line(
+            f"{len(skipped)} skipped while {REQUIRE_ENV} is set: {', '.join(skipped)}", red=True
+        )
 
 
 ADDRESS_FIXTURES = {"kafka": "kafka_bootstrap", "redis": "redis_url", "nats": "nats_url"}

@@ -10,7 +10,6 @@ server on a thread in this process and need nothing.
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import socket
 import subprocess
@@ -20,6 +19,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
+from brokers import REQUIRE_ENV, brokers_required
 from embedded import eventually
 
 from broker_sched.bench.docker_ops import BENCH_LABEL, measure_docker_ops, simulated_costs
@@ -33,7 +33,6 @@ from broker_sched.runtime.base import ContainerCrashed
 from broker_sched.runtime.docker import DEFAULT_IMAGE, Docker, DockerRuntime, _post_json
 from broker_sched.stack import Stack
 
-REQUIRE_ENV = "BROKER_SCHED_REQUIRE_BROKERS"
 BENCH_IMAGE = "broker-sched/debian:bookworm"
 
 
@@ -58,7 +57,7 @@ def docker_engine() -> None:
     problem = _docker_problem()
     if problem is None:
         return
-    if os.environ.get(REQUIRE_ENV, "") not in ("", "0"):
+    if brokers_required():
         pytest.fail(f"{problem} ({REQUIRE_ENV} is set)", pytrace=False)
     pytest.skip(problem)
 
