@@ -18,6 +18,9 @@ from pathlib import Path
 from broker_sched.config import Settings, load_settings
 from broker_sched.errors import BrokerSchedError
 
+DOCKER_OPS = "docker-ops"
+"""Not a scheduler scenario: it measures the Docker engine, on no transport."""
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -67,7 +70,7 @@ def _add_bench(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         bench.add_argument(
             "scenario",
             help="raw, seed-table, rebalance, partition-limit, many-topics, all, "
-            "or a workload .toml file",
+            "a workload .toml file, or (bench only) docker-ops",
         )
         if name == "bench":
             bench.add_argument(
@@ -159,6 +162,13 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             queues=args.queue,
             batch=args.batch,
             dry_run=args.dry_run,
+        )
+    if args.command == "bench" and args.scenario == DOCKER_OPS:
+        from broker_sched.bench.command import default_out
+        from broker_sched.bench.docker_ops import docker_ops_command
+
+        return await docker_ops_command(
+            quick=args.quick, json_output=args.json, out=args.out or default_out(DOCKER_OPS)
         )
     if args.command in ("bench", "compare"):
         from broker_sched.bench.command import bench_command

@@ -8,13 +8,14 @@ without importing any broker client.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -69,6 +70,31 @@ class SimulatedRuntimeSettings(_Section):
     resume_ms: tuple[float, float] = (50.0, 400.0)
     remove_ms: tuple[float, float] = (45.0, 100.0)
     run_ms: tuple[float, float] = (2.0, 2.0)
+    from_docker_ops: Path | None = Field(
+        default=None,
+        description="a docker-ops.json written by `broker-sched bench docker-ops`: "
+        "its measured create, pause, resume and remove ranges",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _measured_costs(cls, data: Any) -> Any:
+        """This machine's measured Docker costs replace the defaults; a range also set
+        by hand beside them is an error, since one of the two would be ignored."""
+        if not isinstance(data, Mapping) or not data.get("from_docker_ops"):
+            return data
+        path = Path(data["from_docker_ops"])
+        try:
+            measured = json.loads(path.read_text())["simulated"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ValueError(
+                f"from_docker_ops: {path} is not a docker-ops.json from "
+                f"`broker-sched bench docker-ops` ({type(exc).__name__}: {exc})"
+            ) from exc
+        costs = {key: value for key, value in measured.items() if key.endswith("_ms")}
+        if clash := sorted(set(costs) & set(data)):
+            raise ValueError(f"{', '.join(clash)}: set here and in from_docker_ops {path}")
+        return {**data, **costs}
 
 
 class DockerSettings(_Section):

@@ -10,7 +10,8 @@ own path), each with 1, 16 and 50 callers at once:
 For each level it reports cycles per second and latency percentiles per operation.
 :func:`simulated_costs` turns one level's p10..p90 into the cost ranges of
 ``[simulated]`` (``create_ms``, ``pause_ms``, ``resume_ms``, ``remove_ms``) and
-:func:`simulated_toml` writes them as a TOML snippet for a workload or config file.
+:func:`simulated_toml` writes them as a TOML snippet for a workload or config file;
+``[simulated] from_docker_ops`` reads them straight from the saved ``docker-ops.json``.
 
 Costs grow with contention: the daemon serialises much of its work, so 50 callers see
 several times the latency of one. Every phase stops starting new cycles after
@@ -30,7 +31,8 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, TextIO
 
 from broker_sched.runtime.docker import DEFAULT_MAX_CONCURRENT_OPS, Docker, DockerError
 
@@ -303,8 +305,16 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-def main_docker_ops(quick: bool = False, json_output: bool = False) -> int:
-    """``broker-sched bench docker-ops``: measure, then print a table (or JSON)."""
+RESULTS_FILE = "docker-ops.json"
+"""What ``[simulated] from_docker_ops`` reads: the measurement plus its ``simulated`` costs."""
+
+
+async def docker_ops_command(
+    *, quick: bool, json_output: bool, out: Path, stdout: TextIO | None = None
+) -> int:
+    """``broker-sched bench docker-ops``: measure; write ``docker-ops.json`` and
+    ``simulated.toml`` under ``out``; print a table and the TOML (or the JSON)."""
+    stdout = stdout or sys.stdout
     options: dict[str, Any] = {}
     if quick:
         options = {
@@ -313,16 +323,23 @@ def main_docker_ops(quick: bool = False, json_output: bool = False) -> int:
             "phase_budget_s": QUICK_PHASE_BUDGET_S,
         }
     try:
-        result = asyncio.run(measure_docker_ops(**options))
+        result = await measure_docker_ops(**options)
     except DockerUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     concurrency = cost_level(result)
     costs = simulated_costs(result, concurrency)
+    document = {**result, "simulated": {"concurrency": concurrency, **costs}}
+    snippet = simulated_toml(costs, f"p10..p90 with {concurrency} concurrent callers")
+    save(out, document, snippet)
     if json_output:
-        print(json.dumps({**result, "simulated": {"concurrency": concurrency, **costs}}, indent=2))
+        stdout.write(json.dumps(document, indent=2) + "\n")
         return 0
-    print(format_table(result))
-    print()
-    print(simulated_toml(costs, f"p10..p90 with {concurrency} concurrent callers"), end="")
+    stdout.write(f"{format_table(result)}\n\n{snippet}\nreport: {out}/\n")
     return 0
+
+
+def save(out: Path, document: dict[str, Any], snippet: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / RESULTS_FILE).write_text(json.dumps(document, indent=2) + "\n")
+    (out / "simulated.toml").write_text(snippet)

@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import math
 import tomllib
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from broker_sched.bench.docker_ops import (
+    RESULTS_FILE,
     cost_level,
     format_table,
     percentile,
+    save,
     simulated_costs,
     simulated_toml,
     summarize,
 )
-from broker_sched.config import SimulatedRuntimeSettings
+from broker_sched.config import SimulatedRuntimeSettings, load_settings
+from broker_sched.errors import ConfigError
 
 
 def level(concurrency: int, scale: float) -> dict[str, Any]:
@@ -97,3 +101,34 @@ def test_the_table_has_a_row_per_level_and_operation() -> None:
     assert [(row[0], row[1]) for row in rows] == [
         (str(c), op) for c in (1, 16) for op in ("run", "rm", "pause", "unpause")
     ]
+
+
+def test_the_simulated_runtime_reads_costs_from_a_saved_run(tmp_path: Path) -> None:
+    measured = result(level(1, 1.0), level(16, 2.0))
+    costs = simulated_costs(measured)
+    save(tmp_path, {**measured, "simulated": {"concurrency": 16, **costs}}, "")
+
+    settings = load_settings(
+        runtime="simulated", simulated={"from_docker_ops": str(tmp_path / RESULTS_FILE)}
+    )
+
+    assert settings.simulated.create_ms == costs["create_ms"]
+    assert settings.simulated.resume_ms == costs["resume_ms"]
+    assert settings.simulated.run_ms == SimulatedRuntimeSettings().run_ms
+
+
+def test_a_range_set_beside_a_saved_run_is_an_error(tmp_path: Path) -> None:
+    save(tmp_path, {"simulated": simulated_costs(result(level(16, 1.0)))}, "")
+    with pytest.raises(ConfigError, match="create_ms: set here and in from_docker_ops"):
+        load_settings(
+            simulated={"from_docker_ops": str(tmp_path / RESULTS_FILE), "create_ms": (1, 2)}
+        )
+
+
+def test_a_file_that_is_not_a_saved_run_is_named(tmp_path: Path) -> None:
+    other = tmp_path / "other.json"
+    other.write_text('{"levels": []}')
+    with pytest.raises(ConfigError, match=r"other\.json is not a docker-ops\.json"):
+        load_settings(simulated={"from_docker_ops": str(other)})
+    with pytest.raises(ConfigError, match=r"missing\.json"):
+        load_settings(simulated={"from_docker_ops": str(tmp_path / "missing.json")})
