@@ -92,22 +92,25 @@ class Delivery(ABC):
         """Push back the redelivery deadline during a long run (no-op where not needed)."""
 
 
-class LostCancellation:
-    """Notices a cancellation that a client library swallowed during one call.
+def cancelling() -> bool:
+    """Whether this task was asked to stop, even if a client library swallowed it.
 
     On Python 3.11, ``asyncio.wait_for`` returns the inner result instead of raising
     when the cancellation arrives just as the inner call finishes (fixed in 3.12), and
     broker clients use it on every command (redis-py's ``send_packed_command``, for
-    one). A consumer loop whose cancellation is swallowed would run forever and hang
-    whoever waits for it; the task still counts as cancelling, which is how it is seen.
+    one). A loop whose cancellation was swallowed would run forever and hang whoever
+    waits for it. The task still counts as cancelling (``asyncio.timeout`` and task
+    groups uncancel what they handle), which is what this reads.
     """
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
-    def __init__(self) -> None:
-        self._task = asyncio.current_task()
-        self._before = self._task.cancelling() if self._task is not None else 0
 
-    def happened(self) -> bool:
-        return self._task is not None and self._task.cancelling() > self._before
+def raise_if_cancelling() -> None:
+    """For loops: stop a task asked to stop before it asks for more work or waits for
+    its next round (see :func:`cancelling`)."""
+    if cancelling():
+        raise asyncio.CancelledError
 
 
 class Subscription(ABC):
@@ -120,12 +123,13 @@ class Subscription(ABC):
     async def fetch(self, max_messages: int = 1, timeout_s: float = 1.0) -> list[Delivery]:
         """Up to ``max_messages`` deliveries; an empty list when ``timeout_s`` passes.
 
-        A fetch cancelled while it ran raises ``CancelledError``, whatever the client
-        did with the cancellation; what it had already taken goes back to the group.
+        A cancelled fetch raises ``CancelledError``, whatever the client did with the
+        cancellation (see :func:`cancelling`); what it had already taken goes back to
+        the group.
         """
-        lost = LostCancellation()
+        raise_if_cancelling()
         deliveries = await self._fetch(max_messages, timeout_s)
-        if lost.happened():
+        if cancelling():
             for delivery in deliveries:
                 await delivery.nack()
             raise asyncio.CancelledError
@@ -155,12 +159,11 @@ class Listener(ABC):
     channel: str
 
     async def receive(self, timeout_s: float = 1.0) -> bytes | None:
-        """The next message, or ``None`` when ``timeout_s`` passes; a receive cancelled
-        while it ran raises ``CancelledError`` (see :class:`LostCancellation`)."""
-        lost = LostCancellation()
+        """The next message, or ``None`` when ``timeout_s`` passes; a cancelled receive
+        raises ``CancelledError`` (see :func:`cancelling`)."""
+        raise_if_cancelling()
         body = await self._receive(timeout_s)
-        if lost.happened():
-            raise asyncio.CancelledError
+        raise_if_cancelling()
         return body
 
     @abstractmethod

@@ -51,10 +51,6 @@ STEADY_PAUSE_S = 0.25
 SETTLE_POLL_S = 0.25
 QUIESCE_TIMEOUT_S = 20.0
 QUIESCE_POLL_S = 0.2
-EXIT_GRACE_S = 15.0
-"""How long a stack may take to stop on its own (closing a hundred Kafka consumers)."""
-EXIT_CHECK_S = 2.0
-EXIT_CHECKS = 30
 
 
 def cell_settings(
@@ -119,15 +115,11 @@ async def run_cell(
         )
         queues = [settings.queue_name(a.namespace, a.name) for a in actions]
         try:
-            before = asyncio.all_tasks()
-            await stack.__aenter__()
-            try:
+            async with stack:
                 for invoker in stack.invokers:
                     queues += [invoker.control_queue, invoker_work_queue(invoker.id)]
                 recorder = await _drive(stack, workload, cell, actions, progress)
                 await quiesce(stack, QUIESCE_TIMEOUT_S)
-            finally:
-                await leave(stack, before)
             recorder.timeline_events(
                 timeline.events,
                 skip=SKIPPED_EVENTS,
@@ -219,36 +211,6 @@ async def _drive(
     return recorder
 
 
-async def leave(stack: Stack, started: set[asyncio.Task[Any]]) -> None:
-    """Exit ``stack``; cancel again whatever swallowed its cancellation.
-
-    ``Stack.__aexit__`` cancels each component once and waits. On Python 3.11
-    ``asyncio.wait_for`` drops a cancellation that arrives just as its inner call
-    completes (fixed in 3.12); the memory transport's listeners and redis-py use it, so
-    under load a component loop can miss that one cancel, and a component nested in a
-    task group is out of the Stack's reach, so the exit would wait forever. The cell
-    first lets its queues drain (:func:`quiesce`), which makes the race unlikely; if the
-    exit still stalls, every task that appeared since the stack started (``started``:
-    the tasks that existed before) is cancelled again until the exit completes.
-    """
-    current = asyncio.current_task()
-    exiting = asyncio.create_task(stack.__aexit__(None, None, None))
-    await asyncio.wait([exiting], timeout=EXIT_GRACE_S)
-    for attempt in range(EXIT_CHECKS):
-        done, _ = await asyncio.wait([exiting], timeout=EXIT_CHECK_S)
-        if done:
-            exiting.result()
-            return
-        stragglers = asyncio.all_tasks() - started - {exiting, current}
-        if attempt == 0:
-            log.info(
-                "bench: %d stack task(s) ignored cancellation; cancelling again", len(stragglers)
-            )
-        for task in stragglers:
-            task.cancel()
-    raise RuntimeError(f"the stack did not stop in {EXIT_CHECKS * EXIT_CHECK_S:.0f} s")
-
-
 async def _settle(stack: Stack, workload: Workload, recorder: Recorder) -> None:
     """End the warm-up once the cell is steady (see :attr:`Workload.settle_s`)."""
     changes = -1
@@ -305,7 +267,7 @@ async def _sample(stack: Stack, recorder: Recorder) -> None:
 
 async def quiesce(stack: Stack, timeout_s: float) -> None:
     """Wait until the cell's queues are empty (or ``timeout_s``), so that no results are
-    still flowing when the stack is stopped (see :func:`leave`)."""
+    still flowing when the stack stops and its queues are deleted."""
     deadline_s = time.monotonic() + timeout_s
     while time.monotonic() < deadline_s:
         if await backlog_total(stack) == 0:

@@ -24,8 +24,6 @@ from typing import Any
 
 RECHECK_S = 1.0
 """How often a driver re-reads ``until()`` while it waits."""
-CANCEL_ATTEMPTS = 20
-CANCEL_WAIT_S = 0.25
 
 
 class Deadline:
@@ -101,21 +99,11 @@ async def _finish(tasks: Collection[asyncio.Task[None]], deadline_s: float) -> i
 
 
 async def stop_tasks(tasks: Collection[asyncio.Task[Any]], *, grace_s: float) -> None:
-    """Give ``tasks`` ``grace_s`` to end on their own, then cancel until they are done.
-
-    Cancelling once is not always enough on Python 3.11: ``asyncio.wait_for`` drops a
-    cancellation that arrives as its inner call completes (fixed in 3.12), and redis-py
-    wraps every socket operation in it, so a busy task can swallow the cancel and carry
-    on. Cancellation is repeated, a bounded number of times, until each task ends.
-    """
+    """Give ``tasks`` ``grace_s`` to end on their own, then cancel the rest and wait."""
     pending = {task for task in tasks if not task.done()}
     if pending and grace_s > 0:
         _, pending = await asyncio.wait(pending, timeout=grace_s)
-    for _ in range(CANCEL_ATTEMPTS):
-        if not pending:
-            return
-        for task in pending:
-            task.cancel()
-        _, pending = await asyncio.wait(pending, timeout=CANCEL_WAIT_S)
+    for task in pending:
+        task.cancel()
     if pending:
-        raise RuntimeError(f"{len(pending)} task(s) ignored {CANCEL_ATTEMPTS} cancellations")
+        await asyncio.wait(pending)

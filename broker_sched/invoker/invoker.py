@@ -35,7 +35,7 @@ from broker_sched.model import (
 )
 from broker_sched.runtime.base import Runtime
 from broker_sched.topology import HEARTBEATS, invoker_control_queue, invoker_work_queue
-from transports.base import Delivery, Transport
+from transports.base import Delivery, Transport, raise_if_cancelling
 
 if TYPE_CHECKING:
     from broker_sched.migration.drain import Drainer
@@ -152,6 +152,7 @@ class Invoker:
         while True:
             with contextlib.suppress(BrokerUnavailable):
                 await self.transport.send(HEARTBEATS, encode(self.heartbeat()))
+            raise_if_cancelling()
             await asyncio.sleep(interval_s)
 
     async def _consume_control(self) -> None:

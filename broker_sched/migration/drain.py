@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 from broker_sched.errors import TransportError
 from broker_sched.invoker.proxy import ContainerProxy
 from broker_sched.migration import QueuePair, check_distinct, source_queue
-from transports.base import Backlog, Transport
+from transports.base import Backlog, Transport, raise_if_cancelling
 from transports.registry import transport_from_settings
 
 if TYPE_CHECKING:
@@ -129,6 +129,7 @@ class Drainer:
         watches = {name: DrainWatch(migration.drain_quiet_s) for name in self.pairs}
         delay_s = RETRY_FIRST_S
         while watches:
+            raise_if_cancelling()
             names = list(watches)
             try:
                 backlogs = await self.transport.backlogs(

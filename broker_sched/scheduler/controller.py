@@ -52,7 +52,7 @@ from broker_sched.topology import (
     invoker_work_queue,
     results_channel,
 )
-from transports.base import Listener, Transport
+from transports.base import Listener, Transport, raise_if_cancelling
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +177,7 @@ class Controller:
             waiter = self._waiting[activation.id] = asyncio.get_running_loop().create_future()
         try:
             await self.transport.publish(queue, encode(activation), key=activation.id)
+            raise_if_cancelling()
         except BaseException:
             self._waiting.pop(activation.id, None)
             self._release(activation.id)
@@ -185,7 +186,8 @@ class Controller:
         if waiter is None:
             return activation.id
         try:
-            return await asyncio.wait_for(waiter, timeout_s)
+            async with asyncio.timeout(timeout_s):
+                return await waiter
         except TimeoutError:
             self._release(activation.id)
             raise InvocationTimeout(

@@ -37,7 +37,7 @@ from broker_sched.scheduler.decision import (
 from broker_sched.scheduler.placement import InvokerView, place
 from broker_sched.scheduler.rates import ArrivalRate, MovingAverage
 from broker_sched.topology import invoker_control_queue
-from transports.base import Backlog, Transport
+from transports.base import Backlog, Transport, raise_if_cancelling
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +122,10 @@ class BacklogMonitor:
     async def run(self) -> None:
         interval_s = self.settings.scheduler.check_interval_s
         while True:
+            raise_if_cancelling()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), interval_s)
+                async with asyncio.timeout(interval_s):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 await self.tick()

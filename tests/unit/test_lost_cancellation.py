@@ -1,4 +1,4 @@
-"""A cancellation that a client swallows still ends a fetch or a receive.
+"""A cancellation that a client swallowed still ends a fetch, a receive and their loops.
 
 The fakes do what Python 3.11's ``asyncio.wait_for`` does inside some broker clients:
 catch the cancellation and return a result as if nothing happened.
@@ -95,3 +95,26 @@ async def test_a_cancellation_already_handled_before_the_fetch_does_not_count() 
             await asyncio.sleep(1)
 
     assert len(await subscription.fetch(2, 0.01)) == 2
+
+
+async def test_a_cancellation_swallowed_earlier_in_the_loop_stops_the_next_fetch() -> None:
+    """Swallowed during, say, an ack: the loop's next fetch stops it without fetching."""
+    subscription = SwallowingSubscription()
+    acking = asyncio.Event()
+    fetched: list[int] = []
+
+    async def loop() -> None:
+        while True:
+            with contextlib.suppress(asyncio.CancelledError):
+                acking.set()
+                await asyncio.sleep(10)
+            fetched.append(len(await subscription.fetch(2, 0.01)))
+
+    task = asyncio.create_task(loop())
+    await acking.wait()
+    task.cancel()
+
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert fetched == []
+    assert not subscription.entered.is_set()
