@@ -3,6 +3,7 @@
     POST /api/v1/namespaces/{namespace}/actions/{action}?blocking=true   body: JSON payload
     GET  /api/v1/namespaces/{namespace}/activations/{activation_id}
     GET  /health
+    GET  /metrics                                                         Prometheus text
 
 A blocking call answers 200 with the activation record (or 502 when the action failed),
 a non-blocking one 202 with the activation id. Errors map to the codes clients of such
@@ -31,6 +32,7 @@ from broker_sched.errors import (
     Throttled,
     UnknownAction,
 )
+from broker_sched.metrics import CONTENT_TYPE, controller_families, exposition
 from broker_sched.scheduler.controller import Controller
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,11 @@ log = logging.getLogger(__name__)
 INVOKE = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/actions/(?P<action>[^/]+)$")
 ACTIVATION = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/activations/(?P<id>[^/]+)$")
 MAX_HEADER_BYTES = 16_384
+
+
+class Text(str):
+    """A response body sent as it is (the metrics), not as JSON."""
+
 
 ERROR_STATUS: list[tuple[type[BrokerSchedError], HTTPStatus]] = [
     (UnknownAction, HTTPStatus.NOT_FOUND),
@@ -104,6 +111,8 @@ class Api:
         url = urlsplit(target)
         if url.path == "/health":
             return HTTPStatus.OK, {"status": "ok", "controller": self.controller.id}
+        if url.path == "/metrics" and method == "GET":
+            return HTTPStatus.OK, Text(exposition(controller_families(self.controller)))
         if (match := INVOKE.match(url.path)) and method == "POST":
             blocking = parse_qs(url.query).get("blocking", ["false"])[0] == "true"
             return await self._invoke(f"{match['ns']}/{match['action']}", body, blocking)
@@ -137,10 +146,13 @@ class Api:
 async def _respond(
     writer: asyncio.StreamWriter, status: HTTPStatus, document: Any, keep_alive: bool
 ) -> None:
-    body = json.dumps(document).encode()
+    if isinstance(document, Text):
+        body, content_type = document.encode(), CONTENT_TYPE
+    else:
+        body, content_type = json.dumps(document).encode(), "application/json"
     head = (
         f"HTTP/1.1 {status.value} {status.phrase}\r\n"
-        "Content-Type: application/json\r\n"
+        f"Content-Type: {content_type}\r\n"
         f"Content-Length: {len(body)}\r\n"
         f"Connection: {'keep-alive' if keep_alive else 'close'}\r\n\r\n"
     )

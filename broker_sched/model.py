@@ -139,6 +139,8 @@ class Heartbeat(_Wire):
     free_memory_mb: int
     containers: dict[str, int] = Field(default_factory=dict)
     paused: dict[str, int] = Field(default_factory=dict)
+    draining: dict[str, int] = Field(default_factory=dict)
+    """Drain mode: activations left on the old transport, per action."""
     sent_ms: int = Field(default_factory=now_ms)
 
 

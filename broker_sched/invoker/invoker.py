@@ -126,6 +126,7 @@ class Invoker:
             free_memory_mb=self.free_memory_mb,
             containers=dict(containers),
             paused=dict(paused),
+            draining=dict(self.drainer.remaining) if self.drainer is not None else {},
         )
 
     async def serve(self) -> None:

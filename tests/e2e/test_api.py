@@ -9,7 +9,7 @@ import urllib.request
 from typing import Any
 
 import pytest
-from embedded import embedded_settings, stack_with
+from embedded import embedded_settings, eventually, stack_with
 
 from broker_sched.api import Api
 from broker_sched.model import Action
@@ -67,3 +67,27 @@ async def test_invoke_and_errors_over_http() -> None:
             for method, path, body, expected in checks:
                 status, _ = await asyncio.to_thread(call, base, method, path, body)
                 assert status == expected, (method, path)
+
+
+async def test_metrics_show_backlog_containers_and_what_the_scheduler_did() -> None:
+    actions = [Action(name="echo", handler="broker_sched.samples:echo")]
+    async with stack_with(actions) as stack:
+        controller = stack.controller
+        assert controller is not None
+        await controller.invoke("echo", {"x": 1})
+        await eventually(
+            lambda: any(beat.containers.get("guest/echo") for beat in controller.cluster.live())
+        )
+        server = await Api(controller, 1024).start("127.0.0.1", 0)
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/metrics"
+        async with server:
+            with await asyncio.to_thread(urllib.request.urlopen, url, None, 30) as response:
+                content_type = response.headers["Content-Type"]
+                lines = set(response.read().decode().splitlines())
+
+    assert content_type.startswith("text/plain; version=0.0.4")
+    assert "# TYPE broker_sched_backlog_pending gauge" in lines
+    assert 'broker_sched_backlog_pending{action="guest/echo"} 0' in lines
+    assert 'broker_sched_containers{action="guest/echo",state="running"} 1' in lines
+    assert 'broker_sched_events_total{kind="container_created"} 1' in lines
+    assert "broker_sched_invokers 1" in lines

@@ -235,6 +235,8 @@ async def test_drain_mode_under_live_load(
             assert drainer is not None
             async with asyncio.timeout(60):
                 await drainer.finished.wait()
+            beat = new_side.invokers[0].heartbeat()
+            assert beat.draining == dict.fromkeys((a.fqn for a in ACTIONS), 0)
 
     assert_one_result_each(calls, old_side.controller, new_side.controller)
     drained = [

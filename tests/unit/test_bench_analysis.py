@@ -8,7 +8,7 @@ import time
 import pytest
 
 from broker_sched.bench.analysis import longest_gap, ratio, window_latency
-from broker_sched.bench.load import Deadline, closed_loop, open_loop, stop_tasks
+from broker_sched.bench.load import Deadline, closed_loop, open_loop
 from broker_sched.bench.recorder import Completion, Recorder
 
 
@@ -94,23 +94,3 @@ async def test_requests_past_the_grace_are_cancelled_and_counted() -> None:
 
     deadline = Deadline(time.monotonic() + 0.05)
     assert await closed_loop(2, request, until=deadline, grace_s=0.05) == 2
-
-
-async def test_stop_tasks_cancels_a_task_that_swallows_a_cancellation() -> None:
-    swallowed = 0
-
-    async def stubborn() -> None:
-        nonlocal swallowed
-        while True:
-            try:
-                await asyncio.sleep(1)
-            except asyncio.CancelledError:
-                swallowed += 1
-                if swallowed > 2:
-                    raise
-
-    task = asyncio.create_task(stubborn())
-    await asyncio.sleep(0)
-    await stop_tasks([task], grace_s=0.0)
-    assert task.cancelled()
-    assert swallowed == 3

@@ -1,0 +1,103 @@
+"""What a controller knows, as Prometheus metrics for ``GET /metrics``.
+
+A platform team watches the same numbers the scheduler decides from — each action's
+backlog, arrival rate and containers — next to what it did about them (the timeline's
+event counts: containers created, throttling, duplicate results) and how a migration's
+drain is going, which invokers report in their heartbeats. Everything is read from the
+controller's own view at scrape time: nothing is stored for metrics alone.
+
+:func:`exposition` is pure (families in, text out); :func:`controller_families` reads
+a live controller.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from broker_sched.scheduler.controller import Controller
+
+PREFIX = "broker_sched_"
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@dataclass(slots=True)
+class Family:
+    """One metric name with its samples, each a label set and a value."""
+
+    name: str
+    kind: Literal["gauge", "counter"]
+    help: str
+    samples: list[tuple[dict[str, str], float]] = field(default_factory=list)
+
+    def add(self, value: float, **labels: str) -> None:
+        self.samples.append((labels, value))
+
+
+def exposition(families: list[Family]) -> str:
+    """The Prometheus text format (version 0.0.4)."""
+    lines: list[str] = []
+    for family in families:
+        name = PREFIX + family.name
+        lines += [f"# HELP {name} {family.help}", f"# TYPE {name} {family.kind}"]
+        for labels, value in family.samples:
+            lines.append(f"{name}{_labels(labels)} {_number(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def controller_families(controller: Controller) -> list[Family]:
+    now_s = time.monotonic()
+    pending = Family("backlog_pending", "gauge", "Activations queued, not yet taken.")
+    in_flight = Family("backlog_in_flight", "gauge", "Activations taken, not yet acked.")
+    arrivals = Family("arrival_rate_per_s", "gauge", "Invocations per second, last window.")
+    throttled = Family("throttled", "gauge", "1 while new invocations are refused (429).")
+    for name, stats in controller.monitor.stats.items():
+        pending.add(stats.backlog.pending, action=name)
+        in_flight.add(stats.backlog.in_flight, action=name)
+        arrivals.add(stats.arrivals.rate_per_s(now_s), action=name)
+        throttled.add(float(stats.throttled), action=name)
+
+    beats = controller.cluster.live()
+    containers = Family("containers", "gauge", "Containers per action and state.")
+    by_state: dict[tuple[str, str], int] = defaultdict(int)
+    for beat in beats:
+        for name, count in beat.containers.items():
+            paused = beat.paused.get(name, 0)
+            by_state[name, "running"] += count - paused
+            by_state[name, "paused"] += paused
+    for name in controller.monitor.stats:
+        by_state[name, "creating"] = controller.cluster.creating(name)
+    for (name, state), count in sorted(by_state.items()):
+        containers.add(count, action=name, state=state)
+    free_slots = Family("invoker_free_slots", "gauge", "Free container slots per live invoker.")
+    draining = Family(
+        "drain_remaining", "gauge", "Activations left on the old transport (drain mode)."
+    )
+    for beat in beats:
+        free_slots.add(beat.free_slots, invoker=beat.invoker_id)
+        for name, left in beat.draining.items():
+            draining.add(left, action=name, invoker=beat.invoker_id)
+    live = Family("invokers", "gauge", "Invokers heard from within the heartbeat expiry.")
+    live.add(len(beats))
+
+    events = Family("events_total", "counter", "What the scheduler did, by timeline event.")
+    for kind, count in sorted(controller.timeline.counts.items()):
+        events.add(count, kind=kind)
+    return [pending, in_flight, arrivals, throttled, containers, free_slots, live, draining, events]
+
+
+def _labels(labels: dict[str, str]) -> str:
+    if not labels:
+        return ""
+    return "{" + ",".join(f'{key}="{_escape(value)}"' for key, value in labels.items()) + "}"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
