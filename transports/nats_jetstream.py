@@ -51,6 +51,11 @@ Limits:
 * Queue names are subject tokens ``[A-Za-z0-9_-]`` joined by ``.``.
 * At most 512 members of one group can wait in ``fetch`` at the same time (the server's
   default ``max_waiting`` per consumer); more get a 409 status, raised as TransportError.
+* Servers before 2.10.14 can redeliver a nacked message with a delivery count of 1 when
+  a delivery to a pull request failed under load (fixed upstream in nats-server#5305 and
+  #5338); Debian 12 ships 2.9.10. A member therefore remembers what it nacked (the last
+  ``NACK_MEMORY`` messages) and reports at least one attempt more when it gets one back;
+  a redelivery to another member carries the server's count.
 """
 
 from __future__ import annotations
@@ -62,7 +67,7 @@ import json
 import logging
 import random
 import re
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self
@@ -89,6 +94,8 @@ log = logging.getLogger(__name__)
 
 MAX_ACK_PENDING = 10_000
 """Unacked messages per group before the server stops delivering; far above any pool."""
+NACK_MEMORY = 10_000
+"""How many nacked messages a member remembers, to count their next attempt right."""
 PULL_GRACE_S = 0.25
 """How long past a pull request's expiry to wait for the server's end-of-request status."""
 MIN_PULL_WAIT_S = 0.01
@@ -206,7 +213,7 @@ class NatsDelivery(Delivery):
         payload = b"-NAK"
         if delay_s > 0:
             payload += b" " + json.dumps({"delay": int(delay_s * 1e9)}).encode()
-        await self._settle(payload, "nack")
+        await self._settle(payload, "nack", nacked=True)
 
     async def in_progress(self) -> None:
         if not self._settled:
@@ -214,7 +221,7 @@ class NatsDelivery(Delivery):
             with _translated(f"in_progress for message {self.id}"):
                 await nc.publish(self.reply, b"+WPI")
 
-    async def _settle(self, payload: bytes, verb: str) -> None:
+    async def _settle(self, payload: bytes, verb: str, *, nacked: bool = False) -> None:
         """Send the (n)ack and wait for the server to confirm it; a second call is a no-op."""
         if self._settled:
             return
@@ -223,7 +230,7 @@ class NatsDelivery(Delivery):
         with _translated(f"{verb} message {self.id}"):
             await nc.request(self.reply, payload, timeout=transport.request_timeout_s)
         self._settled = True
-        self._subscription.settled(self)
+        self._subscription.settled(self, nacked=nacked)
 
 
 @dataclass(slots=True)
@@ -261,6 +268,7 @@ class NatsSubscription(Subscription):
         self._arrival = asyncio.Event()
         self._undelivered: deque[Msg] = deque()
         self._unacked: dict[str, NatsDelivery] = {}
+        self._nacked: OrderedDict[str, int] = OrderedDict()
         self._open: _PullRequest | None = None
         self._requests = 0
         self._lock = asyncio.Lock()
@@ -351,13 +359,18 @@ class NatsSubscription(Subscription):
         deliveries: list[Delivery] = []
         while self._undelivered and len(deliveries) < max_messages:
             delivery = NatsDelivery(self, self._undelivered.popleft())
+            delivery.attempt = max(delivery.attempt, self._nacked.pop(delivery.id, 0) + 1)
             self._unacked[delivery.id] = delivery
             deliveries.append(delivery)
         return deliveries
 
-    def settled(self, delivery: NatsDelivery) -> None:
+    def settled(self, delivery: NatsDelivery, *, nacked: bool = False) -> None:
         if self._unacked.get(delivery.id) is delivery:
             del self._unacked[delivery.id]
+        if nacked:
+            self._nacked[delivery.id] = delivery.attempt
+            while len(self._nacked) > NACK_MEMORY:
+                self._nacked.popitem(last=False)
 
     async def close(self) -> None:
         """Give back everything this member holds, so others get it now, not after

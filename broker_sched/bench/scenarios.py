@@ -100,7 +100,10 @@ def names(scenario: str) -> list[str]:
     if scenario in SCENARIOS or scenario.endswith(".toml"):
         return [scenario]
     known = ", ".join([*SCENARIOS, ALL])
-    raise ConfigError(f"unknown scenario {scenario!r} (known: {known}, or a workload .toml file)")
+    raise ConfigError(
+        f"unknown scenario {scenario!r} (known: {known}, or a workload .toml file; "
+        "`bench docker-ops` measures the Docker engine itself)"
+    )
 
 
 async def run_scenario(scenario: str, ctx: BenchContext) -> Report:
