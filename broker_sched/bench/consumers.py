@@ -19,15 +19,20 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from broker_sched.bench.cell import delete_queues
 from broker_sched.bench.load import stop_tasks
+from broker_sched.bench.recorder import Recorder
 from broker_sched.errors import BrokerUnavailable
 from transports.base import Subscription, Transport
 
 log = logging.getLogger(__name__)
+
+SETTLE_TIMEOUT_S = 60.0
+"""How long a group may take until every partition has an owner (a Kafka join)."""
 
 FETCH_TIMEOUT_S = 0.2
 STOP_GRACE_S = 2.0
@@ -191,3 +196,36 @@ class ConsumerPool:
                 self._rebalancing_since_s = None
                 self.sink("rebalance_finished", at_s=event.at_s, took_ms=round(took_ms, 1))
         self._changed.set()
+
+
+@contextlib.asynccontextmanager
+async def settled_pool(
+    transport: Transport,
+    queue: str,
+    *,
+    partitions: int,
+    consumers: int,
+    run_ms: float,
+    handle: Callable[[bytes], Awaitable[None]],
+    recorder: Recorder,
+) -> AsyncIterator[ConsumerPool]:
+    """``consumers`` members on a new ``queue`` of ``partitions``, with ``recorder``'s
+    clock started once every partition has an owner (a Kafka group has joined); at the
+    end the members leave and the queue is deleted."""
+    await transport.declare(queue, partitions=partitions)
+    pool = ConsumerPool(
+        transport,
+        queue,
+        run_ms=run_ms,
+        handle=handle,
+        sink=recorder.event,
+        partitions=await transport.max_consumers(queue),
+    )
+    try:
+        await pool.add_many(consumers)
+        await pool.settled(SETTLE_TIMEOUT_S)
+        recorder.t0_s = time.monotonic()
+        yield pool
+    finally:
+        await pool.close()
+        await delete_queues(transport, [queue])

@@ -22,8 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from broker_sched.bench.analysis import longest_gap, window_latency
-from broker_sched.bench.cell import delete_queues
-from broker_sched.bench.consumers import ConsumerPool
+from broker_sched.bench.consumers import SETTLE_TIMEOUT_S, ConsumerPool, settled_pool
 from broker_sched.bench.context import BenchContext
 from broker_sched.bench.load import Deadline, closed_loop, stop_tasks
 from broker_sched.bench.plots import BarFigure, Line, Marker, Panel, TimeFigure
@@ -34,7 +33,6 @@ from broker_sched.errors import BrokerSchedError
 from transports.base import Transport
 
 REQUEST_TIMEOUT_S = 30.0
-SETTLE_TIMEOUT_S = 60.0
 PADDING = b"x" * 200
 MARKED_EVENTS = ("consumer_added", "partitions_resized", "rebalance_started", "rebalance_finished")
 
@@ -131,24 +129,22 @@ async def run_transport(ctx: BenchContext, name: str, plan: Plan) -> dict[str, A
             waiting.pop(message_id, None)
         recorder.record((time.monotonic() - sent_s) * 1000)
 
-    async with transport:
-        await transport.declare(queue, partitions=plan.partitions)
-        partitions = await transport.max_consumers(queue)
-        pool = ConsumerPool(
+    async with (
+        transport,
+        settled_pool(
             transport,
             queue,
+            partitions=plan.partitions,
+            consumers=plan.steps[0],
             run_ms=plan.run_ms,
             handle=handle,
-            sink=recorder.event,
-            partitions=partitions,
-        )
-        load: asyncio.Task[int] | None = None
+            recorder=recorder,
+        ) as pool,
+    ):
+        partitions = pool.partitions
+        recorder.events.clear()
+        load = asyncio.create_task(closed_loop(plan.users, request, until=stop, grace_s=2.0))
         try:
-            await pool.add_many(plan.steps[0])
-            await pool.settled(SETTLE_TIMEOUT_S)
-            recorder.t0_s = time.monotonic()
-            recorder.events.clear()
-            load = asyncio.create_task(closed_loop(plan.users, request, until=stop, grace_s=2.0))
             async with ctx.progress.showing(f"partition-limit {name}", recorder):
                 steps = await _steps(pool, plan, recorder)
                 resize = await _resize(transport, pool, queue, plan, recorder)
@@ -157,10 +153,7 @@ async def run_transport(ctx: BenchContext, name: str, plan: Plan) -> dict[str, A
             recorder.finish()
         finally:
             stop.now()
-            if load is not None:
-                await stop_tasks([load], grace_s=5.0)
-            await pool.close()
-            await delete_queues(transport, [queue])
+            await stop_tasks([load], grace_s=5.0)
     return {
         "transport": name,
         "partitions": partitions,

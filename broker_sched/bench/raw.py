@@ -15,8 +15,7 @@ import time
 import uuid
 from typing import Any
 
-from broker_sched.bench.cell import delete_queues
-from broker_sched.bench.consumers import ConsumerPool
+from broker_sched.bench.consumers import settled_pool
 from broker_sched.bench.load import closed_loop, stop_tasks
 from broker_sched.bench.progress import Progress
 from broker_sched.bench.recorder import Recorder
@@ -29,7 +28,6 @@ from transports.registry import transport_from_settings
 PADDING = b"x" * 240
 """About the size of an encoded activation, so raw messages cost what real ones do."""
 REPLY_TIMEOUT_S = 10.0
-SETTLE_TIMEOUT_S = 60.0
 GRACE_S = 2.0
 
 
@@ -50,59 +48,54 @@ async def run_raw(
     transport = transport_from_settings(settings)
     waiting: dict[bytes, asyncio.Future[None]] = {}
 
+    recorder = Recorder(warmup_s, duration_s, interval_s)
+
     async def reply(body: bytes) -> None:
         await transport.send(channel, body.split(b"\n", 1)[0])
 
+    async def request(user: int) -> None:
+        message_id = uuid.uuid4().hex.encode()
+        done = waiting[message_id] = asyncio.get_running_loop().create_future()
+        sent_s = time.monotonic()
+        try:
+            await transport.publish(queue, message_id + b"\n" + PADDING, key=None)
+            await asyncio.wait_for(done, REPLY_TIMEOUT_S)
+        except TimeoutError:
+            recorder.fail("timeout")
+            return
+        except BrokerUnavailable:
+            recorder.fail("broker_unavailable")
+            return
+        finally:
+            waiting.pop(message_id, None)
+        recorder.record((time.monotonic() - sent_s) * 1000)
+
     async with transport:
         broker = await transport.ping()
-        await transport.declare(queue, partitions=consumers)
         listener = await transport.listen(channel)
-        recorder = Recorder(warmup_s, duration_s, interval_s)
-        pool = ConsumerPool(
-            transport,
-            queue,
-            run_ms=run_ms,
-            handle=reply,
-            sink=recorder.event,
-            partitions=await transport.max_consumers(queue),
-        )
         dispatcher = asyncio.create_task(_dispatch(listener, waiting))
         try:
-            await pool.add_many(consumers)
-            await pool.settled(SETTLE_TIMEOUT_S)
-            recorder.t0_s = time.monotonic()
-
-            async def request(user: int) -> None:
-                message_id = uuid.uuid4().hex.encode()
-                done = waiting[message_id] = asyncio.get_running_loop().create_future()
-                sent_s = time.monotonic()
-                try:
-                    await transport.publish(queue, message_id + b"\n" + PADDING, key=None)
-                    await asyncio.wait_for(done, REPLY_TIMEOUT_S)
-                except TimeoutError:
-                    recorder.fail("timeout")
-                    return
-                except BrokerUnavailable:
-                    recorder.fail("broker_unavailable")
-                    return
-                finally:
-                    waiting.pop(message_id, None)
-                recorder.record((time.monotonic() - sent_s) * 1000)
-
-            label = f"{settings.transport} raw {users} users {consumers} consumers"
-            async with progress.showing(label, recorder):
-                await closed_loop(
-                    users,
-                    request,
-                    until=lambda: recorder.t0_s + recorder.window_end_s,
-                    grace_s=GRACE_S,
-                )
-            recorder.finish()
+            async with settled_pool(
+                transport,
+                queue,
+                partitions=consumers,
+                consumers=consumers,
+                run_ms=run_ms,
+                handle=reply,
+                recorder=recorder,
+            ):
+                label = f"{settings.transport} raw {users} users {consumers} consumers"
+                async with progress.showing(label, recorder):
+                    await closed_loop(
+                        users,
+                        request,
+                        until=lambda: recorder.t0_s + recorder.window_end_s,
+                        grace_s=GRACE_S,
+                    )
+                recorder.finish()
         finally:
             await stop_tasks([dispatcher], grace_s=0.0)
-            await pool.close()
             await listener.close()
-            await delete_queues(transport, [queue])
     return {
         "transport": settings.transport,
         "broker": broker,

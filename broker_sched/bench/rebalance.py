@@ -26,8 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from broker_sched.bench.analysis import longest_gap, ratio, window_latency
-from broker_sched.bench.cell import delete_queues
-from broker_sched.bench.consumers import ConsumerPool
+from broker_sched.bench.consumers import ConsumerPool, settled_pool
 from broker_sched.bench.context import BenchContext
 from broker_sched.bench.load import open_loop, stop_tasks
 from broker_sched.bench.plots import Line, Marker, Panel, TimeFigure
@@ -39,7 +38,6 @@ from transports.base import Transport
 
 Operation = Literal["add", "restart", "remove"]
 PADDING = b"x" * 200
-SETTLE_TIMEOUT_S = 60.0
 GRACE_S = 3.0
 DRAIN_S = 5.0
 """After the load, how long messages still queued may take before they count as unfinished."""
@@ -187,45 +185,38 @@ async def run_variant(
             return
         published += 1
 
-    async with transport:
-        await transport.declare(queue, partitions=plan.partitions)
-        pool = ConsumerPool(
+    async with (
+        transport,
+        settled_pool(
             transport,
             queue,
+            partitions=plan.partitions,
+            consumers=plan.initial_consumers,
             run_ms=plan.run_ms,
             handle=handle,
-            sink=recorder.event,
-            partitions=await transport.max_consumers(queue),
-        )
+            recorder=recorder,
+        ) as pool,
+    ):
+        recorder.events.clear()
+        operator = asyncio.create_task(_operate(pool, plan, recorder))
+        sampler = asyncio.create_task(_sample(transport, queue, pool, recorder))
         try:
-            await pool.add_many(plan.initial_consumers)
-            await pool.settled(SETTLE_TIMEOUT_S)
-            recorder.t0_s = time.monotonic()
-            recorder.events.clear()
-            operator = asyncio.create_task(_operate(pool, plan, recorder))
-            sampler = asyncio.create_task(_sample(transport, queue, pool, recorder))
-            try:
-                async with ctx.progress.showing(
-                    f"rebalance {transport_name} {membership}", recorder
-                ):
-                    await open_loop(
-                        plan.rate_per_s,
-                        publish,
-                        start_s=recorder.t0_s,
-                        until=lambda: recorder.t0_s + plan.end_s,
-                        grace_s=GRACE_S,
-                    )
-                    await operator
-                    publishing_done = True
-                    if len(recorder.completions) < published:
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(drained.wait(), DRAIN_S)
-            finally:
-                await stop_tasks([operator, sampler], grace_s=0.0)
-            recorder.finish()
+            async with ctx.progress.showing(f"rebalance {transport_name} {membership}", recorder):
+                await open_loop(
+                    plan.rate_per_s,
+                    publish,
+                    start_s=recorder.t0_s,
+                    until=lambda: recorder.t0_s + plan.end_s,
+                    grace_s=GRACE_S,
+                )
+                await operator
+                publishing_done = True
+                if len(recorder.completions) < published:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(drained.wait(), DRAIN_S)
         finally:
-            await pool.close()
-            await delete_queues(transport, [queue])
+            await stop_tasks([operator, sampler], grace_s=0.0)
+        recorder.finish()
     result = analyse(transport_name, membership, plan, recorder)
     result["published"] = published
     result["unfinished"] = published - len(recorder.completions)
