@@ -48,6 +48,15 @@ class SchedulerSettings(_Section):
     arrival_window_s: float = Field(default=1.0, gt=0)
     heartbeat_expiry_beats: int = Field(default=3, ge=1)
     create_timeout_s: float = Field(default=30.0, gt=0)
+    stable_window_s: float = Field(
+        default=10.0, gt=0, description="central scale-in keeps the most demand of this window"
+    )
+    scale_in_interval_s: float = Field(
+        default=2.0, ge=0, description="at most one central scale-in per action this often"
+    )
+    scale_down_rate: float = Field(
+        default=2.0, gt=1, description="one scale-in keeps at least running / this"
+    )
 
 
 class InvokerSettings(_Section):

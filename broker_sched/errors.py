@@ -16,6 +16,7 @@ whether trying the same thing again later can succeed.
     └── InvocationError
         ├── UnknownAction           fatal: no such action registered
         ├── Throttled               retryable: "429 too many requests"
+        │   └── NoCapacity          retryable: "429 no capacity": no container can be made
         ├── NoInvokers              retryable: no invoker has sent a heartbeat lately
         └── InvocationTimeout       retryable: no result before the deadline
 """
@@ -87,6 +88,19 @@ class Throttled(InvocationError):
     def __init__(self, action: str, wait_s: float, limit_s: float) -> None:
         super().__init__(
             f"429 too many requests: {action!r} would queue {wait_s:.2f} s (limit {limit_s:.2f} s)"
+        )
+        self.action = action
+
+
+class NoCapacity(Throttled):
+    """The action has no container and the cluster has no room that could be made for
+    one: rejected at once instead of waiting in its queue until the timeout."""
+
+    def __init__(self, action: str) -> None:
+        InvocationError.__init__(
+            self,
+            f"429 no capacity: {action!r} has no container and every slot is busy "
+            "(nothing idle to evict); retry later",
         )
         self.action = action
 

@@ -54,7 +54,8 @@ def controller_families(controller: Controller) -> list[Family]:
     in_flight = Family("backlog_in_flight", "gauge", "Activations taken, not yet acked.")
     arrivals = Family("arrival_rate_per_s", "gauge", "Invocations per second, last window.")
     throttled = Family("throttled", "gauge", "1 while new invocations are refused (429).")
-    for name, stats in controller.monitor.stats.items():
+    tracked = controller.monitor.stats if controller.monitor is not None else {}
+    for name, stats in tracked.items():
         pending.add(stats.backlog.pending, action=name)
         in_flight.add(stats.backlog.in_flight, action=name)
         arrivals.add(stats.arrivals.rate_per_s(now_s), action=name)
@@ -68,7 +69,7 @@ def controller_families(controller: Controller) -> list[Family]:
             paused = beat.paused.get(name, 0)
             by_state[name, "running"] += count - paused
             by_state[name, "paused"] += paused
-    for name in controller.monitor.stats:
+    for name in tracked:
         by_state[name, "creating"] = controller.cluster.creating(name)
     for (name, state), count in sorted(by_state.items()):
         containers.add(count, action=name, state=state)

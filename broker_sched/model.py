@@ -102,6 +102,9 @@ class ActivationResult(_Wire):
     wait_ms: float = 0.0
     init_ms: float = 0.0
     run_ms: float = 0.0
+    service_ms: float = 0.0
+    """What the container spent on this activation, fetch to reply plus its last ack:
+    the service time the scheduler sizes capacity with (``run_ms`` is the handler alone)."""
     container_id: str = ""
     invoker_id: str = ""
 
@@ -117,7 +120,8 @@ class ContainerRequest(_Wire):
     action: Name
     memory_mb: int = Field(gt=0)
     reply_to: str = ""
-    resume_paused: bool = True
+    reason: str = ""
+    """Why a container is removed (scale-in, eviction, fair share), for the timeline."""
 
 
 class ContainerReply(_Wire):
@@ -139,6 +143,9 @@ class Heartbeat(_Wire):
     free_memory_mb: int
     containers: dict[str, int] = Field(default_factory=dict)
     paused: dict[str, int] = Field(default_factory=dict)
+    idle_s: dict[str, list[float]] = Field(default_factory=dict)
+    """Per action, how long each idle (not busy) container has had no work: the LRU
+    order in which a full cluster evicts."""
     draining: dict[str, int] = Field(default_factory=dict)
     """Drain mode: activations left on the old transport, per action."""
     sent_ms: int = Field(default_factory=now_ms)

@@ -237,12 +237,10 @@ async def _settle(stack: Stack, workload: Workload, recorder: Recorder) -> None:
 
 def work_queues(stack: Stack) -> list[str]:
     """Where the cell's activations wait: per action (acs) or per invoker (sharding)."""
-    if stack.settings.policy == "sharding":
-        return [invoker_work_queue(invoker.id) for invoker in stack.invokers]
-    return [
-        stack.settings.queue_name(action.namespace, action.name)
-        for action in stack.actions.values()
-    ]
+    assert stack.controller is not None
+    return stack.controller.policy.work_queues(
+        stack.actions.values(), [invoker.id for invoker in stack.invokers]
+    )
 
 
 async def backlog_total(stack: Stack) -> int | None:
@@ -276,10 +274,7 @@ async def quiesce(stack: Stack, timeout_s: float) -> None:
 
 
 def live_containers(stack: Stack) -> int:
-    return sum(
-        len(invoker.push_pool.slots) if invoker.push_pool is not None else len(invoker.proxies)
-        for invoker in stack.invokers
-    )
+    return sum(invoker.policy.containers() for invoker in stack.invokers)
 
 
 async def delete_queues(transport: Transport, queues: list[str]) -> None:

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import Counter
 from typing import TYPE_CHECKING
 
 from broker_sched.config import Settings
@@ -21,7 +20,6 @@ from broker_sched.errors import BrokerUnavailable, MalformedMessage
 from broker_sched.events import Timeline
 from broker_sched.invoker.proxy import ContainerProxy
 from broker_sched.invoker.pulling import Puller, TaskSet
-from broker_sched.invoker.push_pool import PushPool
 from broker_sched.model import (
     Action,
     ContainerReply,
@@ -33,8 +31,9 @@ from broker_sched.model import (
     fqn,
     new_id,
 )
+from broker_sched.policy import invoker_side
 from broker_sched.runtime.base import Runtime
-from broker_sched.topology import HEARTBEATS, invoker_control_queue, invoker_work_queue
+from broker_sched.topology import HEARTBEATS, invoker_control_queue
 from transports.base import Delivery, Transport, raise_if_cancelling
 
 if TYPE_CHECKING:
@@ -67,22 +66,12 @@ class Invoker:
         self.reserved_slots = 0
         self.reserved_memory_mb = 0
         self._tasks = TaskSet()
-        self.push_pool: PushPool | None = None
-        if settings.policy == "sharding":
-            self.push_pool = PushPool(
-                transport=transport,
-                runtime=runtime,
-                settings=settings,
-                actions=actions,
-                invoker_id=self.id,
-                work_queue=invoker_work_queue(self.id),
-                timeline=self.timeline,
-            )
         self.drainer: Drainer | None = None
         if settings.migration.drain_from is not None:
             from broker_sched.migration.drain import Drainer
 
             self.drainer = Drainer(self, transport=drain_transport)
+        self.policy = invoker_side(self)
 
     @property
     def control_queue(self) -> str:
@@ -111,23 +100,7 @@ class Invoker:
         self.reserved_memory_mb -= action.memory_mb
 
     def heartbeat(self) -> Heartbeat:
-        if self.push_pool is not None:
-            return Heartbeat(
-                invoker_id=self.id,
-                free_slots=self.push_pool.capacity - len(self.push_pool.slots),
-                free_memory_mb=self.free_memory_mb,
-                containers=self.push_pool.containers_by_action(),
-            )
-        containers = Counter(p.action for p in self.proxies)
-        paused = Counter(p.action for p in self.proxies if p.paused)
-        return Heartbeat(
-            invoker_id=self.id,
-            free_slots=self.free_slots,
-            free_memory_mb=self.free_memory_mb,
-            containers=dict(containers),
-            paused=dict(paused),
-            draining=dict(self.drainer.remaining) if self.drainer is not None else {},
-        )
+        return self.policy.heartbeat()
 
     async def serve(self) -> None:
         """Consume the control queue and beat until cancelled; then retire every container."""
@@ -136,8 +109,8 @@ class Invoker:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._beat())
                 group.create_task(self._consume_control())
-                if self.push_pool is not None:
-                    group.create_task(self.push_pool.serve())
+                for loop in self.policy.loops():
+                    group.create_task(loop)
                 if self.drainer is not None:
                     group.create_task(self.drainer.run())
         finally:
@@ -174,20 +147,42 @@ class Invoker:
             await delivery.ack()
             return
         if request.kind == "remove":
-            self._remove(request)
-            await delivery.ack()
-            return
-        reply = await self.create_container(request)
+            reply = await self.remove_container(request)
+        else:
+            reply = await self.create_container(request)
         if request.reply_to:
             with contextlib.suppress(BrokerUnavailable):
                 await self.transport.send(request.reply_to, encode(reply))
         await delivery.ack()
 
-    def _remove(self, request: ContainerRequest) -> None:
+    async def remove_container(self, request: ContainerRequest) -> ContainerReply:
+        """Tell one container of the action to leave and answer once it has left.
+
+        The longest idle goes first, then a paused one, then the least busy, which
+        leaves after its current runs: nothing running is ever cut short.
+        """
         name = fqn(request.namespace, request.action)
-        idle = [p for p in self.proxies if p.action == name and not p.busy]
-        if idle:
-            idle[0].stop()
+        candidates = [p for p in self.proxies if p.action == name and not p.leaving]
+        if not candidates:
+            return ContainerReply(
+                request_id=request.request_id,
+                namespace=request.namespace,
+                action=request.action,
+                invoker_id=self.id,
+                ok=False,
+                error=f"no container of {name!r} left to remove on invoker {self.id}",
+            )
+        proxy = min(candidates, key=lambda p: (p.busy, not p.paused, -p.idle_s))
+        proxy.stop(request.reason)
+        await proxy.exited.wait()
+        return ContainerReply(
+            request_id=request.request_id,
+            namespace=request.namespace,
+            action=request.action,
+            invoker_id=self.id,
+            ok=True,
+            container_id=proxy.container.id,
+        )
 
     async def create_container(self, request: ContainerRequest) -> ContainerReply:
         name = fqn(request.namespace, request.action)
@@ -256,4 +251,5 @@ class Invoker:
             invoker=self.id,
             container=proxy.container.id,
             runs=proxy.runs,
+            reason=proxy.leave_reason,
         )

@@ -8,7 +8,13 @@ Lifecycle: fetch → (resume if paused) → run → send the result → ack. The
 after the result has been sent, so a crash between the two re-runs the activation
 rather than losing it (at-least-once; the controller reports one result per id).
 Idle past ``pause_grace_s`` → pause the container; idle past ``keep_alive_s`` → leave
-the group and remove the container (scale to zero).
+the group and remove the container (scale to zero). A controller may also tell it to
+leave (central scale-in, eviction): it then finishes its current runs first.
+
+Each result carries ``service_ms``, what this activation cost the container: from the
+fetch that brought it to its reply being sent, plus the previous ack (this one's comes
+after the reply). The scheduler sizes capacity by it, since for fast handlers the run
+is the smallest part.
 
 Pauses and resumes are recorded on the timeline with the milliseconds they took, and a
 resumed run reports its resume as ``init_ms``: that is what the activation waited for,
@@ -62,7 +68,11 @@ class ContainerProxy:
         self.runs = 0
         self.last_used_s = time.monotonic()
         self._cold_init_ms: float | None = timings.create_ms + timings.init_ms
+        self._last_ack_ms = 0.0
         self._stopping = asyncio.Event()
+        self.leave_reason = ""
+        self.exited = asyncio.Event()
+        """Set once the proxy has left its group and its container is removed."""
         self._tasks = TaskSet()
 
     @property
@@ -73,8 +83,19 @@ class ContainerProxy:
     def paused(self) -> bool:
         return self.container.paused
 
-    def stop(self) -> None:
+    @property
+    def leaving(self) -> bool:
+        return self._stopping.is_set()
+
+    @property
+    def idle_s(self) -> float:
+        """How long the container has had no work (0 while busy)."""
+        return 0.0 if self.busy else time.monotonic() - self.last_used_s
+
+    def stop(self, reason: str = "") -> None:
         """Ask the proxy to leave after its current runs (used for removal requests)."""
+        if not self._stopping.is_set():
+            self.leave_reason = reason
         self._stopping.set()
 
     async def run(self) -> None:
@@ -90,17 +111,20 @@ class ContainerProxy:
                 deliveries = await puller.fetch(free, self.settings.fetch_timeout_s)
                 if not deliveries:
                     if await self._idle():
+                        self.leave_reason = self.leave_reason or "keep-alive expired"
                         break
                     continue
+                fetched_s = time.monotonic()
                 for delivery in deliveries:
                     self.busy += 1
-                    self._tasks.spawn(self._handle(delivery))
+                    self._tasks.spawn(self._handle(delivery, fetched_s))
             await self._tasks.wait_all()
         finally:
             await subscription.close()
             with contextlib.suppress(Exception):
                 await self.container.remove()
             self.on_exit(self)
+            self.exited.set()
 
     async def _idle(self) -> bool:
         """Pause or retire an idle container; True when the proxy should leave."""
@@ -114,9 +138,9 @@ class ContainerProxy:
             self._record("container_paused", pause_ms=pause_ms)
         return False
 
-    async def _handle(self, delivery: Delivery) -> None:
+    async def _handle(self, delivery: Delivery, fetched_s: float) -> None:
         try:
-            await self._process(delivery)
+            await self._process(delivery, fetched_s)
         except ContainerCrashed as exc:
             log.warning("container %s crashed: %s", self.container.id, exc)
             await self._give_back(delivery, str(exc))
@@ -127,7 +151,7 @@ class ContainerProxy:
             self.busy -= 1
             self.last_used_s = time.monotonic()
 
-    async def _process(self, delivery: Delivery) -> None:
+    async def _process(self, delivery: Delivery, fetched_s: float) -> None:
         try:
             activation = decode(Activation, delivery.body)
         except MalformedMessage as exc:
@@ -167,10 +191,13 @@ class ContainerProxy:
             wait_ms=max(0.0, received_ms - activation.published_ms),
             init_ms=init_ms,
             run_ms=outcome.run_ms,
+            service_ms=(time.monotonic() - fetched_s) * 1000 + self._last_ack_ms,
             invoker_id=self.invoker_id,
             container_id=self.container.id,
         )
+        acking_s = time.monotonic()
         await delivery.ack()
+        self._last_ack_ms = (time.monotonic() - acking_s) * 1000
         if not self.container.alive:
             self.stop()
 

@@ -4,7 +4,9 @@ Heartbeats arrive once a second, so on their own they lag behind: a container cr
 a moment ago is not in the last beat yet. The view therefore adds the containers whose
 creation this controller saw confirmed *after* each invoker's last beat was sent, and
 counts requests still awaiting a reply as "creating" — otherwise every tick in that gap
-would ask for the same container again.
+would ask for the same container again. Removals mirror it: a container asked to leave no
+longer counts as running, and its slot counts as "being freed" until the invoker's next
+beat reports it free, so no tick evicts twice for the same need.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 from broker_sched.model import ContainerReply, Heartbeat, now_ms
+from broker_sched.scheduler.reclaim import IdleContainers
 
 
 @dataclass(slots=True)
@@ -28,6 +31,7 @@ class _Beat:
     heartbeat: Heartbeat
     received_s: float
     created_ms: list[tuple[int, str]] = field(default_factory=list)
+    removed_ms: list[tuple[int, str]] = field(default_factory=list)
 
 
 class ClusterView:
@@ -35,6 +39,7 @@ class ClusterView:
         self.expiry_s = heartbeat_interval_s * expiry_beats
         self._beats: dict[str, _Beat] = {}
         self._requests: dict[str, _Request] = {}
+        self._removals: dict[str, _Request] = {}
         self._beat_arrived = asyncio.Event()
 
     async def wait_for_invokers(self, invoker_ids: set[str]) -> None:
@@ -48,15 +53,25 @@ class ClusterView:
         beat = _Beat(heartbeat, time.monotonic())
         if previous is not None:
             beat.created_ms = [c for c in previous.created_ms if c[0] >= heartbeat.sent_ms]
+            beat.removed_ms = [r for r in previous.removed_ms if r[0] >= heartbeat.sent_ms]
         self._beats[heartbeat.invoker_id] = beat
         self._beat_arrived.set()
 
     def on_request(self, request_id: str, action: str, invoker_id: str) -> None:
         self._requests[request_id] = _Request(action, invoker_id, time.monotonic())
 
+    def on_removal(self, request_id: str, action: str, invoker_id: str) -> None:
+        self._removals[request_id] = _Request(action, invoker_id, time.monotonic())
+
     def on_reply(self, reply: ContainerReply) -> _Request | None:
-        request = self._requests.pop(reply.request_id, None)
+        """Account for a create's or a removal's outcome; the create request it answers."""
+        removal = self._removals.pop(reply.request_id, None)
         beat = self._beats.get(reply.invoker_id)
+        if removal is not None:
+            if reply.ok and beat is not None:
+                beat.removed_ms.append((now_ms(), removal.action))
+            return None
+        request = self._requests.pop(reply.request_id, None)
         if request is not None and reply.ok and beat is not None:
             beat.created_ms.append((now_ms(), request.action))
         return request
@@ -64,9 +79,12 @@ class ClusterView:
     def expire_requests(self, timeout_s: float) -> list[str]:
         """Forget requests with no reply after ``timeout_s`` (the invoker likely died)."""
         now_s = time.monotonic()
-        stale = [rid for rid, r in self._requests.items() if now_s - r.sent_s > timeout_s]
-        for request_id in stale:
-            del self._requests[request_id]
+        stale: list[str] = []
+        for requests in (self._requests, self._removals):
+            expired = [rid for rid, r in requests.items() if now_s - r.sent_s > timeout_s]
+            for request_id in expired:
+                del requests[request_id]
+            stale += expired
         return stale
 
     def live(self) -> list[Heartbeat]:
@@ -79,16 +97,55 @@ class ClusterView:
     def creating(self, action: str) -> int:
         return sum(1 for r in self._requests.values() if r.action == action)
 
+    def removing(self, action: str) -> int:
+        return sum(1 for r in self._removals.values() if r.action == action)
+
     def running(self, action: str) -> int:
-        """Containers of ``action`` in the last beats plus those confirmed since."""
-        total = 0
+        """Containers of ``action`` in the last beats plus those confirmed since, less
+        those asked to leave."""
+        total = -self.removing(action)
         for beat in self._beats.values():
             total += beat.heartbeat.containers.get(action, 0)
             total += sum(1 for _, created in beat.created_ms if created == action)
-        return total
+            total -= sum(1 for _, removed in beat.removed_ms if removed == action)
+        return max(0, total)
 
     def free_slots(self) -> int:
-        """Free slots in the last beats, less what this controller has asked for since."""
-        free = sum(max(0, beat.heartbeat.free_slots) for beat in self._beats.values())
-        confirmed = sum(len(beat.created_ms) for beat in self._beats.values())
-        return max(0, free - confirmed - len(self._requests))
+        """Free slots in the last beats, less what this controller has asked for since,
+        plus what removals confirmed since have freed."""
+        free = 0
+        for beat in self._beats.values():
+            free += max(0, beat.heartbeat.free_slots) - len(beat.created_ms)
+            free += len(beat.removed_ms)
+        return max(0, free - len(self._requests))
+
+    def freeing_slots(self) -> int:
+        """Slots that removals asked for and not yet confirmed will free."""
+        return len(self._removals)
+
+    def idle(self) -> list[IdleContainers]:
+        """Idle containers per action and invoker from the last beats, aged to now, less
+        those already asked to leave."""
+        now_s = time.monotonic()
+        groups: list[IdleContainers] = []
+        for invoker_id, beat in self._beats.items():
+            age_s = now_s - beat.received_s
+            for action, idle_s in beat.heartbeat.idle_s.items():
+                leaving = sum(
+                    1
+                    for r in self._removals.values()
+                    if r.action == action and r.invoker_id == invoker_id
+                )
+                leaving += sum(1 for _, removed in beat.removed_ms if removed == action)
+                count = len(idle_s) - leaving
+                if count > 0 and idle_s:
+                    groups.append(IdleContainers(action, invoker_id, count, max(idle_s) + age_s))
+        return groups
+
+    def hosts(self, action: str) -> list[tuple[str, int]]:
+        """Invokers with containers of ``action`` and how many, most first."""
+        counts = [
+            (invoker_id, beat.heartbeat.containers.get(action, 0))
+            for invoker_id, beat in self._beats.items()
+        ]
+        return sorted((c for c in counts if c[1] > 0), key=lambda c: (-c[1], c[0]))

@@ -1,9 +1,10 @@
 """The controller: the front door for invocations.
 
-``invoke`` validates, checks the throttle, publishes the activation to the action's
-queue and — for a blocking call — waits for the result on this controller's reply
-channel. It never waits for a container: if none exists yet, the backlog monitor is
-poked and the activation waits in the queue like any other.
+``invoke`` validates, asks the policy whether to admit it (throttled, or no capacity
+that could be made), publishes the activation to the queue the policy names and — for
+a blocking call — waits for the result on this controller's reply channel. It never
+waits for a container: if none exists yet, the backlog monitor is poked and the
+activation waits in the queue like any other.
 
 Results are reported once per activation id even when at-least-once delivery runs an
 activation twice (a crash after the run but before the ack): later copies are dropped.
@@ -26,8 +27,6 @@ from broker_sched.errors import (
     BrokerUnavailable,
     InvocationTimeout,
     MalformedMessage,
-    NoInvokers,
-    Throttled,
     UnknownAction,
 )
 from broker_sched.events import Timeline
@@ -43,15 +42,10 @@ from broker_sched.model import (
     new_id,
     now_ms,
 )
-from broker_sched.scheduler.balancer import ShardingBalancer
+from broker_sched.policy import AcsController, controller_side
 from broker_sched.scheduler.cluster import ClusterView
 from broker_sched.scheduler.monitor import BacklogMonitor
-from broker_sched.topology import (
-    HEARTBEATS,
-    control_replies_channel,
-    invoker_work_queue,
-    results_channel,
-)
+from broker_sched.topology import HEARTBEATS, control_replies_channel, results_channel
 from transports.base import Listener, Transport, raise_if_cancelling
 
 log = logging.getLogger(__name__)
@@ -81,20 +75,15 @@ class Controller:
             heartbeat_interval_s=settings.invoker.heartbeat_interval_s,
             expiry_beats=settings.scheduler.heartbeat_expiry_beats,
         )
-        self.monitor = BacklogMonitor(
+        self.policy = controller_side(
+            settings,
             transport=transport,
-            settings=settings,
+            actions=actions,
             cluster=self.cluster,
-            controller_reply_channel=control_replies_channel(self.id),
+            reply_channel=control_replies_channel(self.id),
             timeline=self.timeline,
             rng=rng,
         )
-        self.balancer: ShardingBalancer | None = None
-        if settings.policy == "sharding":
-            self.balancer = ShardingBalancer(
-                self.cluster, settings.invoker.slots, rng or random.Random()
-            )
-        self._pushed: dict[str, str] = {}
         self.results: OrderedDict[str, ActivationResult] = OrderedDict()
         self._waiting: dict[str, asyncio.Future[ActivationResult]] = {}
         self._declared: set[str] = set()
@@ -110,8 +99,8 @@ class Controller:
                 group.create_task(self._drain(results, self._on_result))
                 group.create_task(self._drain(replies, self._on_reply))
                 group.create_task(self._drain(beats, self._on_heartbeat))
-                if self.balancer is None:
-                    group.create_task(self.monitor.run())
+                for loop in self.policy.loops():
+                    group.create_task(loop)
                 self._ready.set()
         finally:
             for listener in (results, replies, beats):
@@ -120,6 +109,11 @@ class Controller:
 
     async def ready(self) -> None:
         await self._ready.wait()
+
+    @property
+    def monitor(self) -> BacklogMonitor | None:
+        """The backlog monitor of an `acs` controller (None under other policies)."""
+        return self.policy.monitor if isinstance(self.policy, AcsController) else None
 
     @overload
     async def invoke(
@@ -153,13 +147,12 @@ class Controller:
 
         Blocking calls return the result; non-blocking ones return the activation id at
         once (the result is kept in :attr:`results`). Raises :class:`UnknownAction`,
-        :class:`Throttled`, :class:`PayloadTooLarge`, :class:`BrokerUnavailable`, or
-        :class:`InvocationTimeout` when no result arrives in ``timeout_s``.
+        :class:`Throttled` (or :class:`NoCapacity`), :class:`PayloadTooLarge`,
+        :class:`BrokerUnavailable`, or :class:`InvocationTimeout` when no result arrives
+        in ``timeout_s``.
         """
         definition = self._lookup(action)
-        if self.monitor.is_throttled(definition.fqn):
-            stats = self.monitor.stats[definition.fqn]
-            raise Throttled(definition.fqn, stats.wait_s, self.settings.scheduler.max_wait_s)
+        self.policy.admit(definition)
         timeout_s = timeout_s or self.settings.invocation_timeout_s
         activation = Activation(
             namespace=definition.namespace,
@@ -168,7 +161,7 @@ class Controller:
             reply_to=self.results_channel,
             deadline_ms=now_ms() + int(timeout_s * 1000),
         )
-        queue = self._queue_for(definition, activation.id)
+        queue = self.policy.queue_for(definition, activation.id)
         if queue not in self._declared:
             await self.transport.declare(queue)
             self._declared.add(queue)
@@ -180,36 +173,21 @@ class Controller:
             raise_if_cancelling()
         except BaseException:
             self._waiting.pop(activation.id, None)
-            self._release(activation.id)
+            self.policy.release(activation.id)
             raise
-        self.monitor.on_invoke(definition)
+        self.policy.on_published(definition)
         if waiter is None:
             return activation.id
         try:
             async with asyncio.timeout(timeout_s):
                 return await waiter
         except TimeoutError:
-            self._release(activation.id)
+            self.policy.release(activation.id)
             raise InvocationTimeout(
                 f"no result for {definition.fqn} activation {activation.id} in {timeout_s:.1f} s"
             ) from None
         finally:
             self._waiting.pop(activation.id, None)
-
-    def _queue_for(self, action: Action, activation_id: str) -> str:
-        """The action's own queue, or under `sharding` the chosen invoker's work queue."""
-        if self.balancer is None:
-            return self.settings.queue_name(action.namespace, action.name)
-        invoker = self.balancer.acquire(action.fqn)
-        if invoker is None:
-            raise NoInvokers(f"no live invoker to push {action.fqn} to")
-        self._pushed[activation_id] = invoker
-        return invoker_work_queue(invoker)
-
-    def _release(self, activation_id: str) -> None:
-        invoker = self._pushed.pop(activation_id, None)
-        if invoker is not None and self.balancer is not None:
-            self.balancer.release(invoker)
 
     def _lookup(self, action: str) -> Action:
         name = action if "/" in action else fqn("guest", action)
@@ -241,14 +219,14 @@ class Controller:
         self.results[result.activation_id] = result
         if len(self.results) > SEEN_RESULTS:
             self.results.popitem(last=False)
-        self.monitor.on_result(result)
-        self._release(result.activation_id)
+        self.policy.on_result(result)
+        self.policy.release(result.activation_id)
         waiter = self._waiting.get(result.activation_id)
         if waiter is not None and not waiter.done():
             waiter.set_result(result)
 
     def _on_reply(self, body: bytes) -> None:
-        self.monitor.on_reply(decode(ContainerReply, body))
+        self.policy.on_reply(decode(ContainerReply, body))
 
     def _on_heartbeat(self, body: bytes) -> None:
         self.cluster.on_heartbeat(decode(Heartbeat, body))

@@ -1,20 +1,25 @@
 """The scaling decision (policy ``acs``): how many containers each action gets this tick.
 
-A pure function over what the backlog monitor measured, so every rule of DESIGN §4 "The
-decision" can be tested with plain numbers, and every tick records why it created what
-it did (:attr:`ActionDecision.reason`, one line with the inputs and the rule that fired).
+A pure function over what the backlog monitor measured, so every rule of
+docs/scaling.md can be tested with plain numbers, and every tick records why it created,
+removed or evicted what it did (:attr:`ActionDecision.reason`, one line with the inputs
+and the rule that fired).
 
-The decision only ever adds containers (rule 8: scale-in is local to each container
-proxy), so ``desired`` may be below the containers that exist while ``create`` is 0.
+``d`` is the service time a container spends per activation (fetch to ack: run, reply,
+ack and the fetch that brought it), not the handler's run time: for a 0 ms noop on a
+network broker the difference is the whole capacity estimate.
 
-What can go wrong is mostly the measurements: a mean run time of zero, a backlog a
+What can go wrong is mostly the measurements: a mean service time of zero, a backlog a
 broker reported as negative, a rate that is NaN. Every input is clamped to a meaningful
 range first (:func:`_normalize`), so no rule divides by zero and nothing is negative.
 
-Two choices beyond the letter of the design, both recorded in the reason:
+Choices beyond the plain rules, each recorded in the reason:
 - An action with activations in flight but no container it knows of (R + K = 0) gets the
-  rule 1 "poke" too: those deliveries were handed to a consumer that is gone, and on
-  Redis or NATS only a member of the group can ever pick them up again.
+  "poke" too: those deliveries were handed to a consumer that is gone, and on Redis or
+  NATS only a member of the group can ever pick them up again.
+- Until a service time is measured the action grows by slow start: at most twice the
+  containers that are up (one while none is), so a guess of d cannot fill the cluster
+  before the first run says how long runs take.
 - Until a cold start has been measured, C is :data:`DEFAULT_COLD_START_S`.
 """
 
@@ -26,9 +31,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from broker_sched.config import SchedulerSettings
+from broker_sched.scheduler.reclaim import Claim, Eviction, IdleContainers, Reclaim, reclaim
 
 DEFAULT_COLD_START_S = 0.7
-"""Cold start C assumed until measured: DESIGN's Docker figure (create + init ≈ 700 ms).
+"""Cold start C assumed until measured: a typical Docker create + init (≈ 700 ms).
 
 Erring long only makes rule 3 wait a little longer for busy containers before creating;
 the first measured cold start replaces it.
@@ -44,7 +50,7 @@ container."""
 
 @dataclass(frozen=True, slots=True)
 class ActionState:
-    """One action's measurements for one tick (letters as in DESIGN §4)."""
+    """One action's measurements for one tick (letters as in docs/scaling.md)."""
 
     action: str
     """``namespace/name``."""
@@ -59,7 +65,7 @@ class ActionState:
     creating: int
     """K: containers requested and not yet confirmed."""
     mean_run_s: float | None
-    """d: mean of the last runs; None until measured (rule 7: d = T)."""
+    """d: mean service time of the last activations (fetch to ack); None until measured."""
     concurrency: int
     """c: activations one container runs at once."""
     cold_start_s: float | None
@@ -72,6 +78,11 @@ class ActionState:
     """Throttle state after the previous tick, for the hysteresis of rule 6."""
     last_resize_s: float | None = None
     """When this action's partitions were last grown (same clock as ``now_s``)."""
+    stable_demand: int | None = None
+    """The most containers :attr:`ActionDecision.needed` asked for over the stable
+    window; None until the action has been watched for that long (no central scale-in)."""
+    last_scale_in_s: float | None = None
+    """When containers of this action were last told to leave (same clock as ``now_s``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +91,10 @@ class Snapshot:
     actions: tuple[ActionState, ...]
     free_slots: int
     """Free container slots in the whole cluster, shared by all actions of the snapshot."""
+    idle: tuple[IdleContainers, ...] = ()
+    """Idle containers per action and invoker, the candidates for eviction."""
+    freeing_slots: int = 0
+    """Slots that removals already asked for will free (not free yet, not to reclaim again)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,25 +111,38 @@ class ActionDecision:
     wait_s: float
     """W = P·d / (c·(R + K)): the backlog's estimated queueing wait (inf with no container)."""
     rule: str
-    """Short tag: poke, sustained, burst-wait, burst-drain, steady, idle, or the cap that
-    cut ``create``: capped-limit, capped-partitions, capped-capacity."""
+    """Short tag: poke, sustained, burst-wait, burst-drain, steady, idle, scale-in, or the
+    cap that cut ``create``: capped-limit, capped-partitions, capped-capacity."""
     reason: str
     """One line: the inputs, the numbers the rule used, the caps and the outcome."""
+    needed: int = 0
+    """Containers the demand of this tick needs (the stable window's sample)."""
+    remove: int = 0
+    """Containers to tell to leave after their current run (scale-in or fair share)."""
+    rejecting: bool = False
+    """No container exists and none can be made: reject new invocations at once."""
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
     actions: tuple[ActionDecision, ...]
+    evictions: tuple[Eviction, ...] = ()
+    """Idle containers of other actions to remove so that starved actions get room."""
+    room: bool = True
+    """Whether an action with no container could get one now (a free slot, a slot being
+    freed, or an idle container to evict); False: reject first invocations at once."""
 
     def for_action(self, action: str) -> ActionDecision | None:
         return next((decided for decided in self.actions if decided.action == action), None)
 
 
 def decide(snapshot: Snapshot, settings: SchedulerSettings) -> Decision:
-    """Apply DESIGN §4 rules 1-8 to every action of ``snapshot``.
+    """Apply the rules of docs/scaling.md to every action of ``snapshot``.
 
     Each action's demand and caps are worked out on their own; the cluster's free slots
-    are then shared between them (:func:`_share`), which is where they compete.
+    are then shared between them (:func:`_share`), which is where they compete; what the
+    free slots cannot give is reclaimed from idle containers and from actions above
+    their fair share (:func:`~broker_sched.scheduler.reclaim.reclaim`).
     Raises ValueError if an action appears twice (its demand would be counted twice).
     """
     names = [state.action for state in snapshot.actions]
@@ -123,8 +151,31 @@ def decide(snapshot: Snapshot, settings: SchedulerSettings) -> Decision:
     plans = [_plan(state, snapshot.now_s, settings) for state in snapshot.actions]
     free_slots = max(0, snapshot.free_slots)
     grants = _share(plans, free_slots)
+    reclaimed = reclaim(
+        [_claim(plan, grant) for plan, grant in zip(plans, grants, strict=True)],
+        snapshot.idle,
+        free_slots=free_slots,
+        freeing_slots=max(0, snapshot.freeing_slots),
+    )
     return Decision(
-        tuple(_conclude(plan, grant, free_slots) for plan, grant in zip(plans, grants, strict=True))
+        tuple(
+            _conclude(plan, grant, free_slots, reclaimed)
+            for plan, grant in zip(plans, grants, strict=True)
+        ),
+        evictions=reclaimed.evictions,
+        room=reclaimed.room,
+    )
+
+
+def _claim(plan: _Plan, grant: int) -> Claim:
+    x = plan.inputs
+    return Claim(
+        action=x.action,
+        existing=x.existing,
+        wanted=min(plan.wanted, plan.cap),
+        granted=grant,
+        needed=plan.needed,
+        removing=plan.scale_in,
     )
 
 
@@ -180,6 +231,10 @@ class _Plan:
     throttle_note: str
     resize_to: int | None
     resize_note: str
+    needed: int
+    scale_in: int
+    """Containers central scale-in removes this tick (0 while anything is wanted)."""
+    scale_in_note: str
 
     @property
     def cap(self) -> int:
@@ -224,8 +279,15 @@ def _usable(measured_s: float | None) -> float | None:
 def _plan(state: ActionState, now_s: float, settings: SchedulerSettings) -> _Plan:
     inputs = _normalize(state, settings)
     rule, wanted, explanation = _demand(inputs, settings)
+    if not inputs.run_s_measured and wanted > inputs.existing:
+        start_cap = max(1, 2 * inputs.running)
+        if wanted > start_cap:
+            wanted = max(inputs.existing, start_cap)
+            explanation += f"; slow start until d is measured: ≤ 2·R = {start_cap}"
     throttled, throttle_note = _throttle(inputs, state.throttled, settings)
     resize_to, resize_note = _resize(inputs, wanted, state.last_resize_s, now_s, settings)
+    needed = _needed(inputs, settings)
+    scale_in, scale_in_note = _scale_in(inputs, wanted, state, now_s, settings)
     return _Plan(
         inputs=inputs,
         rule=rule,
@@ -235,11 +297,49 @@ def _plan(state: ActionState, now_s: float, settings: SchedulerSettings) -> _Pla
         throttle_note=throttle_note,
         resize_to=resize_to,
         resize_note=resize_note,
+        needed=needed,
+        scale_in=scale_in,
+        scale_in_note=scale_in_note,
+    )
+
+
+def _needed(x: _Inputs, settings: SchedulerSettings) -> int:
+    """What this tick's demand needs: the arrivals at the target utilization, and at
+    least the containers busy now; 0 only when nothing arrives or runs."""
+    for_rate = _ceil(x.rate_per_s * x.run_s / (x.concurrency * settings.target_utilization))
+    busy = _ceil(x.in_flight / x.concurrency)
+    return min(max(for_rate, busy), x.limit)
+
+
+def _scale_in(
+    x: _Inputs, wanted: int, state: ActionState, now_s: float, settings: SchedulerSettings
+) -> tuple[int, str]:
+    """Central scale-in: members of a group share the work, so under any trickle no
+    container of an over-provisioned action is ever idle long enough to leave by itself.
+
+    Containers above the most the demand needed over the stable window leave, at most
+    down to ``running / scale_down_rate`` per ``scale_in_interval_s``, never below one
+    (scale to zero stays the keep-alive's job) and never while a backlog waits or a
+    container is still being created.
+    """
+    stable = state.stable_demand
+    if stable is None or x.pending > 0 or x.creating > 0 or wanted > x.existing:
+        return 0, ""
+    keep = max(1, stable, _ceil(x.running / settings.scale_down_rate))
+    if x.running <= keep:
+        return 0, ""
+    last_s = state.last_scale_in_s
+    if last_s is not None and now_s - last_s < settings.scale_in_interval_s:
+        return 0, ""
+    remove = x.running - keep
+    return remove, (
+        f"scale-in: stable demand {stable} over {_num(settings.stable_window_s)}s, "
+        f"keep {keep} (÷{_num(settings.scale_down_rate)} at most), remove {remove}"
     )
 
 
 def _demand(x: _Inputs, settings: SchedulerSettings) -> tuple[str, int, str]:
-    """Rules 1-3 and 7: the rule that fires, the containers it wants, and why."""
+    """Poke, sustained demand and bursts: the rule that fires, the containers it wants, and why."""
     target_s, utilization = settings.target_wait_s, settings.target_utilization
     if x.existing == 0 and x.pending > 0:
         return "poke", 1, "first activation with no container (R+K=0): create 1 now"
@@ -278,7 +378,7 @@ def _demand(x: _Inputs, settings: SchedulerSettings) -> tuple[str, int, str]:
 
 
 def _throttle(x: _Inputs, was_throttled: bool, settings: SchedulerSettings) -> tuple[bool, str]:
-    """Rule 6, with hysteresis: on above ``max_wait_s``, off only below the release ratio.
+    """The throttle, with hysteresis: on above ``max_wait_s``, off only below the release ratio.
 
     The ceiling is the limit L — or, on a partitioned transport that may not grow its
     partitions, min(L, partitions): consumers beyond the partitions sit idle, so
@@ -310,7 +410,7 @@ def _resize(
     now_s: float,
     settings: SchedulerSettings,
 ) -> tuple[int | None, str]:
-    """Rule 4's partition growth, when the partition count is what stops creation.
+    """Partition growth, when the partition count is what stops creation.
 
     Growing beyond the limit would only add idle partitions, so the target is
     ``min(wanted, L)``; when nothing more is wanted than exists, the partitions stop
@@ -330,7 +430,7 @@ def _resize(
 
 
 def _share(plans: Sequence[_Plan], free_slots: int) -> list[int]:
-    """Rules 4 and 5: split the cluster's free slots between actions, in rounds.
+    """Caps and fairness: split the cluster's free slots between actions, in rounds (max-min).
 
     Each round gives one container to every action that still has room; the last,
     partial round goes to the actions with the fewest containers first (then the
@@ -365,12 +465,16 @@ def _full_rounds(rooms: Sequence[int], free_slots: int) -> int:
     return low
 
 
-def _conclude(plan: _Plan, grant: int, free_slots: int) -> ActionDecision:
+def _conclude(plan: _Plan, grant: int, free_slots: int, reclaimed: Reclaim) -> ActionDecision:
     x = plan.inputs
     asked = max(0, plan.wanted - x.existing)
     partitions = "-" if x.partitions is None else str(x.partitions)
     caps = f"caps L={x.limit} partitions={partitions} free_slots={free_slots}"
-    if grant < plan.room:
+    remove = plan.scale_in + reclaimed.shed.get(x.action, 0)
+    rejecting = x.existing == 0 and not reclaimed.room
+    if plan.scale_in:
+        rule = "scale-in"
+    elif grant < plan.room:
         rule, caps = "capped-capacity", f"{caps}: {grant} of {plan.room} fit the free slots"
     elif plan.room < asked:
         bound_by_limit = x.partitions is None or x.limit <= x.partitions
@@ -380,6 +484,8 @@ def _conclude(plan: _Plan, grant: int, free_slots: int) -> ActionDecision:
         rule = plan.rule
     desired = min(plan.wanted, plan.cap, x.existing + grant)
     wait_s = _wait_s(x.pending, x.run_s, x.concurrency, x.existing)
+    if remove:
+        desired = min(desired, x.existing - remove)
     notes = [
         f"{rule}: {x.describe()}",
         plan.explanation,
@@ -389,6 +495,9 @@ def _conclude(plan: _Plan, grant: int, free_slots: int) -> ActionDecision:
         f"W={_seconds(wait_s)}",
         plan.throttle_note,
         plan.resize_note,
+        plan.scale_in_note,
+        reclaimed.notes.get(x.action, ""),
+        "rejecting: no container and no room can be made" if rejecting else "",
     ]
     return ActionDecision(
         action=x.action,
@@ -399,6 +508,9 @@ def _conclude(plan: _Plan, grant: int, free_slots: int) -> ActionDecision:
         wait_s=wait_s,
         rule=rule,
         reason="; ".join(note for note in notes if note),
+        needed=plan.needed,
+        remove=remove,
+        rejecting=rejecting,
     )
 
 

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field, replace
 
 from broker_sched.config import Settings
-from broker_sched.errors import BrokerUnavailable
+from broker_sched.errors import BrokerUnavailable, NoCapacity, Throttled
 from broker_sched.events import Timeline
 from broker_sched.model import (
     Action,
@@ -35,7 +35,8 @@ from broker_sched.scheduler.decision import (
     decide,
 )
 from broker_sched.scheduler.placement import InvokerView, place
-from broker_sched.scheduler.rates import ArrivalRate, MovingAverage
+from broker_sched.scheduler.rates import ArrivalRate, MovingAverage, WindowMax
+from broker_sched.scheduler.reclaim import Eviction
 from broker_sched.topology import invoker_control_queue
 from transports.base import Backlog, Transport, raise_if_cancelling
 
@@ -51,10 +52,12 @@ class ActionStats:
     arrivals: ArrivalRate
     run_s: MovingAverage
     cold_start_s: MovingAverage
+    demand: WindowMax
     throttled: bool = False
     wait_s: float = 0.0
     last_active_s: float = field(default_factory=time.monotonic)
     last_resize_s: float | None = None
+    last_scale_in_s: float | None = None
     backlog: Backlog = field(default_factory=lambda: Backlog(0, 0))
 
 
@@ -64,6 +67,7 @@ class BacklogMonitor:
         *,
         transport: Transport,
         settings: Settings,
+        actions: dict[str, Action],
         cluster: ClusterView,
         controller_reply_channel: str,
         timeline: Timeline,
@@ -71,12 +75,15 @@ class BacklogMonitor:
     ) -> None:
         self.transport = transport
         self.settings = settings
+        self.actions = actions
         self.cluster = cluster
         self.reply_channel = controller_reply_channel
         self.timeline = timeline
         self.rng = rng or random.Random()
         self.stats: dict[str, ActionStats] = {}
         self.last_decision: Decision | None = None
+        self.room = True
+        """Whether an action with no container could get one (the last tick's verdict)."""
         self._wake = asyncio.Event()
 
     def track(self, action: Action) -> ActionStats:
@@ -89,8 +96,28 @@ class BacklogMonitor:
                 arrivals=ArrivalRate(scheduler.arrival_window_s),
                 run_s=MovingAverage(scheduler.run_time_samples),
                 cold_start_s=MovingAverage(scheduler.run_time_samples),
+                demand=WindowMax(scheduler.stable_window_s),
             )
         return stats
+
+    def admit(self, action: Action) -> None:
+        """Raise :class:`Throttled` or :class:`NoCapacity` if ``action`` must be
+        rejected now rather than queued.
+
+        No capacity is the last tick's verdict, checked against the free slots now: a
+        slot freed since then, or invokers not heard from yet, never reject.
+        """
+        stats = self.stats.get(action.fqn)
+        if stats is not None and stats.throttled:
+            raise Throttled(action.fqn, stats.wait_s, self.settings.scheduler.max_wait_s)
+        name = action.fqn
+        if (
+            not self.room
+            and self.cluster.free_slots() == 0
+            and self.cluster.live()
+            and not self.cluster.running(name) + self.cluster.creating(name)
+        ):
+            raise NoCapacity(name)
 
     def on_invoke(self, action: Action) -> None:
         stats = self.track(action)
@@ -101,9 +128,12 @@ class BacklogMonitor:
             self._wake.set()
 
     def on_result(self, result: ActivationResult) -> None:
+        """Feed d: the container's service time, or the run time from a proxy that
+        does not report one."""
         stats = self.stats.get(f"{result.namespace}/{result.action}")
-        if stats is not None and result.run_ms > 0:
-            stats.run_s.add(result.run_ms / 1000)
+        took_ms = result.service_ms or result.run_ms
+        if stats is not None and took_ms > 0:
+            stats.run_s.add(took_ms / 1000)
 
     def on_reply(self, reply: ContainerReply) -> None:
         request = self.cluster.on_reply(reply)
@@ -114,10 +144,6 @@ class BacklogMonitor:
             stats.cold_start_s.add((reply.create_ms + reply.init_ms) / 1000)
         else:
             self.timeline.record("create_refused", stats.action.fqn, error=reply.error)
-
-    def is_throttled(self, action: str) -> bool:
-        stats = self.stats.get(action)
-        return stats is not None and stats.throttled
 
     async def run(self) -> None:
         interval_s = self.settings.scheduler.check_interval_s
@@ -145,15 +171,22 @@ class BacklogMonitor:
             now_s=now_s,
             actions=tuple(self._state(stats, now_s) for stats in active),
             free_slots=self.cluster.free_slots(),
+            idle=tuple(self.cluster.idle()),
+            freeing_slots=self.cluster.freeing_slots(),
         )
         decision = decide(snapshot, self.settings.scheduler)
         self.last_decision = decision
+        self.room = decision.room
         invokers = {
             beat.invoker_id: InvokerView(beat.invoker_id, beat.free_slots, beat.free_memory_mb)
             for beat in self.cluster.live()
         }
+        for eviction in decision.evictions:
+            await self._evict(eviction)
         for action_decision in decision.actions:
-            await self._act(self.stats[action_decision.action], action_decision, invokers)
+            stats = self.stats[action_decision.action]
+            stats.demand.add(now_s, action_decision.needed)
+            await self._act(stats, action_decision, invokers)
         return decision
 
     def _active(self, now_s: float) -> list[ActionStats]:
@@ -183,6 +216,8 @@ class BacklogMonitor:
             partitions=stats.backlog.partitions if partitioned else None,
             throttled=stats.throttled,
             last_resize_s=stats.last_resize_s,
+            stable_demand=stats.demand.value(now_s),
+            last_scale_in_s=stats.last_scale_in_s,
         )
 
     async def _act(
@@ -202,6 +237,54 @@ class BacklogMonitor:
         for _ in range(decided.create):
             if not await self._request_container(stats, decided.reason, invokers):
                 break
+        if decided.remove:
+            stats.last_scale_in_s = time.monotonic()
+            for invoker_id in self._leavers(name, decided.remove):
+                await self._request_removal(stats.action, invoker_id, decided.reason)
+
+    def _leavers(self, action: str, count: int) -> list[str]:
+        """The invokers whose containers of ``action`` leave: where they idle longest
+        first, then where the action has the most."""
+        idle = sorted(
+            (group for group in self.cluster.idle() if group.action == action),
+            key=lambda group: -group.idle_s,
+        )
+        chosen: list[str] = []
+        for group in idle:
+            chosen += [group.invoker_id] * group.count
+        for invoker_id, containers in self.cluster.hosts(action):
+            chosen += [invoker_id] * containers
+        return chosen[:count]
+
+    async def _evict(self, eviction: Eviction) -> None:
+        action = self.actions.get(eviction.action)
+        if action is None:
+            log.warning("cannot evict %s: not an action this controller knows", eviction.action)
+            return
+        for _ in range(eviction.count):
+            await self._request_removal(action, eviction.invoker_id, eviction.reason)
+        self.timeline.record(
+            "container_evicted",
+            eviction.action,
+            invoker=eviction.invoker_id,
+            count=eviction.count,
+            reason=eviction.reason,
+        )
+
+    async def _request_removal(self, action: Action, invoker_id: str, reason: str) -> None:
+        request = ContainerRequest(
+            kind="remove",
+            namespace=action.namespace,
+            action=action.name,
+            memory_mb=action.memory_mb,
+            reply_to=self.reply_channel,
+            reason=reason,
+        )
+        self.cluster.on_removal(request.request_id, action.fqn, invoker_id)
+        await self.transport.publish(invoker_control_queue(invoker_id), encode(request))
+        self.timeline.record(
+            "container_leave_requested", action.fqn, invoker=invoker_id, reason=reason
+        )
 
     async def _request_container(
         self, stats: ActionStats, reason: str, invokers: dict[str, InvokerView]

@@ -91,3 +91,38 @@ class MovingAverage:
 
     def __len__(self) -> int:
         return len(self._samples)
+
+
+class WindowMax:
+    """The largest sample of the last ``window_s``: the demand central scale-in keeps.
+
+    A monotonic deque (each sample drops the smaller ones before it), so memory stays
+    at most one entry per tick of the window and each sample costs O(1) amortised.
+    :meth:`value` is None until samples span the whole window: an action watched for
+    less than that has not shown what it needs yet.
+    """
+
+    def __init__(self, window_s: float) -> None:
+        if not (math.isfinite(window_s) and window_s > 0):
+            raise ValueError(f"window_s must be a positive number, got {window_s!r}")
+        self.window_s = window_s
+        self._first_s: float | None = None
+        self._samples: deque[tuple[float, int]] = deque()
+
+    def add(self, now_s: float, value: int) -> None:
+        if self._first_s is None:
+            self._first_s = now_s
+        while self._samples and self._samples[-1][1] <= value:
+            self._samples.pop()
+        self._samples.append((now_s, value))
+        self._forget_before(now_s - self.window_s)
+
+    def value(self, now_s: float) -> int | None:
+        if self._first_s is None or now_s - self._first_s < self.window_s:
+            return None
+        self._forget_before(now_s - self.window_s)
+        return self._samples[0][1] if self._samples else 0
+
+    def _forget_before(self, oldest_s: float) -> None:
+        while self._samples and self._samples[0][0] < oldest_s:
+            self._samples.popleft()

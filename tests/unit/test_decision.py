@@ -1,4 +1,4 @@
-"""The scaling decision, DESIGN §4 rules 1-8, with the numbers docs/scaling.md quotes."""
+"""The scaling decision, rule by rule, with the numbers docs/scaling.md quotes."""
 
 from __future__ import annotations
 
@@ -364,20 +364,30 @@ class TestRule6Throttle:
 
 
 class TestRule7UnknownRunTime:
-    def test_unknown_run_time_uses_target_wait(self) -> None:
-        # d = T = 0.1: μ = 10/s, λ = 20 ≥ 8 → ceil(20·0.1/0.8) = ceil(2.5) = 3
+    def test_unknown_run_time_uses_target_wait_within_slow_start(self) -> None:
+        # d = T = 0.1: μ = 10/s, λ = 20 ≥ 8 → ceil(20·0.1/0.8) = 3, but slow start: ≤ 2·R = 2
         unknown = decide_one(arrival_rate_per_s=20.0, running=1, mean_run_s=None)
         known = decide_one(arrival_rate_per_s=20.0, running=1, mean_run_s=0.1)
-        assert (unknown.desired, unknown.create) == (known.desired, known.create) == (3, 2)
+        assert (known.desired, known.create) == (3, 2)
+        assert (unknown.desired, unknown.create, unknown.needed) == (2, 1, 3)
         assert "d=0.1s (unmeasured: T)" in unknown.reason
+        assert "slow start until d is measured: ≤ 2·R = 2" in unknown.reason
 
     def test_target_wait_setting_is_used(self) -> None:
         settings = SchedulerSettings(target_wait_s=0.5)
-        decided = decide_one(arrival_rate_per_s=20.0, running=1, mean_run_s=None, settings=settings)
+        decided = decide_one(arrival_rate_per_s=20.0, running=8, mean_run_s=None, settings=settings)
         assert decided.desired == math.ceil(20 * 0.5 / 0.8)
 
+    def test_slow_start_doubles_what_is_up(self) -> None:
+        # the first second of a busy short action: a guess of d = T must not take the cluster
+        burst = {"pending": 200, "arrival_rate_per_s": 50.0, "mean_run_s": None}
+        assert decide_one(running=0, creating=1, **burst).create == 0
+        assert decide_one(running=1, creating=1, **burst).desired == 2
+        assert decide_one(running=4, **burst).desired == 8
+        assert decide_one(running=4, **{**burst, "mean_run_s": 0.1}).desired == 50
 
-class TestRule8ScaleInIsLocal:
+
+class TestRule8ScaleInWithoutAStableWindow:
     @pytest.mark.parametrize(
         "kw",
         [
@@ -414,7 +424,7 @@ class TestGuards:
 
     @pytest.mark.parametrize("bad", [-0.5, math.nan, math.inf])
     def test_unusable_run_time_is_unmeasured(self, bad: float) -> None:
-        decided = decide_one(arrival_rate_per_s=20.0, running=1, mean_run_s=bad)
+        decided = decide_one(arrival_rate_per_s=20.0, running=2, mean_run_s=bad)
         assert decided.desired == 3
         assert "unmeasured" in decided.reason
 
@@ -660,6 +670,8 @@ def test_action_state_shape_is_stable() -> None:
         "partitions",
         "throttled",
         "last_resize_s",
+        "stable_demand",
+        "last_scale_in_s",
     ]
     assert [f.name for f in dataclasses.fields(ActionDecision)] == [
         "action",
@@ -670,6 +682,9 @@ def test_action_state_shape_is_stable() -> None:
         "wait_s",
         "rule",
         "reason",
+        "needed",
+        "remove",
+        "rejecting",
     ]
 
 
