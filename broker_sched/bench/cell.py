@@ -72,7 +72,21 @@ def cell_settings(
 
 
 def bench_actions(workload: Workload, count: int) -> list[Action]:
-    """Identical actions ``a000``, ``a001``, ...; the simulated runtime ignores the handler."""
+    """Identical actions ``a000``, ``a001``, ...; or, with classes, ``short000``, ...,
+    ``long000``, ... with each class's own settings. The simulated runtime ignores the
+    handler."""
+    if workload.classes:
+        return [
+            Action(
+                name=f"{spec.name}{index:03d}",
+                handler="broker_sched.samples:sleep",
+                max_containers=spec.max_containers,
+                concurrency=spec.concurrency,
+                memory_mb=spec.memory_mb,
+            )
+            for spec in workload.classes
+            for index in range(spec.count)
+        ]
     spec = workload.actions
     return [
         Action(
@@ -86,9 +100,41 @@ def bench_actions(workload: Workload, count: int) -> list[Action]:
     ]
 
 
-def payload_for(workload: Workload) -> JsonValue:
-    """The process runtime's sample handler sleeps ``ms``; the simulated one reads settings."""
-    return {"ms": workload.actions.run_ms} if workload.runtime == "process" else None
+class Picker:
+    """Which action a request invokes and the payload that sets its run time.
+
+    Without classes: uniformly at random, or pinned to the user; the run time is the
+    workload's. With classes: a class by its traffic share, then one of its actions
+    uniformly, and a run time drawn from the class's distribution (seeded), passed in
+    the payload so both the simulated and the process runtime run that long.
+    """
+
+    def __init__(self, workload: Workload, actions: list[Action]) -> None:
+        self.workload = workload
+        self.rng = random.Random(workload.seed)
+        self.names = [action.fqn for action in actions]
+        self.by_class = [
+            ([a.fqn for a in actions if a.name[:-3] == spec.name], spec.share, spec.run_ms)
+            for spec in workload.classes
+        ]
+        self.weights = [share for _, share, _ in self.by_class]
+
+    def pick(self, index: int) -> tuple[str, JsonValue, float]:
+        """``(action, payload, intended run ms)`` for request or user ``index``."""
+        if self.by_class:
+            ((names, _, run), *_) = self.rng.choices(self.by_class, self.weights)
+            run_ms = run.draw(self.rng)
+            return self.rng.choice(names), self._payload(run_ms), run_ms
+        if self.workload.actions.pick == "pinned":
+            name = self.names[index % len(self.names)]
+        else:
+            name = self.rng.choice(self.names)
+        run_ms = self.workload.actions.run_ms
+        return name, self._payload(run_ms) if self.workload.runtime == "process" else None, run_ms
+
+    def _payload(self, run_ms: float) -> JsonValue:
+        key = "ms" if self.workload.runtime == "process" else "sleep_ms"
+        return {key: round(run_ms, 3)}
 
 
 async def run_cell(
@@ -136,9 +182,7 @@ async def _drive(
 ) -> Recorder:
     assert stack.controller is not None
     controller = stack.controller
-    payload = payload_for(workload)
-    names = [action.fqn for action in actions]
-    rng = random.Random(workload.seed)
+    picker = Picker(workload, actions)
     settling = workload.settle_s > 0
     recorder = Recorder(
         max(workload.warmup_s, workload.max_warmup_s) if settling else workload.warmup_s,
@@ -149,8 +193,9 @@ async def _drive(
     def until() -> float:
         return recorder.t0_s + recorder.window_end_s
 
-    async def invoke(action: str, sent_s: float) -> bool:
+    async def invoke(index: int, sent_s: float) -> bool:
         """One invocation; False when it was throttled."""
+        action, payload, run_ms = picker.pick(index)
         try:
             result = await controller.invoke(action, payload, timeout_s=workload.timeout_s)
         except Throttled:
@@ -167,16 +212,15 @@ async def _drive(
                 (time.monotonic() - sent_s) * 1000,
                 start=str(result.start or "warm"),
                 queue_wait_ms=result.wait_ms,
+                action=action,
+                run_ms=result.run_ms or run_ms,
             )
         else:
             recorder.fail(str(result.status))
         return True
 
-    def pick(index: int) -> str:
-        return names[index % len(names)] if workload.actions.pick == "pinned" else rng.choice(names)
-
     async def user_request(user: int) -> None:
-        if not await invoke(pick(user), time.monotonic()):
+        if not await invoke(user, time.monotonic()):
             await asyncio.sleep(THROTTLE_BACKOFF_S)
 
     sent = 0
@@ -184,7 +228,7 @@ async def _drive(
     async def scheduled_request(intended_s: float) -> None:
         nonlocal sent
         sent += 1
-        await invoke(pick(sent), intended_s)
+        await invoke(sent, intended_s)
 
     sampler = asyncio.create_task(_sample(stack, recorder))
     settler = asyncio.create_task(_settle(stack, workload, recorder)) if settling else None
@@ -195,9 +239,8 @@ async def _drive(
                     cell.users, user_request, until=until, grace_s=GRACE_S
                 )
             else:
-                assert cell.rate_per_s is not None
                 cancelled = await open_loop(
-                    cell.rate_per_s,
+                    cell.rate_per_s or workload.rate_at,
                     scheduled_request,
                     start_s=recorder.t0_s,
                     until=until,

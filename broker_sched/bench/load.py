@@ -24,6 +24,8 @@ from typing import Any
 
 RECHECK_S = 1.0
 """How often a driver re-reads ``until()`` while it waits."""
+QUIET_STEP_S = 0.01
+"""How far an open loop steps ahead through a stretch where its rate is zero."""
 
 
 class Deadline:
@@ -60,7 +62,7 @@ async def closed_loop(
 
 
 async def open_loop(
-    rate_per_s: float,
+    rate_per_s: float | Callable[[float], float],
     request: Callable[[float], Awaitable[None]],
     *,
     start_s: float,
@@ -68,10 +70,16 @@ async def open_loop(
     grace_s: float,
 ) -> int:
     """Call ``request(intended_s)`` at ``rate_per_s`` from ``start_s`` (monotonic) until
-    ``until()``; returns how many requests were cancelled at the end."""
+    ``until()``; returns how many requests were cancelled at the end. The rate may be a
+    function of the seconds since ``start_s`` (load phases: ramps, on/off bursts)."""
     in_flight: set[asyncio.Task[None]] = set()
     sent = 0
-    while (intended_s := start_s + sent / rate_per_s) < until():
+    intended_s = start_s
+    while intended_s < until():
+        rate = rate_per_s(intended_s - start_s) if callable(rate_per_s) else rate_per_s
+        if rate <= 0:
+            intended_s += QUIET_STEP_S
+            continue
         delay_s = intended_s - time.monotonic()
         if delay_s > 0:
             await asyncio.sleep(delay_s)
@@ -79,6 +87,8 @@ async def open_loop(
         in_flight.add(task)
         task.add_done_callback(in_flight.discard)
         sent += 1
+        # a fixed rate counts from the start, so float error cannot add a request
+        intended_s = intended_s + 1 / rate if callable(rate_per_s) else start_s + sent / rate
     return await _finish(list(in_flight), until() + grace_s)
 
 

@@ -52,6 +52,9 @@ class Recorder:
         self.measured = LatencyHistogram()
         self.by_start: defaultdict[str, LatencyHistogram] = defaultdict(LatencyHistogram)
         self.queue_wait = LatencyHistogram()
+        self.overhead = LatencyHistogram()
+        """Latency less the activation's own run time: what scheduling added."""
+        self.overhead_by_action: defaultdict[str, LatencyHistogram] = defaultdict(LatencyHistogram)
         self._cpu_start_s = time.process_time()
         self._wall_start_s = time.monotonic()
         self.cpu_share: float | None = None
@@ -70,16 +73,26 @@ class Recorder:
         return self.warmup_s <= at_s < self.window_end_s
 
     def record(
-        self, latency_ms: float, *, start: str = "warm", queue_wait_ms: float | None = None
+        self,
+        latency_ms: float,
+        *,
+        start: str = "warm",
+        queue_wait_ms: float | None = None,
+        action: str = "",
+        run_ms: float = 0.0,
     ) -> None:
         """One completed request, now; ``start`` is cold, warm, resumed or prewarm;
-        ``queue_wait_ms`` is how long it waited in the broker, when known."""
+        ``queue_wait_ms`` is how long it waited in the broker, when known; ``run_ms``
+        the activation's own run, which the overhead leaves out."""
         at_s = self.now()
         self.completions.append(Completion(at_s, latency_ms))
         if self.in_window(at_s):
             self.measured.record(latency_ms)
             self.by_start[start].record(latency_ms)
             self.starts[start] += 1
+            overhead_ms = max(0.0, latency_ms - run_ms)
+            self.overhead.record(overhead_ms)
+            self.overhead_by_action[action].record(overhead_ms)
             if queue_wait_ms is not None:
                 self.queue_wait.record(queue_wait_ms)
 
@@ -189,6 +202,12 @@ class Recorder:
         }
         if self.queue_wait.count:
             summary["queue_wait_ms"] = self.queue_wait.summary()
+        if self.overhead.count:
+            summary["overhead_ms"] = self.overhead.summary()
+            summary["overhead_p99_by_action_ms"] = {
+                action: round(histogram.percentile(99), 3)
+                for action, histogram in sorted(self.overhead_by_action.items())
+            }
         return summary
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from broker_sched.bench import (
     custom,
     many_topics,
+    mixed,
     overhead,
     partition_limit,
     rebalance,
@@ -86,6 +87,7 @@ def _series_figure(floors: dict[str, dict[str, Any]]) -> TimeFigure:
 SCENARIOS: dict[str, Scenario] = {
     "raw": raw,
     "seed-table": seed_table.run,
+    "mixed": mixed.run,
     "rebalance": rebalance.run,
     "partition-limit": partition_limit.run,
     "many-topics": many_topics.run,

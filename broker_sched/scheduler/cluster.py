@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 from broker_sched.model import ContainerReply, Heartbeat, now_ms
+from broker_sched.scheduler.placement import InvokerView
 from broker_sched.scheduler.reclaim import IdleContainers
 
 
@@ -118,6 +120,19 @@ class ClusterView:
             free += max(0, beat.heartbeat.free_slots) - len(beat.created_ms)
             free += len(beat.removed_ms)
         return max(0, free - len(self._requests))
+
+    def views(self) -> dict[str, InvokerView]:
+        """Each live invoker as placement should see it: its last beat, less the
+        containers this controller asked it for since, plus those it removed since."""
+        pending = Counter(request.invoker_id for request in self._requests.values())
+        views: dict[str, InvokerView] = {}
+        for heartbeat in self.live():
+            beat = self._beats[heartbeat.invoker_id]
+            change = len(beat.removed_ms) - len(beat.created_ms) - pending[heartbeat.invoker_id]
+            views[heartbeat.invoker_id] = InvokerView(
+                heartbeat.invoker_id, heartbeat.free_slots + change, heartbeat.free_memory_mb
+            )
+        return views
 
     def freeing_slots(self) -> int:
         """Slots that removals asked for and not yet confirmed will free."""

@@ -31,7 +31,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from broker_sched.config import SchedulerSettings
-from broker_sched.scheduler.reclaim import Claim, Eviction, IdleContainers, Reclaim, reclaim
+from broker_sched.scheduler.reclaim import (
+    Claim,
+    Eviction,
+    IdleContainers,
+    Reclaim,
+    fair_shares,
+    reclaim,
+)
 
 DEFAULT_COLD_START_S = 0.7
 """Cold start C assumed until measured: a typical Docker create + init (≈ 700 ms).
@@ -150,12 +157,25 @@ def decide(snapshot: Snapshot, settings: SchedulerSettings) -> Decision:
         raise ValueError(f"snapshot lists an action more than once: {sorted(names)}")
     plans = [_plan(state, snapshot.now_s, settings) for state in snapshot.actions]
     free_slots = max(0, snapshot.free_slots)
-    grants = _share(plans, free_slots)
+    claimed = set(names)
+    capacity = (
+        free_slots
+        + sum(plan.inputs.existing for plan in plans)
+        + sum(group.count for group in snapshot.idle if group.action not in claimed)
+    )
+    shares = fair_shares([plan.demand for plan in plans], capacity)
+    grants = _share(plans, free_slots, shares)
     reclaimed = reclaim(
-        [_claim(plan, grant) for plan, grant in zip(plans, grants, strict=True)],
+        [
+            _claim(plan, grant, state, snapshot.now_s, settings)
+            for plan, grant, state in zip(plans, grants, snapshot.actions, strict=True)
+        ],
         snapshot.idle,
+        shares=shares,
+        capacity=capacity,
         free_slots=free_slots,
         freeing_slots=max(0, snapshot.freeing_slots),
+        min_idle_s=settings.evict_min_idle_s,
     )
     return Decision(
         tuple(
@@ -167,15 +187,20 @@ def decide(snapshot: Snapshot, settings: SchedulerSettings) -> Decision:
     )
 
 
-def _claim(plan: _Plan, grant: int) -> Claim:
+def _claim(
+    plan: _Plan, grant: int, state: ActionState, now_s: float, settings: SchedulerSettings
+) -> Claim:
     x = plan.inputs
+    last_s = state.last_scale_in_s
     return Claim(
         action=x.action,
         existing=x.existing,
-        wanted=min(plan.wanted, plan.cap),
+        wanted=plan.demand,
         granted=grant,
         needed=plan.needed,
         removing=plan.scale_in,
+        may_shed=x.creating == 0
+        and (last_s is None or now_s - last_s >= settings.scale_in_interval_s),
     )
 
 
@@ -226,6 +251,10 @@ class _Plan:
     rule: str
     wanted: int
     """Containers the rule asks for, before any cap."""
+    demand: int
+    """The claim its fair share is computed from: what the rule wants (slow start not
+    applied), at least what is busy, within the caps — or, while d is unmeasured, the
+    caps themselves, since nothing yet says how little it might need."""
     explanation: str
     throttled: bool
     throttle_note: str
@@ -279,6 +308,9 @@ def _usable(measured_s: float | None) -> float | None:
 def _plan(state: ActionState, now_s: float, settings: SchedulerSettings) -> _Plan:
     inputs = _normalize(state, settings)
     rule, wanted, explanation = _demand(inputs, settings)
+    busy = _ceil(inputs.in_flight / inputs.concurrency)
+    cap = inputs.limit if inputs.partitions is None else min(inputs.limit, inputs.partitions)
+    demand = min(max(wanted, busy), cap) if inputs.run_s_measured else cap
     if not inputs.run_s_measured and wanted > inputs.existing:
         start_cap = max(1, 2 * inputs.running)
         if wanted > start_cap:
@@ -292,6 +324,7 @@ def _plan(state: ActionState, now_s: float, settings: SchedulerSettings) -> _Pla
         inputs=inputs,
         rule=rule,
         wanted=wanted,
+        demand=demand,
         explanation=explanation,
         throttled=throttled,
         throttle_note=throttle_note,
@@ -429,16 +462,41 @@ def _resize(
     return target, f"resize partitions {x.partitions}→{target} (consumers rebalance)"
 
 
-def _share(plans: Sequence[_Plan], free_slots: int) -> list[int]:
-    """Caps and fairness: split the cluster's free slots between actions, in rounds (max-min).
+def _share(plans: Sequence[_Plan], free_slots: int, shares: Sequence[int]) -> list[int]:
+    """Caps and fairness: split the cluster's free slots between actions (max-min).
 
-    Each round gives one container to every action that still has room; the last,
-    partial round goes to the actions with the fewest containers first (then the
-    biggest backlog, then the name, so the outcome is reproducible). An action with no
-    container therefore gets its first one before any action gets more than its share.
-    Whole rounds are counted at once, so the cost does not grow with the free slots.
+    First every action may grow up to its fair share of the whole cluster; only when no
+    action is left below its share with demand it cannot meet yet (one in slow start,
+    say) do the remaining free slots go to those that want more. So the first action
+    whose run time is measured cannot take the whole cluster while the others are still
+    finding out theirs.
     """
-    rooms = [plan.room for plan in plans]
+    fair = [
+        min(plan.room, max(0, share - plan.inputs.existing))
+        for plan, share in zip(plans, shares, strict=True)
+    ]
+    grants = _rounds(plans, fair, free_slots)
+    left = free_slots - sum(grants)
+    unmet = any(
+        not plan.inputs.run_s_measured and min(plan.demand, share) > plan.inputs.existing + grant
+        for plan, share, grant in zip(plans, shares, grants, strict=True)
+    )
+    if left <= 0 or unmet:
+        return grants
+    extra = _rounds(
+        plans, [plan.room - grant for plan, grant in zip(plans, grants, strict=True)], left
+    )
+    return [grant + more for grant, more in zip(grants, extra, strict=True)]
+
+
+def _rounds(plans: Sequence[_Plan], rooms: list[int], free_slots: int) -> list[int]:
+    """Hand ``free_slots`` out in rounds, one container per action with room per round.
+
+    The last, partial round goes to the actions with the fewest containers first (then
+    the biggest backlog, then the name, so the outcome is reproducible): an action with
+    no container gets its first one before any action gets another. Whole rounds are
+    counted at once, so the cost does not grow with the free slots.
+    """
     if sum(rooms) <= free_slots:
         return rooms
     rounds = _full_rounds(rooms, free_slots)
@@ -484,7 +542,9 @@ def _conclude(plan: _Plan, grant: int, free_slots: int, reclaimed: Reclaim) -> A
         rule = plan.rule
     desired = min(plan.wanted, plan.cap, x.existing + grant)
     wait_s = _wait_s(x.pending, x.run_s, x.concurrency, x.existing)
-    if remove:
+    if plan.scale_in:
+        desired = min(plan.cap, x.existing - remove)
+    elif remove:
         desired = min(desired, x.existing - remove)
     notes = [
         f"{rule}: {x.describe()}",

@@ -177,10 +177,7 @@ class BacklogMonitor:
         decision = decide(snapshot, self.settings.scheduler)
         self.last_decision = decision
         self.room = decision.room
-        invokers = {
-            beat.invoker_id: InvokerView(beat.invoker_id, beat.free_slots, beat.free_memory_mb)
-            for beat in self.cluster.live()
-        }
+        invokers = self.cluster.views()
         for eviction in decision.evictions:
             await self._evict(eviction)
         for action_decision in decision.actions:

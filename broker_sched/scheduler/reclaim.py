@@ -11,9 +11,14 @@ wants, and what it leaves is split between the rest. A starved action's missing
 containers are found first among idle containers of other actions, least recently used
 first (an eviction costs whoever is evicted a cold start later, so the container that
 has waited longest for work goes first); then, if that is not enough, actions above
-their fair share are told to shed containers after their current runs. Nothing busy is
-ever killed. Slots already being freed count against what is still missing, so a
-removal that the next heartbeat has not reported yet is not asked for twice.
+their fair share are told to shed containers after their current runs — one for each action that has none at all, at most once per scale-in interval
+per donor. Shedding busy containers for actions that merely have fewer than their share
+traded one cold start for another on every tick the shares moved (measured: a third of
+all containers churned in the `mixed` scenario); the decision instead keeps free slots
+for an action's fair share while it is still measuring its run time, so that no action
+gets far above its share in the first place. Nothing busy is ever killed. Slots already being freed count
+against what is still missing, so a removal that the next heartbeat has not reported yet
+is not asked for twice.
 
 When no room can be made at all (no free slot, nothing being freed, nothing idle to
 evict, no action holding more than one container), :attr:`Reclaim.room` is False and an
@@ -61,6 +66,9 @@ class Claim:
     """Containers its current demand keeps busy; idle ones beyond that may be evicted."""
     removing: int = 0
     """Containers already leaving this tick (central scale-in)."""
+    may_shed: bool = True
+    """False while the action's last scale-in or shed is recent, or containers are
+    still being created: containers then keep coming and going on every tick."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,19 +112,25 @@ def reclaim(
     claims: Sequence[Claim],
     idle: Sequence[IdleContainers],
     *,
+    shares: Sequence[int],
+    capacity: int,
     free_slots: int,
     freeing_slots: int = 0,
+    min_idle_s: float = 0.0,
 ) -> Reclaim:
-    """The evictions and sheds that give starved actions their fair share; see the module."""
-    claimed = {claim.action for claim in claims}
-    held_elsewhere = sum(group.count for group in idle if group.action not in claimed)
-    capacity = free_slots + sum(claim.existing for claim in claims) + held_elsewhere
-    shares = fair_shares([claim.wanted for claim in claims], capacity)
+    """The evictions and sheds that give starved actions their fair share; see the module.
+
+    Only containers idle for ``min_idle_s`` or longer may be evicted: one idle for less
+    is between two runs of its own action, and evicting it would buy one cold start
+    with another.
+    """
+    idle = [group for group in idle if group.idle_s >= min_idle_s]
     deficits = {
         claim.action: max(0, min(claim.wanted, share) - claim.existing - claim.granted)
         for claim, share in zip(claims, shares, strict=True)
     }
-    missing = sum(deficits.values()) - freeing_slots
+    left_free = free_slots - sum(claim.granted for claim in claims)
+    missing = 0 if left_free > 0 else sum(deficits.values()) - freeing_slots
     starved = sorted(action for action, deficit in deficits.items() if deficit > 0)
     notes: dict[str, str] = {}
     for claim, share in zip(claims, shares, strict=True):
@@ -126,13 +140,14 @@ def reclaim(
             )
     evictions, evicted = _evict(claims, idle, set(starved), missing, starved)
     missing -= sum(evicted.values())
-    shed = _shed(claims, shares, evicted, missing, starved)
+    empty = [claim.action for claim in claims if claim.existing == 0 and deficits[claim.action]]
+    shed = _shed(claims, shares, evicted, min(missing, len(empty)), starved)
     for action, count in shed.items():
         notes[action] = f"above fair share: shed {count} after their runs for {', '.join(starved)}"
     for eviction in evictions:
         notes.setdefault(eviction.action, eviction.reason)
     room = (
-        free_slots > sum(claim.granted for claim in claims)
+        left_free > 0
         or freeing_slots > 0
         or bool(evictions)
         or bool(shed)
@@ -225,9 +240,14 @@ def _shed(
         return shed
     over = sorted(
         (
-            (claim.existing - claim.removing - evicted.get(claim.action, 0) - share, claim.action)
+            (
+                claim.existing - claim.removing - evicted.get(claim.action, 0) - share,
+                claim.action,
+            )
             for claim, share in zip(claims, shares, strict=True)
-            if claim.action not in starved and not claim.granted
+            if claim.action not in starved
+            and not claim.granted
+            and claim.may_shed
         ),
         reverse=True,
     )
