@@ -17,6 +17,7 @@ from pathlib import Path
 
 from broker_sched.config import Settings, load_settings
 from broker_sched.errors import BrokerSchedError
+from broker_sched.simulator.command import add_simulate_parser
 
 DOCKER_OPS = "docker-ops"
 """Not a scheduler scenario: it measures the Docker engine, on no transport."""
@@ -58,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_migrate(commands)
     _add_bench(commands)
+    add_simulate_parser(commands)
     return parser
 
 
@@ -185,6 +187,10 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             json_output=args.json,
             out=args.out,
         )
+    if args.command == "simulate":
+        from broker_sched.simulator.command import simulate_args, simulate_command
+
+        return simulate_command(settings, simulate_args(args))
     if args.command == "doctor":
         from broker_sched.doctor import doctor
 

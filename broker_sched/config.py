@@ -58,7 +58,7 @@ class SchedulerSettings(_Section):
         default=2.0, gt=1, description="one scale-in keeps at least running / this"
     )
     evict_min_idle_s: float = Field(
-        default=2.0, ge=0, description="a full cluster evicts only containers idle this long"
+        default=0.5, ge=0, description="a full cluster evicts only containers idle this long"
     )
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from broker_sched.bench import (
     custom,
+    full_cluster,
     many_topics,
     mixed,
     overhead,
@@ -88,6 +89,7 @@ SCENARIOS: dict[str, Scenario] = {
     "raw": raw,
     "seed-table": seed_table.run,
     "mixed": mixed.run,
+    "full-cluster": full_cluster.run,
     "rebalance": rebalance.run,
     "partition-limit": partition_limit.run,
     "many-topics": many_topics.run,

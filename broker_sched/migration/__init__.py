@@ -1,6 +1,6 @@
 """Moving a deployment from one transport to another without losing an activation.
 
-Two ways, both keyed on the activation id (DESIGN §6, runbook in docs/migration.md):
+Two ways, both keyed on the activation id (the runbook is docs/migration.md):
 
 * **drain** (:mod:`.drain`): invokers on the new transport also run what is still queued
   on the old one, in containers of their own, until every old queue stays empty. The

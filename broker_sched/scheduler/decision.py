@@ -382,25 +382,29 @@ def _demand(x: _Inputs, settings: SchedulerSettings) -> tuple[str, int, str]:
         return "idle", 0, "nothing pending or arriving"
     mu = x.capacity_per_s
     for_rate = _ceil(x.rate_per_s * x.run_s / (x.concurrency * utilization))
+    # A backlog term never asks for more containers than there is work for them: one
+    # per pending or running activation, plus what arrives during a cold start.
+    useful = _ceil((x.pending + x.in_flight + x.rate_per_s * x.cold_start_s) / x.concurrency)
     if x.rate_per_s >= utilization * mu:
-        for_wait = _ceil(x.pending * x.run_s / (x.concurrency * target_s))
+        for_wait = min(useful, _ceil(x.pending * x.run_s / (x.concurrency * target_s)))
         return (
             "sustained",
             max(for_rate, for_wait),
             f"λ ≥ u·μ={_num(utilization * mu)}/s: ceil(λ·d/(c·u))={for_rate}, "
-            f"W ≤ T={_num(target_s)}s needs {for_wait}",
+            f"W ≤ T={_num(target_s)}s needs {for_wait} (≤ {useful} with work)",
         )
     if x.pending == 0:
         return "steady", for_rate, f"λ < u·μ={_num(utilization * mu)}/s, no backlog"
     horizon_s = max(target_s, x.cold_start_s)
     drain_s = x.pending / (mu - x.rate_per_s)
-    for_drain = _ceil((x.rate_per_s + x.pending / horizon_s) * x.run_s / x.concurrency)
-    if drain_s <= horizon_s:
+    for_drain = min(useful, _ceil((x.rate_per_s + x.pending / horizon_s) * x.run_s / x.concurrency))
+    if drain_s <= horizon_s or useful <= x.existing:
         return (
             "burst-wait",
             min(x.existing, max(for_rate, for_drain)),
             f"λ < u·μ={_num(utilization * mu)}/s: backlog drains in P/(μ-λ)={_num(drain_s)}s "
-            f"≤ max(T,C)={_num(horizon_s)}s: wait for the previous run",
+            f"≤ max(T,C)={_num(horizon_s)}s or no work for more than {useful}: "
+            "wait for the previous run",
         )
     return (
         "burst-drain",

@@ -70,7 +70,7 @@ class MovingAverage:
     """The mean of the last ``size`` samples; ``None`` until the first sample.
 
     ``None`` rather than 0 on purpose: the decision must tell "not measured yet" (use the
-    target wait, DESIGN rule 7) from "measured as very fast".
+    target wait, docs/scaling.md rule 7) from "measured as very fast".
     """
 
     def __init__(self, size: int) -> None:

@@ -10,20 +10,22 @@ an equal part of all slots, an action wanting less than its part keeps only what
 wants, and what it leaves is split between the rest. A starved action's missing
 containers are found first among idle containers of other actions, least recently used
 first (an eviction costs whoever is evicted a cold start later, so the container that
-has waited longest for work goes first); then, if that is not enough, actions above
-their fair share are told to shed containers after their current runs — one for each action that has none at all, at most once per scale-in interval
-per donor. Shedding busy containers for actions that merely have fewer than their share
-traded one cold start for another on every tick the shares moved (measured: a third of
-all containers churned in the `mixed` scenario); the decision instead keeps free slots
-for an action's fair share while it is still measuring its run time, so that no action
-gets far above its share in the first place. Nothing busy is ever killed. Slots already being freed count
-against what is still missing, so a removal that the next heartbeat has not reported yet
-is not asked for twice.
+has waited longest for work goes first). If an action with no container at all still
+has no room, the action furthest above its fair share is told to shed one container
+after its current run, at most once per scale-in interval. Shedding busy containers for
+actions that merely have fewer than their share traded one cold start for another on
+every tick the shares moved (a third of all containers churned in the `mixed`
+scenario); the decision instead keeps free slots for an action's fair share while it is
+still measuring its run time, so that no action gets far above its share in the first
+place. Nothing busy is ever killed. Slots already being freed count against what is
+still missing, so a removal that the next heartbeat has not reported yet is not asked
+for twice.
 
-When no room can be made at all (no free slot, nothing being freed, nothing idle to
-evict, no action holding more than one container), :attr:`Reclaim.room` is False and an
-action with no container rejects new invocations at once rather than letting them wait
-until their timeout for a container nothing can provide.
+When no room can be made at all (no free slot, nothing being freed, no idle container —
+not even one that has been idle for less than ``min_idle_s`` and so will be evictable
+soon — and no action holding more than one container), :attr:`Reclaim.room` is False and
+an action with no container rejects new invocations at once rather than letting them
+wait until their timeout for a container nothing can provide.
 """
 
 from __future__ import annotations
@@ -124,6 +126,7 @@ def reclaim(
     is between two runs of its own action, and evicting it would buy one cold start
     with another.
     """
+    waiting_idle = any(group.count > 0 for group in idle)
     idle = [group for group in idle if group.idle_s >= min_idle_s]
     deficits = {
         claim.action: max(0, min(claim.wanted, share) - claim.existing - claim.granted)
@@ -152,6 +155,7 @@ def reclaim(
         or bool(evictions)
         or bool(shed)
         or _evictable(claims, idle, set(), evicted) > 0
+        or waiting_idle
         or any(
             claim.existing - claim.removing - evicted.get(claim.action, 0) > 1 for claim in claims
         )
@@ -245,9 +249,7 @@ def _shed(
                 claim.action,
             )
             for claim, share in zip(claims, shares, strict=True)
-            if claim.action not in starved
-            and not claim.granted
-            and claim.may_shed
+            if claim.action not in starved and not claim.granted and claim.may_shed
         ),
         reverse=True,
     )

@@ -46,6 +46,31 @@ def test_seed_table(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert "memory: acs TPS(100 actions) ÷ TPS(1 action)" in names
 
 
+def test_mixed(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    results = bench(capsys, tmp_path, "mixed")
+    loads = {(c["load"], c["policy"]) for c in results["cells"]}
+    assert loads == {
+        (load, policy) for load in ("below", "above") for policy in ("acs", "sharding")
+    }
+    for cell in results["cells"]:
+        assert cell["tps"] > 0
+        assert set(cell["overhead_ms"]) >= {"p50", "p99"}
+        assert {name.split("/")[1][:-3] for name in cell["overhead_p99_by_action_ms"]} == {
+            "short",
+            "long",
+        }
+    assert results["slot_capacity_per_s"] > 0
+    names = {t["name"] for t in results["targets"]}
+    assert "memory above: acs TPS ÷ ideal" in names
+
+
+def test_full_cluster(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    results = bench(capsys, tmp_path, "full-cluster")
+    outcome = results["transports"]["memory"]
+    assert sum(outcome["outcomes"].values()) > 100
+    assert outcome["outcomes"].get("success", 0) >= 100
+
+
 def test_raw(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     results = bench(capsys, tmp_path, "raw")
     floor = results["transports"]["memory"]

@@ -100,7 +100,7 @@ class TestRule2Sustained:
         )
         assert (decided.rule, decided.desired, decided.create) == ("capped-limit", 10, 9)
         assert decided.wait_s == pytest.approx(100.0)
-        assert "W ≤ T=0.1s needs 1000" in decided.reason
+        assert "W ≤ T=0.1s needs 54 (≤ 54 with work)" in decided.reason
 
     def test_concurrency_divides_the_need(self) -> None:
         # μ = 4/0.1 = 40/s; ceil(100·0.1/(4·0.8)) = ceil(3.125) = 4
@@ -119,6 +119,21 @@ class TestRule2Sustained:
     def test_arrivals_with_nothing_running_and_nothing_pending(self) -> None:
         decided = decide_one(arrival_rate_per_s=100.0, mean_run_s=0.02)
         assert (decided.rule, decided.desired, decided.create) == ("sustained", 3, 3)
+
+
+class TestBacklogTermsAreCappedByWork:
+    def test_two_activations_of_a_slow_action_do_not_ask_for_forty_containers(self) -> None:
+        # W ≤ T alone: ceil(1·4/0.1) = 40; work for at most P + F + λ·C = 1 + 1 + 2·0.7 → 4
+        decided = decide_one(
+            pending=1, in_flight=1, arrival_rate_per_s=2.0, running=1, mean_run_s=4.0
+        )
+        assert decided.rule == "sustained"
+        assert decided.desired == 10  # the rate term: ceil(2·4/0.8), Little's law
+        assert "needs 4 (≤ 4 with work)" in decided.reason
+
+    def test_no_burst_drain_beyond_the_work_there_is(self) -> None:
+        decided = decide_one(pending=2, arrival_rate_per_s=0.1, running=3, mean_run_s=5.0)
+        assert (decided.rule, decided.create) == ("burst-wait", 0)
 
 
 class TestRule3Burst:

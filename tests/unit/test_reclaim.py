@@ -133,7 +133,8 @@ class TestReclaim:
         result = reclaim_in([*full, starved], [], free_slots=0)
         # four slots, five actions: the newcomer's fair share is 0 and nothing can be shed
         assert not result.room
-        assert result.evictions == () and result.shed == {}
+        assert result.evictions == ()
+        assert result.shed == {}
 
     def test_containers_between_two_runs_are_not_evicted(self) -> None:
         starved = Claim("guest/new", existing=0, wanted=1, granted=0, needed=1)
@@ -164,7 +165,9 @@ class TestDecisionInAFullCluster:
         decision = decide(snapshot, DEFAULTS)
         assert [(e.action, e.count) for e in decision.evictions] == [("guest/idle", 1)]
         new = decision.for_action("guest/new")
-        assert new is not None and not new.rejecting and new.create == 0
+        assert new is not None
+        assert not new.rejecting
+        assert new.create == 0
         assert "below fair share" in new.reason
 
     def test_no_room_rejects_an_action_without_container(self) -> None:
@@ -173,7 +176,8 @@ class TestDecisionInAFullCluster:
         decision = decide(snapshot, DEFAULTS)
         assert not decision.room
         new = decision.for_action("guest/new")
-        assert new is not None and new.rejecting
+        assert new is not None
+        assert new.rejecting
         assert "rejecting" in new.reason
         assert not any(d.rejecting for d in decision.actions if d.action != "guest/new")
 
@@ -228,5 +232,5 @@ class TestWindowMax:
         assert window.value(30.0) == 0
 
     def test_rejects_a_bad_window(self) -> None:
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="window_s must be a positive number"):
             WindowMax(0.0)

@@ -1,0 +1,156 @@
+"""``broker-sched simulate``: a workload file, a trace, or the built-in sample, in virtual time.
+
+The input decides the scenario: a workload file runs its first cell on its own
+cluster; a trace (or ``--sample``, the project's synthetic trace) runs on
+``--invokers`` invokers with the configured slots and memory per invoker, every
+function an action of ``--memory-mb``. The report goes to ``--out`` (JSON, Markdown,
+PNG) and its table to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import cast
+
+from broker_sched.bench.workload import load_workload
+from broker_sched.config import Settings
+from broker_sched.errors import ConfigError
+from broker_sched.simulator import report
+from broker_sched.simulator.model import Cluster, Scenario
+from broker_sched.simulator.run import (
+    POLICIES,
+    PolicyName,
+    SimulationReport,
+    simulate,
+    simulate_scenario,
+)
+from broker_sched.simulator.sample import generate_trace
+from broker_sched.simulator.trace import Spread, from_trace, read_trace
+
+DEFAULT_OUT = Path("out/simulate")
+
+
+@dataclass(frozen=True, slots=True)
+class SimulateArgs:
+    workload: Path | None = None
+    trace: Path | None = None
+    durations: Path | None = None
+    sample: bool = False
+    policies: str = ",".join(POLICIES)
+    out: Path | None = None
+    invokers: int = 10
+    memory_mb: int = 256
+    minutes: int | None = None
+    spread: Spread = "uniform"
+    keepalive_s: float = 600.0
+    seed: int = 1
+
+
+def add_simulate_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``simulate`` on the CLI's subcommands."""
+    simulate_parser = commands.add_parser(
+        "simulate", help="compare policies in virtual time (docs/simulator.md)"
+    )
+    simulate_parser.add_argument("workload", nargs="?", type=Path, help="a workload .toml file")
+    simulate_parser.add_argument(
+        "--trace", type=Path, help="invocations CSV in the Azure Functions 2019 layout"
+    )
+    simulate_parser.add_argument(
+        "--durations", type=Path, help="its durations CSV (default: the file named alike beside)"
+    )
+    simulate_parser.add_argument(
+        "--sample", action="store_true", help="the built-in synthetic trace (200 functions, 1 h)"
+    )
+    simulate_parser.add_argument(
+        "--policies", default=",".join(POLICIES), help="comma-separated (default %(default)s)"
+    )
+    simulate_parser.add_argument("--out", type=Path, help="default: out/simulate/<name>-<time>")
+    simulate_parser.add_argument(
+        "--invokers", type=int, default=10, help="trace: invokers (default %(default)s)"
+    )
+    simulate_parser.add_argument(
+        "--memory-mb", type=int, default=256, help="trace: memory per function's container"
+    )
+    simulate_parser.add_argument("--minutes", type=int, help="trace: only the first minutes")
+    simulate_parser.add_argument(
+        "--spread", choices=["uniform", "poisson"], default="uniform", help="trace: within a minute"
+    )
+    simulate_parser.add_argument(
+        "--keepalive-s", type=float, default=600.0, help="the baseline's keep-alive (10 min)"
+    )
+    simulate_parser.add_argument("--seed", type=int, default=1, help="trace: arrival seed")
+
+
+def simulate_args(args: argparse.Namespace) -> SimulateArgs:
+    """The parsed command line as :class:`SimulateArgs`."""
+    return SimulateArgs(
+        workload=args.workload,
+        trace=args.trace,
+        durations=args.durations,
+        sample=args.sample,
+        policies=args.policies,
+        out=args.out,
+        invokers=args.invokers,
+        memory_mb=args.memory_mb,
+        minutes=args.minutes,
+        spread=args.spread,
+        keepalive_s=args.keepalive_s,
+        seed=args.seed,
+    )
+
+
+def parse_policies(text: str) -> list[PolicyName]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in POLICIES]
+    if unknown or not names:
+        raise ConfigError(
+            f"--policies: unknown {', '.join(unknown) or '(none given)'}; "
+            f"choose from {', '.join(POLICIES)}"
+        )
+    return [cast(PolicyName, name) for name in names]
+
+
+def run_simulation(settings: Settings, args: SimulateArgs) -> SimulationReport:
+    policies = parse_policies(args.policies)
+    if sum((args.workload is not None, args.trace is not None, args.sample)) != 1:
+        raise ConfigError("simulate: give a workload file, --trace FILE.csv or --sample")
+    if args.workload is not None:
+        workload = load_workload(args.workload)
+        return simulate(workload, settings, policies, keepalive_s=args.keepalive_s)
+    return simulate_scenario(
+        _trace_scenario(settings, args), settings, policies, keepalive_s=args.keepalive_s
+    )
+
+
+def _trace_scenario(settings: Settings, args: SimulateArgs) -> Scenario:
+    if args.trace is not None:
+        trace, name = read_trace(args.trace, args.durations), args.trace.stem
+    else:
+        trace, name = generate_trace(), "sample"
+    if args.minutes is not None:
+        trace = trace.first_minutes(args.minutes)
+    cluster = Cluster(args.invokers, settings.invoker.slots, settings.invoker.memory_mb)
+    return from_trace(
+        trace,
+        cluster=cluster,
+        timeout_s=settings.invocation_timeout_s,
+        seed=args.seed,
+        memory_mb=args.memory_mb,
+        spread=args.spread,
+        name=name,
+    )
+
+
+def simulate_command(settings: Settings, args: SimulateArgs) -> int:
+    """Run, write the report, print its table; 0 on success."""
+    result = run_simulation(settings, args)
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = args.out or DEFAULT_OUT / f"{result.scenario}-{stamp}"
+    paths = report.write(result, out)
+    print(report.markdown(result))
+    print(f"written: {', '.join(str(path) for path in paths)}", file=sys.stderr)
+    return 0
