@@ -37,16 +37,7 @@ async def invoke(api: str, action: str, payload: str, *, blocking: bool, auth: s
         json.loads(payload)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"payload is not JSON: {exc}") from exc
-    namespace, _, name = action.rpartition("/")
-    url = (
-        f"http://{api}/api/v1/namespaces/{quote(namespace or 'guest')}/actions/{quote(name)}"
-        f"?blocking={'true' if blocking else 'false'}"
-    )
-    headers = {"Content-Type": "application/json"}
-    if auth is not None:
-        headers["Authorization"] = "Basic " + base64.b64encode(auth.encode()).decode()
-    request = urllib.request.Request(url, data=payload.encode(), headers=headers, method="POST")
-    status, body = await asyncio.to_thread(_send, request)
+    status, body = await post(api, action, payload.encode(), blocking=blocking, auth=auth)
     print(body)
     if status == 401:
         print(
@@ -55,6 +46,25 @@ async def invoke(api: str, action: str, payload: str, *, blocking: bool, auth: s
             file=sys.stderr,
         )
     return 0 if 200 <= status < 300 else 1
+
+
+async def post(
+    api: str, action: str, payload: bytes, *, blocking: bool, auth: str | None
+) -> tuple[int, str]:
+    """One invocation: the status (0 when unreachable) and the body.
+
+    ``action`` without a namespace goes to ``_``, the key's own, as with ``wsk``.
+    """
+    namespace, _, name = action.rpartition("/")
+    url = (
+        f"http://{api}/api/v1/namespaces/{quote(namespace or '_')}/actions/{quote(name)}"
+        f"?blocking={'true' if blocking else 'false'}"
+    )
+    headers = {"Content-Type": "application/json"}
+    if auth is not None:
+        headers["Authorization"] = "Basic " + base64.b64encode(auth.encode()).decode()
+    request = urllib.request.Request(url, data=payload, headers=headers, method="POST")
+    return await asyncio.to_thread(_send, request)
 
 
 def _send(request: urllib.request.Request) -> tuple[int, str]:
