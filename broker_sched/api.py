@@ -20,11 +20,11 @@ result in time. The routes are Starlette's, the HTTP is uvicorn's
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from http import HTTPStatus
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.applications import Starlette
@@ -49,6 +49,7 @@ from broker_sched.limits import NamespaceLimiter
 from broker_sched.metrics import CONTENT_TYPE, controller_families, exposition
 from broker_sched.model import ActivationResult, fqn, new_id
 from broker_sched.openapi import document
+from broker_sched.records import ActivationRecords
 from broker_sched.scheduler.controller import Controller
 
 ERROR_STATUS: list[tuple[type[BrokerSchedError], HTTPStatus]] = [
@@ -76,6 +77,8 @@ class Api:
             per_minute=self.settings.invocations_per_minute,
             concurrent=self.settings.concurrent_invocations,
         )
+        self.records = ActivationRecords(controller.transport, self.settings.record_ttl_s)
+        controller.result_listeners.append(self.records.keep)
         self._unfinished: dict[str, tuple[str, str, float]] = {}
         """Non-blocking activation id -> namespace, limiter token, deadline."""
         self.registry = CollectorRegistry(auto_describe=False)
@@ -159,19 +162,18 @@ class Api:
         except ValueError:
             raise HTTPException(HTTPStatus.BAD_REQUEST, "limit must be a number") from None
         limit = max(0, min(limit, MAX_LIST_LIMIT))
-        records: list[dict[str, Any]] = []
-        for result in reversed(self.controller.results.values()):
-            if len(records) >= limit:
-                break
-            if result.namespace == namespace:
-                records.append(result.model_dump(mode="json"))
-        return JSONResponse(records)
+        with _unavailable("activation records"):
+            records = await self.records.recent(namespace, limit)
+        return JSONResponse([record.model_dump(mode="json") for record in records])
 
     async def activation(self, request: Request) -> Response:
+        """This controller's own recent results first, then the shared records."""
         namespace = self._authorize(request)
-        result: ActivationResult | None = self.controller.results.get(
-            request.path_params["activation_id"]
-        )
+        activation_id: str = request.path_params["activation_id"]
+        result: ActivationResult | None = self.controller.results.get(activation_id)
+        if result is None:
+            with _unavailable("activation records"):
+                result = await self.records.get(namespace, activation_id)
         if result is None or result.namespace != namespace:
             raise HTTPException(HTTPStatus.NOT_FOUND, "no result for that activation (yet)")
         return JSONResponse(result.model_dump(mode="json"))
@@ -248,6 +250,15 @@ class Api:
                 self._seconds.labels(endpoint).observe(time.perf_counter() - started_s)
 
         return measured
+
+
+@contextlib.contextmanager
+def _unavailable(what: str) -> Iterator[None]:
+    """A broker error reading ``what`` is a 503, as for an invocation."""
+    try:
+        yield
+    except BrokerSchedError as exc:
+        raise HTTPException(HTTPStatus.SERVICE_UNAVAILABLE, f"{what}: {exc}") from None
 
 
 def _endpoint_name(endpoint: Callable[..., Awaitable[Response]] | None) -> str:

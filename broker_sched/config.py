@@ -180,6 +180,11 @@ class ApiSettings(_Section):
     concurrent_invocations: int = Field(
         default=30, ge=1, description="per namespace, as OpenWhisk's actionInvokeConcurrent"
     )
+    record_ttl_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="how long activation records stay in the transport for any controller",
+    )
     max_header_bytes: int = Field(
         default=16_384, ge=1024, description="request line and headers; beyond: 400, closed"
     )

@@ -22,6 +22,9 @@ Features:
   loopback), plus one stream-info request shared by the groups that never subscribed.
 * Channels are core NATS subjects ``_chan.{subject_prefix}.{channel}``: fire-and-forget,
   outside the stream, received only by listeners subscribed at the time.
+* Records live in a KV bucket ``{stream}_RECORDS`` (one revision per key, the bucket's
+  TTL the first ``ttl_s`` put), keys ``{scope}.{key}``; a listing watches the scope's
+  keys (headers only), sorts them and gets the newest.
 
 URL and options (``[nats]`` settings): ``servers`` ("nats://host:4222", comma-separated
 for a cluster), ``stream``, ``subject_prefix``, ``ack_wait_s``, ``max_deliver`` (-1 =
@@ -87,6 +90,7 @@ if TYPE_CHECKING:
     from nats.aio.subscription import Subscription as CoreSubscription
     from nats.js import JetStreamContext
     from nats.js.api import ConsumerInfo
+    from nats.js.kv import KeyValue
 
     from broker_sched.config import Settings
 
@@ -502,6 +506,7 @@ class NatsJetStreamTransport(Transport):
         }
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
+        self._bucket: KeyValue | None = None
         self._parts: set[NatsSubscription | NatsListener] = set()
         self._last_error: Exception | None = None
 
@@ -602,7 +607,7 @@ class NatsJetStreamTransport(Transport):
         if self._nc is None:
             return
         await asyncio.gather(*(part.close() for part in list(self._parts)))
-        nc, self._nc, self._js = self._nc, None, None
+        nc, self._nc, self._js, self._bucket = self._nc, None, None, None
         if not nc.is_closed:
             with contextlib.suppress(BrokerUnavailable, TransportError), _translated("flush"):
                 await nc.flush(timeout=1)
@@ -785,6 +790,65 @@ class NatsJetStreamTransport(Transport):
             names += page.get("consumers") or []
             if not page.get("consumers") or len(names) >= page.get("total", 0):
                 return names
+
+    # -- records --------------------------------------------------------------------
+
+    async def _records(self, ttl_s: float | None) -> KeyValue | None:
+        """The records bucket; created (with ``ttl_s``) only by a put."""
+        from nats.js.errors import BucketNotFoundError
+
+        if self._bucket is not None:
+            return self._bucket
+        js = self.jetstream()
+        name = f"{self.stream}_RECORDS"
+        with _translated(f"records bucket {name}"):
+            try:
+                self._bucket = await js.key_value(name)
+            except BucketNotFoundError:
+                if ttl_s is None:
+                    return None
+                self._bucket = await js.create_key_value(bucket=name, ttl=ttl_s, history=1)
+        return self._bucket
+
+    async def put_record(self, scope: str, key: str, body: bytes, ttl_s: float) -> None:
+        bucket = await self._records(ttl_s)
+        assert bucket is not None
+        with _translated(f"put record {scope}/{key}"):
+            await bucket.put(f"{scope}.{key}", body)
+
+    async def get_record(self, scope: str, key: str) -> bytes | None:
+        from nats.js.errors import KeyNotFoundError
+
+        bucket = await self._records(None)
+        if bucket is None:
+            return None
+        with _translated(f"get record {scope}/{key}"):
+            try:
+                entry = await bucket.get(f"{scope}.{key}")
+            except KeyNotFoundError:
+                return None
+        return entry.value
+
+    async def recent_records(self, scope: str, limit: int) -> list[bytes]:
+        bucket = await self._records(None)
+        if bucket is None or limit <= 0:
+            return []
+        keys: list[str] = []
+        with _translated(f"records of {scope}"):
+            # A server-side filter (KeyValue.keys filters client-side, over the bucket).
+            watcher = await bucket.watch(f"{scope}.>", ignore_deletes=True, meta_only=True)
+            try:
+                async for entry in watcher:
+                    if entry is None:  # the end of what is stored now
+                        break
+                    keys.append(entry.key)
+            finally:
+                await watcher.stop()  # type: ignore[no-untyped-call]
+        newest = sorted(keys, reverse=True)[:limit]
+        bodies = await asyncio.gather(
+            *(self.get_record(scope, name.partition(".")[2]) for name in newest)
+        )
+        return [body for body in bodies if body is not None]
 
     # -- channels -------------------------------------------------------------------
 

@@ -35,6 +35,9 @@ Features
       ``oldest_age_s`` is the age of the oldest of these pending entries (server clock).
     * channels: Redis pub/sub on ``bs:c:{channel}``; ``listen`` returns after the server
       confirmed the subscription.
+    * records: a string ``bs:r:{scope}:{key}`` with a TTL (SET EX), and per scope an
+      index ``bs:ri:{scope}``, a sorted set of keys scored by expiry, trimmed as records
+      are put; a listing reads the index newest first and MGETs, skipping expired keys.
 
 Connection settings (``[redis]``): ``url`` (``redis://``, ``rediss://`` for TLS,
 ``unix://``), ``username``, ``password`` (Redis ACL users). Connecting gives up after
@@ -72,8 +75,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
 
 from broker_sched.errors import BrokerUnavailable, TransportError, TransportNotInstalled
 from transports.base import Backlog, Capabilities, Delivery, Listener, Subscription, Transport
@@ -91,6 +95,8 @@ T = TypeVar("T")
 
 QUEUE_PREFIX = "bs:q:"
 CHANNEL_PREFIX = "bs:c:"
+RECORD_PREFIX = "bs:r:"
+RECORD_INDEX_PREFIX = "bs:ri:"
 RETURNED = "bs:returned"
 """The consumer that holds nacked and released entries until a member reclaims them."""
 BODY_FIELD = b"b"
@@ -282,6 +288,34 @@ class RedisStreamsTransport(Transport):
     async def delete(self, queue: str) -> None:
         with translated(f"DEL {queue}"):
             await self._commands.delete(stream_key(queue))
+
+    async def put_record(self, scope: str, key: str, body: bytes, ttl_s: float) -> None:
+        now_ms = int(time.time() * 1000)
+        ttl_ms = max(1, int(ttl_s * 1000))
+        index = RECORD_INDEX_PREFIX + scope
+        with translated(f"SET record {scope}/{key}"):
+            async with self._commands.pipeline(transaction=False) as pipe:
+                pipe.set(f"{RECORD_PREFIX}{scope}:{key}", body, px=ttl_ms)
+                pipe.zadd(index, {key: now_ms + ttl_ms})
+                pipe.zremrangebyscore(index, "-inf", now_ms)
+                pipe.pexpire(index, ttl_ms)
+                await pipe.execute()
+
+    async def get_record(self, scope: str, key: str) -> bytes | None:
+        with translated(f"GET record {scope}/{key}"):
+            body = await self._commands.get(f"{RECORD_PREFIX}{scope}:{key}")
+        return cast("bytes | None", body)
+
+    async def recent_records(self, scope: str, limit: int) -> list[bytes]:
+        if limit <= 0:
+            return []
+        with translated(f"records of {scope}"):
+            keys = await self._commands.zrevrange(RECORD_INDEX_PREFIX + scope, 0, limit - 1)
+            if not keys:
+                return []
+            names = [f"{RECORD_PREFIX}{scope}:{cast(bytes, k).decode()}" for k in keys]
+            bodies = cast("list[bytes | None]", await self._commands.mget(names))
+        return [body for body in bodies if body is not None]
 
     async def send(self, channel: str, body: bytes) -> None:
         with translated(f"PUBLISH {channel}"):

@@ -19,6 +19,7 @@ from broker_sched.api_keys import Credential, Keyring, digest
 from broker_sched.api_server import ApiServer
 from broker_sched.config import Settings
 from broker_sched.model import Action
+from transports.memory import MemoryBroker, MemoryTransport
 
 pytestmark = pytest.mark.slow
 
@@ -159,3 +160,39 @@ async def test_metrics_show_backlog_containers_and_what_the_scheduler_did() -> N
     assert 'broker_sched_events_total{kind="container_created"} 1.0' in lines
     assert "broker_sched_invokers 1.0" in lines
     assert 'broker_sched_api_requests_total{code="200",endpoint="health"} 1.0' in lines
+
+
+async def test_any_controller_serves_the_records_even_after_the_first_is_gone() -> None:
+    broker = MemoryBroker()
+    actions = [Action(name="echo", handler="broker_sched.samples:echo")]
+    settings = embedded_settings()
+    ids = []
+    async with stack_with(actions, settings=settings, transport=MemoryTransport(broker)) as first:
+        assert first.controller is not None
+        api = Api(first.controller, KEYRING)
+        async with await api.start("127.0.0.1", 0) as server:
+            for n in range(3):
+                status, accepted, _ = await asyncio.to_thread(
+                    call, server.url, "POST", INVOKE + "echo", json.dumps({"n": n}).encode()
+                )
+                assert status == 202
+                ids.append(accepted["activationId"])
+            await eventually(lambda: all(i in first.controller.results for i in ids))
+            await api.records.flush()
+
+    second = stack_with(
+        actions, settings=settings, role="controller", transport=MemoryTransport(broker)
+    )
+    async with second, await Api(second.controller, KEYRING).start("127.0.0.1", 0) as server:
+        status, record, _ = await asyncio.to_thread(
+            call, server.url, "GET", f"/api/v1/namespaces/guest/activations/{ids[0]}"
+        )
+        assert (status, record["result"]) == (200, {"n": 0})
+        status, listed, _ = await asyncio.to_thread(
+            call, server.url, "GET", "/api/v1/namespaces/_/activations"
+        )
+        assert [r["activation_id"] for r in listed] == ids[::-1]
+        status, _, _ = await asyncio.to_thread(
+            call, server.url, "GET", f"/api/v1/namespaces/other/activations/{ids[0]}", None, OTHER
+        )
+        assert status == 404, "another namespace's record is not there for it"
