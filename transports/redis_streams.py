@@ -95,6 +95,7 @@ T = TypeVar("T")
 
 QUEUE_PREFIX = "bs:q:"
 CHANNEL_PREFIX = "bs:c:"
+CREDENTIAL_SETTINGS = "check the settings redis.username and redis.password"
 RECORD_PREFIX = "bs:r:"
 RECORD_INDEX_PREFIX = "bs:ri:"
 RETURNED = "bs:returned"
@@ -507,11 +508,15 @@ def translated(what: str) -> Iterator[None]:
     try:
         yield
     except (exceptions.AuthenticationError, exceptions.AuthorizationError) as exc:
-        raise TransportError(f"redis: {what}: {exc}") from exc
+        raise TransportError(f"redis: {what}: {exc} ({CREDENTIAL_SETTINGS})") from exc
     except (exceptions.ConnectionError, exceptions.TimeoutError) as exc:
         raise BrokerUnavailable(f"redis: {what}: {exc}") from exc
+    except exceptions.NoPermissionError as exc:
+        raise TransportError(f"redis: {what}: {exc} (the ACL user redis.username)") from exc
     except exceptions.RedisError as exc:
-        raise TransportError(f"redis: {what}: {exc}") from exc
+        unauthenticated = str(exc).startswith("NOAUTH") or "authenticated" in str(exc)
+        hint = f" ({CREDENTIAL_SETTINGS})" if unauthenticated else ""
+        raise TransportError(f"redis: {what}: {exc}{hint}") from exc
 
 
 @contextlib.contextmanager

@@ -1,21 +1,26 @@
 #!/usr/bin/env bash
-# Run Kafka (KRaft), Redis and NATS JetStream natively on 127.0.0.1, no Docker.
+# Run Kafka (KRaft), Redis and NATS JetStream natively on 127.0.0.1, no Docker, and
+# beside them separate secured instances (redis-secure, kafka-secure) on their own ports
+# for the security tests.
 #
-#   brokers.sh up     [kafka|redis|nats ...]
-#   brokers.sh down   [--purge] [kafka|redis|nats ...]
-#   brokers.sh status [kafka|redis|nats ...]
+#   brokers.sh up     [kafka|redis|nats|redis-secure|kafka-secure ...]
+#   brokers.sh down   [--purge] [kafka|redis|nats|redis-secure|kafka-secure ...]
+#   brokers.sh status [kafka|redis|nats|redis-secure|kafka-secure ...]
 #
 # See compose/README.md for the environment variables.
 set -euo pipefail
 
 readonly HOST=127.0.0.1
-readonly ALL_BROKERS=(kafka redis nats)
+readonly ALL_BROKERS=(kafka redis nats redis-secure kafka-secure)
 
 KAFKA_VERSION=${KAFKA_VERSION:-4.3.1}
 KAFKA_PORT=${KAFKA_PORT:-9092}
 KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-9093}
 KAFKA_HEAP_OPTS=${KAFKA_HEAP_OPTS:--Xmx512m -Xms256m}
 REDIS_PORT=${REDIS_PORT:-6379}
+REDIS_SECURE_PORT=${REDIS_SECURE_PORT:-6390}
+KAFKA_SECURE_PORT=${KAFKA_SECURE_PORT:-9094}
+KAFKA_SECURE_CONTROLLER_PORT=${KAFKA_SECURE_CONTROLLER_PORT:-9095}
 NATS_PORT=${NATS_PORT:-4222}
 NATS_MONITOR_PORT=${NATS_MONITOR_PORT:-8222}
 UP_TIMEOUT=${BROKER_SCHED_UP_TIMEOUT:-90}
@@ -30,6 +35,8 @@ readonly KAFKA_LIBS="$KAFKA_HOME/libs"
 readonly KAFKA_PROPS="$STATE_DIR/kafka.properties"
 readonly SLF4J_VERSION=1.7.36 # the slf4j-api line every Kafka 4.x pom declares
 readonly DEPENDENCY_PLUGIN=org.apache.maven.plugins:maven-dependency-plugin:3.8.1
+readonly SECURITY_DIR="$STATE_DIR/security"
+readonly CREDENTIALS="$SECURITY_DIR/credentials.json"
 
 # ---------------------------------------------------------------- helpers
 
@@ -37,9 +44,9 @@ info() { printf '%s\n' "$*" >&2; }
 
 usage() {
   cat >&2 <<'EOF'
-usage: brokers.sh up     [kafka|redis|nats ...]
-       brokers.sh down   [--purge] [kafka|redis|nats ...]
-       brokers.sh status [kafka|redis|nats ...]
+usage: brokers.sh up     [kafka|redis|nats|redis-secure|kafka-secure ...]
+       brokers.sh down   [--purge] [kafka|redis|nats|redis-secure|kafka-secure ...]
+       brokers.sh status [kafka|redis|nats|redis-secure|kafka-secure ...]
 EOF
   exit "${1:-2}"
 }
@@ -317,6 +324,85 @@ nats_start() {
 
 nats_ready() { http_200 "$NATS_MONITOR_PORT" '/healthz?js-enabled-only=true'; }
 
+# ------------------------------------------------------------- security
+#
+# Generated once into $SECURITY_DIR (owner-only): a password per user and a CA with a
+# certificate for 127.0.0.1. credentials.json is what the security tests read
+# (BROKER_SCHED_TEST_SECURITY points at it); each server gets only what it needs.
+
+security_prepare() {
+  [[ -s $CREDENTIALS && -s $SECURITY_DIR/server.pem ]] && return 0
+  command -v openssl >/dev/null || ensure_deb openssl openssl || return 1
+  local log="$STATE_DIR/logs/security.log"
+  (
+    umask 077
+    mkdir -p "$SECURITY_DIR"
+    cd "$SECURITY_DIR"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj /CN=broker-sched-test-ca \
+      -keyout ca.key -out ca.pem
+    openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout server.key -out server.csr
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >server.ext
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
+      -extfile server.ext -out server.crt
+    openssl pkcs8 -topk8 -nocrypt -in server.key -out server.p8
+    cat server.p8 server.crt >server.pem
+    cat >credentials.json <<EOF
+{
+  "redis": {"url": "redis://$HOST:$REDIS_SECURE_PORT/0", "username": "broker-sched",
+            "password": "$(openssl rand -hex 24)"},
+  "kafka": {"bootstrap_servers": "$HOST:$KAFKA_SECURE_PORT", "security_protocol": "SASL_SSL",
+            "sasl_mechanism": "SCRAM-SHA-256", "sasl_username": "broker-sched",
+            "sasl_password": "$(openssl rand -hex 24)", "ssl_cafile": "$SECURITY_DIR/ca.pem",
+            "admin_password": "$(openssl rand -hex 24)"}
+}
+EOF
+  ) >"$log" 2>&1 || { fail security "could not generate test credentials" "$log"; return 1; }
+}
+
+credential() { # broker key
+  python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]][sys.argv[3]])' \
+    "$CREDENTIALS" "$1" "$2"
+}
+
+# ----------------------------------------------------------- redis-secure
+#
+# Only an ACL user with the commands and key patterns broker-sched uses; the default
+# user is off. The ACL file holds the password's SHA-256, not the password.
+
+redis-secure_comm() { printf redis-server; }
+redis-secure_ports() { printf 'REDIS_SECURE_PORT'; }
+redis-secure_addr() { printf '%s:%s' "$HOST" "$REDIS_SECURE_PORT"; }
+redis-secure_detail() { printf 'ACL user broker-sched'; }
+redis-secure_prepare() { redis_prepare && security_prepare && redis_acl_file; }
+
+readonly REDIS_COMMANDS=(
+  ping info 'client|setname'
+  xadd xreadgroup xack xautoclaim xclaim xdel xlen xpending xrange
+  'xgroup|create' 'xgroup|destroy' 'xgroup|delconsumer' 'xinfo|groups'
+  exists time del set get mget zadd zrevrange zremrangebyscore pexpire
+  eval evalsha 'script|load' publish subscribe unsubscribe
+)
+
+redis_acl_file() {
+  local digest rules=()
+  digest=$(printf '%s' "$(credential redis password)" | sha256sum | cut -d' ' -f1)
+  rules=(user broker-sched on "#$digest" resetkeys '~bs:*' resetchannels '&bs:c:*' -@all)
+  rules+=("${REDIS_COMMANDS[@]/#/+}")
+  (umask 077 && printf 'user default off\n%s\n' "${rules[*]}" >"$SECURITY_DIR/redis.acl")
+}
+
+redis-secure_start() {
+  mkdir -p "$(data_dir redis-secure)"
+  spawn redis-secure redis-server --bind "$HOST" --port "$REDIS_SECURE_PORT" \
+    --protected-mode yes --daemonize no --dir "$(data_dir redis-secure)" --save '' \
+    --appendonly no --aclfile "$SECURITY_DIR/redis.acl"
+}
+
+redis-secure_ready() {
+  [[ $(REDISCLI_AUTH=$(credential redis password) redis-cli -h "$HOST" -p "$REDIS_SECURE_PORT" \
+    --user broker-sched ping 2>/dev/null) == PONG ]]
+}
+
 # --------------------------------------------------------------- commands
 
 status_line() { # name state [pid]
@@ -422,7 +508,7 @@ main() {
   (($#)) && shift
   for arg; do
     case $arg in
-      kafka | redis | nats) names+=("$arg") ;;
+      kafka | redis | nats | redis-secure | kafka-secure) names+=("$arg") ;;
       --purge) [[ $cmd == down ]] || usage; purge=1 ;;
       -h | --help) usage 0 ;;
       *) usage ;;

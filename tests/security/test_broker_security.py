@@ -1,0 +1,106 @@
+"""Broker security for real: the secured listeners `compose/native/brokers.sh` starts
+beside the default ones (a Redis ACL user, Kafka SASL/SCRAM over TLS), their generated
+credentials read from the file ``BROKER_SCHED_TEST_SECURITY`` names.
+
+Each secured broker must carry the whole activation path with only the rights it was
+given, refuse what the user was not given, and a wrong credential must fail at once
+with an error that names the setting to fix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from broker_sched.config import Settings, load_settings
+from broker_sched.errors import BrokerSchedError
+from broker_sched.model import Action, Status
+from broker_sched.stack import Stack
+from transports.registry import transport_from_settings
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
+
+SECURITY_ENV = "BROKER_SCHED_TEST_SECURITY"
+FAILS_WITHIN_S = 10.0
+
+
+def credentials(broker: str) -> dict[str, Any]:
+    path = os.environ.get(SECURITY_ENV)
+    if not path:
+        pytest.skip(f"{SECURITY_ENV} is not set (compose/native/brokers.sh up writes the file)")
+    found: dict[str, Any] = json.loads(Path(path).read_text())[broker]
+    return found
+
+
+def secured(broker: str, **changes: Any) -> Settings:
+    section = {k: v for k, v in credentials(broker).items() if k != "admin_password"}
+    section.update(changes)
+    invoker = {"heartbeat_interval_s": 0.2, "keep_alive_s": 2.0}
+    return load_settings(transport=broker, invoker=invoker, **{broker: section})
+
+
+async def run_an_activation(settings: Settings) -> None:
+    """Publish, schedule, run, reply, and keep and read a record, all on ``settings``."""
+    action = Action(name=f"sec{uuid.uuid4().hex[:8]}", handler="broker_sched.samples:echo")
+    async with Stack(settings, actions={action.fqn: action}) as stack:
+        assert stack.controller is not None
+        result = await stack.controller.invoke(action.name, {"x": 1}, timeout_s=60)
+        assert (result.status, result.result) == (Status.SUCCESS, {"x": 1})
+        await stack.transport.put_record("guest", result.activation_id, b"{}", 60)
+        assert await stack.transport.get_record("guest", result.activation_id) == b"{}"
+        assert await stack.transport.recent_records("guest", 1) == [b"{}"]
+        await stack.transport.delete(settings.queue_name("guest", action.name))
+
+
+async def fails_fast(settings: Settings, setting: str) -> None:
+    transport = transport_from_settings(settings)
+    started_s = time.monotonic()
+    try:
+        with pytest.raises(BrokerSchedError, match=setting.replace(".", r"\.")):
+            async with asyncio.timeout(FAILS_WITHIN_S):
+                await transport.connect()
+                await transport.ping()
+                await transport.declare(f"sec-{uuid.uuid4().hex[:8]}")
+    finally:
+        await transport.close()
+    assert time.monotonic() - started_s < FAILS_WITHIN_S
+
+
+# ------------------------------------------------------------------ redis
+
+
+async def test_redis_acl_user_carries_the_activation_path() -> None:
+    await run_an_activation(secured("redis"))
+
+
+async def test_redis_acl_user_is_refused_what_it_does_not_need() -> None:
+    from redis.asyncio import Redis
+    from redis.exceptions import NoPermissionError
+
+    given = credentials("redis")
+    client = Redis.from_url(given["url"], username=given["username"], password=given["password"])
+    try:
+        assert await client.set("bs:r:probe", b"1", px=1000)
+        for refused in (
+            client.flushall(),
+            client.set("not-ours", b"1"),
+            client.publish("elsewhere", b"1"),
+            client.config_get("*"),
+            client.keys("*"),
+        ):
+            with pytest.raises(NoPermissionError):
+                await refused
+    finally:
+        await client.aclose()
+
+
+async def test_a_wrong_redis_password_fails_fast_naming_the_setting() -> None:
+    await fails_fast(secured("redis", password="not-the-password"), "redis.password")
+    await fails_fast(secured("redis", username=None, password=None), "redis.password")
