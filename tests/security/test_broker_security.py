@@ -23,6 +23,7 @@ from broker_sched.config import Settings, load_settings
 from broker_sched.errors import BrokerSchedError
 from broker_sched.model import Action, Status
 from broker_sched.stack import Stack
+from transports.base import Transport
 from transports.registry import transport_from_settings
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
@@ -59,15 +60,19 @@ async def run_an_activation(settings: Settings) -> None:
         await stack.transport.delete(settings.queue_name("guest", action.name))
 
 
+async def use(transport: Transport) -> None:
+    async with asyncio.timeout(FAILS_WITHIN_S):
+        await transport.connect()
+        await transport.ping()
+        await transport.declare(f"sec-{uuid.uuid4().hex[:8]}")
+
+
 async def fails_fast(settings: Settings, setting: str) -> None:
     transport = transport_from_settings(settings)
     started_s = time.monotonic()
     try:
         with pytest.raises(BrokerSchedError, match=setting.replace(".", r"\.")):
-            async with asyncio.timeout(FAILS_WITHIN_S):
-                await transport.connect()
-                await transport.ping()
-                await transport.declare(f"sec-{uuid.uuid4().hex[:8]}")
+            await use(transport)
     finally:
         await transport.close()
     assert time.monotonic() - started_s < FAILS_WITHIN_S
