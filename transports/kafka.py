@@ -202,13 +202,50 @@ class KafkaTransport(Transport):
                 await producer.start()
                 await admin.start()
                 await offsets.start()
-        except BaseException:
+        except BaseException as exc:
             for stop in (producer.stop, admin.close, offsets.stop):
                 with contextlib.suppress(Exception):
                     await stop()
+            if isinstance(exc, BrokerUnavailable):
+                await self._explain_refusal()
             raise
         max_age_s = self.settings.metadata_max_age_ms / 1000
         return _Clients(producer, admin, _OffsetReader(offsets, admin, max_age_s))
+
+    async def _explain_refusal(self) -> None:
+        """aiokafka reports any failed bootstrap as "unable to bootstrap" and only logs
+        why; one direct connection finds out, and a broker that answered but refused
+        the credentials or the protocol is a :class:`ConfigError` naming the setting."""
+        import ssl
+
+        from aiokafka.conn import create_conn
+        from aiokafka.errors import KafkaConnectionError, SaslAuthenticationFailed
+
+        kwargs = self._client_kwargs()
+        kwargs.pop("bootstrap_servers")
+        kwargs.pop("metadata_max_age_ms")
+        host, _, port = self.settings.bootstrap_servers.split(",")[0].strip().rpartition(":")
+        where = f"{host}:{port}"
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                conn = await create_conn(host, int(port), **kwargs)
+            conn.close()
+        except SaslAuthenticationFailed as exc:
+            raise ConfigError(
+                f"kafka: {where} refused kafka.sasl_username / kafka.sasl_password: {exc}"
+            ) from exc
+        except ssl.SSLError as exc:
+            raise ConfigError(
+                f"kafka: TLS with {where} failed (kafka.ssl_cafile, kafka.security_protocol): {exc}"
+            ) from exc
+        except KafkaConnectionError as exc:
+            if "closed" in str(exc):
+                raise ConfigError(
+                    f"kafka: {where} closed the connection: does kafka.security_protocol = "
+                    f"{self.settings.security_protocol!r} match its listener? ({exc})"
+                ) from exc
+        except (OSError, TimeoutError):
+            return
 
     def _client_kwargs(self) -> dict[str, Any]:
         """Bootstrap, metadata refresh and security options shared by every client."""

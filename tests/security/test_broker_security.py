@@ -109,3 +109,27 @@ async def test_redis_acl_user_is_refused_what_it_does_not_need() -> None:
 async def test_a_wrong_redis_password_fails_fast_naming_the_setting() -> None:
     await fails_fast(secured("redis", password="not-the-password"), "redis.password")
     await fails_fast(secured("redis", username=None, password=None), "redis.password")
+
+
+# ------------------------------------------------------------------ kafka
+
+
+async def test_kafka_over_sasl_scram_and_tls_carries_the_activation_path() -> None:
+    settings = secured("kafka")
+    assert settings.kafka.security_protocol == "SASL_SSL"
+    await run_an_activation(settings)
+
+
+@pytest.mark.parametrize(
+    ("change", "setting"),
+    [
+        ({"sasl_password": "not-the-password"}, "kafka.sasl_password"),
+        ({"sasl_username": "nobody"}, "kafka.sasl_username"),
+        ({"ssl_cafile": None}, "kafka.ssl_cafile"),
+        ({"security_protocol": "PLAINTEXT"}, "kafka.security_protocol"),
+    ],
+)
+async def test_a_wrong_kafka_credential_fails_fast_naming_the_setting(
+    change: dict[str, Any], setting: str
+) -> None:
+    await fails_fast(secured("kafka", **change), setting)
