@@ -38,7 +38,7 @@ bash compose/images/build.sh
 export BROKER_SCHED_REQUIRE_BROKERS=1
 # The secured listeners' generated credentials, for tests/security.
 state_dir=${BROKER_SCHED_STATE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/broker-sched}
-export BROKER_SCHED_TEST_SECURITY="$state_dir/security/credentials.json"
+export BROKER_SCHED_TEST_SECURITY="$state_dir/security"
 
 step "whole suite on native brokers"
 BROKER_SCHED_TEST_KAFKA="127.0.0.1:${KAFKA_PORT:-9092}" \

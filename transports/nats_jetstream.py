@@ -553,6 +553,11 @@ class NatsJetStreamTransport(Transport):
                     )
         except TimeoutError as exc:
             await nc.close()
+            if "authorization violation" in str(self._last_error).lower():
+                raise ConfigError(
+                    f"nats: {where} refused the credentials: check nats.user and "
+                    "nats.password (or nats.creds_file, nats.nkeys_seed_file)"
+                ) from exc
             last = f" (last error: {self._last_error!r})" if self._last_error else ""
             raise BrokerUnavailable(
                 f"nats: no server reachable at {where} within {self.connect_timeout_s} s{last}"

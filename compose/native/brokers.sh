@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
 # Run Kafka (KRaft), Redis and NATS JetStream natively on 127.0.0.1, no Docker, and
-# beside them separate secured instances (redis-secure, kafka-secure) on their own ports
+# beside them separate secured instances (redis-secure, nats-secure, kafka-secure) on their own ports
 # for the security tests.
 #
-#   brokers.sh up     [kafka|redis|nats|redis-secure|kafka-secure ...]
-#   brokers.sh down   [--purge] [kafka|redis|nats|redis-secure|kafka-secure ...]
-#   brokers.sh status [kafka|redis|nats|redis-secure|kafka-secure ...]
+#   brokers.sh up     [kafka|redis|nats|redis-secure|nats-secure|kafka-secure ...]
+#   brokers.sh down   [--purge] [kafka|redis|nats|redis-secure|nats-secure|kafka-secure ...]
+#   brokers.sh status [kafka|redis|nats|redis-secure|nats-secure|kafka-secure ...]
 #
 # See compose/README.md for the environment variables.
 set -euo pipefail
 
 readonly HOST=127.0.0.1
-readonly ALL_BROKERS=(kafka redis nats redis-secure kafka-secure)
+readonly ALL_BROKERS=(kafka redis nats redis-secure nats-secure kafka-secure)
 
 KAFKA_VERSION=${KAFKA_VERSION:-4.3.1}
 KAFKA_PORT=${KAFKA_PORT:-9092}
@@ -19,6 +19,8 @@ KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-9093}
 KAFKA_HEAP_OPTS=${KAFKA_HEAP_OPTS:--Xmx512m -Xms256m}
 REDIS_PORT=${REDIS_PORT:-6379}
 REDIS_SECURE_PORT=${REDIS_SECURE_PORT:-6390}
+NATS_SECURE_PORT=${NATS_SECURE_PORT:-4232}
+NATS_SECURE_MONITOR_PORT=${NATS_SECURE_MONITOR_PORT:-8232}
 KAFKA_SECURE_PORT=${KAFKA_SECURE_PORT:-9094}
 KAFKA_SECURE_CONTROLLER_PORT=${KAFKA_SECURE_CONTROLLER_PORT:-9095}
 NATS_PORT=${NATS_PORT:-4222}
@@ -36,7 +38,6 @@ readonly KAFKA_PROPS="$STATE_DIR/kafka.properties"
 readonly SLF4J_VERSION=1.7.36 # the slf4j-api line every Kafka 4.x pom declares
 readonly DEPENDENCY_PLUGIN=org.apache.maven.plugins:maven-dependency-plugin:3.8.1
 readonly SECURITY_DIR="$STATE_DIR/security"
-readonly CREDENTIALS="$SECURITY_DIR/credentials.json"
 
 # ---------------------------------------------------------------- helpers
 
@@ -44,9 +45,9 @@ info() { printf '%s\n' "$*" >&2; }
 
 usage() {
   cat >&2 <<'EOF'
-usage: brokers.sh up     [kafka|redis|nats|redis-secure|kafka-secure ...]
-       brokers.sh down   [--purge] [kafka|redis|nats|redis-secure|kafka-secure ...]
-       brokers.sh status [kafka|redis|nats|redis-secure|kafka-secure ...]
+usage: brokers.sh up     [kafka|redis|nats|redis-secure|nats-secure|kafka-secure ...]
+       brokers.sh down   [--purge] [kafka|redis|nats|redis-secure|nats-secure|kafka-secure ...]
+       brokers.sh status [kafka|redis|nats|redis-secure|nats-secure|kafka-secure ...]
 EOF
   exit "${1:-2}"
 }
@@ -326,12 +327,13 @@ nats_ready() { http_200 "$NATS_MONITOR_PORT" '/healthz?js-enabled-only=true'; }
 
 # ------------------------------------------------------------- security
 #
-# Generated once into $SECURITY_DIR (owner-only): a password per user and a CA with a
-# certificate for 127.0.0.1. credentials.json is what the security tests read
-# (BROKER_SCHED_TEST_SECURITY points at it); each server gets only what it needs.
+# Generated once into $SECURITY_DIR (owner-only): a CA with a certificate for 127.0.0.1,
+# and per secured broker a <broker>.json with its address and generated passwords —
+# what the security tests read (BROKER_SCHED_TEST_SECURITY names the directory). Each
+# server gets only what it needs from them.
 
 security_prepare() {
-  [[ -s $CREDENTIALS && -s $SECURITY_DIR/server.pem ]] && return 0
+  [[ -s $SECURITY_DIR/server.pem ]] && return 0
   command -v openssl >/dev/null || ensure_deb openssl openssl || return 1
   local log="$STATE_DIR/logs/security.log"
   (
@@ -346,22 +348,44 @@ security_prepare() {
       -extfile server.ext -out server.crt
     openssl pkcs8 -topk8 -nocrypt -in server.key -out server.p8
     cat server.p8 server.crt >server.pem
-    cat >credentials.json <<EOF
-{
-  "redis": {"url": "redis://$HOST:$REDIS_SECURE_PORT/0", "username": "broker-sched",
-            "password": "$(openssl rand -hex 24)"},
-  "kafka": {"bootstrap_servers": "$HOST:$KAFKA_SECURE_PORT", "security_protocol": "SASL_SSL",
-            "sasl_mechanism": "SCRAM-SHA-256", "sasl_username": "broker-sched",
-            "sasl_password": "$(openssl rand -hex 24)", "ssl_cafile": "$SECURITY_DIR/ca.pem",
-            "admin_password": "$(openssl rand -hex 24)"}
+  ) >"$log" 2>&1 || { fail security "could not generate the test CA" "$log"; return 1; }
 }
+
+secret() { openssl rand -hex 24; }
+
+redis_credentials() {
+  cat <<EOF
+{"url": "redis://$HOST:$REDIS_SECURE_PORT/0", "username": "broker-sched", "password": "$(secret)"}
 EOF
-  ) >"$log" 2>&1 || { fail security "could not generate test credentials" "$log"; return 1; }
+}
+
+kafka_credentials() {
+  cat <<EOF
+{"bootstrap_servers": "$HOST:$KAFKA_SECURE_PORT", "security_protocol": "SASL_SSL",
+ "sasl_mechanism": "SCRAM-SHA-256", "sasl_username": "broker-sched",
+ "sasl_password": "$(secret)", "ssl_cafile": "$SECURITY_DIR/ca.pem",
+ "admin_password": "$(secret)"}
+EOF
+}
+
+nats_credentials() {
+  cat <<EOF
+{"servers": "nats://$HOST:$NATS_SECURE_PORT",
+ "controller_user": "controller", "controller_password": "$(secret)",
+ "invoker_user": "invoker", "invoker_password": "$(secret)"}
+EOF
+}
+
+credentials_prepare() { # broker
+  local file="$SECURITY_DIR/$1.json"
+  [[ -s $file ]] && return 0
+  security_prepare || return 1
+  (umask 077 && "$1"_credentials >"$file.tmp" && mv "$file.tmp" "$file")
 }
 
 credential() { # broker key
-  python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]][sys.argv[3]])' \
-    "$CREDENTIALS" "$1" "$2"
+  python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' \
+    "$SECURITY_DIR/$1.json" "$2"
 }
 
 # ----------------------------------------------------------- redis-secure
@@ -373,7 +397,7 @@ redis-secure_comm() { printf redis-server; }
 redis-secure_ports() { printf 'REDIS_SECURE_PORT'; }
 redis-secure_addr() { printf '%s:%s' "$HOST" "$REDIS_SECURE_PORT"; }
 redis-secure_detail() { printf 'ACL user broker-sched'; }
-redis-secure_prepare() { redis_prepare && security_prepare && redis_acl_file; }
+redis-secure_prepare() { redis_prepare && credentials_prepare redis && redis_acl_file; }
 
 readonly REDIS_COMMANDS=(
   ping info 'client|setname'
@@ -464,7 +488,7 @@ kafka_secure_format() {
 
 kafka-secure_prepare() {
   command -v java >/dev/null || { info "error: kafka-secure: java (17+) is not on PATH"; return 1; }
-  security_prepare && kafka_fetch && kafka_secure_write_props && kafka_secure_format
+  credentials_prepare kafka && kafka_fetch && kafka_secure_write_props && kafka_secure_format
 }
 
 kafka-secure_start() {
@@ -476,6 +500,71 @@ kafka-secure_start() {
 kafka-secure_ready() {
   grep -q 'Kafka Server started' "$(log_file kafka-secure)" 2>/dev/null && port_open "$KAFKA_SECURE_PORT"
 }
+
+# ------------------------------------------------------------ nats-secure
+#
+# Users per role with subject permissions: a controller publishes work, reads backlogs,
+# manages queues and keeps records, but cannot take or ack work; an invoker takes and
+# acks work and sends results and heartbeats, but cannot purge or delete a queue or
+# touch the records. Subjects are the defaults: stream BROKER_SCHED, prefix act.
+
+readonly NATS_SECURE_CONF="$SECURITY_DIR/nats.conf"
+
+nats-secure_comm() { printf nats-server; }
+nats-secure_ports() { printf 'NATS_SECURE_PORT NATS_SECURE_MONITOR_PORT'; }
+nats-secure_addr() { printf '%s:%s' "$HOST" "$NATS_SECURE_PORT"; }
+nats-secure_detail() { printf 'users controller and invoker, monitor %s:%s' "$HOST" "$NATS_SECURE_MONITOR_PORT"; }
+nats-secure_prepare() { nats_prepare && credentials_prepare nats && nats_secure_write_conf; }
+
+readonly NATS_WORK=('$JS.API.INFO' '$JS.API.STREAM.INFO.BROKER_SCHED'
+  '$JS.API.STREAM.CREATE.BROKER_SCHED' 'act.>' '_chan.act.>')
+readonly NATS_RECORDS=('$JS.API.STREAM.INFO.KV_BROKER_SCHED_RECORDS'
+  '$JS.API.STREAM.CREATE.KV_BROKER_SCHED_RECORDS' '$KV.BROKER_SCHED_RECORDS.>'
+  '$JS.API.DIRECT.GET.KV_BROKER_SCHED_RECORDS.>' '$JS.API.STREAM.MSG.GET.KV_BROKER_SCHED_RECORDS'
+  '$JS.API.CONSUMER.CREATE.KV_BROKER_SCHED_RECORDS' '$JS.API.CONSUMER.CREATE.KV_BROKER_SCHED_RECORDS.>'
+  '$JS.API.CONSUMER.INFO.KV_BROKER_SCHED_RECORDS.>' '$JS.API.CONSUMER.DELETE.KV_BROKER_SCHED_RECORDS.>'
+  '$JS.FC.KV_BROKER_SCHED_RECORDS.>')
+readonly NATS_QUEUES=('$JS.API.CONSUMER.INFO.BROKER_SCHED.>' '$JS.API.CONSUMER.NAMES.BROKER_SCHED'
+  '$JS.API.STREAM.PURGE.BROKER_SCHED'
+  '$JS.API.CONSUMER.DELETE.BROKER_SCHED.>')
+readonly NATS_TAKE=('$JS.API.CONSUMER.CREATE.BROKER_SCHED' '$JS.API.CONSUMER.CREATE.BROKER_SCHED.>'
+  '$JS.API.CONSUMER.DURABLE.CREATE.BROKER_SCHED.>' '$JS.API.CONSUMER.INFO.BROKER_SCHED.>'
+  '$JS.API.CONSUMER.MSG.NEXT.BROKER_SCHED.>' '$JS.ACK.BROKER_SCHED.>')
+
+subjects() { # subject... -> "a", "b"
+  local out=() subject
+  for subject; do out+=("\"$subject\""); done
+  local IFS=,
+  printf '%s' "${out[*]}"
+}
+
+nats_secure_user() { # role subjects...
+  local role=$1
+  shift
+  printf '    {user: "%s", password: "%s",\n' "$(credential nats "${role}_user")" \
+    "$(credential nats "${role}_password")"
+  printf '     permissions: {publish: {allow: [%s]},\n' "$(subjects "$@")"
+  printf '                   subscribe: {allow: ["_INBOX.>", "_chan.act.>"]}}}\n'
+}
+
+nats_secure_write_conf() {
+  (
+    umask 077
+    {
+      printf '# Generated by brokers.sh on every up; edits are overwritten.\n'
+      printf 'listen: "%s:%s"\nhttp: "%s:%s"\n' "$HOST" "$NATS_SECURE_PORT" "$HOST" \
+        "$NATS_SECURE_MONITOR_PORT"
+      printf 'jetstream { store_dir: "%s" }\nauthorization {\n  users = [\n' \
+        "$(data_dir nats-secure)"
+      nats_secure_user controller "${NATS_WORK[@]}" "${NATS_RECORDS[@]}" "${NATS_QUEUES[@]}"
+      nats_secure_user invoker "${NATS_WORK[@]}" "${NATS_TAKE[@]}"
+      printf '  ]\n}\n'
+    } >"$NATS_SECURE_CONF"
+  )
+}
+
+nats-secure_start() { spawn nats-secure nats-server -c "$NATS_SECURE_CONF"; }
+nats-secure_ready() { http_200 "$NATS_SECURE_MONITOR_PORT" '/healthz?js-enabled-only=true'; }
 
 # --------------------------------------------------------------- commands
 
@@ -582,7 +671,7 @@ main() {
   (($#)) && shift
   for arg; do
     case $arg in
-      kafka | redis | nats | redis-secure | kafka-secure) names+=("$arg") ;;
+      kafka | redis | nats | redis-secure | nats-secure | kafka-secure) names+=("$arg") ;;
       --purge) [[ $cmd == down ]] || usage; purge=1 ;;
       -h | --help) usage 0 ;;
       *) usage ;;

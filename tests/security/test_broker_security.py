@@ -1,6 +1,7 @@
 """Broker security for real: the secured listeners `compose/native/brokers.sh` starts
-beside the default ones (a Redis ACL user, Kafka SASL/SCRAM over TLS), their generated
-credentials read from the file ``BROKER_SCHED_TEST_SECURITY`` names.
+beside the default ones (a Redis ACL user, NATS users per role with subject permissions,
+Kafka SASL/SCRAM over TLS), their generated credentials read from the directory
+``BROKER_SCHED_TEST_SECURITY`` names (``<broker>.json``).
 
 Each secured broker must carry the whole activation path with only the rights it was
 given, refuse what the user was not given, and a wrong credential must fail at once
@@ -29,19 +30,23 @@ from transports.registry import transport_from_settings
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 SECURITY_ENV = "BROKER_SCHED_TEST_SECURITY"
+SETTINGS = {
+    broker: set(type(getattr(Settings(), broker)).model_fields)
+    for broker in ("redis", "kafka", "nats")
+}
 FAILS_WITHIN_S = 10.0
 
 
 def credentials(broker: str) -> dict[str, Any]:
-    path = os.environ.get(SECURITY_ENV)
-    if not path:
-        pytest.skip(f"{SECURITY_ENV} is not set (compose/native/brokers.sh up writes the file)")
-    found: dict[str, Any] = json.loads(Path(path).read_text())[broker]
+    directory = os.environ.get(SECURITY_ENV)
+    if not directory:
+        pytest.skip(f"{SECURITY_ENV} is not set (compose/native/brokers.sh up writes the files)")
+    found: dict[str, Any] = json.loads((Path(directory) / f"{broker}.json").read_text())
     return found
 
 
 def secured(broker: str, **changes: Any) -> Settings:
-    section = {k: v for k, v in credentials(broker).items() if k != "admin_password"}
+    section = {k: v for k, v in credentials(broker).items() if k in SETTINGS[broker]}
     section.update(changes)
     invoker = {"heartbeat_interval_s": 0.2, "keep_alive_s": 2.0}
     return load_settings(transport=broker, invoker=invoker, **{broker: section})
@@ -133,3 +138,58 @@ async def test_a_wrong_kafka_credential_fails_fast_naming_the_setting(
     change: dict[str, Any], setting: str
 ) -> None:
     await fails_fast(secured("kafka", **change), setting)
+
+
+# ------------------------------------------------------------------- nats
+
+
+def nats_role(role: str, **changes: Any) -> Settings:
+    given = credentials("nats")
+    login = {"user": given[f"{role}_user"], "password": given[f"{role}_password"]}
+    return secured("nats", **{**login, **changes})
+
+
+async def test_nats_controller_and_invoker_roles_carry_the_activation_path() -> None:
+    action = Action(name=f"sec{uuid.uuid4().hex[:8]}", handler="broker_sched.samples:echo")
+    actions = {action.fqn: action}
+    async with (
+        Stack(nats_role("invoker"), role="invoker", actions=actions),
+        Stack(nats_role("controller"), role="controller", actions=actions) as controller,
+    ):
+        assert controller.controller is not None
+        result = await controller.controller.invoke(action.name, {"x": 1}, timeout_s=60)
+        assert (result.status, result.result) == (Status.SUCCESS, {"x": 1})
+        await controller.transport.put_record("guest", result.activation_id, b"{}", 60)
+        assert await controller.transport.recent_records("guest", 1) == [b"{}"]
+        await controller.transport.delete(controller.settings.queue_name("guest", action.name))
+
+
+async def test_nats_roles_are_refused_what_the_other_role_does() -> None:
+    queue = f"sec-{uuid.uuid4().hex[:8]}"
+    invoker = transport_from_settings(nats_role("invoker"))
+    controller = transport_from_settings(nats_role("controller"))
+    try:
+        await invoker.connect()
+        await controller.connect()
+        await controller.declare(queue)
+        await controller.publish(queue, b"work")
+        for refused in (
+            invoker.delete(queue),
+            invoker.put_record("guest", "0001", b"{}", 60),
+            controller.subscribe(queue, "workers", "controller-1"),
+        ):
+            with pytest.raises(BrokerSchedError):
+                async with asyncio.timeout(FAILS_WITHIN_S):
+                    await refused
+        taker = await invoker.subscribe(queue, "workers", "invoker-1")
+        [delivery] = await taker.fetch(1, timeout_s=5.0)
+        assert delivery.body == b"work"
+        await delivery.ack()
+    finally:
+        await controller.delete(queue)
+        await invoker.close()
+        await controller.close()
+
+
+async def test_a_wrong_nats_password_fails_fast_naming_the_setting() -> None:
+    await fails_fast(nats_role("invoker", password="not-the-password"), "nats.password")
