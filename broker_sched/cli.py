@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from broker_sched.config import Settings, load_settings
-from broker_sched.errors import BrokerSchedError
+from broker_sched.errors import BrokerSchedError, ConfigError
 
 DOCKER_OPS = "docker-ops"
 """Not a scheduler scenario: it measures the Docker engine, on no transport."""
@@ -54,6 +54,15 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         help="a .wskprops-style file with AUTH=uuid:key (default: the api.auth_file setting)",
     )
+
+    keys = commands.add_parser("keys", help="API keys (docs/architecture.md, The front door)")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    add = key_commands.add_parser(
+        "add", help="create a key for a namespace: its digest to api.keys_file, the key to a file"
+    )
+    add.add_argument("namespace")
+    add.add_argument("auth_file", type=Path, help="where to write the key (.wskprops form)")
+    add.add_argument("--api", default="127.0.0.1:3233", help="APIHOST written beside it")
 
     commands.add_parser("doctor", help="check the configured transport")
 
@@ -146,6 +155,19 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
         auth = client_auth(settings.api, args.auth_file)
         return await invoke(args.api, args.action, args.payload, blocking=args.blocking, auth=auth)
+    if args.command == "keys":
+        from broker_sched.api_keys import add_key, keys_path, new_auth, write_auth_file
+
+        if args.auth_file.exists():
+            raise ConfigError(f"{args.auth_file} exists; choose another file for the new key")
+        auth = new_auth()
+        add_key(keys_path(settings.api), args.namespace, auth)
+        write_auth_file(args.auth_file, auth, args.api, args.namespace)
+        print(
+            f"key for namespace {args.namespace!r} in {args.auth_file} (AUTH=...); its digest "
+            f"added to {keys_path(settings.api)}: controllers read it when they start"
+        )
+        return 0
     if args.command == "config":
         from broker_sched.settings_doc import render_reference
 

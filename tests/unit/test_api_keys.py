@@ -96,3 +96,26 @@ def test_no_key_is_created_when_auth_is_off(tmp_path: Path) -> None:
     settings = ApiSettings(auth=False, keys_file=tmp_path / "k", auth_file=tmp_path / "a")
     assert len(load_keyring(settings, "127.0.0.1:3233")) == 0
     assert list(tmp_path.iterdir()) == []
+
+
+def test_keys_add_writes_a_digest_and_a_client_file_and_config_shows_no_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from broker_sched.cli import main
+
+    monkeypatch.setenv("BROKER_SCHED_API__KEYS_FILE", str(tmp_path / "keys.json"))
+    monkeypatch.setenv("BROKER_SCHED_API__KEYS", '{"ops": "u7:plain-secret"}')
+    assert main(["keys", "add", "team", str(tmp_path / "team.wskprops")]) == 0
+    auth = read_auth_file(tmp_path / "team.wskprops")
+    assert auth is not None
+    out = capsys.readouterr().out
+    assert auth.partition(":")[2] not in out, "the key is in the file, not on the screen"
+
+    keyring = load_keyring(ApiSettings(keys_file=tmp_path / "keys.json"), "x")
+    assert keyring.namespace_for(basic(auth)) == "team"
+    assert main(["keys", "add", "team", str(tmp_path / "team.wskprops")]) == 2, "no overwrite"
+
+    assert main(["config"]) == 0
+    shown = capsys.readouterr().out
+    assert "plain-secret" not in shown
+    assert '"ops": "**********"' in shown
