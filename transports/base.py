@@ -271,9 +271,9 @@ class Transport(ABC):
         """Keep ``body`` under ``scope``/``key`` for ``ttl_s``, readable by every client.
 
         Records are small documents any controller can serve (activation records);
-        ``scope`` and ``key`` are ``[A-Za-z0-9_-]`` and keys sort by time. A backend
-        whose retention is set once per store (a NATS bucket's, a Kafka topic's) takes
-        the first ``ttl_s`` it is given.
+        ``scope`` and ``key`` are ``[A-Za-z0-9_-]`` and keys sort by time. Each record
+        expires after its own ``ttl_s``; a backend whose storage retention is set once
+        (a NATS bucket's, a Kafka topic's) takes the first ``ttl_s`` for it.
         """
 
     @abstractmethod
@@ -282,7 +282,7 @@ class Transport(ABC):
 
     @abstractmethod
     async def recent_records(self, scope: str, limit: int) -> list[bytes]:
-        """Up to ``limit`` of the scope's unexpired records, greatest key (newest) first."""
+        """Up to ``limit`` of the scope's unexpired records, newest first."""
 
     async def dead_letter(self, queue: str, body: bytes, reason: str) -> None:
         """Park an unusable message with the reason, keeping its bytes intact."""

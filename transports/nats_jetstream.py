@@ -22,9 +22,11 @@ Features:
   loopback), plus one stream-info request shared by the groups that never subscribed.
 * Channels are core NATS subjects ``_chan.{subject_prefix}.{channel}``: fire-and-forget,
   outside the stream, received only by listeners subscribed at the time.
-* Records live in a KV bucket ``{stream}_RECORDS`` (one revision per key, the bucket's
-  TTL the first ``ttl_s`` put), keys ``{scope}.{key}``; a listing watches the scope's
-  keys (headers only), sorts them and gets the newest.
+* Records live in a KV bucket ``{stream}_RECORDS`` (one revision per key), keys
+  ``{scope}.{key}``, each value its expiry time, a newline, then the record: a read
+  skips an expired one, and the bucket's own TTL (the first ``ttl_s`` put, NATS 2.9 has
+  no per-message TTL) bounds what is stored. A listing watches the scope's keys (headers
+  only), sorts them and gets the newest.
 
 URL and options (``[nats]`` settings): ``servers`` ("nats://host:4222", comma-separated
 for a cluster), ``stream``, ``subject_prefix``, ``ack_wait_s``, ``max_deliver`` (-1 =
@@ -70,6 +72,7 @@ import json
 import logging
 import random
 import re
+import time
 from collections import OrderedDict, deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -818,8 +821,9 @@ class NatsJetStreamTransport(Transport):
     async def put_record(self, scope: str, key: str, body: bytes, ttl_s: float) -> None:
         bucket = await self._records(ttl_s)
         assert bucket is not None
+        expiry_ms = int((time.time() + ttl_s) * 1000)
         with _translated(f"put record {scope}/{key}"):
-            await bucket.put(f"{scope}.{key}", body)
+            await bucket.put(f"{scope}.{key}", b"%d\n" % expiry_ms + body)
 
     async def get_record(self, scope: str, key: str) -> bytes | None:
         from nats.js.errors import KeyNotFoundError
@@ -832,7 +836,8 @@ class NatsJetStreamTransport(Transport):
                 entry = await bucket.get(f"{scope}.{key}")
             except KeyNotFoundError:
                 return None
-        return entry.value
+        expiry, _, body = (entry.value or b"").partition(b"\n")
+        return body if expiry.isdigit() and int(expiry) > time.time() * 1000 else None
 
     async def recent_records(self, scope: str, limit: int) -> list[bytes]:
         bucket = await self._records(None)

@@ -37,7 +37,8 @@ Features
       confirmed the subscription.
     * records: a string ``bs:r:{scope}:{key}`` with a TTL (SET EX), and per scope an
       index ``bs:ri:{scope}``, a sorted set of keys scored by expiry, trimmed as records
-      are put; a listing reads the index newest first and MGETs, skipping expired keys.
+      are put; a listing reads the index by expiry, latest first (key order when the
+      records share one ttl, as activation records do) and MGETs, skipping expired keys.
 
 Connection settings (``[redis]``): ``url`` (``redis://``, ``rediss://`` for TLS,
 ``unix://``), ``username``, ``password`` (Redis ACL users). Connecting gives up after
@@ -299,7 +300,9 @@ class RedisStreamsTransport(Transport):
                 pipe.set(f"{RECORD_PREFIX}{scope}:{key}", body, px=ttl_ms)
                 pipe.zadd(index, {key: now_ms + ttl_ms})
                 pipe.zremrangebyscore(index, "-inf", now_ms)
-                pipe.pexpire(index, ttl_ms)
+                # The index lives as long as its longest-lived record, never shorter.
+                pipe.pexpire(index, ttl_ms, nx=True)
+                pipe.pexpire(index, ttl_ms, gt=True)
                 await pipe.execute()
 
     async def get_record(self, scope: str, key: str) -> bytes | None:

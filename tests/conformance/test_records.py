@@ -45,15 +45,17 @@ async def test_recent_records_are_the_newest_of_the_scope(
     assert await reader.recent_records(new_scope(), 10) == []
 
 
-async def test_a_record_is_gone_after_its_ttl(make_transport: TransportFactory) -> None:
-    # A store whose retention is set once (a NATS bucket) gets a fresh one here.
-    fresh = uuid.uuid4().hex[:12]
-    writer = await make_transport(nats={"stream": f"CONF_{fresh}", "subject_prefix": fresh})
+async def test_a_record_is_gone_after_its_own_ttl(
+    transport: Transport, make_transport: TransportFactory
+) -> None:
+    writer = transport
     scope = new_scope()
+    await writer.put_record(scope, "0000", b"long-lived", TTL_S)
     await writer.put_record(scope, "0001", b"short-lived", 1.0)
     assert await writer.get_record(scope, "0001") == b"short-lived"
 
     async with asyncio.timeout(15):
         while await writer.get_record(scope, "0001") is not None:  # noqa: ASYNC110
             await asyncio.sleep(0.2)
-    assert await writer.recent_records(scope, 10) == []
+    assert await writer.recent_records(scope, 10) == [b"long-lived"]
+    assert await (await make_transport()).get_record(scope, "0000") == b"long-lived"
