@@ -510,6 +510,7 @@ class NatsJetStreamTransport(Transport):
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._bucket: KeyValue | None = None
+        self._refused = False
         self._parts: set[NatsSubscription | NatsListener] = set()
         self._last_error: Exception | None = None
 
@@ -556,7 +557,7 @@ class NatsJetStreamTransport(Transport):
                     )
         except TimeoutError as exc:
             await nc.close()
-            if "authorization violation" in str(self._last_error).lower():
+            if self._refused:
                 raise ConfigError(
                     f"nats: {where} refused the credentials: check nats.user and "
                     "nats.password (or nats.creds_file, nats.nkeys_seed_file)"
@@ -585,6 +586,8 @@ class NatsJetStreamTransport(Transport):
 
     async def _on_error(self, exc: Exception) -> None:
         self._last_error = exc
+        # The server hangs up after refusing; the reset that follows must not hide why.
+        self._refused = self._refused or "authorization violation" in str(exc).lower()
         log.warning("nats: %s: %s", type(exc).__name__, exc)
 
     async def _on_disconnected(self) -> None:
