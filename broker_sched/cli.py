@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from broker_sched.config import Settings, load_settings
-from broker_sched.errors import BrokerSchedError
+from broker_sched.errors import BrokerSchedError, ConfigError
 from broker_sched.simulator.command import add_simulate_parser
 
 DOCKER_OPS = "docker-ops"
@@ -50,6 +50,20 @@ def _parser() -> argparse.ArgumentParser:
     invoke.add_argument("payload", nargs="?", default="{}", help="JSON payload")
     invoke.add_argument("--api", default="127.0.0.1:3233", help="HOST:PORT of the controller")
     invoke.add_argument("--async", dest="blocking", action="store_false", help="do not wait")
+    invoke.add_argument(
+        "--auth-file",
+        type=Path,
+        help="a .wskprops-style file with AUTH=uuid:key (default: the api.auth_file setting)",
+    )
+
+    keys = commands.add_parser("keys", help="API keys (docs/architecture.md, The front door)")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    add = key_commands.add_parser(
+        "add", help="create a key for a namespace: its digest to api.keys_file, the key to a file"
+    )
+    add.add_argument("namespace")
+    add.add_argument("auth_file", type=Path, help="where to write the key (.wskprops form)")
+    add.add_argument("--api", default="127.0.0.1:3233", help="APIHOST written beside it")
 
     commands.add_parser("doctor", help="check the configured transport")
 
@@ -139,9 +153,23 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "run":
         return await _run(settings, role=args.role, invokers=args.invokers, api=args.api)
     if args.command == "invoke":
-        from broker_sched.api_client import invoke
+        from broker_sched.api_client import client_auth, invoke
 
-        return await invoke(args.api, args.action, args.payload, blocking=args.blocking)
+        auth = client_auth(settings.api, args.auth_file)
+        return await invoke(args.api, args.action, args.payload, blocking=args.blocking, auth=auth)
+    if args.command == "keys":
+        from broker_sched.api_keys import add_key, keys_path, new_auth, write_auth_file
+
+        if args.auth_file.exists():
+            raise ConfigError(f"{args.auth_file} exists; choose another file for the new key")
+        auth = new_auth()
+        add_key(keys_path(settings.api), args.namespace, auth)
+        write_auth_file(args.auth_file, auth, args.api, args.namespace)
+        print(
+            f"key for namespace {args.namespace!r} in {args.auth_file} (AUTH=...); its digest "
+            f"added to {keys_path(settings.api)}: controllers read it when they start"
+        )
+        return 0
     if args.command == "config":
         from broker_sched.settings_doc import render_reference
 
@@ -208,6 +236,7 @@ async def _demo(settings: Settings, *, json_output: bool) -> int:
 
 async def _run(settings: Settings, *, role: str, invokers: int, api: str) -> int:
     from broker_sched.api import Api
+    from broker_sched.api_keys import load_keyring
     from broker_sched.stack import Stack
 
     async with Stack(settings, role=role, invokers=invokers) as stack:  # type: ignore[arg-type]
@@ -215,8 +244,11 @@ async def _run(settings: Settings, *, role: str, invokers: int, api: str) -> int
         where = ""
         if stack.controller is not None and api != "off":
             host, _, port = api.rpartition(":")
-            serving.append(Api(stack.controller, settings.max_payload_bytes).serve(host, int(port)))
-            where = f", API on http://{api}"
+            keyring = load_keyring(settings.api, api) if settings.api.auth else None
+            server = await Api(stack.controller, keyring).start(host, int(port))
+            serving.append(server.serve_forever())
+            keys = f"{len(keyring)} API keys" if keyring is not None else "no authentication"
+            where = f", API on {server.url} ({keys})"
         print(
             f"broker-sched {role} running on {settings.transport}{where}",
             file=sys.stderr,

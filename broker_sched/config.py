@@ -166,6 +166,49 @@ class MemorySettings(_Section):
     ack_wait_s: float = Field(default=30.0, gt=0)
 
 
+class ApiSettings(_Section):
+    """The controller's HTTP API: keys, namespace limits, and what a client may cost it."""
+
+    auth: bool = Field(
+        default=True, description="require an API key (`uuid:key`, HTTP basic auth) per namespace"
+    )
+    keys: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="namespace -> `uuid:key` accepted besides keys_file's (hashed when loaded)",
+    )
+    keys_file: Path | None = Field(
+        default=None,
+        description="hashed keys the API accepts; default ~/.config/broker-sched/api-keys.json, "
+        "created with a first key for `guest` when no key is configured",
+    )
+    auth_file: Path | None = Field(
+        default=None,
+        description="where a created key is written for clients (`wsk`'s .wskprops form) and "
+        "where `broker-sched invoke` reads AUTH from; default ~/.config/broker-sched/wskprops",
+    )
+    invocations_per_minute: int = Field(
+        default=60, ge=1, description="per namespace, as OpenWhisk's actionInvokePerMinute"
+    )
+    concurrent_invocations: int = Field(
+        default=30, ge=1, description="per namespace, as OpenWhisk's actionInvokeConcurrent"
+    )
+    record_ttl_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="how long activation records stay in the transport for any controller",
+    )
+    max_header_bytes: int = Field(
+        default=16_384, ge=1024, description="request line and headers; beyond: 400, closed"
+    )
+    read_timeout_s: float = Field(
+        default=10.0, gt=0, description="a request's head and body must arrive within this"
+    )
+    keep_alive_s: int = Field(default=5, ge=1, description="an idle connection is closed after")
+    max_connections: int = Field(
+        default=1000, ge=1, description="open connections beyond this are answered 503"
+    )
+
+
 class MigrationSettings(_Section):
     """Moving to another transport: drain mode and `migrate move` (docs/migration.md)."""
 
@@ -216,6 +259,7 @@ class Settings(BaseSettings):
     redis: RedisSettings = RedisSettings()
     nats: NatsSettings = NatsSettings()
     migration: MigrationSettings = MigrationSettings()
+    api: ApiSettings = ApiSettings()
 
     @classmethod
     def settings_customise_sources(

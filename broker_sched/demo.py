@@ -4,7 +4,8 @@ It shows the whole idea on one machine in about twenty seconds: activations queu
 per-action queues, the backlog monitor creates containers (real OS processes) only when
 the existing ones cannot keep up, bursts are absorbed by waiting for a busy container
 where that beats a cold start, idle containers pause and are removed after the
-keep-alive.
+keep-alive. It serves the controller's API on a free loopback port with a key made
+for the run (kept in memory only), and shows one call with the key and one without.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from broker_sched.api import Api
+from broker_sched.api_client import post
+from broker_sched.api_keys import Credential, Keyring, digest, new_auth, split_auth
 from broker_sched.config import Settings
 from broker_sched.errors import BrokerSchedError, Throttled
 from broker_sched.model import Action, ActivationResult
@@ -80,13 +84,27 @@ async def run_demo(
 ) -> dict[str, Any]:
     tally = Tally()
     async with Stack(demo_settings(settings), actions={a.fqn: a for a in DEMO_ACTIONS}) as stack:
-        display = asyncio.create_task(_display(stack, tally, out, quiet=json_output))
-        try:
-            await _drive(stack, tally)
-        finally:
-            display.cancel()
+        assert stack.controller is not None
+        auth = new_auth()
+        user, key = split_auth(auth)
+        keyring = Keyring([Credential(user, "guest", digest(key))])
+        async with await Api(stack.controller, keyring).start("127.0.0.1", 0) as api:
+            display = asyncio.create_task(_display(stack, tally, out, quiet=json_output))
+            try:
+                await _drive(stack, tally)
+            finally:
+                display.cancel()
+            front_door = await _front_door(f"127.0.0.1:{api.port}", auth)
         peak = max((e.detail.get("live", 0) for e in stack.timeline.events), default=0)
-        return _summary(stack, tally, peak)
+        return {**_summary(stack, tally, peak), "api": front_door}
+
+
+async def _front_door(api: str, auth: str) -> dict[str, int]:
+    """The API's answers to one call of ``hello`` with the run's key and one without."""
+    payload = b'{"name": "api"}'
+    with_key, _ = await post(api, "hello", payload, blocking=True, auth=auth)
+    without_key, _ = await post(api, "hello", payload, blocking=True, auth=None)
+    return {"with_key": with_key, "without_key": without_key}
 
 
 async def _drive(stack: Stack, tally: Tally) -> None:
@@ -192,5 +210,7 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"resumed {starts['resumed']}   prewarm {starts['prewarm']}",
             f"containers    created {containers['created']}   removed {containers['removed']}   "
             f"peak {containers['peak']}",
+            f"API           POST .../actions/hello with a key: {summary['api']['with_key']}   "
+            f"without: {summary['api']['without_key']}",
         ]
     )

@@ -6,22 +6,28 @@ event counts: containers created, throttling, duplicate results) and how a migra
 drain is going, which invokers report in their heartbeats. Everything is read from the
 controller's own view at scrape time: nothing is stored for metrics alone.
 
-:func:`exposition` is pure (families in, text out); :func:`controller_families` reads
-a live controller.
+:func:`controller_families` reads a live controller into plain families;
+:func:`exposition` writes them with ``prometheus-client``, which owns the text format
+(escaping, number formatting, the OpenMetrics variant) so this module does not.
 """
 
 from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from broker_sched.scheduler.controller import Controller
 
 PREFIX = "broker_sched_"
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
 @dataclass(slots=True)
@@ -37,15 +43,29 @@ class Family:
         self.samples.append((labels, value))
 
 
-def exposition(families: list[Family]) -> str:
-    """The Prometheus text format (version 0.0.4)."""
-    lines: list[str] = []
-    for family in families:
-        name = PREFIX + family.name
-        lines += [f"# HELP {name} {family.help}", f"# TYPE {name} {family.kind}"]
-        for labels, value in family.samples:
-            lines.append(f"{name}{_labels(labels)} {_number(value)}")
-    return "\n".join(lines) + "\n"
+def exposition(families: list[Family], registry: CollectorRegistry | None = None) -> bytes:
+    """The Prometheus text format of ``families``, after those of ``registry``."""
+    scrape = CollectorRegistry(auto_describe=False)
+    scrape.register(_Snapshot(families))
+    if registry is None:
+        return generate_latest(scrape)
+    return generate_latest(registry) + generate_latest(scrape)
+
+
+class _Snapshot(Collector):
+    """Families read once, at scrape time: nothing is kept between scrapes."""
+
+    def __init__(self, families: list[Family]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.families:
+            names = sorted({key for labels, _ in family.samples for key in labels})
+            kind = GaugeMetricFamily if family.kind == "gauge" else CounterMetricFamily
+            metric = kind(PREFIX + family.name, family.help, labels=names)
+            for labels, value in family.samples:
+                metric.add_metric([labels.get(name, "") for name in names], value)
+            yield metric
 
 
 def controller_families(controller: Controller) -> list[Family]:
@@ -88,17 +108,3 @@ def controller_families(controller: Controller) -> list[Family]:
     for kind, count in sorted(controller.timeline.counts.items()):
         events.add(count, kind=kind)
     return [pending, in_flight, arrivals, throttled, containers, free_slots, live, draining, events]
-
-
-def _labels(labels: dict[str, str]) -> str:
-    if not labels:
-        return ""
-    return "{" + ",".join(f'{key}="{_escape(value)}"' for key, value in labels.items()) + "}"
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _number(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(float(value))

@@ -3,8 +3,9 @@
 # 3.11+, Java 17+ and Maven. Safe to re-run; what it installs and builds is cached.
 #
 #   1. install the package with every extra; lint and type-check
-#   2. start real brokers natively (compose/native/brokers.sh) and a Docker engine with
-#      locally built images (compose/images/)
+#   2. start real brokers natively (compose/native/brokers.sh: the default ones and the
+#      secured listeners beside them) and a Docker engine with locally built images
+#      (compose/images/)
 #   3. run the whole suite against the native brokers; missing brokers are errors
 #   4. run the conformance suite, the distributed end-to-end test and the docker-runtime
 #      end-to-end test again, with every broker started by testcontainers from the local
@@ -35,6 +36,9 @@ bash compose/native/brokers.sh up
 bash compose/images/engine.sh start
 bash compose/images/build.sh
 export BROKER_SCHED_REQUIRE_BROKERS=1
+# The secured listeners' generated credentials, for tests/security.
+state_dir=${BROKER_SCHED_STATE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/broker-sched}
+export BROKER_SCHED_TEST_SECURITY="$state_dir/security"
 
 step "whole suite on native brokers"
 BROKER_SCHED_TEST_KAFKA="127.0.0.1:${KAFKA_PORT:-9092}" \

@@ -266,6 +266,24 @@ class Transport(ABC):
     async def listen(self, channel: str) -> Listener:
         """Start receiving ``channel``; messages sent after this returns are delivered."""
 
+    @abstractmethod
+    async def put_record(self, scope: str, key: str, body: bytes, ttl_s: float) -> None:
+        """Keep ``body`` under ``scope``/``key`` for ``ttl_s``, readable by every client.
+
+        Records are small documents any controller can serve (activation records);
+        ``scope`` and ``key`` are ``[A-Za-z0-9_-]`` and keys sort by time. Each record
+        expires after its own ``ttl_s``; a backend whose storage retention is set once
+        (a NATS bucket's, a Kafka topic's) takes the first ``ttl_s`` for it.
+        """
+
+    @abstractmethod
+    async def get_record(self, scope: str, key: str) -> bytes | None:
+        """The record, or None when there is none (never put, or expired)."""
+
+    @abstractmethod
+    async def recent_records(self, scope: str, limit: int) -> list[bytes]:
+        """Up to ``limit`` of the scope's unexpired records, newest first."""
+
     async def dead_letter(self, queue: str, body: bytes, reason: str) -> None:
         """Park an unusable message with the reason, keeping its bytes intact."""
         envelope = {

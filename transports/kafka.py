@@ -22,6 +22,11 @@ Features
     * channels: a topic ``_chan.{channel}`` per channel (1 partition, 5 min retention,
       created on demand, never deleted) read by a group-less consumer positioned at the
       end before :meth:`KafkaTransport.listen` returns.
+    * records: one compacted topic ``_records`` (1 partition, ``cleanup.policy``
+      compact,delete, ``retention.ms`` the first ``ttl_s`` put), keyed ``{scope}/{key}``
+      with the ttl in a header. Each transport reads it into memory with a group-less
+      consumer, up to the end offset of the moment, before answering a get or a listing,
+      so it sees every record put before the call.
     * every broker call is bounded (``request_timeout_ms``, constructor, default 5 s):
       an unreachable broker raises :class:`BrokerUnavailable` instead of hanging.
     * rebalance events per subscription (:attr:`KafkaSubscription.events`,
@@ -90,6 +95,8 @@ log = logging.getLogger(__name__)
 ATTEMPT_HEADER = "attempt"
 CHANNEL_PREFIX = "_chan."
 CHANNEL_RETENTION_MS = 300_000
+RECORDS_TOPIC = "_records"
+TTL_HEADER = "ttl_ms"
 _ENVELOPE_HEADROOM_BYTES = 65_536
 _TOPIC_EXISTS = 36
 _UNKNOWN_TOPIC = 3
@@ -146,6 +153,8 @@ class KafkaTransport(Transport):
         self._coordinators: dict[str, int] = {}
         self._subscriptions: set[KafkaSubscription] = set()
         self._listeners: set[KafkaListener] = set()
+        self._records: _RecordView | None = None
+        self._records_lock = asyncio.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
@@ -193,13 +202,50 @@ class KafkaTransport(Transport):
                 await producer.start()
                 await admin.start()
                 await offsets.start()
-        except BaseException:
+        except BaseException as exc:
             for stop in (producer.stop, admin.close, offsets.stop):
                 with contextlib.suppress(Exception):
                     await stop()
+            if isinstance(exc, BrokerUnavailable):
+                await self._explain_refusal()
             raise
         max_age_s = self.settings.metadata_max_age_ms / 1000
         return _Clients(producer, admin, _OffsetReader(offsets, admin, max_age_s))
+
+    async def _explain_refusal(self) -> None:
+        """aiokafka reports any failed bootstrap as "unable to bootstrap" and only logs
+        why; one direct connection finds out, and a broker that answered but refused
+        the credentials or the protocol is a :class:`ConfigError` naming the setting."""
+        import ssl
+
+        from aiokafka.conn import create_conn
+        from aiokafka.errors import KafkaConnectionError, SaslAuthenticationFailed
+
+        kwargs = self._client_kwargs()
+        kwargs.pop("bootstrap_servers")
+        kwargs.pop("metadata_max_age_ms")
+        host, _, port = self.settings.bootstrap_servers.split(",")[0].strip().rpartition(":")
+        where = f"{host}:{port}"
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                conn = await create_conn(host, int(port), **kwargs)
+            conn.close()
+        except SaslAuthenticationFailed as exc:
+            raise ConfigError(
+                f"kafka: {where} refused kafka.sasl_username / kafka.sasl_password: {exc}"
+            ) from exc
+        except ssl.SSLError as exc:
+            raise ConfigError(
+                f"kafka: TLS with {where} failed (kafka.ssl_cafile, kafka.security_protocol): {exc}"
+            ) from exc
+        except KafkaConnectionError as exc:
+            if "closed" in str(exc):
+                raise ConfigError(
+                    f"kafka: {where} closed the connection: does kafka.security_protocol = "
+                    f"{self.settings.security_protocol!r} match its listener? ({exc})"
+                ) from exc
+        except (OSError, TimeoutError):
+            return
 
     def _client_kwargs(self) -> dict[str, Any]:
         """Bootstrap, metadata refresh and security options shared by every client."""
@@ -224,6 +270,9 @@ class KafkaTransport(Transport):
         """Close members (committing their acks), listeners, then the shared clients."""
         closes: list[Callable[[], Awaitable[None]]] = [s.close for s in self._subscriptions]
         closes += [listener.close for listener in self._listeners]
+        if self._records is not None:
+            closes.append(self._records.consumer.stop)
+            self._records = None
         for close in closes:
             await _quietly(close)
         clients, self._clients = self._clients, None
@@ -490,6 +539,102 @@ class KafkaTransport(Transport):
 
     def _forget_listener(self, listener: KafkaListener) -> None:
         self._listeners.discard(listener)
+
+    # ------------------------------------------------------------------ records
+
+    async def put_record(self, scope: str, key: str, body: bytes, ttl_s: float) -> None:
+        ttl_ms = max(1, int(ttl_s * 1000))
+        if RECORDS_TOPIC not in self._topics:
+            configs = {"cleanup.policy": "compact,delete", "retention.ms": str(ttl_ms)}
+            await self._create_topic(RECORDS_TOPIC, 1, configs)
+        producer = (await self._connected()).producer
+        headers = [(TTL_HEADER, str(ttl_ms).encode())]
+        async with _broker_errors(f"put record {scope}/{key}", self._timeout_s * 2):
+            await producer.send_and_wait(
+                RECORDS_TOPIC, body, key=f"{scope}/{key}".encode(), headers=headers
+            )
+
+    async def get_record(self, scope: str, key: str) -> bytes | None:
+        view = await self._caught_up()
+        return view.get(scope, key) if view is not None else None
+
+    async def recent_records(self, scope: str, limit: int) -> list[bytes]:
+        view = await self._caught_up()
+        return view.recent(scope, limit) if view is not None else []
+
+    async def _caught_up(self) -> _RecordView | None:
+        """The record view, read up to the topic's current end; None: no records yet."""
+        from aiokafka import AIOKafkaConsumer
+        from aiokafka.structs import TopicPartition
+
+        async with self._records_lock:
+            if self._records is None:
+                offsets = (await self._connected()).offsets
+                async with _broker_errors("records", self._timeout_s):
+                    exists = RECORDS_TOPIC in self._topics or await offsets.fresh_count(
+                        RECORDS_TOPIC
+                    )
+                if not exists:
+                    return None
+                consumer = AIOKafkaConsumer(
+                    **self._client_kwargs(),
+                    group_id=None,
+                    enable_auto_commit=False,
+                    max_partition_fetch_bytes=max(1_048_576, self.wire_limit_bytes),
+                    request_timeout_ms=self.request_timeout_ms,
+                )
+                partition = TopicPartition(RECORDS_TOPIC, 0)
+                async with _broker_errors("read records", self._timeout_s * 2):
+                    await consumer.start()
+                    consumer.assign([partition])
+                    await consumer.seek_to_beginning(partition)
+                self._records = _RecordView(consumer, partition)
+            async with _broker_errors("read records", self._timeout_s * 2):
+                await self._records.catch_up()
+            return self._records
+
+
+class _RecordView:
+    """This process's copy of the records topic: scope -> key -> (expiry ms, body)."""
+
+    def __init__(self, consumer: AIOKafkaConsumer, partition: TopicPartition) -> None:
+        self.consumer = consumer
+        self.partition = partition
+        self.records: dict[str, dict[str, tuple[int, bytes]]] = {}
+
+    async def catch_up(self) -> None:
+        tp = self.partition
+        end = (await self.consumer.end_offsets([tp]))[tp]
+        while await self.consumer.position(tp) < end:
+            batches = await self.consumer.getmany(tp, timeout_ms=1_000)
+            for record in batches.get(tp, []):
+                self._apply(record.key, record.value, record.timestamp, record.headers)
+
+    def _apply(
+        self,
+        key: bytes | None,
+        value: bytes | None,
+        timestamp_ms: int,
+        headers: Sequence[tuple[str, bytes]],
+    ) -> None:
+        scope, _, name = (key or b"").decode().partition("/")
+        records = self.records.setdefault(scope, {})
+        if value is None:
+            records.pop(name, None)
+            return
+        ttl_ms = next((int(v) for k, v in headers if k == TTL_HEADER), 0)
+        records[name] = (timestamp_ms + ttl_ms, value)
+
+    def get(self, scope: str, key: str) -> bytes | None:
+        expiry_ms, body = self.records.get(scope, {}).get(key, (0, b""))
+        return body if expiry_ms > time.time() * 1000 else None
+
+    def recent(self, scope: str, limit: int) -> list[bytes]:
+        now_ms = time.time() * 1000
+        records = self.records.get(scope, {})
+        for stale in [k for k, (expiry_ms, _) in records.items() if expiry_ms <= now_ms]:
+            del records[stale]
+        return [records[k][1] for k in sorted(records, reverse=True)[:limit]]
 
 
 class _OffsetReader:

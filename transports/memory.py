@@ -79,6 +79,8 @@ class MemoryBroker:
     def __init__(self) -> None:
         self.queues: dict[str, _Queue] = {}
         self.channels: dict[str, set[asyncio.Queue[bytes]]] = {}
+        self.records: dict[str, dict[str, tuple[float, bytes]]] = {}
+        """Scope -> key -> (expiry on the monotonic clock, body)."""
         self.down = False
         self.on_publish: Callable[[str, bytes], None] | None = None
 
@@ -286,3 +288,25 @@ class MemoryTransport(Transport):
     async def listen(self, channel: str) -> Listener:
         self.broker.check()
         return MemoryListener(self.broker, channel)
+
+    async def put_record(self, scope: str, key: str, body: bytes, ttl_s: float) -> None:
+        self.broker.check()
+        now_s = time.monotonic()
+        records = self.broker.records.setdefault(scope, {})
+        # Oldest first: with one ttl, insertion order is expiry order.
+        while records and (oldest := next(iter(records))) and records[oldest][0] <= now_s:
+            del records[oldest]
+        records.pop(key, None)
+        records[key] = (now_s + ttl_s, body)
+
+    async def get_record(self, scope: str, key: str) -> bytes | None:
+        self.broker.check()
+        expiry_s, body = self.broker.records.get(scope, {}).get(key, (0.0, b""))
+        return body if expiry_s > time.monotonic() else None
+
+    async def recent_records(self, scope: str, limit: int) -> list[bytes]:
+        self.broker.check()
+        now_s = time.monotonic()
+        records = self.broker.records.get(scope, {})
+        live = sorted((k for k, (expiry_s, _) in records.items() if expiry_s > now_s), reverse=True)
+        return [records[k][1] for k in live[:limit]]

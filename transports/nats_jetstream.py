@@ -22,6 +22,11 @@ Features:
   loopback), plus one stream-info request shared by the groups that never subscribed.
 * Channels are core NATS subjects ``_chan.{subject_prefix}.{channel}``: fire-and-forget,
   outside the stream, received only by listeners subscribed at the time.
+* Records live in a KV bucket ``{stream}_RECORDS`` (one revision per key), keys
+  ``{scope}.{key}``, each value its expiry time, a newline, then the record: a read
+  skips an expired one, and the bucket's own TTL (the first ``ttl_s`` put, NATS 2.9 has
+  no per-message TTL) bounds what is stored. A listing watches the scope's keys (headers
+  only), sorts them and gets the newest.
 
 URL and options (``[nats]`` settings): ``servers`` ("nats://host:4222", comma-separated
 for a cluster), ``stream``, ``subject_prefix``, ``ack_wait_s``, ``max_deliver`` (-1 =
@@ -67,6 +72,7 @@ import json
 import logging
 import random
 import re
+import time
 from collections import OrderedDict, deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -87,6 +93,7 @@ if TYPE_CHECKING:
     from nats.aio.subscription import Subscription as CoreSubscription
     from nats.js import JetStreamContext
     from nats.js.api import ConsumerInfo
+    from nats.js.kv import KeyValue
 
     from broker_sched.config import Settings
 
@@ -502,6 +509,8 @@ class NatsJetStreamTransport(Transport):
         }
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
+        self._bucket: KeyValue | None = None
+        self._refused = False
         self._parts: set[NatsSubscription | NatsListener] = set()
         self._last_error: Exception | None = None
 
@@ -548,6 +557,11 @@ class NatsJetStreamTransport(Transport):
                     )
         except TimeoutError as exc:
             await nc.close()
+            if self._refused:
+                raise ConfigError(
+                    f"nats: {where} refused the credentials: check nats.user and "
+                    "nats.password (or nats.creds_file, nats.nkeys_seed_file)"
+                ) from exc
             last = f" (last error: {self._last_error!r})" if self._last_error else ""
             raise BrokerUnavailable(
                 f"nats: no server reachable at {where} within {self.connect_timeout_s} s{last}"
@@ -572,6 +586,8 @@ class NatsJetStreamTransport(Transport):
 
     async def _on_error(self, exc: Exception) -> None:
         self._last_error = exc
+        # The server hangs up after refusing; the reset that follows must not hide why.
+        self._refused = self._refused or "authorization violation" in str(exc).lower()
         log.warning("nats: %s: %s", type(exc).__name__, exc)
 
     async def _on_disconnected(self) -> None:
@@ -602,7 +618,7 @@ class NatsJetStreamTransport(Transport):
         if self._nc is None:
             return
         await asyncio.gather(*(part.close() for part in list(self._parts)))
-        nc, self._nc, self._js = self._nc, None, None
+        nc, self._nc, self._js, self._bucket = self._nc, None, None, None
         if not nc.is_closed:
             with contextlib.suppress(BrokerUnavailable, TransportError), _translated("flush"):
                 await nc.flush(timeout=1)
@@ -785,6 +801,67 @@ class NatsJetStreamTransport(Transport):
             names += page.get("consumers") or []
             if not page.get("consumers") or len(names) >= page.get("total", 0):
                 return names
+
+    # -- records --------------------------------------------------------------------
+
+    async def _records(self, ttl_s: float | None) -> KeyValue | None:
+        """The records bucket; created (with ``ttl_s``) only by a put."""
+        from nats.js.errors import BucketNotFoundError
+
+        if self._bucket is not None:
+            return self._bucket
+        js = self.jetstream()
+        name = f"{self.stream}_RECORDS"
+        with _translated(f"records bucket {name}"):
+            try:
+                self._bucket = await js.key_value(name)
+            except BucketNotFoundError:
+                if ttl_s is None:
+                    return None
+                self._bucket = await js.create_key_value(bucket=name, ttl=ttl_s, history=1)
+        return self._bucket
+
+    async def put_record(self, scope: str, key: str, body: bytes, ttl_s: float) -> None:
+        bucket = await self._records(ttl_s)
+        assert bucket is not None
+        expiry_ms = int((time.time() + ttl_s) * 1000)
+        with _translated(f"put record {scope}/{key}"):
+            await bucket.put(f"{scope}.{key}", b"%d\n" % expiry_ms + body)
+
+    async def get_record(self, scope: str, key: str) -> bytes | None:
+        from nats.js.errors import KeyNotFoundError
+
+        bucket = await self._records(None)
+        if bucket is None:
+            return None
+        with _translated(f"get record {scope}/{key}"):
+            try:
+                entry = await bucket.get(f"{scope}.{key}")
+            except KeyNotFoundError:
+                return None
+        expiry, _, body = (entry.value or b"").partition(b"\n")
+        return body if expiry.isdigit() and int(expiry) > time.time() * 1000 else None
+
+    async def recent_records(self, scope: str, limit: int) -> list[bytes]:
+        bucket = await self._records(None)
+        if bucket is None or limit <= 0:
+            return []
+        keys: list[str] = []
+        with _translated(f"records of {scope}"):
+            # A server-side filter (KeyValue.keys filters client-side, over the bucket).
+            watcher = await bucket.watch(f"{scope}.>", ignore_deletes=True, meta_only=True)
+            try:
+                async for entry in watcher:
+                    if entry is None:  # the end of what is stored now
+                        break
+                    keys.append(entry.key)
+            finally:
+                await watcher.stop()  # type: ignore[no-untyped-call]
+        newest = sorted(keys, reverse=True)[:limit]
+        bodies = await asyncio.gather(
+            *(self.get_record(scope, name.partition(".")[2]) for name in newest)
+        )
+        return [body for body in bodies if body is not None]
 
     # -- channels -------------------------------------------------------------------
 

@@ -35,6 +35,10 @@ Features
       ``oldest_age_s`` is the age of the oldest of these pending entries (server clock).
     * channels: Redis pub/sub on ``bs:c:{channel}``; ``listen`` returns after the server
       confirmed the subscription.
+    * records: a string ``bs:r:{scope}:{key}`` with a TTL (SET EX), and per scope an
+      index ``bs:ri:{scope}``, a sorted set of keys scored by expiry, trimmed as records
+      are put; a listing reads the index by expiry, latest first (key order when the
+      records share one ttl, as activation records do) and MGETs, skipping expired keys.
 
 Connection settings (``[redis]``): ``url`` (``redis://``, ``rediss://`` for TLS,
 ``unix://``), ``username``, ``password`` (Redis ACL users). Connecting gives up after
@@ -72,8 +76,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
 
 from broker_sched.errors import BrokerUnavailable, TransportError, TransportNotInstalled
 from transports.base import Backlog, Capabilities, Delivery, Listener, Subscription, Transport
@@ -91,6 +96,9 @@ T = TypeVar("T")
 
 QUEUE_PREFIX = "bs:q:"
 CHANNEL_PREFIX = "bs:c:"
+CREDENTIAL_SETTINGS = "check the settings redis.username and redis.password"
+RECORD_PREFIX = "bs:r:"
+RECORD_INDEX_PREFIX = "bs:ri:"
 RETURNED = "bs:returned"
 """The consumer that holds nacked and released entries until a member reclaims them."""
 BODY_FIELD = b"b"
@@ -283,6 +291,36 @@ class RedisStreamsTransport(Transport):
         with translated(f"DEL {queue}"):
             await self._commands.delete(stream_key(queue))
 
+    async def put_record(self, scope: str, key: str, body: bytes, ttl_s: float) -> None:
+        now_ms = int(time.time() * 1000)
+        ttl_ms = max(1, int(ttl_s * 1000))
+        index = RECORD_INDEX_PREFIX + scope
+        with translated(f"SET record {scope}/{key}"):
+            async with self._commands.pipeline(transaction=False) as pipe:
+                pipe.set(f"{RECORD_PREFIX}{scope}:{key}", body, px=ttl_ms)
+                pipe.zadd(index, {key: now_ms + ttl_ms})
+                pipe.zremrangebyscore(index, "-inf", now_ms)
+                # The index lives as long as its longest-lived record, never shorter.
+                pipe.pexpire(index, ttl_ms, nx=True)
+                pipe.pexpire(index, ttl_ms, gt=True)
+                await pipe.execute()
+
+    async def get_record(self, scope: str, key: str) -> bytes | None:
+        with translated(f"GET record {scope}/{key}"):
+            body = await self._commands.get(f"{RECORD_PREFIX}{scope}:{key}")
+        return cast("bytes | None", body)
+
+    async def recent_records(self, scope: str, limit: int) -> list[bytes]:
+        if limit <= 0:
+            return []
+        with translated(f"records of {scope}"):
+            keys = await self._commands.zrevrange(RECORD_INDEX_PREFIX + scope, 0, limit - 1)
+            if not keys:
+                return []
+            names = [f"{RECORD_PREFIX}{scope}:{cast(bytes, k).decode()}" for k in keys]
+            bodies = cast("list[bytes | None]", await self._commands.mget(names))
+        return [body for body in bodies if body is not None]
+
     async def send(self, channel: str, body: bytes) -> None:
         with translated(f"PUBLISH {channel}"):
             await self._commands.publish(channel_key(channel), body)
@@ -473,11 +511,15 @@ def translated(what: str) -> Iterator[None]:
     try:
         yield
     except (exceptions.AuthenticationError, exceptions.AuthorizationError) as exc:
-        raise TransportError(f"redis: {what}: {exc}") from exc
+        raise TransportError(f"redis: {what}: {exc} ({CREDENTIAL_SETTINGS})") from exc
     except (exceptions.ConnectionError, exceptions.TimeoutError) as exc:
         raise BrokerUnavailable(f"redis: {what}: {exc}") from exc
+    except exceptions.NoPermissionError as exc:
+        raise TransportError(f"redis: {what}: {exc} (the ACL user redis.username)") from exc
     except exceptions.RedisError as exc:
-        raise TransportError(f"redis: {what}: {exc}") from exc
+        unauthenticated = str(exc).startswith("NOAUTH") or "authenticated" in str(exc)
+        hint = f" ({CREDENTIAL_SETTINGS})" if unauthenticated else ""
+        raise TransportError(f"redis: {what}: {exc}{hint}") from exc
 
 
 @contextlib.contextmanager

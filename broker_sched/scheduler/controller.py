@@ -85,6 +85,8 @@ class Controller:
             rng=rng,
         )
         self.results: OrderedDict[str, ActivationResult] = OrderedDict()
+        self.result_listeners: list[Callable[[ActivationResult], None]] = []
+        """Called with each first result (the API persists activation records)."""
         self._waiting: dict[str, asyncio.Future[ActivationResult]] = {}
         self._declared: set[str] = set()
         self._ready = asyncio.Event()
@@ -220,6 +222,8 @@ class Controller:
         if len(self.results) > SEEN_RESULTS:
             self.results.popitem(last=False)
         self.policy.on_result(result)
+        for listener in self.result_listeners:
+            listener(result)
         self.policy.release(result.activation_id)
         waiter = self._waiting.get(result.activation_id)
         if waiter is not None and not waiter.done():

@@ -1,21 +1,28 @@
 #!/usr/bin/env bash
-# Run Kafka (KRaft), Redis and NATS JetStream natively on 127.0.0.1, no Docker.
+# Run Kafka (KRaft), Redis and NATS JetStream natively on 127.0.0.1, no Docker, and
+# beside them separate secured instances (redis-secure, nats-secure, kafka-secure) on their own ports
+# for the security tests.
 #
-#   brokers.sh up     [kafka|redis|nats ...]
-#   brokers.sh down   [--purge] [kafka|redis|nats ...]
-#   brokers.sh status [kafka|redis|nats ...]
+#   brokers.sh up     [kafka|redis|nats|redis-secure|nats-secure|kafka-secure ...]
+#   brokers.sh down   [--purge] [kafka|redis|nats|redis-secure|nats-secure|kafka-secure ...]
+#   brokers.sh status [kafka|redis|nats|redis-secure|nats-secure|kafka-secure ...]
 #
 # See compose/README.md for the environment variables.
 set -euo pipefail
 
 readonly HOST=127.0.0.1
-readonly ALL_BROKERS=(kafka redis nats)
+readonly ALL_BROKERS=(kafka redis nats redis-secure nats-secure kafka-secure)
 
 KAFKA_VERSION=${KAFKA_VERSION:-4.3.1}
 KAFKA_PORT=${KAFKA_PORT:-9092}
 KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-9093}
 KAFKA_HEAP_OPTS=${KAFKA_HEAP_OPTS:--Xmx512m -Xms256m}
 REDIS_PORT=${REDIS_PORT:-6379}
+REDIS_SECURE_PORT=${REDIS_SECURE_PORT:-6390}
+NATS_SECURE_PORT=${NATS_SECURE_PORT:-4232}
+NATS_SECURE_MONITOR_PORT=${NATS_SECURE_MONITOR_PORT:-8232}
+KAFKA_SECURE_PORT=${KAFKA_SECURE_PORT:-9094}
+KAFKA_SECURE_CONTROLLER_PORT=${KAFKA_SECURE_CONTROLLER_PORT:-9095}
 NATS_PORT=${NATS_PORT:-4222}
 NATS_MONITOR_PORT=${NATS_MONITOR_PORT:-8222}
 UP_TIMEOUT=${BROKER_SCHED_UP_TIMEOUT:-90}
@@ -30,6 +37,7 @@ readonly KAFKA_LIBS="$KAFKA_HOME/libs"
 readonly KAFKA_PROPS="$STATE_DIR/kafka.properties"
 readonly SLF4J_VERSION=1.7.36 # the slf4j-api line every Kafka 4.x pom declares
 readonly DEPENDENCY_PLUGIN=org.apache.maven.plugins:maven-dependency-plugin:3.8.1
+readonly SECURITY_DIR="$STATE_DIR/security"
 
 # ---------------------------------------------------------------- helpers
 
@@ -37,9 +45,9 @@ info() { printf '%s\n' "$*" >&2; }
 
 usage() {
   cat >&2 <<'EOF'
-usage: brokers.sh up     [kafka|redis|nats ...]
-       brokers.sh down   [--purge] [kafka|redis|nats ...]
-       brokers.sh status [kafka|redis|nats ...]
+usage: brokers.sh up     [kafka|redis|nats|redis-secure|nats-secure|kafka-secure ...]
+       brokers.sh down   [--purge] [kafka|redis|nats|redis-secure|nats-secure|kafka-secure ...]
+       brokers.sh status [kafka|redis|nats|redis-secure|nats-secure|kafka-secure ...]
 EOF
   exit "${1:-2}"
 }
@@ -317,6 +325,247 @@ nats_start() {
 
 nats_ready() { http_200 "$NATS_MONITOR_PORT" '/healthz?js-enabled-only=true'; }
 
+# ------------------------------------------------------------- security
+#
+# Generated once into $SECURITY_DIR (owner-only): a CA with a certificate for 127.0.0.1,
+# and per secured broker a <broker>.json with its address and generated passwords —
+# what the security tests read (BROKER_SCHED_TEST_SECURITY names the directory). Each
+# server gets only what it needs from them.
+
+security_prepare() {
+  [[ -s $SECURITY_DIR/server.pem ]] && return 0
+  command -v openssl >/dev/null || ensure_deb openssl openssl || return 1
+  local log="$STATE_DIR/logs/security.log"
+  (
+    umask 077
+    mkdir -p "$SECURITY_DIR"
+    cd "$SECURITY_DIR"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj /CN=broker-sched-test-ca \
+      -keyout ca.key -out ca.pem
+    openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout server.key -out server.csr
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >server.ext
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
+      -extfile server.ext -out server.crt
+    openssl pkcs8 -topk8 -nocrypt -in server.key -out server.p8
+    cat server.p8 server.crt >server.pem
+  ) >"$log" 2>&1 || { fail security "could not generate the test CA" "$log"; return 1; }
+}
+
+secret() { openssl rand -hex 24; }
+
+redis_credentials() {
+  cat <<EOF
+{"url": "redis://$HOST:$REDIS_SECURE_PORT/0", "username": "broker-sched", "password": "$(secret)"}
+EOF
+}
+
+kafka_credentials() {
+  cat <<EOF
+{"bootstrap_servers": "$HOST:$KAFKA_SECURE_PORT", "security_protocol": "SASL_SSL",
+ "sasl_mechanism": "SCRAM-SHA-256", "sasl_username": "broker-sched",
+ "sasl_password": "$(secret)", "ssl_cafile": "$SECURITY_DIR/ca.pem",
+ "admin_password": "$(secret)"}
+EOF
+}
+
+nats_credentials() {
+  cat <<EOF
+{"servers": "nats://$HOST:$NATS_SECURE_PORT",
+ "controller_user": "controller", "controller_password": "$(secret)",
+ "invoker_user": "invoker", "invoker_password": "$(secret)"}
+EOF
+}
+
+credentials_prepare() { # broker
+  local file="$SECURITY_DIR/$1.json"
+  [[ -s $file ]] && return 0
+  security_prepare || return 1
+  (umask 077 && "$1"_credentials >"$file.tmp" && mv "$file.tmp" "$file")
+}
+
+credential() { # broker key
+  python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' \
+    "$SECURITY_DIR/$1.json" "$2"
+}
+
+# ----------------------------------------------------------- redis-secure
+#
+# Only an ACL user with the commands and key patterns broker-sched uses; the default
+# user is off. The ACL file holds the password's SHA-256, not the password.
+
+redis-secure_comm() { printf redis-server; }
+redis-secure_ports() { printf 'REDIS_SECURE_PORT'; }
+redis-secure_addr() { printf '%s:%s' "$HOST" "$REDIS_SECURE_PORT"; }
+redis-secure_detail() { printf 'ACL user broker-sched'; }
+redis-secure_prepare() { redis_prepare && credentials_prepare redis && redis_acl_file; }
+
+readonly REDIS_COMMANDS=(
+  ping info 'client|setname'
+  xadd xreadgroup xack xautoclaim xclaim xdel xlen xpending xrange
+  'xgroup|create' 'xgroup|destroy' 'xgroup|delconsumer' 'xinfo|groups'
+  exists time del set get mget zadd zrevrange zremrangebyscore pexpire
+  eval evalsha 'script|load' publish subscribe unsubscribe
+)
+
+redis_acl_file() {
+  local digest rules=()
+  digest=$(printf '%s' "$(credential redis password)" | sha256sum | cut -d' ' -f1)
+  rules=(user broker-sched on "#$digest" resetkeys '~bs:*' resetchannels '&bs:c:*' -@all)
+  rules+=("${REDIS_COMMANDS[@]/#/+}")
+  (umask 077 && printf 'user default off\n%s\n' "${rules[*]}" >"$SECURITY_DIR/redis.acl")
+}
+
+redis-secure_start() {
+  mkdir -p "$(data_dir redis-secure)"
+  spawn redis-secure redis-server --bind "$HOST" --port "$REDIS_SECURE_PORT" \
+    --protected-mode yes --daemonize no --dir "$(data_dir redis-secure)" --save '' \
+    --appendonly no --aclfile "$SECURITY_DIR/redis.acl"
+}
+
+redis-secure_ready() {
+  [[ $(REDISCLI_AUTH=$(credential redis password) redis-cli -h "$HOST" -p "$REDIS_SECURE_PORT" \
+    --user broker-sched ping 2>/dev/null) == PONG ]]
+}
+
+# ----------------------------------------------------------- kafka-secure
+#
+# A second KRaft node, SASL/SCRAM-SHA-256 over TLS only: its broker listener accepts
+# nothing else, the users' SCRAM credentials are written at format time.
+
+readonly KAFKA_SECURE_PROPS="$SECURITY_DIR/kafka.properties"
+
+kafka-secure_comm() { printf java; }
+kafka-secure_ports() { printf 'KAFKA_SECURE_PORT KAFKA_SECURE_CONTROLLER_PORT'; }
+kafka-secure_addr() { printf '%s:%s' "$HOST" "$KAFKA_SECURE_PORT"; }
+kafka-secure_detail() { printf 'SASL_SSL, SCRAM-SHA-256, controller %s:%s' "$HOST" "$KAFKA_SECURE_CONTROLLER_PORT"; }
+
+kafka_secure_write_props() {
+  local admin
+  admin=$(credential kafka admin_password)
+  (umask 077 && cat >"$KAFKA_SECURE_PROPS") <<EOF
+# Generated by brokers.sh on every 'up'; edits are overwritten.
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@$HOST:$KAFKA_SECURE_CONTROLLER_PORT
+listeners=SASL_SSL://$HOST:$KAFKA_SECURE_PORT,CONTROLLER://$HOST:$KAFKA_SECURE_CONTROLLER_PORT
+advertised.listeners=SASL_SSL://$HOST:$KAFKA_SECURE_PORT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=SASL_SSL
+listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT
+sasl.enabled.mechanisms=SCRAM-SHA-256
+sasl.mechanism.inter.broker.protocol=SCRAM-SHA-256
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="$admin";
+ssl.keystore.type=PEM
+ssl.keystore.location=$SECURITY_DIR/server.pem
+ssl.truststore.type=PEM
+ssl.truststore.location=$SECURITY_DIR/ca.pem
+log.dirs=$(data_dir kafka-secure)
+num.partitions=1
+auto.create.topics.enable=false
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+EOF
+}
+
+kafka_secure_format() {
+  [[ -f $(data_dir kafka-secure)/meta.properties ]] && return 0
+  local log="$STATE_DIR/logs/kafka-secure-format.log" cluster_id
+  info "kafka-secure: formatting $(data_dir kafka-secure) with the SCRAM users"
+  if ! cluster_id=$(kafka_java kafka.tools.StorageTool random-uuid 2>"$log") ||
+    ! kafka_java kafka.tools.StorageTool format --config "$KAFKA_SECURE_PROPS" \
+      --cluster-id "$cluster_id" \
+      --add-scram "SCRAM-SHA-256=[name=admin,password=$(credential kafka admin_password)]" \
+      --add-scram "SCRAM-SHA-256=[name=broker-sched,password=$(credential kafka sasl_password)]" \
+      >>"$log" 2>&1; then
+    fail kafka-secure "storage format failed" "$log"
+    return 1
+  fi
+}
+
+kafka-secure_prepare() {
+  command -v java >/dev/null || { info "error: kafka-secure: java (17+) is not on PATH"; return 1; }
+  credentials_prepare kafka && kafka_fetch && kafka_secure_write_props && kafka_secure_format
+}
+
+kafka-secure_start() {
+  spawn kafka-secure java -Xmx256m -Xms128m -XX:+UseG1GC -XX:+ExitOnOutOfMemoryError \
+    -Djava.awt.headless=true -Djava.net.preferIPv4Stack=true \
+    -cp "$KAFKA_LIBS/*" kafka.Kafka "$KAFKA_SECURE_PROPS"
+}
+
+kafka-secure_ready() {
+  grep -q 'Kafka Server started' "$(log_file kafka-secure)" 2>/dev/null && port_open "$KAFKA_SECURE_PORT"
+}
+
+# ------------------------------------------------------------ nats-secure
+#
+# Users per role with subject permissions: a controller publishes work, reads backlogs,
+# manages queues and keeps records, but cannot take or ack work; an invoker takes and
+# acks work and sends results and heartbeats, but cannot purge or delete a queue or
+# touch the records. Subjects are the defaults: stream BROKER_SCHED, prefix act.
+
+readonly NATS_SECURE_CONF="$SECURITY_DIR/nats.conf"
+
+nats-secure_comm() { printf nats-server; }
+nats-secure_ports() { printf 'NATS_SECURE_PORT NATS_SECURE_MONITOR_PORT'; }
+nats-secure_addr() { printf '%s:%s' "$HOST" "$NATS_SECURE_PORT"; }
+nats-secure_detail() { printf 'users controller and invoker, monitor %s:%s' "$HOST" "$NATS_SECURE_MONITOR_PORT"; }
+nats-secure_prepare() { nats_prepare && credentials_prepare nats && nats_secure_write_conf; }
+
+readonly NATS_WORK=('$JS.API.INFO' '$JS.API.STREAM.INFO.BROKER_SCHED'
+  '$JS.API.STREAM.CREATE.BROKER_SCHED' 'act.>' '_chan.act.>')
+readonly NATS_RECORDS=('$JS.API.STREAM.INFO.KV_BROKER_SCHED_RECORDS'
+  '$JS.API.STREAM.CREATE.KV_BROKER_SCHED_RECORDS' '$KV.BROKER_SCHED_RECORDS.>'
+  '$JS.API.DIRECT.GET.KV_BROKER_SCHED_RECORDS.>' '$JS.API.STREAM.MSG.GET.KV_BROKER_SCHED_RECORDS'
+  '$JS.API.CONSUMER.CREATE.KV_BROKER_SCHED_RECORDS' '$JS.API.CONSUMER.CREATE.KV_BROKER_SCHED_RECORDS.>'
+  '$JS.API.CONSUMER.INFO.KV_BROKER_SCHED_RECORDS.>' '$JS.API.CONSUMER.DELETE.KV_BROKER_SCHED_RECORDS.>'
+  '$JS.FC.KV_BROKER_SCHED_RECORDS.>')
+readonly NATS_QUEUES=('$JS.API.CONSUMER.INFO.BROKER_SCHED.>' '$JS.API.CONSUMER.NAMES.BROKER_SCHED'
+  '$JS.API.STREAM.PURGE.BROKER_SCHED'
+  '$JS.API.CONSUMER.DELETE.BROKER_SCHED.>')
+readonly NATS_TAKE=('$JS.API.CONSUMER.CREATE.BROKER_SCHED' '$JS.API.CONSUMER.CREATE.BROKER_SCHED.>'
+  '$JS.API.CONSUMER.DURABLE.CREATE.BROKER_SCHED.>' '$JS.API.CONSUMER.INFO.BROKER_SCHED.>'
+  '$JS.API.CONSUMER.MSG.NEXT.BROKER_SCHED.>' '$JS.ACK.BROKER_SCHED.>')
+
+subjects() { # subject... -> "a", "b"
+  local out=() subject
+  for subject; do out+=("\"$subject\""); done
+  local IFS=,
+  printf '%s' "${out[*]}"
+}
+
+nats_secure_user() { # role subjects...
+  local role=$1
+  shift
+  printf '    {user: "%s", password: "%s",\n' "$(credential nats "${role}_user")" \
+    "$(credential nats "${role}_password")"
+  printf '     permissions: {publish: {allow: [%s]},\n' "$(subjects "$@")"
+  printf '                   subscribe: {allow: ["_INBOX.>", "_chan.act.>"]}}}\n'
+}
+
+nats_secure_write_conf() {
+  (
+    umask 077
+    {
+      printf '# Generated by brokers.sh on every up; edits are overwritten.\n'
+      printf 'listen: "%s:%s"\nhttp: "%s:%s"\n' "$HOST" "$NATS_SECURE_PORT" "$HOST" \
+        "$NATS_SECURE_MONITOR_PORT"
+      printf 'jetstream { store_dir: "%s" }\nauthorization {\n  users = [\n' \
+        "$(data_dir nats-secure)"
+      nats_secure_user controller "${NATS_WORK[@]}" "${NATS_RECORDS[@]}" "${NATS_QUEUES[@]}"
+      nats_secure_user invoker "${NATS_WORK[@]}" "${NATS_TAKE[@]}"
+      printf '  ]\n}\n'
+    } >"$NATS_SECURE_CONF"
+  )
+}
+
+nats-secure_start() { spawn nats-secure nats-server -c "$NATS_SECURE_CONF"; }
+nats-secure_ready() { http_200 "$NATS_SECURE_MONITOR_PORT" '/healthz?js-enabled-only=true'; }
+
 # --------------------------------------------------------------- commands
 
 status_line() { # name state [pid]
@@ -422,7 +671,7 @@ main() {
   (($#)) && shift
   for arg; do
     case $arg in
-      kafka | redis | nats) names+=("$arg") ;;
+      kafka | redis | nats | redis-secure | nats-secure | kafka-secure) names+=("$arg") ;;
       --purge) [[ $cmd == down ]] || usage; purge=1 ;;
       -h | --help) usage 0 ;;
       *) usage ;;
