@@ -90,6 +90,8 @@ class ActionState:
     window; None until the action has been watched for that long (no central scale-in)."""
     last_scale_in_s: float | None = None
     """When containers of this action were last told to leave (same clock as ``now_s``)."""
+    backlog_since_s: float | None = None
+    """Since when P has been above zero at every tick (None: nothing pending now)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +223,7 @@ class _Inputs:
     cold_start_measured: bool
     limit: int
     partitions: int | None
+    backlog_age_s: float
 
     @property
     def existing(self) -> int:
@@ -277,7 +280,7 @@ class _Plan:
         return max(0, min(self.wanted, self.cap) - self.inputs.existing)
 
 
-def _normalize(state: ActionState, settings: SchedulerSettings) -> _Inputs:
+def _normalize(state: ActionState, now_s: float, settings: SchedulerSettings) -> _Inputs:
     measured_run = _usable(state.mean_run_s)
     measured_cold = _usable(state.cold_start_s)
     rate = state.arrival_rate_per_s
@@ -295,6 +298,9 @@ def _normalize(state: ActionState, settings: SchedulerSettings) -> _Inputs:
         cold_start_measured=measured_cold is not None,
         limit=max(0, state.limit),
         partitions=None if state.partitions is None else max(0, state.partitions),
+        backlog_age_s=0.0
+        if state.backlog_since_s is None
+        else max(0.0, now_s - state.backlog_since_s),
     )
 
 
@@ -306,7 +312,7 @@ def _usable(measured_s: float | None) -> float | None:
 
 
 def _plan(state: ActionState, now_s: float, settings: SchedulerSettings) -> _Plan:
-    inputs = _normalize(state, settings)
+    inputs = _normalize(state, now_s, settings)
     rule, wanted, explanation = _demand(inputs, settings)
     busy = _ceil(inputs.in_flight / inputs.concurrency)
     cap = inputs.limit if inputs.partitions is None else min(inputs.limit, inputs.partitions)
@@ -396,6 +402,15 @@ def _demand(x: _Inputs, settings: SchedulerSettings) -> tuple[str, int, str]:
     if x.pending == 0:
         return "steady", for_rate, f"λ < u·μ={_num(utilization * mu)}/s, no backlog"
     horizon_s = max(target_s, x.cold_start_s)
+    if x.backlog_age_s > horizon_s:
+        in_system = _ceil((x.pending + x.in_flight) / x.concurrency)
+        return (
+            "standing",
+            max(x.existing + 1, in_system),
+            f"a backlog has waited {_num(x.backlog_age_s)}s > max(T,C)={_num(horizon_s)}s: "
+            f"not a burst (closed-loop callers refill it); one container per activation "
+            f"in the system: ceil((P+F)/c)={in_system}",
+        )
     drain_s = x.pending / (mu - x.rate_per_s)
     for_drain = min(useful, _ceil((x.rate_per_s + x.pending / horizon_s) * x.run_s / x.concurrency))
     if drain_s <= horizon_s or useful <= x.existing:

@@ -58,6 +58,7 @@ class ActionStats:
     last_active_s: float = field(default_factory=time.monotonic)
     last_resize_s: float | None = None
     last_scale_in_s: float | None = None
+    backlog_since_s: float | None = None
     backlog: Backlog = field(default_factory=lambda: Backlog(0, 0))
 
 
@@ -167,6 +168,10 @@ class BacklogMonitor:
             stats.backlog = backlog
             if backlog.total:
                 stats.last_active_s = now_s
+            if not backlog.pending:
+                stats.backlog_since_s = None
+            elif stats.backlog_since_s is None:
+                stats.backlog_since_s = now_s
         snapshot = Snapshot(
             now_s=now_s,
             actions=tuple(self._state(stats, now_s) for stats in active),
@@ -215,6 +220,7 @@ class BacklogMonitor:
             last_resize_s=stats.last_resize_s,
             stable_demand=stats.demand.value(now_s),
             last_scale_in_s=stats.last_scale_in_s,
+            backlog_since_s=stats.backlog_since_s,
         )
 
     async def _act(

@@ -168,6 +168,10 @@ class AcsPolicy:
         is full. Leaving it out therefore changes no decision, and it is what makes
         hours of a trace with thousands of rarely called actions cheap.
         """
+        if not runtime.queue:
+            runtime.backlog_since_s = None
+        elif runtime.backlog_since_s is None:
+            runtime.backlog_since_s = now_s
         existing = runtime.staying
         busy = runtime.queue or runtime.in_flight or runtime.creating or runtime.throttled
         arriving = now_s - runtime.last_arrival_s <= self._arrival_window_s
@@ -195,6 +199,7 @@ class AcsPolicy:
             throttled=runtime.throttled,
             stable_demand=stable,
             last_scale_in_s=runtime.last_scale_in_s,
+            backlog_since_s=runtime.backlog_since_s,
         )
 
     def _idle(self, now_s: float) -> tuple[IdleContainers, ...]:

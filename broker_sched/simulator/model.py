@@ -163,6 +163,8 @@ class ActionRuntime:
     last_active_s: float = float("-inf")
     last_arrival_s: float = float("-inf")
     last_scale_in_s: float | None = None
+    backlog_since_s: float | None = None
+    """Since when the queue has been non-empty at every tick, as the monitor tracks it."""
 
     @property
     def name(self) -> str:

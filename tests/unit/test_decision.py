@@ -136,6 +136,19 @@ class TestBacklogTermsAreCappedByWork:
         assert (decided.rule, decided.create) == ("burst-wait", 0)
 
 
+class TestStandingBacklog:
+    def test_a_backlog_older_than_a_cold_start_is_not_a_burst(self) -> None:
+        # closed-loop callers: P never drains, so waiting for the previous run never ends
+        kw = {"pending": 99, "in_flight": 1, "arrival_rate_per_s": 380.0, "running": 1}
+        kw |= {"creating": 1, "mean_run_s": 0.003}
+        assert decide_one(**kw).rule == "burst-wait"
+        decided = decide_one(**kw, backlog_since_s=999.0)  # 1 s old, C = 0.7 s
+        assert (decided.rule, decided.desired) == ("capped-limit", 50)
+        assert decided.reason.startswith("capped-limit:")
+        assert "not a burst" in decided.reason
+        assert "ceil((P+F)/c)=100" in decided.reason
+
+
 class TestRule3Burst:
     def test_short_runs_long_cold_start_wait_for_previous_run(self) -> None:
         # 20 ms runs, 700 ms cold start, burst of 5, λ = 1/s, one container:
@@ -689,6 +702,7 @@ def test_action_state_shape_is_stable() -> None:
         "last_resize_s",
         "stable_demand",
         "last_scale_in_s",
+        "backlog_since_s",
     ]
     assert [f.name for f in dataclasses.fields(ActionDecision)] == [
         "action",
