@@ -77,6 +77,7 @@ from broker_sched.errors import (
     TransportNotInstalled,
 )
 from transports.base import Backlog, Capabilities, Delivery, Listener, Subscription, Transport
+from transports.kafka_consumer import GroupConsumer, require_confluent
 
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
@@ -137,6 +138,8 @@ class KafkaTransport(Transport):
         _require_aiokafka()
         super().__init__(max_message_bytes=max_message_bytes)
         self.settings = kafka if kafka is not None else KafkaSettings()
+        if self.settings.group_protocol == "consumer":
+            require_confluent("kafka")
         self.request_timeout_ms = request_timeout_ms
         self.wire_limit_bytes = max_message_bytes * 3 // 2 + _ENVELOPE_HEADROOM_BYTES
         self._clients: _Clients | None = None
@@ -339,27 +342,8 @@ class KafkaTransport(Transport):
             raise
 
     async def subscribe(self, queue: str, group: str, member: str) -> KafkaSubscription:
-        from aiokafka import AIOKafkaConsumer
-
         await self._ensure_topic(queue)
-        kafka = self.settings
-        instance = kafka.group_instance_id
-        consumer = AIOKafkaConsumer(
-            **self._client_kwargs(),
-            group_id=group,
-            group_instance_id=instance.format(member=member) if instance else None,
-            client_id=member,
-            auto_offset_reset="earliest",
-            enable_auto_commit=False,
-            partition_assignment_strategy=(_assignor(kafka.assignor),),
-            session_timeout_ms=kafka.session_timeout_ms,
-            heartbeat_interval_ms=kafka.heartbeat_interval_ms,
-            rebalance_timeout_ms=kafka.rebalance_timeout_ms,
-            max_poll_interval_ms=kafka.max_poll_interval_ms,
-            max_partition_fetch_bytes=max(1_048_576, self.wire_limit_bytes),
-            # JoinGroup legitimately blocks on the broker for up to the rebalance timeout.
-            request_timeout_ms=kafka.rebalance_timeout_ms + self.request_timeout_ms,
-        )
+        consumer = self._group_consumer(group, member)
         subscription = KafkaSubscription(self, queue, group, member, consumer)
         consumer.subscribe([queue], listener=_rebalance_listener(subscription))
         try:
@@ -372,6 +356,37 @@ class KafkaTransport(Transport):
         subscription.start_committer()
         self._subscriptions.add(subscription)
         return subscription
+
+    def _group_consumer(self, group: str, member: str) -> Any:
+        """An aiokafka consumer (classic protocol) or its KIP-848 counterpart."""
+        kafka = self.settings
+        fetch_bytes = max(1_048_576, self.wire_limit_bytes)
+        if kafka.group_protocol == "consumer":
+            return GroupConsumer(
+                kafka,
+                group=group,
+                member=member,
+                **{"max.partition.fetch.bytes": fetch_bytes, "fetch.max.bytes": fetch_bytes * 2},
+            )
+        from aiokafka import AIOKafkaConsumer
+
+        instance = kafka.group_instance_id
+        return AIOKafkaConsumer(
+            **self._client_kwargs(),
+            group_id=group,
+            group_instance_id=instance.format(member=member) if instance else None,
+            client_id=member,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            partition_assignment_strategy=(_assignor(kafka.assignor),),
+            session_timeout_ms=kafka.session_timeout_ms,
+            heartbeat_interval_ms=kafka.heartbeat_interval_ms,
+            rebalance_timeout_ms=kafka.rebalance_timeout_ms,
+            max_poll_interval_ms=kafka.max_poll_interval_ms,
+            max_partition_fetch_bytes=fetch_bytes,
+            # JoinGroup legitimately blocks on the broker for up to the rebalance timeout.
+            request_timeout_ms=kafka.rebalance_timeout_ms + self.request_timeout_ms,
+        )
 
     async def backlog(self, queue: str, group: str) -> Backlog:
         return (await self.backlogs([(queue, group)]))[0]
@@ -626,7 +641,7 @@ class KafkaSubscription(Subscription):
         queue: str,
         group: str,
         member: str,
-        consumer: AIOKafkaConsumer,
+        consumer: AIOKafkaConsumer | GroupConsumer,
     ) -> None:
         self.queue, self.group, self.member = queue, group, member
         self.events: deque[RebalanceEvent] = deque(maxlen=1_000)
