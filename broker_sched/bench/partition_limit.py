@@ -190,6 +190,8 @@ async def _steps(pool: ConsumerPool, plan: Plan, recorder: Recorder) -> list[dic
             member = await pool.add()
             recorder.event("consumer_added", member=member.name, consumers=len(pool.members))
         settled = await pool.settled(SETTLE_TIMEOUT_S)
+        if pool.partitions is None:  # a share-group member takes work a heartbeat after joining
+            settled = await pool.all_working(SETTLE_TIMEOUT_S) and settled
         before = {name: m.completed for name, m in pool.members.items()}
         start_s = recorder.now()
         await asyncio.sleep(plan.step_s)
