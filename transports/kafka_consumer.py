@@ -241,8 +241,10 @@ class GroupConsumer:
 
     # ------------------------------------------------------------------ rebalance callbacks
 
-    def _assigned(self, _: Any, partitions: list[Any]) -> None:
-        self._call_back("on_partitions_assigned", partitions)
+    def _assigned(self, consumer: Any, partitions: list[Any]) -> None:
+        """KIP-848 assigns incrementally; the listener is told the whole assignment after
+        it, as an eager rebalance would."""
+        self._call_back("on_partitions_assigned", [*consumer.assignment(), *partitions])
 
     def _revoked(self, _: Any, partitions: list[Any]) -> None:
         self._inbox.clear()  # their records go to the next owner, from the committed offset

@@ -74,6 +74,7 @@ log = logging.getLogger(__name__)
 GROUP_SUFFIX = "-share"
 MAX_NACK_DELAY_S = 20.0
 _POLL_SLICE_S = 0.05
+_FLUSH_EVERY_S = 0.25
 _CLOSE_TIMEOUT_S = 30.0
 _ACCEPT, _RELEASE, _REJECT = 1, 2, 3  # confluent_kafka.AcknowledgeType values
 
@@ -169,6 +170,8 @@ class KafkaShareTransport(KafkaTransport):
             return []
         from aiokafka.structs import TopicPartition
 
+        wanted = set(pairs)
+        await asyncio.gather(*(m.flush() for m in self._members if (m.queue, m.group) in wanted))
         offsets = (await self._connected()).offsets
         async with _broker_errors("backlog", self._timeout_s):
             counts = await offsets.counts(q for q, _ in pairs)
@@ -269,6 +272,7 @@ class ShareSubscription(Subscription):
         self._delayed: set[asyncio.Task[None]] = set()
         self._releaser: asyncio.Task[None] | None = None
         self._closed = False
+        self._unsent = False
 
     @property
     def handed_out(self) -> int:
@@ -276,10 +280,9 @@ class ShareSubscription(Subscription):
 
     async def start(self) -> None:
         await self._in_thread(self._open)
-        if self._hold_s > 0:
-            self._releaser = asyncio.create_task(
-                self._release_surplus_loop(), name=f"kafka-share-release-{self.member}"
-            )
+        self._releaser = asyncio.create_task(
+            self._housekeeping(), name=f"kafka-share-housekeeping-{self.member}"
+        )
 
     def _open(self) -> None:
         from confluent_kafka import ShareConsumer
@@ -316,7 +319,8 @@ class ShareSubscription(Subscription):
         """Poll on the consumer's thread, keeping what arrives even if the fetch was
         cancelled meanwhile: an acquired record must be acknowledged before the next poll."""
         try:
-            messages = self._consumer.poll(timeout_s)
+            messages = self._consumer.poll(timeout_s)  # also sends recorded acknowledgements
+            self._unsent = False
         except Exception as exc:
             raise broker_error(f"fetch from {self.queue!r}", exc) from exc
         now = time.monotonic()
@@ -347,20 +351,43 @@ class ShareSubscription(Subscription):
     # ------------------------------------------------------------------ acknowledgements
 
     async def acknowledge(self, delivery: ShareDelivery, kind: int) -> None:
-        """Record and commit one acknowledgement on the consumer's thread."""
+        """Record one acknowledgement on the consumer's thread.
+
+        An accept is only recorded: the next poll carries it to the broker, or
+        :meth:`flush` (before a backlog read, and every ``_FLUSH_EVERY_S``) commits it. A
+        release or reject is committed at once, so the record is free for others now.
+        """
         try:
-            await self._in_thread(self._acknowledge, [(delivery.message, kind)])
+            await self._in_thread(self._acknowledge, [(delivery.message, kind)], kind != _ACCEPT)
         finally:  # a cancelled caller does not stop the thread: the record is acknowledged
             self._out.pop(delivery.key, None)
             self._finished.set()
 
-    def _acknowledge(self, acks: list[tuple[Any, int]]) -> None:
+    def _acknowledge(self, acks: list[tuple[Any, int]], commit: bool = True) -> None:
         try:
             for message, kind in acks:
                 self._consumer.acknowledge(message, kind)
-            self._consumer.commit_sync(self._transport._timeout_s)
+            self._unsent = True
+            if commit:
+                self._commit()
         except Exception as exc:
             raise broker_error(f"acknowledge on {self.queue!r}", exc) from exc
+
+    def _commit(self) -> None:
+        self._consumer.commit_sync(self._transport._timeout_s)
+        self._unsent = False
+
+    async def flush(self) -> None:
+        """Commit recorded acknowledgements and wait for the broker to have them."""
+        if self._unsent and not self._closed:
+            await self._in_thread(self._flush)
+
+    def _flush(self) -> None:
+        if self._unsent:
+            try:
+                self._commit()
+            except Exception as exc:
+                raise broker_error(f"acknowledge on {self.queue!r}", exc) from exc
 
     def release_later(self, delivery: ShareDelivery, delay_s: float) -> None:
         task = asyncio.create_task(self._release_after(delivery, min(delay_s, MAX_NACK_DELAY_S)))
@@ -374,10 +401,15 @@ class ShareSubscription(Subscription):
             if not self._closed:
                 await self.acknowledge(delivery, _RELEASE)
 
-    async def _release_surplus_loop(self) -> None:
-        """Give back records nobody fetched within the hold, so other members can take them."""
+    async def _housekeeping(self) -> None:
+        """Give back records nobody fetched within the hold, so other members can take
+        them, and commit accepts that no poll has carried to the broker."""
         while True:
-            await asyncio.sleep(self._hold_s / 2)
+            await asyncio.sleep(_FLUSH_EVERY_S)
+            try:
+                await self.flush()
+            except TransportError:
+                log.warning("kafka-share: committing acknowledgements failed", exc_info=True)
             cutoff = time.monotonic() - self._hold_s
             stale = []
             while self._surplus and self._surplus[0].at_s <= cutoff:

@@ -144,8 +144,20 @@ class ConsumerPool:
         return len(owned) == len(set(owned)) and set(owned) == set(range(self.partitions))
 
     def stable(self) -> bool:
-        """Every partition has an owner and no rebalance is under way."""
-        return self.covered() and self._rebalancing_since_s is None
+        """Every partition has an owner, every member has one where there are enough to go
+        round, and no rebalance is under way.
+
+        The middle condition matters on KIP-848: the first member to join is given every
+        partition, and the others' shares move to them only at later heartbeats.
+        """
+        return self.covered() and self.balanced() and self._rebalancing_since_s is None
+
+    def balanced(self) -> bool:
+        if not self.observable or self.partitions is None:
+            return True
+        if len(self.members) > self.partitions:
+            return True
+        return all(member.assigned for member in self.members.values())
 
     async def settled(self, timeout_s: float) -> bool:
         """Wait until the group is :meth:`stable`; False when ``timeout_s`` passed first."""
