@@ -1,5 +1,10 @@
 """Apache Kafka transport (aiokafka): a topic per action queue, a consumer group per action.
 
+Members join with the classic protocol through aiokafka, or with KIP-848
+(``group_protocol = "consumer"``) through confluent-kafka (:mod:`transports.kafka_consumer`);
+everything else — topics, publishing, backlog, commits, nacks, channels — is this
+module's either way. Share groups are :mod:`transports.kafka_share`.
+
 Features
     * queue = topic (the caller passes the full name), group = consumer group, a
       :class:`KafkaSubscription` = one consumer in that group. Partitions are the unit of
@@ -32,7 +37,9 @@ Connection settings (``[kafka]``): ``bootstrap_servers``, ``security_protocol``
 ``sasl_username``, ``sasl_password``, ``ssl_cafile``.
 
 Options (``[kafka]``): ``default_partitions`` (the floor for topics this transport
-creates), ``replication_factor``, ``assignor`` (range, roundrobin, sticky),
+creates), ``replication_factor``, ``group_protocol`` (classic, consumer; the timings and
+the assignor below apply to classic only, KIP-848 takes them from the broker),
+``assignor`` (range, roundrobin, sticky),
 ``session_timeout_ms``, ``heartbeat_interval_ms``, ``rebalance_timeout_ms``,
 ``max_poll_interval_ms``, ``metadata_max_age_ms`` (how soon members see new partitions),
 ``group_instance_id`` (static membership, ``{member}`` is replaced by the member id).
@@ -40,9 +47,11 @@ Topics are created with ``max.message.bytes`` = 1.5 x ``max_payload_bytes`` + 64
 for the base64 dead-letter envelope of a payload at the limit.
 
 Known limits
-    * eager rebalancing only (aiokafka has no cooperative protocol and no KIP-848): every
-      join, leave and resize revokes *all* partitions of the group, and unacked messages in
-      them are redelivered, even to the member that already holds them.
+    * classic: eager rebalancing only (aiokafka has no cooperative protocol): every join,
+      leave and resize revokes *all* partitions of the group, and unacked messages in
+      them are redelivered, even to the member that already holds them. KIP-848 revokes
+      only the partitions that move, but hands them over at the members' heartbeats
+      (the broker's ``group.consumer.heartbeat.interval.ms``, 5 s by default).
     * ``attempt`` counts nacks only: a redelivery after a rebalance, crash or close re-reads
       the same record, whose header Kafka cannot change.
     * ``in_flight`` is what *this* transport object fetched and has not acked; messages in

@@ -46,7 +46,10 @@ Known limits (Kafka 4.3, confluent-kafka 2.16, whose ``ShareConsumer`` is a prev
     * ``in_flight`` is what this process's members hold; records acquired in other
       processes count as pending. ``oldest_age_s`` is not reported.
     * the client is synchronous: each member runs its consumer on a thread of its own,
-      and polls in 50 ms slices so acknowledgements never wait long behind a poll.
+      and polls in 50 ms slices so acknowledgements never wait long behind a poll. An
+      ack is recorded locally and reaches the broker with the member's next poll, or
+      within 250 ms, or before a backlog read (which commits and waits), whichever is
+      first; a release or reject is committed at once.
 """
 
 from __future__ import annotations
