@@ -105,7 +105,7 @@ def variants(ctx: BenchContext, transport: str) -> list[tuple[str, dict[str, Any
     """Each transport as configured; a rebalancing one on the KIP-848 protocol too."""
     found: list[tuple[str, dict[str, Any]]] = [(transport, {})]
     if ctx.transport(transport).capabilities.rebalances:
-        found.append((f"{transport} (kip848)", KIP848))
+        found.append((f"{transport}-kip848", KIP848))
     return found
 
 
