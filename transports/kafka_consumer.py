@@ -53,6 +53,25 @@ def require_confluent(extra: str) -> None:
         raise TransportNotInstalled("kafka", extra) from exc
 
 
+class _Once(logging.Filter):
+    """librdkafka warns that the share consumer is a preview each time one starts; a
+    scheduler starts one per container, so the warning is passed on once per process."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seen = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "Preview" not in record.getMessage():
+            return True
+        seen, self._seen = self._seen, True
+        return not seen
+
+
+_LIBRDKAFKA_LOG = logging.getLogger("transports.kafka.librdkafka")
+_LIBRDKAFKA_LOG.addFilter(_Once())
+
+
 def confluent_config(settings: KafkaSettings) -> dict[str, Any]:
     """Bootstrap and security options in librdkafka's names, from the ``[kafka]`` section."""
     config: dict[str, Any] = {
@@ -60,7 +79,7 @@ def confluent_config(settings: KafkaSettings) -> dict[str, Any]:
         "security.protocol": settings.security_protocol,
         "topic.metadata.refresh.interval.ms": settings.metadata_max_age_ms,
         # librdkafka logs to stderr by default; route it through logging instead.
-        "logger": logging.getLogger("transports.kafka.librdkafka"),
+        "logger": _LIBRDKAFKA_LOG,
     }
     if settings.ssl_cafile:
         config["ssl.ca.location"] = settings.ssl_cafile
