@@ -160,7 +160,7 @@ BROKERS = {
     spec.name: spec
     for spec in (
         BrokerSpec(
-            "kafka", "{host}:{port}", "apache/kafka:4.1.0", "Kafka Server started", _kafka_container
+            "kafka", "{host}:{port}", "apache/kafka:4.3.1", "Kafka Server started", _kafka_container
         ),
         BrokerSpec(
             "redis",
