@@ -125,6 +125,10 @@ class KafkaSettings(_Section):
     bootstrap_servers: str = "127.0.0.1:9092"
     default_partitions: int = Field(default=1, ge=1)
     replication_factor: int = Field(default=1, ge=1)
+    group_protocol: Literal["classic", "consumer"] = Field(
+        default="classic",
+        description="classic: aiokafka, eager rebalances; consumer: KIP-848 (confluent-kafka)",
+    )
     assignor: Literal["range", "roundrobin", "sticky"] = "roundrobin"
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 3_000
@@ -139,6 +143,20 @@ class KafkaSettings(_Section):
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
     ssl_cafile: str | None = None
+    share_max_poll_records: int = Field(
+        default=16, ge=1, description="kafka-share: records a member acquires per poll"
+    )
+    share_surplus_hold_ms: int = Field(
+        default=1_000,
+        ge=0,
+        description="kafka-share: acquired records nobody asked for are released after this",
+    )
+    share_delivery_limit: int = Field(
+        default=8,
+        ge=1,
+        le=9,
+        description="kafka-share: deliveries before a record is rejected and dead-lettered",
+    )
 
 
 class RedisSettings(_Section):

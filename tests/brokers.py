@@ -52,7 +52,34 @@ START_HINT = "start them with `bash compose/native/brokers.sh up`"
 CONNECT_TIMEOUT_S = 2.0
 CONTAINER_STARTUP_TIMEOUT_S = 120
 USABLE_TIMEOUT_S = 90
-TRANSPORTS = ("memory", "kafka", "redis", "nats")
+
+
+@dataclass(frozen=True, slots=True)
+class Variant:
+    """A transport as the suite runs it: its entry-point name, its settings section (and
+    broker), and section values that make it this variant."""
+
+    transport: str
+    section: str
+    values: Mapping[str, Any]
+
+
+VARIANTS = {
+    "memory": Variant("memory", "memory", {}),
+    "kafka": Variant("kafka", "kafka", {}),
+    "kafka-848": Variant("kafka", "kafka", {"group_protocol": "consumer"}),
+    "kafka-share": Variant("kafka-share", "kafka", {}),
+    "redis": Variant("redis", "redis", {}),
+    "nats": Variant("nats", "nats", {}),
+}
+"""Every way the conformance suite runs: each backend, and Kafka with each group protocol."""
+
+TRANSPORTS = tuple(VARIANTS)
+
+
+def variant(name: str) -> Variant:
+    return VARIANTS.get(name, Variant(name, name, {}))
+
 
 TEST_TIMINGS: dict[str, dict[str, Any]] = {
     "memory": {"ack_wait_s": 2.0},
@@ -133,7 +160,7 @@ BROKERS = {
     spec.name: spec
     for spec in (
         BrokerSpec(
-            "kafka", "{host}:{port}", "apache/kafka:4.1.0", "Kafka Server started", _kafka_container
+            "kafka", "{host}:{port}", "apache/kafka:4.3.1", "Kafka Server started", _kafka_container
         ),
         BrokerSpec(
             "redis",
@@ -279,15 +306,18 @@ def start_container(container: DockerContainer) -> str | None:
 
 
 def settings_for(name: str, address: str | None = None, **overrides: Any) -> Settings:
-    """Test settings for transport ``name``: short timings, ``address`` for its broker.
+    """Test settings for transport or variant ``name``: short timings, ``address`` for its
+    broker.
 
     A mapping given for a section (``redis={"maxlen": 10}``) is merged into that section's
     test values; anything else is a top-level setting.
     """
+    which = variant(name)
     sections: dict[str, dict[str, Any]] = {key: dict(value) for key, value in TEST_TIMINGS.items()}
+    sections.setdefault(which.section, {}).update(which.values)
     if address is not None:
-        sections[name][ADDRESS_FIELDS[name]] = address
-    values: dict[str, Any] = {"transport": name}
+        sections[which.section][ADDRESS_FIELDS[which.section]] = address
+    values: dict[str, Any] = {"transport": which.transport}
     for key, value in overrides.items():
         if isinstance(value, Mapping):
             sections.setdefault(key, {}).update(value)
@@ -298,7 +328,7 @@ def settings_for(name: str, address: str | None = None, **overrides: Any) -> Set
 
 def closed_address(name: str) -> str:
     """An address for ``name`` where nothing listens, to test connection failures."""
-    return BROKERS[name].address(free_port())
+    return BROKERS[variant(name).section].address(free_port())
 
 
 def build_transport(settings: Settings, memory_broker: MemoryBroker) -> Transport:

@@ -24,6 +24,7 @@ from brokers import (
     build_transport,
     settings_for,
     unreachable_transport,
+    variant,
 )
 
 from broker_sched.config import Settings
@@ -44,7 +45,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         callspec = getattr(item, "callspec", None)
         name = callspec.params.get("transport_name") if callspec is not None else None
         if marker is not None and name is not None:
-            capabilities = resolve(name).capabilities
+            capabilities = resolve(variant(name).transport).capabilities
             if any(getattr(capabilities, flag) != want for flag, want in marker.kwargs.items()):
                 dropped.append(item)
                 continue
@@ -97,7 +98,7 @@ def broker_settings(request: pytest.FixtureRequest) -> Callable[..., Settings]:
     """
 
     def build(name: str, **overrides: Any) -> Settings:
-        fixture = ADDRESS_FIXTURES.get(name)
+        fixture = ADDRESS_FIXTURES.get(variant(name).section)
         address = None if fixture is None else str(request.getfixturevalue(fixture))
         return settings_for(name, address, **overrides)
 

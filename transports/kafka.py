@@ -1,5 +1,10 @@
 """Apache Kafka transport (aiokafka): a topic per action queue, a consumer group per action.
 
+Members join with the classic protocol through aiokafka, or with KIP-848
+(``group_protocol = "consumer"``) through confluent-kafka (:mod:`transports.kafka_consumer`);
+everything else — topics, publishing, backlog, commits, nacks, channels — is this
+module's either way. Share groups are :mod:`transports.kafka_share`.
+
 Features
     * queue = topic (the caller passes the full name), group = consumer group, a
       :class:`KafkaSubscription` = one consumer in that group. Partitions are the unit of
@@ -37,7 +42,9 @@ Connection settings (``[kafka]``): ``bootstrap_servers``, ``security_protocol``
 ``sasl_username``, ``sasl_password``, ``ssl_cafile``.
 
 Options (``[kafka]``): ``default_partitions`` (the floor for topics this transport
-creates), ``replication_factor``, ``assignor`` (range, roundrobin, sticky),
+creates), ``replication_factor``, ``group_protocol`` (classic, consumer; the timings and
+the assignor below apply to classic only, KIP-848 takes them from the broker),
+``assignor`` (range, roundrobin, sticky),
 ``session_timeout_ms``, ``heartbeat_interval_ms``, ``rebalance_timeout_ms``,
 ``max_poll_interval_ms``, ``metadata_max_age_ms`` (how soon members see new partitions),
 ``group_instance_id`` (static membership, ``{member}`` is replaced by the member id).
@@ -45,9 +52,11 @@ Topics are created with ``max.message.bytes`` = 1.5 x ``max_payload_bytes`` + 64
 for the base64 dead-letter envelope of a payload at the limit.
 
 Known limits
-    * eager rebalancing only (aiokafka has no cooperative protocol and no KIP-848): every
-      join, leave and resize revokes *all* partitions of the group, and unacked messages in
-      them are redelivered, even to the member that already holds them.
+    * classic: eager rebalancing only (aiokafka has no cooperative protocol): every join,
+      leave and resize revokes *all* partitions of the group, and unacked messages in
+      them are redelivered, even to the member that already holds them. KIP-848 revokes
+      only the partitions that move, but hands them over at the members' heartbeats
+      (the broker's ``group.consumer.heartbeat.interval.ms``, 5 s by default).
     * ``attempt`` counts nacks only: a redelivery after a rebalance, crash or close re-reads
       the same record, whose header Kafka cannot change.
     * ``in_flight`` is what *this* transport object fetched and has not acked; messages in
@@ -82,6 +91,7 @@ from broker_sched.errors import (
     TransportNotInstalled,
 )
 from transports.base import Backlog, Capabilities, Delivery, Listener, Subscription, Transport
+from transports.kafka_consumer import GroupConsumer, require_confluent
 
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
@@ -144,6 +154,8 @@ class KafkaTransport(Transport):
         _require_aiokafka()
         super().__init__(max_message_bytes=max_message_bytes)
         self.settings = kafka if kafka is not None else KafkaSettings()
+        if self.settings.group_protocol == "consumer":
+            require_confluent("kafka")
         self.request_timeout_ms = request_timeout_ms
         self.wire_limit_bytes = max_message_bytes * 3 // 2 + _ENVELOPE_HEADROOM_BYTES
         self._clients: _Clients | None = None
@@ -388,27 +400,8 @@ class KafkaTransport(Transport):
             raise
 
     async def subscribe(self, queue: str, group: str, member: str) -> KafkaSubscription:
-        from aiokafka import AIOKafkaConsumer
-
         await self._ensure_topic(queue)
-        kafka = self.settings
-        instance = kafka.group_instance_id
-        consumer = AIOKafkaConsumer(
-            **self._client_kwargs(),
-            group_id=group,
-            group_instance_id=instance.format(member=member) if instance else None,
-            client_id=member,
-            auto_offset_reset="earliest",
-            enable_auto_commit=False,
-            partition_assignment_strategy=(_assignor(kafka.assignor),),
-            session_timeout_ms=kafka.session_timeout_ms,
-            heartbeat_interval_ms=kafka.heartbeat_interval_ms,
-            rebalance_timeout_ms=kafka.rebalance_timeout_ms,
-            max_poll_interval_ms=kafka.max_poll_interval_ms,
-            max_partition_fetch_bytes=max(1_048_576, self.wire_limit_bytes),
-            # JoinGroup legitimately blocks on the broker for up to the rebalance timeout.
-            request_timeout_ms=kafka.rebalance_timeout_ms + self.request_timeout_ms,
-        )
+        consumer = self._group_consumer(group, member)
         subscription = KafkaSubscription(self, queue, group, member, consumer)
         consumer.subscribe([queue], listener=_rebalance_listener(subscription))
         try:
@@ -421,6 +414,37 @@ class KafkaTransport(Transport):
         subscription.start_committer()
         self._subscriptions.add(subscription)
         return subscription
+
+    def _group_consumer(self, group: str, member: str) -> Any:
+        """An aiokafka consumer (classic protocol) or its KIP-848 counterpart."""
+        kafka = self.settings
+        fetch_bytes = max(1_048_576, self.wire_limit_bytes)
+        if kafka.group_protocol == "consumer":
+            return GroupConsumer(
+                kafka,
+                group=group,
+                member=member,
+                **{"max.partition.fetch.bytes": fetch_bytes, "fetch.max.bytes": fetch_bytes * 2},
+            )
+        from aiokafka import AIOKafkaConsumer
+
+        instance = kafka.group_instance_id
+        return AIOKafkaConsumer(
+            **self._client_kwargs(),
+            group_id=group,
+            group_instance_id=instance.format(member=member) if instance else None,
+            client_id=member,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            partition_assignment_strategy=(_assignor(kafka.assignor),),
+            session_timeout_ms=kafka.session_timeout_ms,
+            heartbeat_interval_ms=kafka.heartbeat_interval_ms,
+            rebalance_timeout_ms=kafka.rebalance_timeout_ms,
+            max_poll_interval_ms=kafka.max_poll_interval_ms,
+            max_partition_fetch_bytes=fetch_bytes,
+            # JoinGroup legitimately blocks on the broker for up to the rebalance timeout.
+            request_timeout_ms=kafka.rebalance_timeout_ms + self.request_timeout_ms,
+        )
 
     async def backlog(self, queue: str, group: str) -> Backlog:
         return (await self.backlogs([(queue, group)]))[0]
@@ -771,7 +795,7 @@ class KafkaSubscription(Subscription):
         queue: str,
         group: str,
         member: str,
-        consumer: AIOKafkaConsumer,
+        consumer: AIOKafkaConsumer | GroupConsumer,
     ) -> None:
         self.queue, self.group, self.member = queue, group, member
         self.events: deque[RebalanceEvent] = deque(maxlen=1_000)

@@ -35,6 +35,8 @@ SETTLE_TIMEOUT_S = 60.0
 """How long a group may take until every partition has an owner (a Kafka join)."""
 
 FETCH_TIMEOUT_S = 0.2
+WARMUP = b"bench-warmup"
+"""Body prefix of the messages that check every member of a new pool takes work."""
 STOP_GRACE_S = 2.0
 OUTAGE_BACKOFF_S = 0.5
 
@@ -142,8 +144,20 @@ class ConsumerPool:
         return len(owned) == len(set(owned)) and set(owned) == set(range(self.partitions))
 
     def stable(self) -> bool:
-        """Every partition has an owner and no rebalance is under way."""
-        return self.covered() and self._rebalancing_since_s is None
+        """Every partition has an owner, every member has one where there are enough to go
+        round, and no rebalance is under way.
+
+        The middle condition matters on KIP-848: the first member to join is given every
+        partition, and the others' shares move to them only at later heartbeats.
+        """
+        return self.covered() and self.balanced() and self._rebalancing_since_s is None
+
+    def balanced(self) -> bool:
+        if not self.observable or self.partitions is None:
+            return True
+        if len(self.members) > self.partitions:
+            return True
+        return all(member.assigned for member in self.members.values())
 
     async def settled(self, timeout_s: float) -> bool:
         """Wait until the group is :meth:`stable`; False when ``timeout_s`` passed first."""
@@ -155,6 +169,34 @@ class ConsumerPool:
                 return False
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), remaining_s)
+        return True
+
+    async def warmed_up(self, timeout_s: float) -> bool:
+        """Feed warm-up messages until every member has completed one; False on timeout.
+
+        Without partitions any member can take any message, so this ends; it matters
+        where a member gets work only some time after subscribing (a share-group member
+        waits for the group's next heartbeat), which would otherwise count as a pause.
+        """
+        deadline_s = time.monotonic() + timeout_s
+        while any(member.completed == 0 for member in self.members.values()):
+            remaining_s = deadline_s - time.monotonic()
+            if remaining_s <= 0:
+                return False
+            for _ in self.members:
+                await self.transport.publish(self.queue, WARMUP)
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), min(remaining_s, 1.0))
+        return True
+
+    async def all_working(self, timeout_s: float) -> bool:
+        """Under load: wait until every member has completed a message; False on timeout."""
+        deadline_s = time.monotonic() + timeout_s
+        while any(member.completed == 0 for member in self.members.values()):
+            if time.monotonic() >= deadline_s:
+                return False
+            await asyncio.sleep(FETCH_TIMEOUT_S)
         return True
 
     def assignment(self) -> dict[str, list[int]]:
@@ -177,6 +219,11 @@ class ConsumerPool:
                 await asyncio.sleep(OUTAGE_BACKOFF_S)
                 continue
             for delivery in deliveries:
+                if delivery.body.startswith(WARMUP):
+                    await delivery.ack()
+                    member.completed += 1
+                    self._changed.set()
+                    continue
                 if self.run_ms > 0:
                     await asyncio.sleep(self.run_ms / 1000)
                 await self.handle(delivery.body)
@@ -224,6 +271,8 @@ async def settled_pool(
     try:
         await pool.add_many(consumers)
         await pool.settled(SETTLE_TIMEOUT_S)
+        if pool.partitions is None:
+            await pool.warmed_up(SETTLE_TIMEOUT_S)
         recorder.t0_s = time.monotonic()
         yield pool
     finally:

@@ -26,6 +26,7 @@ from broker_sched.bench.consumers import SETTLE_TIMEOUT_S, ConsumerPool, settled
 from broker_sched.bench.context import BenchContext
 from broker_sched.bench.load import Deadline, closed_loop, stop_tasks
 from broker_sched.bench.plots import BarFigure, Line, Marker, Panel, TimeFigure
+from broker_sched.bench.rebalance import KIP848
 from broker_sched.bench.recorder import Recorder
 from broker_sched.bench.report import Report, Table
 from broker_sched.bench.settings import run_tag
@@ -67,10 +68,11 @@ async def run(ctx: BenchContext) -> Report:
     plan = QUICK if ctx.quick else FULL
     results = {}
     for transport in ctx.transports:
-        result = await run_transport(ctx, transport, plan)
-        results[transport] = result
-        steps = ", ".join(f"{s['consumers']}→{s['tps']:.0f}/s" for s in result["steps"])
-        ctx.progress.note(f"partition-limit {transport}: {steps}; resize {result['resize']}")
+        for label, overrides in variants(ctx, transport):
+            result = await run_transport(ctx, transport, plan, overrides, label)
+            results[label] = result
+            steps = ", ".join(f"{s['consumers']}→{s['tps']:.0f}/s" for s in result["steps"])
+            ctx.progress.note(f"partition-limit {label}: {steps}; resize {result['resize']}")
     report = Report(
         scenario="partition-limit",
         title="partition-limit: consumers beyond the partition count, and resizing under load",
@@ -99,8 +101,22 @@ async def run(ctx: BenchContext) -> Report:
     return report
 
 
-async def run_transport(ctx: BenchContext, name: str, plan: Plan) -> dict[str, Any]:
-    transport = ctx.transport(name)
+def variants(ctx: BenchContext, transport: str) -> list[tuple[str, dict[str, Any]]]:
+    """Each transport as configured; a rebalancing one on the KIP-848 protocol too."""
+    found: list[tuple[str, dict[str, Any]]] = [(transport, {})]
+    if ctx.transport(transport).capabilities.rebalances:
+        found.append((f"{transport}-kip848", KIP848))
+    return found
+
+
+async def run_transport(
+    ctx: BenchContext,
+    name: str,
+    plan: Plan,
+    overrides: dict[str, Any] | None = None,
+    label: str | None = None,
+) -> dict[str, Any]:
+    transport = ctx.transport(name, overrides)
     queue = f"bench-{run_tag()}-plimit"
     total_s = (plan.step_s + 5) * len(plan.steps) + plan.resize_window_s
     recorder = Recorder(0.0, total_s, plan.interval_s)
@@ -145,7 +161,7 @@ async def run_transport(ctx: BenchContext, name: str, plan: Plan) -> dict[str, A
         recorder.events.clear()
         load = asyncio.create_task(closed_loop(plan.users, request, until=stop, grace_s=2.0))
         try:
-            async with ctx.progress.showing(f"partition-limit {name}", recorder):
+            async with ctx.progress.showing(f"partition-limit {label or name}", recorder):
                 steps = await _steps(pool, plan, recorder)
                 resize = await _resize(transport, pool, queue, plan, recorder)
             stop.now()
@@ -174,6 +190,8 @@ async def _steps(pool: ConsumerPool, plan: Plan, recorder: Recorder) -> list[dic
             member = await pool.add()
             recorder.event("consumer_added", member=member.name, consumers=len(pool.members))
         settled = await pool.settled(SETTLE_TIMEOUT_S)
+        if pool.partitions is None:  # a share-group member takes work a heartbeat after joining
+            settled = await pool.all_working(SETTLE_TIMEOUT_S) and settled
         before = {name: m.completed for name, m in pool.members.items()}
         start_s = recorder.now()
         await asyncio.sleep(plan.step_s)

@@ -9,12 +9,14 @@ add a consumer, add another, restart one (close and rejoin under the same name),
 one. Per operation: the *pause* (the longest stretch without any completion, from the
 operation until the next one) and the p99 against the steady state before the first.
 
-On Kafka every join and leave is an eager rebalance: all members give up all partitions
-and wait for the group to re-form, so consumption pauses. With static membership
-(``kafka.group_instance_id``) a restart rejoins without a rebalance, but a member that
-leaves is noticed only after ``session_timeout_ms``, and its partitions wait until then.
-Redis Streams and NATS JetStream have no partitions to hand around: the same operations
-should show no pause at all.
+On classic Kafka every join and leave is an eager rebalance: all members give up all
+partitions and wait for the group to re-form, so consumption pauses. With static
+membership (``kafka.group_instance_id``) a restart rejoins without a rebalance, but a
+member that leaves is noticed only after ``session_timeout_ms``, and its partitions wait
+until then. With KIP-848 (``kip848``: ``kafka.group_protocol = "consumer"``) the broker
+moves only the partitions that change owner, at the members' heartbeats. A share group
+(``kafka-share``), Redis Streams and NATS JetStream have no partitions to hand around:
+the same operations should show no pause at all.
 """
 
 from __future__ import annotations
@@ -89,11 +91,17 @@ EVENT_OF: dict[Operation, str] = {
 }
 
 
+KIP848 = {"kafka": {"group_protocol": "consumer"}}
+"""The Kafka transport on the KIP-848 group protocol instead of classic eager rebalances."""
+
+
 def variants(ctx: BenchContext, transport: str, tag: str) -> list[tuple[str, dict[str, Any]]]:
-    """Dynamic membership everywhere; static membership too where members rebalance."""
+    """Dynamic membership everywhere; where members rebalance, static membership and the
+    KIP-848 protocol too (share groups and the other brokers have neither)."""
     found: list[tuple[str, dict[str, Any]]] = [("dynamic", {})]
     if ctx.transport(transport).capabilities.rebalances:
         found.append(("static", {"kafka": {"group_instance_id": f"bench-{tag}-{{member}}"}}))
+        found.append(("kip848", KIP848))
     return found
 
 

@@ -61,7 +61,7 @@ async def test_quick_rebalance_on_kafka(settings_of: Callable[[str], Settings]) 
     ctx = BenchContext(settings_of("kafka"), ["kafka"], quick=True, progress=Progress(None))
     report = await rebalance.run(ctx)
     runs = report.data["transports"]["kafka"]
-    assert set(runs) == {"dynamic", "static"}
+    assert set(runs) == {"dynamic", "static", "kip848"}
     add, remove = runs["dynamic"]["operations"]
     assert add["rebalances"] >= 1, "a consumer joining a Kafka group triggers a rebalance"
     assert remove["rebalances"] >= 1, "so does one leaving it"
@@ -72,3 +72,4 @@ async def test_quick_rebalance_on_kafka(settings_of: Callable[[str], Settings]) 
     assert static_remove["rebalances"] == 0, "a static member leaves without a LeaveGroup"
     assert static_remove["max_ms"] > 1000 * (session_s - 3), "its partitions wait for the session"
     assert runs["static"]["unfinished"] == 0
+    assert runs["kip848"]["unfinished"] == 0

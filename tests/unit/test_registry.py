@@ -10,7 +10,7 @@ from transports.base import Transport
 from transports.memory import MemoryTransport
 from transports.registry import available, resolve, transport_from_settings
 
-BUILT_IN = ["kafka", "memory", "nats", "redis"]
+BUILT_IN = ["kafka", "kafka-share", "memory", "nats", "redis"]
 
 
 def test_available_lists_the_built_in_transports() -> None:
