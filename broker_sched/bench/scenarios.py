@@ -15,6 +15,7 @@ from broker_sched.bench import (
     seed_table,
 )
 from broker_sched.bench.context import BenchContext
+from broker_sched.bench.floor import run as run_floor
 from broker_sched.bench.overhead import overhead_figure, overhead_table, overhead_targets
 from broker_sched.bench.plots import Line, Panel, TimeFigure
 from broker_sched.bench.raw import run_raw
@@ -83,13 +84,20 @@ def _series_figure(floors: dict[str, dict[str, Any]]) -> TimeFigure:
     return TimeFigure("raw-latency", "raw transport latency over time", [panel])
 
 
+async def overhead_floor(ctx: BenchContext) -> Report:
+    return await run_floor(ctx.base, ctx.transports, quick=ctx.quick, progress=ctx.progress)
+
+
 SCENARIOS: dict[str, Scenario] = {
     "raw": raw,
+    "overhead": overhead_floor,
     "seed-table": seed_table.run,
     "rebalance": rebalance.run,
     "partition-limit": partition_limit.run,
     "many-topics": many_topics.run,
 }
+SELF_CONTAINED = {"overhead"}
+"""Scenarios that are their own floor comparison: no overhead block appended."""
 ALL = "all"
 
 
@@ -111,7 +119,8 @@ async def run_scenario(scenario: str, ctx: BenchContext) -> Report:
         report = await SCENARIOS[scenario](ctx)
     else:
         report = await custom.run(ctx, load_workload(Path(scenario)))
-    await add_overhead(report, ctx)
+    if scenario not in SELF_CONTAINED:
+        await add_overhead(report, ctx)
     return report
 
 
