@@ -10,8 +10,13 @@ Features
       way) and then reads new ones (XREADGROUP ``>``); only when both are empty does it
       block (XREADGROUP BLOCK ≤ ``block_ms`` and ≤ the fetch timeout) on a second client
       whose socket timeout is longer than any BLOCK (redis-py's 5 s default would break
-      it). ``Delivery.id`` is the entry id, which stays the same across redeliveries;
-      ``attempt`` is the group's delivery count for the entry.
+      it). A member runs the Lua call at most once per ``block_ms`` (or at once after a
+      member of this client gave work back) and otherwise goes straight to the blocking
+      read, which returns new entries at once: a busy member then costs one command per
+      fetch instead of two, and sees another client's nacked or reclaimable work as late
+      as an idle member already did (≤ ``block_ms``). ``Delivery.id`` is the entry id,
+      which stays the same across redeliveries; ``attempt`` is the group's delivery count
+      for the entry.
     * ``reply_and_ack``: the reply's PUBLISH and the ack travel in one pipeline (not
       MULTI), reply first; Redis runs a connection's commands in order, so the reply is
       out before the ack. A PUBLISH that Redis rejects (an ACL, say) does not stop the
@@ -174,6 +179,8 @@ class RedisStreamsTransport(Transport):
         # server and must outlast the longest BLOCK.
         self.blocking = client(block_ms / 1000 + COMMAND_TIMEOUT_S, WAITING_CONNECTIONS)
         self.scripts = _Scripts(self._commands)
+        self.given_back = 0
+        """Counts this client's nacks and releases: a member seeing it change reclaims."""
         self.hot = _Coalescer(self._commands, PIPELINES_IN_FLIGHT)
         self.subscriptions: set[RedisSubscription] = set()
         self.listeners: set[RedisListener] = set()
@@ -366,6 +373,8 @@ class RedisSubscription(Subscription):
         self._transport = transport
         self.key = stream_key(queue)
         self._cursor: bytes | str = "0-0"
+        self._claim_due_s = 0.0
+        self._given_back_seen = -1
         self._closed = False
 
     async def _fetch(self, max_messages: int, timeout_s: float) -> list[Delivery]:
@@ -375,15 +384,24 @@ class RedisSubscription(Subscription):
         deadline = loop.time() + timeout_s
         with translated(f"fetch {self.queue}/{self.group}"):
             while True:
-                deliveries = await self._in_group(self._claim_or_read, max_messages)
-                if deliveries:
-                    return deliveries
+                if self._claim_due(loop.time()):
+                    deliveries = await self._in_group(self._claim_or_read, max_messages)
+                    if deliveries:
+                        return deliveries
                 block_ms = min(self._transport.block_ms, int((deadline - loop.time()) * 1000))
                 if block_ms <= 0:
                     return []
                 deliveries = await self._in_group(self._read_blocking, max_messages, block_ms)
                 if deliveries:
                     return deliveries
+
+    def _claim_due(self, now_s: float) -> bool:
+        given_back = self._transport.given_back
+        if now_s < self._claim_due_s and given_back == self._given_back_seen:
+            return False
+        self._claim_due_s = now_s + self._transport.block_ms / 1000
+        self._given_back_seen = given_back
+        return True
 
     async def _claim_or_read(self, max_messages: int) -> list[Delivery]:
         reply = await self._transport.eval_hot(
@@ -438,6 +456,7 @@ class RedisSubscription(Subscription):
         ``claim_min_idle_ms``); a no-op if another member has already reclaimed it."""
         idle_ms = max(0, self._transport.claim_min_idle_ms - int(delay_s * 1000))
         await self._move(entry_id, RETURNED, idle_ms)
+        self._transport.given_back += 1
 
     async def extend(self, entry_id: str) -> None:
         await self._move(entry_id, self.member, 0)
@@ -457,6 +476,7 @@ class RedisSubscription(Subscription):
             await self._transport.scripts.release(
                 [self.key], [self.group, self.member, RETURNED, self._transport.claim_min_idle_ms]
             )
+        self._transport.given_back += 1
 
 
 class RedisDelivery(Delivery):
@@ -560,11 +580,15 @@ class _Coalescer:
         self._slots = in_flight
         self._queued: list[tuple[tuple[Command, ...], asyncio.Future[list[Any]]]] = []
         self._senders: set[asyncio.Task[None]] = set()
+        self._sending = 0
+        """Senders not yet done: counted down the moment one finds nothing queued (a
+        done callback would leave a gap in which new commands start no sender)."""
 
     async def run(self, *commands: Command) -> list[Any]:
         done: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         self._queued.append((commands, done))
-        if len(self._senders) < self._slots:
+        if self._sending < self._slots:
+            self._sending += 1
             sender = asyncio.create_task(self._send_queued())
             self._senders.add(sender)
             sender.add_done_callback(self._senders.discard)
@@ -575,6 +599,12 @@ class _Coalescer:
         return replies
 
     async def _send_queued(self) -> None:
+        try:
+            await self._send_all_queued()
+        finally:
+            self._sending -= 1
+
+    async def _send_all_queued(self) -> None:
         while self._queued:
             batch, self._queued = self._queued, []
             pipe = self._client.pipeline(transaction=False)

@@ -18,7 +18,6 @@ transport at ≥ 10,000 activations/s.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -184,6 +183,9 @@ async def bare_side(
             window = await closed_loop_window(
                 callers, call, warmup_s=warmup_s, duration_s=duration_s
             )
+            for task in tasks:
+                if task.done():
+                    task.result()
         finally:
             await stop_tasks(tasks, grace_s=0.0)
             await listener.close()
@@ -246,14 +248,10 @@ async def scheduled_side(
             if not result.ok:
                 raise BrokerSchedError(f"{result.status}: {result.error}")
 
-        try:
-            window = await closed_loop_window(
-                callers, call, warmup_s=warmup_s, duration_s=duration_s
-            )
-            containers = sum(len(invoker.proxies) for invoker in stack.invokers)
-        finally:
-            with contextlib.suppress(BrokerSchedError):
-                await delete_queues(stack.transport, [settings.queue_name("guest", action)])
+        window = await closed_loop_window(callers, call, warmup_s=warmup_s, duration_s=duration_s)
+        containers = sum(len(invoker.proxies) for invoker in stack.invokers)
+    async with transport_from_settings(settings) as cleaner:
+        await delete_queues(cleaner, [settings.queue_name("guest", action)])
     return {**window.summary(), "containers": containers}
 
 

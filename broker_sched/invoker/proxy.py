@@ -27,7 +27,7 @@ from broker_sched.config import InvokerSettings
 from broker_sched.errors import MalformedMessage
 from broker_sched.events import Timeline
 from broker_sched.invoker.pulling import Puller, TaskSet
-from broker_sched.invoker.replies import send_result
+from broker_sched.invoker.replies import answer
 from broker_sched.model import Activation, Start, Status, decode, now_ms
 from broker_sched.runtime.base import Container, ContainerCrashed, ContainerTimings
 from transports.base import Delivery, Transport
@@ -136,14 +136,14 @@ class ContainerProxy:
             return
         received_ms = now_ms()
         if received_ms > activation.deadline_ms:
-            await send_result(
+            await answer(
                 self.transport,
+                delivery,
                 activation,
                 Status.TIMEOUT,
                 invoker_id=self.invoker_id,
                 error="deadline passed while queued",
             )
-            await delivery.ack()
             return
         start = self._start_kind()
         init_ms = 0.0
@@ -157,8 +157,9 @@ class ContainerProxy:
         timeout_s = min(self.container.action.timeout_s, remaining_s)
         outcome = await self.container.run(activation.payload, timeout_s)
         self.runs += 1
-        await send_result(
+        await answer(
             self.transport,
+            delivery,
             activation,
             outcome.status,
             result=outcome.result,
@@ -170,7 +171,6 @@ class ContainerProxy:
             invoker_id=self.invoker_id,
             container_id=self.container.id,
         )
-        await delivery.ack()
         if not self.container.alive:
             self.stop()
 
@@ -197,12 +197,12 @@ class ContainerProxy:
         except MalformedMessage:
             await delivery.ack()
             return
-        await send_result(
+        await answer(
             self.transport,
+            delivery,
             activation,
             Status.SYSTEM_ERROR,
             error=f"container crashed on {delivery.attempt} attempts: {reason}",
             invoker_id=self.invoker_id,
             container_id=self.container.id,
         )
-        await delivery.ack()
