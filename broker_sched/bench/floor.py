@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from broker_sched.bench.cell import delete_queues
+from broker_sched.bench.footprint import measure_footprint
 from broker_sched.bench.load import stop_tasks
 from broker_sched.bench.progress import Progress
 from broker_sched.bench.report import Report, Table, Target, at_least, at_most
@@ -52,10 +53,26 @@ class FloorPlan:
     warmup_s: float
     duration_s: float
     invoker_processes: tuple[int, ...]
+    footprint_actions: int
+    footprint_keep_alive_s: float
 
 
-FULL = FloorPlan((1, TARGET_CALLERS), warmup_s=2.0, duration_s=5.0, invoker_processes=(1, 2))
-QUICK = FloorPlan((1, TARGET_CALLERS), warmup_s=0.5, duration_s=1.0, invoker_processes=())
+FULL = FloorPlan(
+    (1, TARGET_CALLERS),
+    warmup_s=2.0,
+    duration_s=5.0,
+    invoker_processes=(1, 2),
+    footprint_actions=1_000,
+    footprint_keep_alive_s=8.0,
+)
+QUICK = FloorPlan(
+    (1, TARGET_CALLERS),
+    warmup_s=0.5,
+    duration_s=1.0,
+    invoker_processes=(),
+    footprint_actions=100,
+    footprint_keep_alive_s=2.0,
+)
 
 
 @dataclass
@@ -465,6 +482,7 @@ async def run(base: Settings, transports: list[str], *, quick: bool, progress: P
         if transport != "memory" and plan.invoker_processes
         for row in await measure_processes(base, transport, plan, progress)
     ]
+    footprint = await measure_footprint(base, plan.footprint_actions, plan.footprint_keep_alive_s)
     report = Report(
         scenario="overhead",
         title="overhead: the scheduled path against the best bare client loop",
@@ -473,11 +491,30 @@ async def run(base: Settings, transports: list[str], *, quick: bool, progress: P
             f"Closed-loop callers ({', '.join(map(str, plan.callers))}), "
             f"{plan.warmup_s:g} s warm-up, {plan.duration_s:g} s measured per side."
         ),
-        data={"rows": rows, "processes": split_rows},
+        data={"rows": rows, "processes": split_rows, "footprint": footprint},
     )
     report.tables.append(floor_table(rows))
     report.targets += floor_targets(rows)
     if split_rows:
         report.tables.append(processes_table(split_rows))
         report.targets += processes_targets(split_rows)
+    report.tables.append(
+        Table(
+            f"Memory at {footprint['actions']:,} actions (memory transport, tracemalloc)",
+            ["actions", "warm proxies", "bytes per warm proxy", "bytes per idle action queue"],
+            [
+                [
+                    footprint["actions"],
+                    footprint["warm_proxies"],
+                    footprint["bytes_per_warm_proxy"],
+                    footprint["bytes_per_idle_queue"],
+                ]
+            ],
+            note=(
+                "A warm proxy: its container, subscription and task; an idle queue: the "
+                "queue and group (in the broker on a network transport) and the "
+                "controller's per-action state."
+            ),
+        )
+    )
     return report
