@@ -36,7 +36,7 @@ from broker_sched.errors import BrokerSchedError
 from broker_sched.model import Activation, ActivationResult, Status, encode, now_ms
 from broker_sched.stack import Stack
 from transports.base import Delivery, Listener
-from transports.registry import transport_from_settings
+from transports.registry import resolve, transport_from_settings
 
 TPS_RATIO_GOAL = 0.7
 P50_RATIO_GOAL = 1.5
@@ -55,6 +55,13 @@ class FloorPlan:
     invoker_processes: tuple[int, ...]
     footprint_actions: int
     footprint_keep_alive_s: float
+    rebalance_warmup_s: float
+    """Warm-up where members joining pause the group (Kafka): 32 joins take seconds."""
+
+    def warmup_for(self, transport: str) -> float:
+        if resolve(transport).capabilities.rebalances:
+            return max(self.warmup_s, self.rebalance_warmup_s)
+        return self.warmup_s
 
 
 FULL = FloorPlan(
@@ -64,6 +71,7 @@ FULL = FloorPlan(
     invoker_processes=(1, 2),
     footprint_actions=1_000,
     footprint_keep_alive_s=8.0,
+    rebalance_warmup_s=10.0,
 )
 QUICK = FloorPlan(
     (1, TARGET_CALLERS),
@@ -72,6 +80,7 @@ QUICK = FloorPlan(
     invoker_processes=(),
     footprint_actions=100,
     footprint_keep_alive_s=2.0,
+    rebalance_warmup_s=0.5,
 )
 
 
@@ -293,7 +302,11 @@ async def measure_transport(
             settings, callers, warmup_s=plan.warmup_s, duration_s=plan.duration_s
         )
         scheduled = await scheduled_side(
-            base, transport, callers, warmup_s=plan.warmup_s, duration_s=plan.duration_s
+            base,
+            transport,
+            callers,
+            warmup_s=plan.warmup_for(transport),
+            duration_s=plan.duration_s,
         )
         row = {
             "transport": transport,
@@ -320,13 +333,14 @@ async def measure_processes(
     from broker_sched.bench.processes import split_side
 
     callers = TARGET_CALLERS
+    warmup_s = plan.warmup_for(transport)
     one = await scheduled_side(
-        base, transport, callers, warmup_s=plan.warmup_s, duration_s=plan.duration_s
+        base, transport, callers, warmup_s=warmup_s, duration_s=plan.duration_s
     )
     rows = [{"transport": transport, "deployment": "one process", **one}]
     for workers in plan.invoker_processes:
         split = await split_side(
-            base, transport, callers, workers, warmup_s=plan.warmup_s, duration_s=plan.duration_s
+            base, transport, callers, workers, warmup_s=warmup_s, duration_s=plan.duration_s
         )
         rows.append(
             {"transport": transport, "deployment": f"controller + {workers} invoker proc", **split}
