@@ -54,7 +54,6 @@ class FloorPlan:
     duration_s: float
     invoker_processes: tuple[int, ...]
     footprint_actions: int
-    footprint_keep_alive_s: float
     rebalance_warmup_s: float
     """Warm-up where members joining pause the group (Kafka): 32 joins take seconds."""
 
@@ -70,7 +69,6 @@ FULL = FloorPlan(
     duration_s=5.0,
     invoker_processes=(1, 2),
     footprint_actions=1_000,
-    footprint_keep_alive_s=8.0,
     rebalance_warmup_s=10.0,
 )
 QUICK = FloorPlan(
@@ -79,7 +77,6 @@ QUICK = FloorPlan(
     duration_s=1.0,
     invoker_processes=(),
     footprint_actions=100,
-    footprint_keep_alive_s=2.0,
     rebalance_warmup_s=0.5,
 )
 
@@ -496,7 +493,7 @@ async def run(base: Settings, transports: list[str], *, quick: bool, progress: P
         if transport != "memory" and plan.invoker_processes
         for row in await measure_processes(base, transport, plan, progress)
     ]
-    footprint = await measure_footprint(base, plan.footprint_actions, plan.footprint_keep_alive_s)
+    footprint = await measure_footprint(base, plan.footprint_actions)
     report = Report(
         scenario="overhead",
         title="overhead: the scheduled path against the best bare client loop",

@@ -85,7 +85,6 @@ async def test_overhead_floor_and_scheduled_path(
         duration_s=1.0,
         invoker_processes=(),
         footprint_actions=0,
-        footprint_keep_alive_s=0.0,
         rebalance_warmup_s=1.0,
     )
     [row] = await floor.measure_transport(settings_of(name), name, plan, Progress(None))
