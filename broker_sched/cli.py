@@ -238,8 +238,10 @@ async def _run_workers(args: argparse.Namespace, settings: Settings) -> int:
     own invoker id (the configured one suffixed ``-w<n>``, else a generated one); all
     stop when one stops or this process is interrupted.
     """
-    if args.role != "invoker" or args.workers < 1:
-        raise ConfigError("--workers N (N >= 1) needs --role invoker")
+    if args.role != "invoker":
+        raise ConfigError("--workers runs invoker processes: it needs --role invoker")
+    if args.workers < 1:
+        raise ConfigError(f"--workers must be at least 1, not {args.workers}")
     command = [sys.executable, "-m", "broker_sched.cli"]
     if args.config is not None:
         command += ["--config", str(args.config)]
