@@ -3,17 +3,16 @@
 The floor is what a careful hand-written consumer on the same broker achieves: one
 member fetches in batches (up to 64 messages in hand) and answers each message with the
 transport's one-round-trip reply-and-ack without waiting for it before the next fetch,
-while closed-loop callers publish a
-message the size of an encoded activation and await its reply. The scheduled side is
-the whole stack (controller, backlog monitor, one invoker, container proxies) with a
-noop action (simulated runtime, 0 ms runs and cold starts) and the same callers, once
-its containers are warm. Both run in this process one after the other, so CPU seconds
-per 1,000 activations (``time.process_time``) compare like with like: the load
-generator is in both, the broker's own CPU is in neither.
+while closed-loop callers publish a message the size of an encoded activation and await
+its reply. The scheduled side is the whole stack (controller, backlog monitor, one
+invoker, container proxies) with a noop action (simulated runtime, 0 ms runs and cold
+starts) and the same callers, once its containers are warm. Both run in this process one
+after the other, so CPU seconds per 1,000 activations (``time.process_time``) compare
+like with like: the load generator is in both, the broker's own CPU is in neither.
 
-Targets come from the issue that asked for this comparison: the scheduled path at
-at least 0.7 of the floor's throughput and at most 1.5 times its p50 at 50 callers, and the memory
-transport at ≥ 10,000 activations/s.
+The targets: at 50 callers the scheduled path keeps at least 0.7 of the floor's
+throughput and at most 1.5 times its p50, and on the memory transport it serves at least
+10,000 activations/s.
 """
 
 from __future__ import annotations
