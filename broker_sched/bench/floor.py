@@ -309,9 +309,9 @@ async def measure_transport(
             "callers": callers,
             "bare": bare,
             "scheduled": scheduled,
-            "tps_ratio": _ratio(scheduled["tps"], bare["tps"]),
-            "p50_ratio": _ratio(scheduled["p50_ms"], bare["p50_ms"]),
-            "cpu_ratio": _ratio(scheduled["cpu_s_per_1k"], bare["cpu_s_per_1k"]),
+            "tps_ratio": ratio(scheduled["tps"], bare["tps"]),
+            "p50_ratio": ratio(scheduled["p50_ms"], bare["p50_ms"]),
+            "cpu_ratio": ratio(scheduled["cpu_s_per_1k"], bare["cpu_s_per_1k"]),
         }
         progress.note(
             f"{transport} {callers} callers: bare {bare['tps']:.0f}/s p50 "
@@ -322,35 +322,7 @@ async def measure_transport(
     return rows
 
 
-async def measure_processes(
-    base: Settings, transport: str, plan: FloorPlan, progress: Progress
-) -> list[dict[str, Any]]:
-    """One process against the controller beside 1 and 2 invoker processes."""
-    from broker_sched.bench.processes import split_side
-
-    callers = TARGET_CALLERS
-    warmup_s = plan.warmup_for(transport)
-    one = await scheduled_side(
-        base, transport, callers, warmup_s=warmup_s, duration_s=plan.duration_s
-    )
-    rows = [{"transport": transport, "deployment": "one process", **one}]
-    for workers in plan.invoker_processes:
-        split = await split_side(
-            base, transport, callers, workers, warmup_s=warmup_s, duration_s=plan.duration_s
-        )
-        rows.append(
-            {"transport": transport, "deployment": f"controller + {workers} invoker proc", **split}
-        )
-        progress.note(
-            f"{transport} split ({workers} invoker processes): {split['tps']:.0f}/s, "
-            f"one process {one['tps']:.0f}/s"
-        )
-    for row in rows:
-        row["tps_vs_one"] = _ratio(row["tps"], one["tps"])
-    return rows
-
-
-def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
     if numerator is None or not denominator:
         return None
     return numerator / denominator
@@ -437,60 +409,12 @@ def floor_targets(rows: list[dict[str, Any]]) -> list[Target]:
     return targets
 
 
-def processes_table(rows: list[dict[str, Any]]) -> Table:
-    return Table(
-        f"One process against separate controller and invoker processes ({TARGET_CALLERS} callers)",
-        ["transport", "deployment", "TPS", "p50 ms", "p99 ms", "CPU s/1k", "TPS ÷ one"],
-        [
-            [
-                r["transport"],
-                r["deployment"],
-                r["tps"],
-                r["p50_ms"],
-                r["p99_ms"],
-                r["cpu_s_per_1k"],
-                r["tps_vs_one"],
-            ]
-            for r in rows
-        ],
-        note=(
-            "The callers and the controller share the bench process; invokers run as "
-            "`broker-sched run --role invoker --workers N`. CPU s/1k adds the invoker "
-            "processes' CPU."
-        ),
-    )
-
-
-def processes_targets(rows: list[dict[str, Any]]) -> list[Target]:
-    best: dict[str, float | None] = {}
-    for row in rows:
-        if row["deployment"] != "one process":
-            ratio = row["tps_vs_one"]
-            current = best.get(row["transport"])
-            best[row["transport"]] = ratio if current is None or (ratio or 0) > current else current
-    return [
-        at_least(
-            f"{transport}: best multi-process TPS ÷ one process",
-            ratio,
-            1.0,
-            "on 2 shared cores the extra processes compete with the broker and each other",
-        )
-        for transport, ratio in best.items()
-    ]
-
-
 async def run(base: Settings, transports: list[str], *, quick: bool, progress: Progress) -> Report:
     plan = QUICK if quick else FULL
     rows = [
         row
         for transport in transports
         for row in await measure_transport(base, transport, plan, progress)
-    ]
-    split_rows = [
-        row
-        for transport in transports
-        if transport != "memory" and plan.invoker_processes
-        for row in await measure_processes(base, transport, plan, progress)
     ]
     footprint = await measure_footprint(base, plan.footprint_actions)
     report = Report(
@@ -501,13 +425,10 @@ async def run(base: Settings, transports: list[str], *, quick: bool, progress: P
             f"Closed-loop callers ({', '.join(map(str, plan.callers))}), "
             f"{plan.warmup_s:g} s warm-up, {plan.duration_s:g} s measured per side."
         ),
-        data={"rows": rows, "processes": split_rows, "footprint": footprint},
+        data={"rows": rows, "footprint": footprint},
     )
     report.tables.append(floor_table(rows))
     report.targets += floor_targets(rows)
-    if split_rows:
-        report.tables.append(processes_table(split_rows))
-        report.targets += processes_targets(split_rows)
     report.tables.append(
         Table(
             f"Memory at {footprint['actions']:,} actions (memory transport, tracemalloc)",

@@ -20,7 +20,17 @@ from pathlib import Path
 from typing import Any
 
 from broker_sched.bench.cell import delete_queues
-from broker_sched.bench.floor import REPLY_TIMEOUT_S, closed_loop_window, scheduled_settings
+from broker_sched.bench.floor import (
+    REPLY_TIMEOUT_S,
+    TARGET_CALLERS,
+    FloorPlan,
+    closed_loop_window,
+    ratio,
+    scheduled_settings,
+    scheduled_side,
+)
+from broker_sched.bench.progress import Progress
+from broker_sched.bench.report import Report, Table, Target, at_least
 from broker_sched.bench.settings import run_tag
 from broker_sched.config import ENV_PREFIX, Settings
 from broker_sched.errors import BrokerSchedError
@@ -124,3 +134,87 @@ async def split_side(
     else:
         summary["cpu_s_per_1k"] = None
     return {**summary, "containers": containers, "workers": workers}
+
+
+async def add_processes(
+    report: Report, base: Settings, transports: list[str], plan: FloorPlan, progress: Progress
+) -> None:
+    """The multi-process comparison for every network transport, into ``report``."""
+    rows = [
+        row
+        for transport in transports
+        if transport != "memory" and plan.invoker_processes
+        for row in await measure_processes(base, transport, plan, progress)
+    ]
+    report.data["processes"] = rows
+    if rows:
+        report.tables.append(processes_table(rows))
+        report.targets += processes_targets(rows)
+
+
+async def measure_processes(
+    base: Settings, transport: str, plan: FloorPlan, progress: Progress
+) -> list[dict[str, Any]]:
+    """One process against the controller beside 1 and 2 invoker processes."""
+    callers = TARGET_CALLERS
+    warmup_s = plan.warmup_for(transport)
+    one = await scheduled_side(
+        base, transport, callers, warmup_s=warmup_s, duration_s=plan.duration_s
+    )
+    rows = [{"transport": transport, "deployment": "one process", **one}]
+    for workers in plan.invoker_processes:
+        split = await split_side(
+            base, transport, callers, workers, warmup_s=warmup_s, duration_s=plan.duration_s
+        )
+        rows.append(
+            {"transport": transport, "deployment": f"controller + {workers} invoker proc", **split}
+        )
+        progress.note(
+            f"{transport} split ({workers} invoker processes): {split['tps']:.0f}/s, "
+            f"one process {one['tps']:.0f}/s"
+        )
+    for row in rows:
+        row["tps_vs_one"] = ratio(row["tps"], one["tps"])
+    return rows
+
+
+def processes_table(rows: list[dict[str, Any]]) -> Table:
+    return Table(
+        f"One process against separate controller and invoker processes ({TARGET_CALLERS} callers)",
+        ["transport", "deployment", "TPS", "p50 ms", "p99 ms", "CPU s/1k", "TPS ÷ one"],
+        [
+            [
+                r["transport"],
+                r["deployment"],
+                r["tps"],
+                r["p50_ms"],
+                r["p99_ms"],
+                r["cpu_s_per_1k"],
+                r["tps_vs_one"],
+            ]
+            for r in rows
+        ],
+        note=(
+            "The callers and the controller share the bench process; invokers run as "
+            "`broker-sched run --role invoker --workers N`. CPU s/1k adds the invoker "
+            "processes' CPU."
+        ),
+    )
+
+
+def processes_targets(rows: list[dict[str, Any]]) -> list[Target]:
+    best: dict[str, float | None] = {}
+    for row in rows:
+        if row["deployment"] != "one process":
+            ratio = row["tps_vs_one"]
+            current = best.get(row["transport"])
+            best[row["transport"]] = ratio if current is None or (ratio or 0) > current else current
+    return [
+        at_least(
+            f"{transport}: best multi-process TPS ÷ one process",
+            ratio,
+            1.0,
+            "on 2 shared cores the extra processes compete with the broker and each other",
+        )
+        for transport, ratio in best.items()
+    ]

@@ -15,9 +15,12 @@ from broker_sched.bench import (
     seed_table,
 )
 from broker_sched.bench.context import BenchContext
+from broker_sched.bench.floor import FULL as FLOOR_FULL
+from broker_sched.bench.floor import QUICK as FLOOR_QUICK
 from broker_sched.bench.floor import run as run_floor
 from broker_sched.bench.overhead import overhead_figure, overhead_table, overhead_targets
 from broker_sched.bench.plots import Line, Panel, TimeFigure
+from broker_sched.bench.processes import add_processes
 from broker_sched.bench.raw import run_raw
 from broker_sched.bench.report import Report, Table
 from broker_sched.bench.workload import load_workload
@@ -85,7 +88,10 @@ def _series_figure(floors: dict[str, dict[str, Any]]) -> TimeFigure:
 
 
 async def overhead_floor(ctx: BenchContext) -> Report:
-    return await run_floor(ctx.base, ctx.transports, quick=ctx.quick, progress=ctx.progress)
+    report = await run_floor(ctx.base, ctx.transports, quick=ctx.quick, progress=ctx.progress)
+    plan = FLOOR_QUICK if ctx.quick else FLOOR_FULL
+    await add_processes(report, ctx.base, ctx.transports, plan, ctx.progress)
+    return report
 
 
 SCENARIOS: dict[str, Scenario] = {
