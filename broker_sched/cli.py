@@ -11,11 +11,13 @@ import argparse
 import asyncio
 import json
 import logging
+import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from broker_sched.config import Settings, load_settings
+from broker_sched.config import ENV_PREFIX, Settings, load_settings
 from broker_sched.errors import BrokerSchedError, ConfigError
 from broker_sched.simulator.command import add_simulate_parser
 
@@ -39,6 +41,12 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run controller and/or invoker from the config")
     run.add_argument("--role", choices=["all", "controller", "invoker"], default="all")
     run.add_argument("--invokers", type=int, default=1, help="invokers in this process")
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="with --role invoker: this many invoker processes, one core each (default 1)",
+    )
     run.add_argument(
         "--api",
         default="127.0.0.1:3233",
@@ -85,7 +93,7 @@ def _add_bench(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         bench = commands.add_parser(name, help=what)
         bench.add_argument(
             "scenario",
-            help="raw, seed-table, rebalance, partition-limit, many-topics, all, "
+            help="raw, overhead, seed-table, rebalance, partition-limit, many-topics, all, "
             "a workload .toml file, or (bench only) docker-ops",
         )
         if name == "bench":
@@ -150,6 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "demo":
         return await _demo(settings, json_output=args.json)
+    if args.command == "run" and args.workers != 1:
+        return await _run_workers(args, settings)
     if args.command == "run":
         return await _run(settings, role=args.role, invokers=args.invokers, api=args.api)
     if args.command == "invoke":
@@ -256,6 +266,48 @@ async def _run(settings: Settings, *, role: str, invokers: int, api: str) -> int
         )
         await asyncio.gather(*serving)
     return 0
+
+
+async def _run_workers(args: argparse.Namespace, settings: Settings) -> int:
+    """Run ``--workers`` invoker processes of this same command and wait for them.
+
+    Invokers share nothing but the broker, so separate processes are how one machine's
+    invokers use more than one core (an asyncio process uses one). Each worker gets its
+    own invoker id (the configured one suffixed ``-w<n>``, else a generated one); all
+    stop when one stops or this process is interrupted.
+    """
+    if args.role != "invoker":
+        raise ConfigError("--workers runs invoker processes: it needs --role invoker")
+    if args.workers < 1:
+        raise ConfigError(f"--workers must be at least 1, not {args.workers}")
+    command = [sys.executable, "-m", "broker_sched.cli"]
+    if args.config is not None:
+        command += ["--config", str(args.config)]
+    if args.transport:
+        command += ["--transport", args.transport]
+    if args.verbose:
+        command.append("-v")
+    command += ["run", "--role", "invoker", "--invokers", str(args.invokers), "--api", "off"]
+    workers = []
+    for index in range(args.workers):
+        env = dict(os.environ)
+        if settings.invoker.id:
+            env[f"{ENV_PREFIX}INVOKER__ID"] = f"{settings.invoker.id}-w{index}"
+        workers.append(await asyncio.create_subprocess_exec(*command, env=env))
+    waits = [asyncio.ensure_future(worker.wait()) for worker in workers]
+
+    def stop_all() -> None:
+        for worker in workers:
+            if worker.returncode is None:
+                worker.send_signal(signal.SIGINT)
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop_all)
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop_all()
+        await asyncio.gather(*waits, return_exceptions=True)
+    return max(worker.returncode or 0 for worker in workers)
 
 
 if __name__ == "__main__":

@@ -284,6 +284,14 @@ class Transport(ABC):
     async def recent_records(self, scope: str, limit: int) -> list[bytes]:
         """Up to ``limit`` of the scope's unexpired records, newest first."""
 
+    async def reply_and_ack(self, delivery: Delivery, channel: str, body: bytes) -> None:
+        """Send ``body`` on ``channel``, then ack ``delivery``: the reply always reaches
+        the broker before the ack (a crash in between re-runs the work, never loses its
+        reply). Backends override it to do both in one round trip; this default takes two.
+        """
+        await self.send(channel, body)
+        await delivery.ack()
+
     async def dead_letter(self, queue: str, body: bytes, reason: str) -> None:
         """Park an unusable message with the reason, keeping its bytes intact."""
         envelope = {

@@ -10,8 +10,20 @@ Features
       way) and then reads new ones (XREADGROUP ``>``); only when both are empty does it
       block (XREADGROUP BLOCK ≤ ``block_ms`` and ≤ the fetch timeout) on a second client
       whose socket timeout is longer than any BLOCK (redis-py's 5 s default would break
-      it). ``Delivery.id`` is the entry id, which stays the same across redeliveries;
-      ``attempt`` is the group's delivery count for the entry.
+      it). The Lua call goes through the coalesced pipelines (below), so many members'
+      calls share a round trip; measured, that costs less than going straight to the
+      blocking read, which is one command of its own per fetch. ``Delivery.id`` is the
+      entry id, which stays the same across redeliveries; ``attempt`` is the group's
+      delivery count for the entry.
+    * ``reply_and_ack``: the reply's PUBLISH and the ack travel in one pipeline (not
+      MULTI), reply first; Redis runs a connection's commands in order, so the reply is
+      out before the ack. A PUBLISH that Redis rejects (an ACL, say) does not stop the
+      ack: replies are channel messages, whose loss the caller's timeout covers.
+    * hot-path commands (XADD, PUBLISH, ack, the fetch script) from concurrent callers
+      are coalesced: those issued while a pipeline is on the wire go together in the next
+      one (at most ``PIPELINES_IN_FLIGHT`` at once). redis-py spends far more CPU per
+      command (connection checkout, retry and timeout wrappers, metrics) than Redis does,
+      so per-command overhead, not the network, is what bounds a busy client.
     * ``ack``: XACK, then XDEL when the group is the stream's only group, so a work queue
       holds only unfinished entries. Deleting can make XINFO GROUPS ``lag`` NULL (acking
       the last-delivered entry while an older one is unacked leaves a tombstone Redis
@@ -110,6 +122,8 @@ COMMAND_CONNECTIONS = 64
 WAITING_CONNECTIONS = 4_096
 """Blocking reads and channel listeners at once, per transport (connections open on demand)."""
 BACKLOG_CHUNK = 50
+PIPELINES_IN_FLIGHT = 2
+"""Coalesced pipelines on the wire at once, per transport: one fills while one is out."""
 STUCK_SCAN_LIMIT = 1_000
 """At most this many PEL entries are examined per backlog call to find reclaimable ones."""
 
@@ -171,6 +185,7 @@ class RedisStreamsTransport(Transport):
         # server and must outlast the longest BLOCK.
         self.blocking = client(block_ms / 1000 + COMMAND_TIMEOUT_S, WAITING_CONNECTIONS)
         self.scripts = _Scripts(self._commands)
+        self.hot = _Coalescer(self._commands, PIPELINES_IN_FLIGHT)
         self.subscriptions: set[RedisSubscription] = set()
         self.listeners: set[RedisListener] = set()
 
@@ -205,6 +220,7 @@ class RedisStreamsTransport(Transport):
             for listener in list(self.listeners):
                 await listener.close()
         finally:
+            await self.hot.close()
             await self.blocking.aclose()
             await self._commands.aclose()
 
@@ -224,10 +240,9 @@ class RedisStreamsTransport(Transport):
             await self.scripts.declare([stream_key(queue)], [RETURNED])
 
     async def _publish(self, queue: str, body: bytes, key: str | None) -> None:
+        trim = () if self.maxlen is None else ("MAXLEN", "~", self.maxlen)
         with translated(f"XADD {queue}"):
-            await self._commands.xadd(
-                stream_key(queue), {BODY_FIELD: body}, maxlen=self.maxlen, approximate=True
-            )
+            await self.hot.run(("XADD", stream_key(queue), *trim, "*", BODY_FIELD, body))
 
     async def subscribe(self, queue: str, group: str, member: str) -> RedisSubscription:
         if member == RETURNED:
@@ -323,7 +338,43 @@ class RedisStreamsTransport(Transport):
 
     async def send(self, channel: str, body: bytes) -> None:
         with translated(f"PUBLISH {channel}"):
-            await self._commands.publish(channel_key(channel), body)
+            await self.hot.run(("PUBLISH", channel_key(channel), body))
+
+    async def reply_and_ack(self, delivery: Delivery, channel: str, body: bytes) -> None:
+        """PUBLISH then the ack script, in one pipeline (see the module's notes)."""
+        if not isinstance(delivery, RedisDelivery):
+            await super().reply_and_ack(delivery, channel, body)
+            return
+        subscription = delivery.subscription
+        where = f"{subscription.queue}/{subscription.group}"
+        with translated(f"reply and ack {where}"), _group_may_be_gone():
+            await self.eval_hot(
+                self.scripts.ack,
+                [subscription.key],
+                [subscription.group, delivery.id],
+                before=("PUBLISH", channel_key(channel), body),
+            )
+
+    async def eval_hot(
+        self,
+        script: AsyncScript,
+        keys: list[str],
+        args: list[Any],
+        *,
+        before: tuple[Any, ...] | None = None,
+    ) -> Any:
+        """Run ``script`` through the coalesced pipelines, after ``before`` if given; a
+        script Redis lost (restart, SCRIPT FLUSH) is loaded again and run alone."""
+        from redis.exceptions import NoScriptError
+
+        call = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        commands = (call,) if before is None else (before, call)
+        try:
+            replies = await self.hot.run(*commands)
+        except NoScriptError:
+            script.sha = await self._commands.script_load(script.script)
+            replies = await self.hot.run(("EVALSHA", script.sha, len(keys), *keys, *args))
+        return replies[-1]
 
     async def listen(self, channel: str) -> RedisListener:
         """Subscribe and wait for the server's confirmation, so nothing sent after this
@@ -354,7 +405,7 @@ class RedisSubscription(Subscription):
     ) -> None:
         self.queue, self.group, self.member = queue, group, member
         self._transport = transport
-        self._key = stream_key(queue)
+        self.key = stream_key(queue)
         self._cursor: bytes | str = "0-0"
         self._closed = False
 
@@ -376,8 +427,9 @@ class RedisSubscription(Subscription):
                     return deliveries
 
     async def _claim_or_read(self, max_messages: int) -> list[Delivery]:
-        reply = await self._transport.scripts.fetch(
-            [self._key],
+        reply = await self._transport.eval_hot(
+            self._transport.scripts.fetch,
+            [self.key],
             [
                 self.group,
                 self.member,
@@ -394,7 +446,7 @@ class RedisSubscription(Subscription):
 
     async def _read_blocking(self, max_messages: int, block_ms: int) -> list[Delivery]:
         reply: Any = await self._transport.blocking.xreadgroup(
-            self.group, self.member, {self._key: ">"}, count=max_messages, block=block_ms
+            self.group, self.member, {self.key: ">"}, count=max_messages, block=block_ms
         )
         if not reply:
             return []
@@ -418,7 +470,9 @@ class RedisSubscription(Subscription):
 
     async def finish(self, entry_id: str) -> None:
         with translated(f"ack {self.queue}/{self.group}"), _group_may_be_gone():
-            await self._transport.scripts.ack([self._key], [self.group, entry_id])
+            await self._transport.eval_hot(
+                self._transport.scripts.ack, [self.key], [self.group, entry_id]
+            )
 
     async def give_back(self, entry_id: str, delay_s: float) -> None:
         """Park the entry, reclaimable by any member after ``delay_s`` (at most
@@ -432,7 +486,7 @@ class RedisSubscription(Subscription):
     async def _move(self, entry_id: str, to: str, idle_ms: int) -> None:
         with translated(f"XCLAIM {self.queue}/{self.group}"), _group_may_be_gone():
             await self._transport.scripts.move(
-                [self._key], [self.group, self.member, to, idle_ms, entry_id]
+                [self.key], [self.group, self.member, to, idle_ms, entry_id]
             )
 
     async def close(self) -> None:
@@ -442,7 +496,7 @@ class RedisSubscription(Subscription):
         self._transport.subscriptions.discard(self)
         with translated(f"close {self.queue}/{self.group}/{self.member}"), _group_may_be_gone():
             await self._transport.scripts.release(
-                [self._key], [self.group, self.member, RETURNED, self._transport.claim_min_idle_ms]
+                [self.key], [self.group, self.member, RETURNED, self._transport.claim_min_idle_ms]
             )
 
 
@@ -450,19 +504,19 @@ class RedisDelivery(Delivery):
     def __init__(
         self, subscription: RedisSubscription, entry_id: str, body: bytes, attempt: int
     ) -> None:
-        self._subscription = subscription
+        self.subscription = subscription
         self.id = entry_id
         self.body = body
         self.attempt = attempt
 
     async def ack(self) -> None:
-        await self._subscription.finish(self.id)
+        await self.subscription.finish(self.id)
 
     async def nack(self, delay_s: float = 0.0) -> None:
-        await self._subscription.give_back(self.id, delay_s)
+        await self.subscription.give_back(self.id, delay_s)
 
     async def in_progress(self) -> None:
-        await self._subscription.extend(self.id)
+        await self.subscription.extend(self.id)
 
 
 class RedisListener(Listener):
@@ -532,6 +586,77 @@ def _group_may_be_gone() -> Iterator[None]:
     except ResponseError as exc:
         if not str(exc).startswith("NOGROUP"):
             raise
+
+
+Command = tuple[Any, ...]
+
+
+class _Coalescer:
+    """Concurrent callers' commands, sent as few non-transactional pipelines.
+
+    A caller's commands stay adjacent and in order in one pipeline; the pipeline goes
+    when a slot of ``in_flight`` is free, so alone a command goes at once and under load
+    each round trip carries everyone who asked meanwhile. A reply that is an error is
+    raised to its own caller only; a failed pipeline fails each caller in it.
+    """
+
+    def __init__(self, client: Redis, in_flight: int) -> None:
+        self._client = client
+        self._slots = in_flight
+        self._queued: list[tuple[tuple[Command, ...], asyncio.Future[list[Any]]]] = []
+        self._senders: set[asyncio.Task[None]] = set()
+        self._sending = 0
+        """Senders not yet done: counted down the moment one finds nothing queued (a
+        done callback would leave a gap in which new commands start no sender)."""
+
+    async def run(self, *commands: Command) -> list[Any]:
+        done: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        self._queued.append((commands, done))
+        if self._sending < self._slots:
+            self._sending += 1
+            sender = asyncio.create_task(self._send_queued())
+            self._senders.add(sender)
+            sender.add_done_callback(self._senders.discard)
+        replies = await done
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
+
+    async def _send_queued(self) -> None:
+        try:
+            await self._send_all_queued()
+        finally:
+            self._sending -= 1
+
+    async def _send_all_queued(self) -> None:
+        while self._queued:
+            batch, self._queued = self._queued, []
+            pipe = self._client.pipeline(transaction=False)
+            for commands, _ in batch:
+                for command in commands:
+                    pipe.execute_command(*command)
+            try:
+                replies = await pipe.execute(raise_on_error=False)
+            except asyncio.CancelledError:
+                for _, done in batch:
+                    done.cancel()
+                raise
+            except Exception as exc:
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+                continue
+            at = 0
+            for commands, done in batch:
+                if not done.done():
+                    done.set_result(replies[at : at + len(commands)])
+                at += len(commands)
+
+    async def close(self) -> None:
+        for sender in list(self._senders):
+            sender.cancel()
+        await asyncio.gather(*self._senders, return_exceptions=True)
 
 
 class _Scripts:

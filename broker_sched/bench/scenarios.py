@@ -17,8 +17,12 @@ from broker_sched.bench import (
     seed_table,
 )
 from broker_sched.bench.context import BenchContext
+from broker_sched.bench.floor import FULL as FLOOR_FULL
+from broker_sched.bench.floor import QUICK as FLOOR_QUICK
+from broker_sched.bench.floor import run as run_floor
 from broker_sched.bench.overhead import overhead_figure, overhead_table, overhead_targets
 from broker_sched.bench.plots import Line, Panel, TimeFigure
+from broker_sched.bench.processes import add_processes
 from broker_sched.bench.raw import run_raw
 from broker_sched.bench.report import Report, Table
 from broker_sched.bench.workload import load_workload
@@ -85,8 +89,16 @@ def _series_figure(floors: dict[str, dict[str, Any]]) -> TimeFigure:
     return TimeFigure("raw-latency", "raw transport latency over time", [panel])
 
 
+async def overhead_floor(ctx: BenchContext) -> Report:
+    report = await run_floor(ctx.base, ctx.transports, quick=ctx.quick, progress=ctx.progress)
+    plan = FLOOR_QUICK if ctx.quick else FLOOR_FULL
+    await add_processes(report, ctx.base, ctx.transports, plan, ctx.progress)
+    return report
+
+
 SCENARIOS: dict[str, Scenario] = {
     "raw": raw,
+    "overhead": overhead_floor,
     "seed-table": seed_table.run,
     "mixed": mixed.run,
     "full-cluster": full_cluster.run,
@@ -94,6 +106,8 @@ SCENARIOS: dict[str, Scenario] = {
     "partition-limit": partition_limit.run,
     "many-topics": many_topics.run,
 }
+SELF_CONTAINED = {"overhead"}
+"""Scenarios that are their own floor comparison: no overhead block appended."""
 ALL = "all"
 
 
@@ -115,7 +129,8 @@ async def run_scenario(scenario: str, ctx: BenchContext) -> Report:
         report = await SCENARIOS[scenario](ctx)
     else:
         report = await custom.run(ctx, load_workload(Path(scenario)))
-    await add_overhead(report, ctx)
+    if scenario not in SELF_CONTAINED:
+        await add_overhead(report, ctx)
     return report
 
 

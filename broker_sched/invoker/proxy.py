@@ -12,9 +12,9 @@ the group and remove the container (scale to zero). A controller may also tell i
 leave (central scale-in, eviction): it then finishes its current runs first.
 
 Each result carries ``service_ms``, what this activation cost the container: from the
-fetch that brought it to its reply being sent, plus the previous ack (this one's comes
-after the reply). The scheduler sizes capacity by it, since for fast handlers the run
-is the smallest part.
+fetch that brought it to its answer, plus how long the previous reply-and-ack took
+(this one's is under way while the result travels). The scheduler sizes capacity by
+it, since for fast handlers the run is the smallest part.
 
 Pauses and resumes are recorded on the timeline with the milliseconds they took, and a
 resumed run reports its resume as ``init_ms``: that is what the activation waited for,
@@ -33,7 +33,7 @@ from broker_sched.config import InvokerSettings
 from broker_sched.errors import MalformedMessage
 from broker_sched.events import Timeline
 from broker_sched.invoker.pulling import Puller, TaskSet
-from broker_sched.invoker.replies import send_result
+from broker_sched.invoker.replies import answer
 from broker_sched.model import Activation, Start, Status, decode, now_ms
 from broker_sched.runtime.base import Container, ContainerCrashed, ContainerTimings
 from transports.base import Delivery, Transport
@@ -68,7 +68,7 @@ class ContainerProxy:
         self.runs = 0
         self.last_used_s = time.monotonic()
         self._cold_init_ms: float | None = timings.create_ms + timings.init_ms
-        self._last_ack_ms = 0.0
+        self._last_answer_ms = 0.0
         self._stopping = asyncio.Event()
         self.leave_reason = ""
         self.exited = asyncio.Event()
@@ -160,14 +160,14 @@ class ContainerProxy:
             return
         received_ms = now_ms()
         if received_ms > activation.deadline_ms:
-            await send_result(
+            await answer(
                 self.transport,
+                delivery,
                 activation,
                 Status.TIMEOUT,
                 invoker_id=self.invoker_id,
                 error="deadline passed while queued",
             )
-            await delivery.ack()
             return
         start = self._start_kind()
         init_ms = 0.0
@@ -181,8 +181,10 @@ class ContainerProxy:
         timeout_s = min(self.container.action.timeout_s, remaining_s)
         outcome = await self.container.run(activation.payload, timeout_s)
         self.runs += 1
-        await send_result(
+        answering_s = time.monotonic()
+        await answer(
             self.transport,
+            delivery,
             activation,
             outcome.status,
             result=outcome.result,
@@ -191,13 +193,11 @@ class ContainerProxy:
             wait_ms=max(0.0, received_ms - activation.published_ms),
             init_ms=init_ms,
             run_ms=outcome.run_ms,
-            service_ms=(time.monotonic() - fetched_s) * 1000 + self._last_ack_ms,
+            service_ms=(answering_s - fetched_s) * 1000 + self._last_answer_ms,
             invoker_id=self.invoker_id,
             container_id=self.container.id,
         )
-        acking_s = time.monotonic()
-        await delivery.ack()
-        self._last_ack_ms = (time.monotonic() - acking_s) * 1000
+        self._last_answer_ms = (time.monotonic() - answering_s) * 1000
         if not self.container.alive:
             self.stop()
 
@@ -224,12 +224,12 @@ class ContainerProxy:
         except MalformedMessage:
             await delivery.ack()
             return
-        await send_result(
+        await answer(
             self.transport,
+            delivery,
             activation,
             Status.SYSTEM_ERROR,
             error=f"container crashed on {delivery.attempt} attempts: {reason}",
             invoker_id=self.invoker_id,
             container_id=self.container.id,
         )
-        await delivery.ack()

@@ -20,7 +20,7 @@ from broker_sched.config import Settings
 from broker_sched.errors import MalformedMessage
 from broker_sched.events import Timeline
 from broker_sched.invoker.pulling import Puller, TaskSet
-from broker_sched.invoker.replies import send_result
+from broker_sched.invoker.replies import answer
 from broker_sched.model import Action, Activation, Start, Status, decode, now_ms
 from broker_sched.runtime.base import Container, ContainerCrashed, Runtime
 from transports.base import Delivery, Transport
@@ -96,14 +96,14 @@ class PushPool:
             return
         action = self.actions.get(activation.fqn)
         if action is None:
-            await send_result(
+            await answer(
                 self.transport,
+                delivery,
                 activation,
                 Status.SYSTEM_ERROR,
                 invoker_id=self.invoker_id,
                 error=f"unknown action {activation.fqn!r}",
             )
-            await delivery.ack()
             return
         slot, start, init_ms = await self._acquire(action)
         received_ms = now_ms()
@@ -116,8 +116,9 @@ class PushPool:
             await delivery.nack()
             log.warning("push pool %s: container crashed: %s", self.invoker_id, exc)
             return
-        await send_result(
+        await answer(
             self.transport,
+            delivery,
             activation,
             outcome.status,
             invoker_id=self.invoker_id,
@@ -129,7 +130,6 @@ class PushPool:
             run_ms=outcome.run_ms,
             container_id=slot.container.id,
         )
-        await delivery.ack()
         if slot.container.alive:
             await self._release(slot)
         else:

@@ -194,3 +194,34 @@ async def test_cancelling_consumer_loops_always_ends_them(transport: Transport, 
         assert len(left) == 15, "work taken by a cancelled fetch was lost"
         for delivery in left:
             await delivery.ack()
+
+
+async def test_reply_and_ack_sends_the_reply_and_finishes_the_work(
+    transport: Transport, queue: str
+) -> None:
+    """Many at once too: backends that batch commands must keep every caller's pair."""
+    channel = f"{queue}-replies"
+    bodies = [f"work {index}".encode() for index in range(40)]
+    await transport.declare(queue)
+    for body in bodies:
+        await transport.publish(queue, body)
+
+    async with (
+        await transport.listen(channel) as listener,
+        await transport.subscribe(queue, GROUP, "m1") as member,
+    ):
+        deliveries = await fetch_n(member, len(bodies))
+        assert len(deliveries) == len(bodies)
+        await asyncio.gather(
+            *(transport.reply_and_ack(d, channel, b"done: " + d.body) for d in deliveries)
+        )
+        replies = set()
+        while len(replies) < len(bodies):
+            reply = await listener.receive(5.0)
+            assert reply is not None, f"only {len(replies)} of {len(bodies)} replies arrived"
+            replies.add(reply)
+        assert replies == {b"done: " + body for body in bodies}
+        assert await member.fetch(1, 0.5) == []
+
+    backlog = await transport.backlog(queue, GROUP)
+    assert (backlog.pending, backlog.in_flight) == (0, 0)

@@ -126,3 +126,26 @@ def test_an_unknown_scenario_is_a_clear_error(
 ) -> None:
     assert main(["bench", "seedtable", "--quick", "--out", str(tmp_path)]) == 2
     assert "unknown scenario 'seedtable'" in capsys.readouterr().err
+
+
+def test_overhead(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code = main(
+        ["bench", "overhead", "--transport", "memory", "--quick", "--json", "--out", str(tmp_path)]
+    )
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    results = json.loads(captured.out.strip().splitlines()[-1])
+    rows = results["rows"]
+    assert [row["callers"] for row in rows] == [1, 50]
+    for row in rows:
+        for side in ("bare", "scheduled"):
+            assert row[side]["tps"] > 0
+            assert row[side]["errors"] == 0
+            assert row[side]["p50_ms"] <= row[side]["p99_ms"]
+            assert row[side]["cpu_s_per_1k"] > 0
+        assert row["tps_ratio"] > 0
+    footprint = results["footprint"]
+    assert footprint["warm_proxies"] == footprint["actions"]
+    assert footprint["bytes_per_warm_proxy"] > 0
+    assert footprint["bytes_per_idle_queue"] > 0
+    assert "memory: scheduled activations/s" in {t["name"] for t in results["targets"]}

@@ -14,8 +14,9 @@ from collections.abc import Callable
 import pytest
 from brokers import BROKERS, reachable, settings_for
 
-from broker_sched.bench import rebalance
+from broker_sched.bench import floor, rebalance
 from broker_sched.bench.context import BenchContext
+from broker_sched.bench.processes import split_side
 from broker_sched.bench.progress import Progress
 from broker_sched.bench.raw import run_raw
 from broker_sched.config import Settings
@@ -73,3 +74,31 @@ async def test_quick_rebalance_on_kafka(settings_of: Callable[[str], Settings]) 
     assert static_remove["max_ms"] > 1000 * (session_s - 3), "its partitions wait for the session"
     assert runs["static"]["unfinished"] == 0
     assert runs["kip848"]["unfinished"] == 0
+
+
+@pytest.mark.parametrize("name", ["kafka", "redis", "nats"])
+async def test_overhead_floor_and_scheduled_path(
+    name: str, settings_of: Callable[[str], Settings]
+) -> None:
+    plan = floor.FloorPlan(
+        (4,),
+        warmup_s=1.0,
+        duration_s=1.0,
+        invoker_processes=(),
+        footprint_actions=0,
+        rebalance_warmup_s=1.0,
+    )
+    [row] = await floor.measure_transport(settings_of(name), name, plan, Progress(None))
+    for side in ("bare", "scheduled"):
+        assert row[side]["errors"] == 0
+        assert row[side]["tps"] > 20
+        assert row[side]["cpu_s_per_1k"] > 0
+    assert row["tps_ratio"] > 0
+
+
+async def test_invokers_in_worker_processes(settings_of: Callable[[str], Settings]) -> None:
+    """`run --role invoker --workers 2` beside a controller-only stack serves activations."""
+    result = await split_side(settings_of("redis"), "redis", 4, 2, warmup_s=1.0, duration_s=1.0)
+    assert result["errors"] == 0
+    assert result["tps"] > 20
+    assert result["workers"] == 2
