@@ -9,7 +9,7 @@ the partition count: each partition has one owner and every further consumer sit
 under load: the cost is the call itself, the rebalance it triggers (a pause) and the time
 until the idle consumers pick up their new partitions.
 
-The scheduler's own policy never creates such idle containers (DESIGN §4 rule 4 caps an
+The scheduler's own policy never creates such idle containers (docs/scaling.md rule 4 caps an
 action's containers at its partition count); this scenario shows why the cap exists.
 """
 

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from broker_sched.config import Settings
 from broker_sched.errors import BrokerUnavailable, MalformedMessage
@@ -164,24 +164,22 @@ class Invoker:
         name = fqn(request.namespace, request.action)
         candidates = [p for p in self.proxies if p.action == name and not p.leaving]
         if not candidates:
-            return ContainerReply(
-                request_id=request.request_id,
-                namespace=request.namespace,
-                action=request.action,
-                invoker_id=self.id,
-                ok=False,
-                error=f"no container of {name!r} left to remove on invoker {self.id}",
+            return self._reply(
+                request, ok=False, error=f"no container of {name!r} left on invoker {self.id}"
             )
         proxy = min(candidates, key=lambda p: (p.busy, not p.paused, -p.idle_s))
         proxy.stop(request.reason)
         await proxy.exited.wait()
+        return self._reply(request, ok=True, container_id=proxy.container.id)
+
+    def _reply(self, request: ContainerRequest, *, ok: bool, **fields: Any) -> ContainerReply:
         return ContainerReply(
             request_id=request.request_id,
             namespace=request.namespace,
             action=request.action,
             invoker_id=self.id,
-            ok=True,
-            container_id=proxy.container.id,
+            ok=ok,
+            **fields,
         )
 
     async def create_container(self, request: ContainerRequest) -> ContainerReply:
@@ -189,14 +187,7 @@ class Invoker:
         action = self.actions.get(name)
 
         def refuse(error: str) -> ContainerReply:
-            return ContainerReply(
-                request_id=request.request_id,
-                namespace=request.namespace,
-                action=request.action,
-                invoker_id=self.id,
-                ok=False,
-                error=error,
-            )
+            return self._reply(request, ok=False, error=error)
 
         if action is None:
             return refuse(f"unknown action {name!r} on invoker {self.id}")
@@ -231,11 +222,8 @@ class Invoker:
             init_ms=timings.init_ms,
             took_ms=(time.monotonic() - started) * 1000,
         )
-        return ContainerReply(
-            request_id=request.request_id,
-            namespace=request.namespace,
-            action=request.action,
-            invoker_id=self.id,
+        return self._reply(
+            request,
             ok=True,
             container_id=container.id,
             start=Start.COLD,

@@ -8,6 +8,7 @@ import random
 from typing import Any
 
 import pytest
+from action_states import state
 
 from broker_sched.config import SchedulerSettings
 from broker_sched.scheduler.decision import (
@@ -21,24 +22,6 @@ from broker_sched.scheduler.decision import (
 )
 
 DEFAULTS = SchedulerSettings()
-
-
-def state(action: str = "guest/a", **overrides: Any) -> ActionState:
-    fields: dict[str, Any] = {
-        "pending": 0,
-        "in_flight": 0,
-        "arrival_rate_per_s": 0.0,
-        "running": 0,
-        "creating": 0,
-        "mean_run_s": 0.02,
-        "concurrency": 1,
-        "cold_start_s": 0.7,
-        "limit": 50,
-        "partitions": None,
-        "throttled": False,
-    }
-    fields.update(overrides)
-    return ActionState(action=action, **fields)
 
 
 def decide_one(

@@ -6,9 +6,10 @@ import random
 from typing import Any
 
 import pytest
+from action_states import state
 
 from broker_sched.config import SchedulerSettings
-from broker_sched.scheduler.decision import ActionState, Snapshot, decide
+from broker_sched.scheduler.decision import Snapshot, decide
 from broker_sched.scheduler.rates import WindowMax
 from broker_sched.scheduler.reclaim import (
     Claim,
@@ -19,24 +20,6 @@ from broker_sched.scheduler.reclaim import (
 )
 
 DEFAULTS = SchedulerSettings()
-
-
-def state(action: str, **overrides: Any) -> ActionState:
-    fields: dict[str, Any] = {
-        "pending": 0,
-        "in_flight": 0,
-        "arrival_rate_per_s": 0.0,
-        "running": 0,
-        "creating": 0,
-        "mean_run_s": 0.02,
-        "concurrency": 1,
-        "cold_start_s": 0.7,
-        "limit": 50,
-        "partitions": None,
-        "throttled": False,
-    }
-    fields.update(overrides)
-    return ActionState(action=action, **fields)
 
 
 class TestFairShares:
