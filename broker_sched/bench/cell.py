@@ -24,7 +24,7 @@ from broker_sched.bench.load import closed_loop, open_loop, stop_tasks
 from broker_sched.bench.progress import Progress
 from broker_sched.bench.recorder import Recorder
 from broker_sched.bench.settings import derive, run_tag
-from broker_sched.bench.workload import Cell, Workload
+from broker_sched.bench.workload import ActionClass, ActionsSpec, Cell, Workload
 from broker_sched.config import Settings
 from broker_sched.errors import BrokerSchedError, BrokerUnavailable, InvocationTimeout, Throttled
 from broker_sched.events import Timeline
@@ -75,28 +75,20 @@ def bench_actions(workload: Workload, count: int) -> list[Action]:
     """Identical actions ``a000``, ``a001``, ...; or, with classes, ``short000``, ...,
     ``long000``, ... with each class's own settings. The simulated runtime ignores the
     handler."""
-    if workload.classes:
-        return [
-            Action(
-                name=f"{spec.name}{index:03d}",
-                handler="broker_sched.samples:sleep",
-                max_containers=spec.max_containers,
-                concurrency=spec.concurrency,
-                memory_mb=spec.memory_mb,
-            )
-            for spec in workload.classes
-            for index in range(spec.count)
-        ]
-    spec = workload.actions
+    specs: list[tuple[str, ActionsSpec | ActionClass]] = (
+        [(f"{spec.name}{i:03d}", spec) for spec in workload.classes for i in range(spec.count)]
+        if workload.classes
+        else [(f"a{i:03d}", workload.actions) for i in range(count)]
+    )
     return [
         Action(
-            name=f"a{index:03d}",
+            name=name,
             handler="broker_sched.samples:sleep",
             max_containers=spec.max_containers,
             concurrency=spec.concurrency,
             memory_mb=spec.memory_mb,
         )
-        for index in range(count)
+        for name, spec in specs
     ]
 
 
