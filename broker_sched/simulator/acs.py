@@ -21,7 +21,6 @@ Both change no decision and are what keep hours of traffic cheap.
 
 from __future__ import annotations
 
-import random
 from dataclasses import replace
 from functools import partial
 
@@ -30,12 +29,12 @@ from broker_sched.scheduler.decision import ActionDecision, ActionState, Snapsho
 from broker_sched.scheduler.placement import InvokerView, place
 from broker_sched.scheduler.rates import WindowMax
 from broker_sched.scheduler.reclaim import Eviction, IdleContainers
-from broker_sched.simulator.engine import Engine
+from broker_sched.simulator.engine import BoundPolicy
 from broker_sched.simulator.metrics import TickDecision
 from broker_sched.simulator.model import ActionRuntime, Activation, Container
 
 
-class AcsPolicy:
+class AcsPolicy(BoundPolicy):
     name = "acs"
     pauses = True
     frees_at_once = False
@@ -52,16 +51,6 @@ class AcsPolicy:
         self._tick_due_s: float | None = None
         self._ticks = 0
         self._freeing = 0
-        self._engine: Engine | None = None
-
-    @property
-    def engine(self) -> Engine:
-        assert self._engine is not None, "start() first"
-        return self._engine
-
-    def start(self, engine: Engine) -> None:
-        self._engine = engine
-        self.rng = random.Random(f"{engine.scenario.seed}-acs")
 
     def arrive(self, activation: Activation) -> None:
         engine = self.engine

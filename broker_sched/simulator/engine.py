@@ -75,6 +75,24 @@ class Policy(Protocol):
         """``container`` is gone: its slot and memory are free."""
 
 
+class BoundPolicy:
+    """What every policy does alike: hold the engine it was started on, and a random
+    generator seeded from the scenario and the policy's name (the same run, the same
+    tie-breaks)."""
+
+    name: str
+    _engine: Engine | None = None
+
+    @property
+    def engine(self) -> Engine:
+        assert self._engine is not None, "start() first"
+        return self._engine
+
+    def start(self, engine: Engine) -> None:
+        self._engine = engine
+        self.rng = random.Random(f"{engine.scenario.seed}-{self.name}")
+
+
 class Engine:
     def __init__(
         self,

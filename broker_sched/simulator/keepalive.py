@@ -11,18 +11,17 @@ the function to free up, or for any container to leave and make room.
 
 from __future__ import annotations
 
-import random
 from collections import deque
 
 from broker_sched.scheduler.placement import InvokerView, place
-from broker_sched.simulator.engine import Engine
+from broker_sched.simulator.engine import BoundPolicy
 from broker_sched.simulator.model import ActionRuntime, Activation, Container
 
 DEFAULT_KEEP_ALIVE_S = 600.0
 """Ten minutes, the keep-alive commonly cited for public FaaS platforms."""
 
 
-class KeepAlivePolicy:
+class KeepAlivePolicy(BoundPolicy):
     name = "keepalive"
     pauses = False
     frees_at_once = False
@@ -31,16 +30,6 @@ class KeepAlivePolicy:
         self.keep_alive_s = keep_alive_s
         self._starved: deque[ActionRuntime] = deque()
         """Actions whose queued work found no room for a container, first come first."""
-        self._engine: Engine | None = None
-
-    @property
-    def engine(self) -> Engine:
-        assert self._engine is not None, "start() first"
-        return self._engine
-
-    def start(self, engine: Engine) -> None:
-        self._engine = engine
-        self.rng = random.Random(f"{engine.scenario.seed}-keepalive")
 
     def arrive(self, activation: Activation) -> None:
         runtime = activation.action

@@ -13,14 +13,12 @@ activation per container, and runs what it was pushed even after its caller gave
 
 from __future__ import annotations
 
-import random
-
 from broker_sched.scheduler.sharding import Choice, probe_sequence
-from broker_sched.simulator.engine import Engine
+from broker_sched.simulator.engine import BoundPolicy, Engine
 from broker_sched.simulator.model import Activation, Container, Invoker
 
 
-class ShardingPolicy:
+class ShardingPolicy(BoundPolicy):
     name = "sharding"
     pauses = True
     frees_at_once = True
@@ -29,16 +27,9 @@ class ShardingPolicy:
         self.keep_alive_s = keep_alive_s
         self._evicting = False
         """An eviction in progress: its removal must not let waiters jump in."""
-        self._engine: Engine | None = None
-
-    @property
-    def engine(self) -> Engine:
-        assert self._engine is not None, "start() first"
-        return self._engine
 
     def start(self, engine: Engine) -> None:
-        self._engine = engine
-        self.rng = random.Random(f"{engine.scenario.seed}-sharding")
+        super().start(engine)
         self._probes: dict[str, list[int]] = {}
 
     def arrive(self, activation: Activation) -> None:
