@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import logging
 import os
@@ -18,11 +19,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from broker_sched.config import ENV_PREFIX, Settings, load_settings
-from broker_sched.errors import BrokerSchedError, ConfigError
+from broker_sched.errors import BrokerSchedError, ConfigError, ExtraNotInstalled
 from broker_sched.simulator.command import add_simulate_parser
 
 DOCKER_OPS = "docker-ops"
 """Not a scheduler scenario: it measures the Docker engine, on no transport."""
+BENCH_MODULES = ("hdrh", "matplotlib")
+"""What ``broker-sched[bench]`` brings: the latency histograms and the plots."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -203,6 +206,8 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             batch=args.batch,
             dry_run=args.dry_run,
         )
+    if args.command in ("bench", "compare", "simulate"):
+        _require_bench_extra(args.command)
     if args.command == "bench" and args.scenario == DOCKER_OPS:
         from broker_sched.bench.command import default_out
         from broker_sched.bench.docker_ops import docker_ops_command
@@ -234,6 +239,12 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
         return await doctor(settings)
     raise AssertionError(args.command)
+
+
+def _require_bench_extra(command: str) -> None:
+    """Checked before a run starts, not when its first histogram or plot needs them."""
+    if any(importlib.util.find_spec(module) is None for module in BENCH_MODULES):
+        raise ExtraNotInstalled(command, "bench")
 
 
 async def _demo(settings: Settings, *, json_output: bool) -> int:

@@ -6,6 +6,7 @@ whether trying the same thing again later can succeed.
 
     BrokerSchedError
     ├── ConfigError                 fatal: bad or unknown setting
+    ├── ExtraNotInstalled           fatal: a command's optional libraries are missing
     ├── TransportError
     │   ├── UnknownTransport        fatal: no backend by that name ("did you mean …")
     │   ├── TransportNotInstalled   fatal: the backend's extra is missing
@@ -32,6 +33,15 @@ class BrokerSchedError(Exception):
 
 class ConfigError(BrokerSchedError):
     pass
+
+
+class ExtraNotInstalled(BrokerSchedError):
+    """The README's first install is the scheduler alone; benchmarks and the simulator
+    plot with libraries of their own, named by an extra."""
+
+    def __init__(self, command: str, extra: str) -> None:
+        super().__init__(f"{command} needs its libraries: pip install 'broker-sched[{extra}]'")
+        self.extra = extra
 
 
 class TransportError(BrokerSchedError):
