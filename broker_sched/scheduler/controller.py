@@ -32,12 +32,11 @@ from broker_sched.errors import (
 from broker_sched.events import Timeline
 from broker_sched.model import (
     Action,
-    Activation,
     ActivationResult,
     ContainerReply,
     Heartbeat,
     decode,
-    encode,
+    encoded_activation,
     fqn,
     new_id,
     now_ms,
@@ -150,16 +149,16 @@ class Controller:
         Blocking calls return the result; non-blocking ones return the activation id at
         once (the result is kept in :attr:`results`). Raises :class:`UnknownAction`,
         :class:`Throttled` (or :class:`NoCapacity`), :class:`PayloadTooLarge`,
-        :class:`BrokerUnavailable`, or :class:`InvocationTimeout` when no result arrives
-        in ``timeout_s``.
+        :class:`InvalidPayload`, :class:`BrokerUnavailable`, or :class:`InvocationTimeout`
+        when no result arrives in ``timeout_s``.
         """
         definition = self._lookup(action)
         self.policy.admit(definition)
         timeout_s = timeout_s or self.settings.invocation_timeout_s
-        activation = Activation(
-            namespace=definition.namespace,
-            action=definition.name,
-            payload=payload,
+        activation, body = encoded_activation(
+            definition.namespace,
+            definition.name,
+            payload,
             reply_to=self.results_channel,
             deadline_ms=now_ms() + int(timeout_s * 1000),
         )
@@ -171,7 +170,7 @@ class Controller:
         if blocking:
             waiter = self._waiting[activation.id] = asyncio.get_running_loop().create_future()
         try:
-            await self.transport.publish(queue, encode(activation), key=activation.id)
+            await self.transport.publish(queue, body, key=activation.id)
             raise_if_cancelling()
         except BaseException:
             self._waiting.pop(activation.id, None)
