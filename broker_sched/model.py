@@ -85,7 +85,6 @@ class Activation(_Wire):
     reply_to: str = ""
     published_ms: int = Field(default_factory=now_ms)
     deadline_ms: int
-    attempt: int = Field(default=1, ge=1)
 
     @property
     def fqn(self) -> str:

@@ -65,13 +65,11 @@ class Capabilities:
 
     ``partitioned``: a queue has partitions and at most one member per partition does
     work (:meth:`Transport.max_consumers`). ``rebalances``: members joining or leaving
-    pause the others. ``redelivers_unacked``: the broker itself redelivers the work of a
-    member that vanished without closing.
+    pause the others.
     """
 
     partitioned: bool = False
     rebalances: bool = False
-    redelivers_unacked: bool = True
 
 
 class Delivery(ABC):

@@ -141,7 +141,7 @@ class _Clients:
 
 class KafkaTransport(Transport):
     name = "kafka"
-    capabilities = Capabilities(partitioned=True, rebalances=True, redelivers_unacked=True)
+    capabilities = Capabilities(partitioned=True, rebalances=True)
 
     def __init__(
         self,

@@ -88,7 +88,7 @@ def share_group(group: str) -> str:
 
 class KafkaShareTransport(KafkaTransport):
     name = "kafka-share"
-    capabilities = Capabilities(partitioned=False, rebalances=False, redelivers_unacked=True)
+    capabilities = Capabilities(partitioned=False, rebalances=False)
 
     def __init__(
         self,

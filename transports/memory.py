@@ -211,7 +211,7 @@ class MemoryListener(Listener):
 
 class MemoryTransport(Transport):
     name = "memory"
-    capabilities = Capabilities(partitioned=False, rebalances=False, redelivers_unacked=True)
+    capabilities = Capabilities(partitioned=False, rebalances=False)
 
     def __init__(
         self,

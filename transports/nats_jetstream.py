@@ -466,7 +466,7 @@ class NatsListener(Listener):
 
 class NatsJetStreamTransport(Transport):
     name = "nats"
-    capabilities = Capabilities(partitioned=False, rebalances=False, redelivers_unacked=True)
+    capabilities = Capabilities(partitioned=False, rebalances=False)
 
     def __init__(
         self,

@@ -138,7 +138,7 @@ def channel_key(channel: str) -> str:
 
 class RedisStreamsTransport(Transport):
     name = "redis"
-    capabilities = Capabilities(partitioned=False, rebalances=False, redelivers_unacked=True)
+    capabilities = Capabilities(partitioned=False, rebalances=False)
 
     def __init__(
         self,
