@@ -30,7 +30,7 @@ from broker_sched.errors import BrokerSchedError, BrokerUnavailable, InvocationT
 from broker_sched.events import Timeline
 from broker_sched.model import Action
 from broker_sched.stack import Stack
-from broker_sched.topology import invoker_work_queue
+from broker_sched.topology import consumer_group, invoker_work_queue
 from transports.base import Transport
 from transports.registry import transport_from_settings
 
@@ -281,7 +281,9 @@ def work_queues(stack: Stack) -> list[str]:
 async def backlog_total(stack: Stack) -> int | None:
     """Activations waiting or running in the cell's queues; None while the broker is away."""
     try:
-        backlogs = await stack.transport.backlogs([(q, q) for q in work_queues(stack)])
+        backlogs = await stack.transport.backlogs(
+            [(q, consumer_group(q)) for q in work_queues(stack)]
+        )
     except BrokerUnavailable:
         return None
     return sum(backlog.total for backlog in backlogs)

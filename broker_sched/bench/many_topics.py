@@ -27,6 +27,7 @@ from broker_sched.bench.context import BenchContext
 from broker_sched.bench.plots import Line, Panel, TimeFigure
 from broker_sched.bench.report import Report, Table, Target, at_most
 from broker_sched.bench.settings import run_tag
+from broker_sched.topology import consumer_group
 
 MS_PER_ACTION_GOAL = 1.0
 CONCURRENCY = 32
@@ -73,7 +74,7 @@ async def measure(ctx: BenchContext, name: str, size: int, plan: Plan) -> dict[s
     transport = ctx.transport(name)
     tag = run_tag()
     queues = [f"bench-{tag}-mt-{index:04d}" for index in range(size)]
-    pairs = [(queue, queue) for queue in queues]
+    pairs = [(queue, consumer_group(queue)) for queue in queues]
     async with transport:
         try:
             declare_s = await _timed_all(queues, transport.declare)

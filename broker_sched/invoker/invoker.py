@@ -33,7 +33,7 @@ from broker_sched.model import (
 )
 from broker_sched.policy import invoker_side
 from broker_sched.runtime.base import Runtime
-from broker_sched.topology import HEARTBEATS, invoker_control_queue
+from broker_sched.topology import HEARTBEATS, consumer_group, invoker_control_queue
 from transports.base import Delivery, Transport, raise_if_cancelling
 
 if TYPE_CHECKING:
@@ -131,7 +131,7 @@ class Invoker:
 
     async def _consume_control(self) -> None:
         subscription = await self.transport.subscribe(
-            self.control_queue, self.control_queue, self.id
+            self.control_queue, consumer_group(self.control_queue), self.id
         )
         puller = Puller(subscription, f"invoker {self.id}")
         async with subscription:

@@ -36,6 +36,7 @@ from broker_sched.invoker.pulling import Puller, TaskSet
 from broker_sched.invoker.replies import answer
 from broker_sched.model import Activation, Start, Status, decode, now_ms
 from broker_sched.runtime.base import Container, ContainerCrashed, ContainerTimings
+from broker_sched.topology import consumer_group
 from transports.base import Delivery, Transport
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,9 @@ class ContainerProxy:
 
     async def run(self) -> None:
         concurrency = self.container.action.concurrency
-        subscription = await self.transport.subscribe(self.queue, self.queue, self.container.id)
+        subscription = await self.transport.subscribe(
+            self.queue, consumer_group(self.queue), self.container.id
+        )
         puller = Puller(subscription, f"proxy {self.container.id}")
         try:
             while not self._stopping.is_set() and self.container.alive:

@@ -23,6 +23,7 @@ from broker_sched.invoker.pulling import Puller, TaskSet
 from broker_sched.invoker.replies import answer
 from broker_sched.model import Action, Activation, Start, Status, decode, now_ms
 from broker_sched.runtime.base import Container, ContainerCrashed, Runtime
+from broker_sched.topology import consumer_group
 from transports.base import Delivery, Transport
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ class PushPool:
     async def serve(self) -> None:
         await self.transport.declare(self.work_queue)
         subscription = await self.transport.subscribe(
-            self.work_queue, self.work_queue, self.invoker_id
+            self.work_queue, consumer_group(self.work_queue), self.invoker_id
         )
         puller = Puller(subscription, f"push pool {self.invoker_id}")
         try:

@@ -37,7 +37,7 @@ from broker_sched.scheduler.decision import (
 from broker_sched.scheduler.placement import InvokerView, place
 from broker_sched.scheduler.rates import ArrivalRate, MovingAverage, WindowMax
 from broker_sched.scheduler.reclaim import Eviction
-from broker_sched.topology import invoker_control_queue
+from broker_sched.topology import consumer_group, invoker_control_queue
 from transports.base import Backlog, Transport, raise_if_cancelling
 
 log = logging.getLogger(__name__)
@@ -163,7 +163,9 @@ class BacklogMonitor:
         now_s = time.monotonic()
         self.cluster.expire_requests(self.settings.scheduler.create_timeout_s)
         active = self._active(now_s)
-        backlogs = await self.transport.backlogs([(s.queue, s.queue) for s in active])
+        backlogs = await self.transport.backlogs(
+            [(s.queue, consumer_group(s.queue)) for s in active]
+        )
         for stats, backlog in zip(active, backlogs, strict=True):
             stats.backlog = backlog
             if backlog.total:
