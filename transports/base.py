@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,10 +37,19 @@ if TYPE_CHECKING:
     from broker_sched.config import Settings
 
 DEAD_LETTER_SUFFIX = ".dlq"
+_PLAIN_ID = re.compile(r"[\x21-\x7e]{1,200}")
 
 
 def dead_letter_queue(queue: str) -> str:
     return f"{queue}{DEAD_LETTER_SUFFIX}"
+
+
+def dedup_key(message_id: str) -> str:
+    """The id itself when it is plain printable ASCII, else its digest: what a backend
+    stores for :meth:`Transport.publish_once` (a Redis key, a NATS header value)."""
+    if _PLAIN_ID.fullmatch(message_id):
+        return message_id
+    return hashlib.sha256(message_id.encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,11 +76,13 @@ class Capabilities:
 
     ``partitioned``: a queue has partitions and at most one member per partition does
     work (:meth:`Transport.max_consumers`). ``rebalances``: members joining or leaving
-    pause the others.
+    pause the others. ``publishes_once``: :meth:`Transport.publish_once` refuses a
+    second message with the same id, on the broker itself.
     """
 
     partitioned: bool = False
     rebalances: bool = False
+    publishes_once: bool = False
 
 
 class Delivery(ABC):
@@ -233,6 +246,22 @@ class Transport(ABC):
 
     @abstractmethod
     async def _publish(self, queue: str, body: bytes, key: str | None) -> None: ...
+
+    async def publish_once(self, queue: str, body: bytes, message_id: str) -> bool:
+        """Append ``body`` unless a message with ``message_id`` was appended before.
+
+        True when appended now, False when the broker already had that id. The check and
+        the append are one step on the broker, so a retry after a lost confirmation
+        never makes a second copy; how long an id is remembered is the backend's (its
+        module says). Only where ``capabilities.publishes_once``; size limits as for
+        :meth:`publish`.
+        """
+        if len(body) > self.max_message_bytes:
+            raise PayloadTooLarge(len(body), self.max_message_bytes)
+        return await self._publish_once(queue, body, dedup_key(message_id))
+
+    async def _publish_once(self, queue: str, body: bytes, key: str) -> bool:
+        raise NotImplementedError(f"the {self.name} transport cannot publish once per id")
 
     @abstractmethod
     async def subscribe(self, queue: str, group: str, member: str) -> Subscription: ...

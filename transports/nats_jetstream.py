@@ -20,6 +20,9 @@ Features:
   subscribed, the number of messages stored on the queue's subject. ``backlogs`` sends
   one request per queue, all at once (about 0.1 ms per queue at 1,000 queues on
   loopback), plus one stream-info request shared by the groups that never subscribed.
+* ``publish_once``: the message carries the header ``Nats-Msg-Id: <id>``; JetStream
+  drops a second message with the same id within the stream's ``duplicate_window`` (2 min
+  unless the operator changed it) and says so in its ack.
 * Channels are core NATS subjects ``_chan.{subject_prefix}.{channel}``: fire-and-forget,
   outside the stream, received only by listeners subscribed at the time.
 * Records live in a KV bucket ``{stream}_RECORDS`` (one revision per key), keys
@@ -43,7 +46,8 @@ Limits:
 
 * The server's ``max_payload`` (1 MiB by default) must be at least ``max_message_bytes``;
   :meth:`NatsJetStreamTransport.connect` refuses with :class:`ConfigError` otherwise.
-  Bodies go out without headers, so a body of exactly ``max_message_bytes`` fits.
+  Bodies go out without headers, so a body of exactly ``max_message_bytes`` fits
+  (``publish_once`` adds one header, which the server counts against ``max_payload``).
 * A nacked message waiting for redelivery counts as ``in_flight`` (the server keeps it
   in the consumer's ack-pending set), not ``pending``; ``Backlog.total`` is exact.
 * ``oldest_age_s`` is not reported (it would cost a second request per queue).
@@ -112,6 +116,7 @@ INITIAL_RETRY_WAIT_S = 1
 """Pause between attempts during the first connect (nats-py takes whole seconds)."""
 CHANNEL_ROOT = "_chan"
 STATUS_HEADER = "Status"
+MSG_ID_HEADER = "Nats-Msg-Id"
 DESCRIPTION_HEADER = "Description"
 REQUEST_ENDED = ("404", "408")
 """Pull statuses that end a request normally: no messages now, or the request expired."""
@@ -466,7 +471,7 @@ class NatsListener(Listener):
 
 class NatsJetStreamTransport(Transport):
     name = "nats"
-    capabilities = Capabilities(partitioned=False, rebalances=False)
+    capabilities = Capabilities(partitioned=False, rebalances=False, publishes_once=True)
 
     def __init__(
         self,
@@ -674,6 +679,18 @@ class NatsJetStreamTransport(Transport):
                 await self.jetstream().publish(subject, body)
             except MaxPayloadError as exc:
                 raise PayloadTooLarge(len(body), nc.max_payload) from exc
+
+    async def _publish_once(self, queue: str, body: bytes, key: str) -> bool:
+        from nats.errors import MaxPayloadError
+
+        subject = queue_subject(self.subject_prefix, queue)
+        js = self.jetstream()
+        with _translated(f"publish {key} once to {subject}"):
+            try:
+                ack = await js.publish(subject, body, headers={MSG_ID_HEADER: key})
+            except MaxPayloadError as exc:
+                raise PayloadTooLarge(len(body), self.max_message_bytes) from exc
+        return not ack.duplicate
 
     async def subscribe(self, queue: str, group: str, member: str) -> Subscription:
         durable = await self._ensure_consumer(queue, group)

@@ -12,7 +12,7 @@ Two ways, both keyed on the activation id (the runbook is docs/migration.md):
   (:mod:`.targets`), so an interrupted move can simply be run again.
 
 Only this package, the ``migrate`` command and the invoker's drain wiring import it; it
-reaches broker clients only through :mod:`.targets`, lazily.
+reaches brokers only through the transport contract.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 
+import pytest
 from brokers import TransportFactory
 
 from transports.base import Listener, Subscription, Transport
@@ -231,3 +232,22 @@ async def test_reply_and_ack_sends_the_reply_and_finishes_the_work(
 
     backlog = await transport.backlog(queue, GROUP)
     assert (backlog.pending, backlog.in_flight) == (0, 0)
+
+
+@pytest.mark.requires(publishes_once=True)
+async def test_publish_once_refuses_a_second_copy_of_an_id(
+    transport: Transport, queue: str
+) -> None:
+    """Ids are remembered across queues (a NATS stream's, for its duplicate window), so
+    each run uses its own."""
+    await transport.declare(queue)
+    assert await transport.publish_once(queue, b"copy", f"{queue}-1")
+    assert not await transport.publish_once(queue, b"copy", f"{queue}-1")
+    assert await transport.publish_once(queue, b"other", f"{queue} with space\r\n")
+
+    async with await transport.subscribe(queue, GROUP, "m1") as member:
+        deliveries = await fetch_n(member, 2)
+        assert sorted(d.body for d in deliveries) == [b"copy", b"other"]
+        for delivery in deliveries:
+            await delivery.ack()
+        assert await member.fetch(1, 0.5) == []
