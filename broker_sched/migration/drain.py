@@ -12,7 +12,7 @@ the first zero, because old controllers may still be publishing during a rolling
 Its containers are then removed and the queue is no longer read; when every queue is
 drained the old connection is closed and ``drain_complete`` recorded.
 
-Drain containers hold invoker capacity through :meth:`Invoker.reserve`, so heartbeats
+Drain containers hold invoker capacity through :meth:`DrainHost.reserve`, so heartbeats
 report the room they take, but they are not counted as the action's containers: they do
 not serve the new queue, and the controllers' scaling decisions must not think they do.
 
@@ -30,17 +30,19 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from broker_sched.config import Settings
 from broker_sched.errors import TransportError
+from broker_sched.events import Timeline
 from broker_sched.invoker.proxy import ContainerProxy
 from broker_sched.migration import QueuePair, check_distinct, source_queue
+from broker_sched.model import Action
+from broker_sched.runtime.base import Runtime
 from transports.base import Backlog, Transport, raise_if_cancelling
 from transports.registry import transport_from_settings
-
-if TYPE_CHECKING:
-    from broker_sched.invoker.invoker import Invoker
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +67,35 @@ class DrainWatch:
         return now_s - self.empty_since_s >= self.quiet_s
 
 
+class DrainHost(Protocol):
+    """What a drainer needs of the invoker it runs beside, and nothing more: who it is,
+    the actions and runtime its containers come from, the timeline it reports to, and
+    its capacity, which drain containers take their share of."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def actions(self) -> Mapping[str, Action]: ...
+
+    @property
+    def runtime(self) -> Runtime: ...
+
+    @property
+    def timeline(self) -> Timeline: ...
+
+    def reserve(self, action: Action) -> bool:
+        """Hold a slot and the action's memory; False when there is no room."""
+        ...
+
+    def release(self, action: Action) -> None: ...
+
+
 class Drainer:
-    def __init__(self, invoker: Invoker, *, transport: Transport | None = None) -> None:
+    def __init__(self, invoker: DrainHost, *, transport: Transport | None = None) -> None:
         """``transport``: the old transport, connected by the caller; by default one is
         built from the settings for ``migration.drain_from`` and owned by the drainer."""
         settings = invoker.settings
