@@ -4,9 +4,8 @@ The proxy is what makes scheduling location-free: it joins the action's consumer
 from wherever its container runs and takes work when the container is free. Nothing
 ever pushes an activation to a particular container.
 
-Lifecycle: fetch → (resume if paused) → run → send the result → ack. The ack comes only
-after the result has been sent, so a crash between the two re-runs the activation
-rather than losing it (at-least-once; the controller reports one result per id).
+Lifecycle: fetch → (resume if paused) → run → send the result → ack, by the rules of
+:mod:`.run_activation`, which the ``sharding`` push pool follows too.
 Idle past ``pause_grace_s`` → pause the container; idle past ``keep_alive_s`` → leave
 the group and remove the container (scale to zero). A controller may also tell it to
 leave (central scale-in, eviction): it then finishes its current runs first.
@@ -30,19 +29,15 @@ import time
 from collections.abc import Callable
 
 from broker_sched.config import InvokerSettings
-from broker_sched.errors import MalformedMessage
 from broker_sched.events import Timeline
 from broker_sched.invoker.pulling import Puller, TaskSet
-from broker_sched.invoker.replies import answer
-from broker_sched.model import Activation, Start, Status, decode, now_ms
+from broker_sched.invoker.run_activation import accept, give_back, run_activation
+from broker_sched.model import Start
 from broker_sched.runtime.base import Container, ContainerCrashed, ContainerTimings
 from broker_sched.topology import consumer_group
 from transports.base import Delivery, Transport
 
 log = logging.getLogger(__name__)
-
-MAX_ATTEMPTS = 3
-"""An activation that crashed this many containers is answered with a system error."""
 
 
 class ContainerProxy:
@@ -146,7 +141,14 @@ class ContainerProxy:
             await self._process(delivery, fetched_s)
         except ContainerCrashed as exc:
             log.warning("container %s crashed: %s", self.container.id, exc)
-            await self._give_back(delivery, str(exc))
+            self.stop()
+            await give_back(
+                self.transport,
+                delivery,
+                str(exc),
+                invoker_id=self.invoker_id,
+                container_id=self.container.id,
+            )
         except Exception:
             log.exception("proxy %s failed on %s; giving it back", self.container.id, delivery.id)
             await delivery.nack(1.0)
@@ -155,23 +157,10 @@ class ContainerProxy:
             self.last_used_s = time.monotonic()
 
     async def _process(self, delivery: Delivery, fetched_s: float) -> None:
-        try:
-            activation = decode(Activation, delivery.body)
-        except MalformedMessage as exc:
-            await self.transport.dead_letter(self.queue, delivery.body, str(exc))
-            await delivery.ack()
+        accepted = await accept(self.transport, self.queue, delivery, invoker_id=self.invoker_id)
+        if accepted is None:
             return
-        received_ms = now_ms()
-        if received_ms > activation.deadline_ms:
-            await answer(
-                self.transport,
-                delivery,
-                activation,
-                Status.TIMEOUT,
-                invoker_id=self.invoker_id,
-                error="deadline passed while queued",
-            )
-            return
+        activation, received_ms = accepted
         start = self._start_kind()
         init_ms = 0.0
         if start is Start.RESUMED:
@@ -180,27 +169,19 @@ class ContainerProxy:
         elif start is Start.COLD:
             init_ms = self._cold_init_ms or 0.0
             self._cold_init_ms = None
-        remaining_s = (activation.deadline_ms - received_ms) / 1000
-        timeout_s = min(self.container.action.timeout_s, remaining_s)
-        outcome = await self.container.run(activation.payload, timeout_s)
-        self.runs += 1
-        answering_s = time.monotonic()
-        await answer(
+        self._last_answer_ms = await run_activation(
             self.transport,
             delivery,
             activation,
-            outcome.status,
-            result=outcome.result,
-            error=outcome.error,
+            self.container,
+            received_ms=received_ms,
             start=start,
-            wait_ms=max(0.0, received_ms - activation.published_ms),
             init_ms=init_ms,
-            run_ms=outcome.run_ms,
-            service_ms=(answering_s - fetched_s) * 1000 + self._last_answer_ms,
             invoker_id=self.invoker_id,
-            container_id=self.container.id,
+            service_since_s=fetched_s,
+            previous_answer_ms=self._last_answer_ms,
         )
-        self._last_answer_ms = (time.monotonic() - answering_s) * 1000
+        self.runs += 1
         if not self.container.alive:
             self.stop()
 
@@ -215,24 +196,3 @@ class ContainerProxy:
         if self._cold_init_ms is not None:
             return Start.COLD
         return Start.WARM
-
-    async def _give_back(self, delivery: Delivery, reason: str) -> None:
-        """Redeliver the work of a crashed container, or give up after MAX_ATTEMPTS."""
-        self.stop()
-        if delivery.attempt < MAX_ATTEMPTS:
-            await delivery.nack()
-            return
-        try:
-            activation = decode(Activation, delivery.body)
-        except MalformedMessage:
-            await delivery.ack()
-            return
-        await answer(
-            self.transport,
-            delivery,
-            activation,
-            Status.SYSTEM_ERROR,
-            error=f"container crashed on {delivery.attempt} attempts: {reason}",
-            invoker_id=self.invoker_id,
-            container_id=self.container.id,
-        )

@@ -5,7 +5,9 @@ hash. The pool runs each on a free warm container of the same action; else cold-
 one if a slot is free; else evicts the least-recently-used idle container of another
 action and cold-starts in its place; else the activation waits for a container to free
 up. This is the behaviour that makes busy actions sharing a home invoker evict each
-other, modelled so both policies run on the same transports, runtimes and metrics.
+other, modelled so both policies run on the same transports, runtimes and metrics; once
+it has a container, an activation runs by the rules of :mod:`.run_activation`, as in a
+container proxy.
 """
 
 from __future__ import annotations
@@ -17,11 +19,11 @@ import time
 from dataclasses import dataclass, field
 
 from broker_sched.config import Settings
-from broker_sched.errors import MalformedMessage
 from broker_sched.events import Timeline
 from broker_sched.invoker.pulling import Puller, TaskSet
 from broker_sched.invoker.replies import answer
-from broker_sched.model import Action, Activation, Start, Status, decode, now_ms
+from broker_sched.invoker.run_activation import accept, give_back, run_activation
+from broker_sched.model import Action, Start, Status, now_ms
 from broker_sched.runtime.base import Container, ContainerCrashed, Runtime
 from broker_sched.topology import consumer_group
 from transports.base import Delivery, Transport
@@ -89,12 +91,12 @@ class PushPool:
                     await slot.container.remove()
 
     async def _handle(self, delivery: Delivery) -> None:
-        try:
-            activation = decode(Activation, delivery.body)
-        except MalformedMessage as exc:
-            await self.transport.dead_letter(self.work_queue, delivery.body, str(exc))
-            await delivery.ack()
+        accepted = await accept(
+            self.transport, self.work_queue, delivery, invoker_id=self.invoker_id
+        )
+        if accepted is None:
             return
+        activation, _ = accepted
         action = self.actions.get(activation.fqn)
         if action is None:
             await answer(
@@ -107,30 +109,32 @@ class PushPool:
             )
             return
         slot, start, init_ms = await self._acquire(action)
+        # Received once it has a container: the wait for a slot is this policy's queue.
         received_ms = now_ms()
         try:
             if start is Start.RESUMED:
                 await slot.container.resume()
-            outcome = await slot.container.run(activation.payload, action.timeout_s)
+            await run_activation(
+                self.transport,
+                delivery,
+                activation,
+                slot.container,
+                received_ms=received_ms,
+                start=start,
+                init_ms=init_ms,
+                invoker_id=self.invoker_id,
+            )
         except ContainerCrashed as exc:
             await self._discard(slot)
-            await delivery.nack()
             log.warning("push pool %s: container crashed: %s", self.invoker_id, exc)
+            await give_back(
+                self.transport,
+                delivery,
+                str(exc),
+                invoker_id=self.invoker_id,
+                container_id=slot.container.id,
+            )
             return
-        await answer(
-            self.transport,
-            delivery,
-            activation,
-            outcome.status,
-            invoker_id=self.invoker_id,
-            result=outcome.result,
-            error=outcome.error,
-            start=start,
-            wait_ms=max(0.0, received_ms - activation.published_ms),
-            init_ms=init_ms,
-            run_ms=outcome.run_ms,
-            container_id=slot.container.id,
-        )
         if slot.container.alive:
             await self._release(slot)
         else:
