@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, ClassVar, Self
 
+from pydantic import BaseModel, ConfigDict
+
 from broker_sched.errors import PayloadTooLarge
 
 if TYPE_CHECKING:
@@ -83,6 +85,15 @@ class Capabilities:
     partitioned: bool = False
     rebalances: bool = False
     publishes_once: bool = False
+
+
+class BackendSettings(BaseModel):
+    """A backend's own settings section: ``[<section>]`` in the TOML file and
+    ``BROKER_SCHED_<SECTION>__<KEY>`` in the environment; unknown keys are an error, as
+    everywhere in the settings. The transport class registers it
+    (:attr:`Transport.settings_model`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Delivery(ABC):
@@ -200,6 +211,10 @@ class Transport(ABC):
 
     name: ClassVar[str]
     capabilities: ClassVar[Capabilities]
+    settings_section: ClassVar[str | None] = None
+    """The backend's section of the settings; backends that share a section (``kafka``
+    and ``kafka-share``) register the same model for it."""
+    settings_model: ClassVar[type[BackendSettings] | None] = None
 
     def __init__(self, *, max_message_bytes: int = 1_048_576) -> None:
         self.max_message_bytes = max_message_bytes

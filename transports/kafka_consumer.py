@@ -37,7 +37,7 @@ from broker_sched.errors import BrokerUnavailable, TransportError, TransportNotI
 if TYPE_CHECKING:
     from aiokafka.structs import TopicPartition
 
-    from broker_sched.config import KafkaSettings
+    from transports.kafka import KafkaSettings
 
 log = logging.getLogger(__name__)
 

@@ -66,11 +66,11 @@ from typing import TYPE_CHECKING, Any, Self
 
 from broker_sched.errors import BrokerUnavailable, TransportError
 from transports.base import Backlog, Capabilities, Delivery, Subscription
-from transports.kafka import KafkaTransport, _broker_errors
+from transports.kafka import KafkaSettings, KafkaTransport, _broker_errors
 from transports.kafka_consumer import broker_error, confluent_config, require_confluent
 
 if TYPE_CHECKING:
-    from broker_sched.config import KafkaSettings, Settings
+    from broker_sched.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ class KafkaShareTransport(KafkaTransport):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
-        return cls(settings.kafka, max_message_bytes=settings.max_payload_bytes)
+        return cls(settings.section(KafkaSettings), max_message_bytes=settings.max_payload_bytes)
 
     async def close(self) -> None:
         for member in list(self._members):

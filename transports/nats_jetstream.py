@@ -82,6 +82,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self
 
+from pydantic import Field, SecretStr
+
 from broker_sched.errors import (
     BrokerUnavailable,
     ConfigError,
@@ -89,7 +91,15 @@ from broker_sched.errors import (
     TransportError,
     TransportNotInstalled,
 )
-from transports.base import Backlog, Capabilities, Delivery, Listener, Subscription, Transport
+from transports.base import (
+    BackendSettings,
+    Backlog,
+    Capabilities,
+    Delivery,
+    Listener,
+    Subscription,
+    Transport,
+)
 
 if TYPE_CHECKING:
     from nats.aio.client import Client, Server
@@ -469,8 +479,22 @@ class NatsListener(Listener):
             pass  # the server dropped the interest with the connection
 
 
+class NatsSettings(BackendSettings):
+    servers: str = "nats://127.0.0.1:4222"
+    stream: str = "BROKER_SCHED"
+    subject_prefix: str = "act"
+    ack_wait_s: float = Field(default=30.0, gt=0)
+    max_deliver: int = Field(default=-1)
+    user: str | None = None
+    password: SecretStr | None = None
+    creds_file: str | None = None
+    nkeys_seed_file: str | None = None
+
+
 class NatsJetStreamTransport(Transport):
     name = "nats"
+    settings_section = "nats"
+    settings_model = NatsSettings
     capabilities = Capabilities(partitioned=False, rebalances=False, publishes_once=True)
 
     def __init__(
@@ -523,7 +547,7 @@ class NatsJetStreamTransport(Transport):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
-        nats = settings.nats
+        nats = settings.section(NatsSettings)
         return cls(
             servers=nats.servers,
             stream=nats.stream,

@@ -95,8 +95,18 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
 
+from pydantic import Field, SecretStr
+
 from broker_sched.errors import BrokerUnavailable, TransportError, TransportNotInstalled
-from transports.base import Backlog, Capabilities, Delivery, Listener, Subscription, Transport
+from transports.base import (
+    BackendSettings,
+    Backlog,
+    Capabilities,
+    Delivery,
+    Listener,
+    Subscription,
+    Transport,
+)
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -141,8 +151,19 @@ def channel_key(channel: str) -> str:
     return f"{CHANNEL_PREFIX}{channel}"
 
 
+class RedisSettings(BackendSettings):
+    url: str = "redis://127.0.0.1:6379/0"
+    username: str | None = None
+    password: SecretStr | None = None
+    maxlen: int | None = Field(default=None, ge=1)
+    claim_min_idle_ms: int = Field(default=30_000, ge=1)
+    block_ms: int = Field(default=1_000, ge=1)
+
+
 class RedisStreamsTransport(Transport):
     name = "redis"
+    settings_section = "redis"
+    settings_model = RedisSettings
     capabilities = Capabilities(partitioned=False, rebalances=False, publishes_once=True)
 
     def __init__(
@@ -198,7 +219,7 @@ class RedisStreamsTransport(Transport):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
-        redis = settings.redis
+        redis = settings.section(RedisSettings)
         return cls(
             redis.url,
             username=redis.username,
