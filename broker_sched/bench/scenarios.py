@@ -137,14 +137,7 @@ async def run_scenario(scenario: str, ctx: BenchContext) -> Report:
 async def add_overhead(report: Report, ctx: BenchContext) -> None:
     """The scheduler-vs-raw block for every transport of the report."""
     entries = [await ctx.overhead(transport) for transport in ctx.transports]
-    report.data["overhead"] = {
-        entry["transport"]: {k: v for k, v in entry.items() if k not in ("raw", "scheduler")}
-        | {
-            "raw": {k: v for k, v in entry["raw"].items() if k != "series"},
-            "scheduler": {k: v for k, v in entry["scheduler"].items() if k != "series"},
-        }
-        for entry in entries
-    }
+    report.data["overhead"] = {entry.transport: entry.to_json() for entry in entries}
     report.tables.append(overhead_table(entries))
     report.targets += [target for entry in entries for target in overhead_targets(entry)]
     report.figures.append(overhead_figure(f"{report.scenario}-overhead", entries))
