@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from broker_sched.bench.analysis import ratio
-from broker_sched.bench.cell import run_cell
+from broker_sched.bench.cell import CellResult, run_cell
 from broker_sched.bench.plots import BarFigure
 from broker_sched.bench.progress import Progress
 from broker_sched.bench.raw import run_raw
@@ -59,9 +59,12 @@ class Side:
     errors: dict[str, int]
 
     @classmethod
-    def of(cls, result: dict[str, Any]) -> Side:
-        """From a cell's or a raw run's results."""
+    def of_raw(cls, result: dict[str, Any]) -> Side:
         return cls(result["tps"], result["latency_ms"], result["completed"], result["errors"])
+
+    @classmethod
+    def of_cell(cls, result: CellResult) -> Side:
+        return cls(result.tps, result.latency_ms, result.completed, result.errors)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,9 +138,9 @@ async def measure_overhead(
         plan.users,
         plan.run_ms,
         containers,
-        raw=Side.of(raw),
-        scheduler=Side.of(scheduled),
-        warm_latency_ms=scheduled["warm_latency_ms"] or {},
+        raw=Side.of_raw(raw),
+        scheduler=Side.of_cell(scheduled),
+        warm_latency_ms=scheduled.warm_latency_ms or {},
     )
     progress.note(
         f"{transport} overhead ({plan.users} users, {containers} containers/consumers): "
@@ -148,13 +151,13 @@ async def measure_overhead(
     return overhead
 
 
-def steady_containers(cell: dict[str, Any]) -> int:
+def steady_containers(cell: CellResult) -> int:
     """The median container count sampled in the cell's measured window (at least 1)."""
-    series = cell["series"]
+    series = cell.series
     window = [
         count
         for at_s, count in zip(series["t_s"], series.get("containers", []), strict=False)
-        if count is not None and at_s >= cell["warmup_s"]
+        if count is not None and at_s >= cell.warmup_s
     ]
     return max(1, round(statistics.median(window))) if window else 1
 
