@@ -20,7 +20,7 @@ from broker_sched.bench.analysis import ratio
 from broker_sched.bench.cell import CellResult, run_cell
 from broker_sched.bench.plots import BarFigure
 from broker_sched.bench.progress import Progress
-from broker_sched.bench.raw import run_raw
+from broker_sched.bench.raw import FloorResult, run_raw
 from broker_sched.bench.report import Table, Target, at_least, at_most
 from broker_sched.bench.settings import derive
 from broker_sched.bench.workload import Workload
@@ -59,11 +59,7 @@ class Side:
     errors: dict[str, int]
 
     @classmethod
-    def of_raw(cls, result: dict[str, Any]) -> Side:
-        return cls(result["tps"], result["latency_ms"], result["completed"], result["errors"])
-
-    @classmethod
-    def of_cell(cls, result: CellResult) -> Side:
+    def of(cls, result: CellResult | FloorResult) -> Side:
         return cls(result.tps, result.latency_ms, result.completed, result.errors)
 
 
@@ -138,8 +134,8 @@ async def measure_overhead(
         plan.users,
         plan.run_ms,
         containers,
-        raw=Side.of_raw(raw),
-        scheduler=Side.of_cell(scheduled),
+        raw=Side.of(raw),
+        scheduler=Side.of(scheduled),
         warm_latency_ms=scheduled.warm_latency_ms or {},
     )
     progress.note(
