@@ -15,7 +15,7 @@ import asyncio
 import random
 import time
 from collections import Counter
-from typing import Any
+from dataclasses import asdict, dataclass
 
 from broker_sched.bench.cell import delete_queues
 from broker_sched.bench.context import BenchContext
@@ -48,14 +48,29 @@ async def run(ctx: BenchContext) -> Report:
             f"each invoked once in turn, then {RANDOM_CALLS} calls at random from "
             f"{CALLERS} callers; {TIMEOUT_S:g} s invocation timeout; process runtime."
         ),
-        data={"transports": results},
+        data={"transports": {t: asdict(result) for t, result in results.items()}},
     )
     report.tables.append(_table(results))
     report.targets += [target for t, r in results.items() for target in _targets(t, r)]
     return report
 
 
-async def _run_transport(ctx: BenchContext, transport: str) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class FullClusterResult:
+    """How a full cluster answered on one transport: every call's outcome, and how long
+    the served waited and the rejected were kept."""
+
+    outcomes: dict[str, int]
+    """Calls by outcome: a result's status, ``timeout``, ``rejected: no capacity``, …"""
+    queue_wait_ms: dict[str, float]
+    rejected_after_ms: dict[str, float]
+    slowest_answer_s: float
+    """The longest wait for a run to start, a rejection or a timeout."""
+    evictions: int
+    containers_created: int
+
+
+async def _run_transport(ctx: BenchContext, transport: str) -> FullClusterResult:
     tag = run_tag()
     settings = derive(
         ctx.settings_for(transport),
@@ -108,17 +123,17 @@ async def _run_transport(ctx: BenchContext, transport: str) -> dict[str, Any]:
         queues += [invoker.control_queue for invoker in stack.invokers]
         await delete_queues(stack.transport, queues)
     ctx.progress.note(f"full-cluster {transport}: {dict(outcomes)}")
-    return {
-        "outcomes": dict(outcomes),
-        "queue_wait_ms": waited.summary(),
-        "rejected_after_ms": rejected_after.summary(),
-        "slowest_answer_s": round(slowest_s, 3),
-        "evictions": timeline.counts["container_evicted"],
-        "containers_created": timeline.counts["container_created"],
-    }
+    return FullClusterResult(
+        outcomes=dict(outcomes),
+        queue_wait_ms=waited.summary(),
+        rejected_after_ms=rejected_after.summary(),
+        slowest_answer_s=round(slowest_s, 3),
+        evictions=timeline.counts["container_evicted"],
+        containers_created=timeline.counts["container_created"],
+    )
 
 
-def _table(results: dict[str, dict[str, Any]]) -> Table:
+def _table(results: dict[str, FullClusterResult]) -> Table:
     return Table(
         "Outcomes",
         [
@@ -133,29 +148,29 @@ def _table(results: dict[str, dict[str, Any]]) -> Table:
         [
             [
                 t,
-                ", ".join(f"{k} {v}" for k, v in sorted(r["outcomes"].items())),
-                f"{r['queue_wait_ms']['p99']:.0f} / {r['queue_wait_ms']['max']:.0f}",
-                f"{r['rejected_after_ms']['p99']:.1f} / {r['rejected_after_ms']['max']:.1f}",
-                r["slowest_answer_s"],
-                r["evictions"],
-                r["containers_created"],
+                ", ".join(f"{k} {v}" for k, v in sorted(r.outcomes.items())),
+                f"{r.queue_wait_ms['p99']:.0f} / {r.queue_wait_ms['max']:.0f}",
+                f"{r.rejected_after_ms['p99']:.1f} / {r.rejected_after_ms['max']:.1f}",
+                r.slowest_answer_s,
+                r.evictions,
+                r.containers_created,
             ]
             for t, r in results.items()
         ],
     )
 
 
-def _targets(transport: str, result: dict[str, Any]) -> list[Target]:
+def _targets(transport: str, result: FullClusterResult) -> list[Target]:
     return [
         at_most(
             f"{transport}: invocations that waited out their timeout",
-            result["outcomes"].get("timeout", 0),
+            result.outcomes.get("timeout", 0),
             0,
             "an activation sat in a queue nothing could serve",
         ),
         at_most(
             f"{transport}: slowest run start or rejection, s",
-            result["slowest_answer_s"],
+            result.slowest_answer_s,
             ANSWER_GOAL_S,
             "a first activation waited for an eviction and a cold start",
         ),
