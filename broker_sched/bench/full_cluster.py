@@ -25,6 +25,7 @@ from broker_sched.bench.settings import derive, run_tag
 from broker_sched.errors import BrokerSchedError, InvocationTimeout, NoCapacity
 from broker_sched.events import Timeline
 from broker_sched.model import Action
+from broker_sched.scheduler.controller import Controller
 from broker_sched.stack import Stack
 
 ACTIONS = 100
@@ -70,6 +71,44 @@ class FullClusterResult:
     containers_created: int
 
 
+class _Outcomes:
+    """Each call's outcome, how long the served waited for their run to start, and how
+    long the rejected were kept."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.waited = LatencyHistogram()
+        self.rejected_after = LatencyHistogram()
+        self.slowest_s = 0.0
+
+    async def call(self, controller: Controller, action: Action) -> None:
+        started_s = time.monotonic()
+        try:
+            result = await controller.invoke(action.name, {"n": 1}, timeout_s=TIMEOUT_S)
+        except NoCapacity:
+            self.counts["rejected: no capacity"] += 1
+            self.rejected_after.record((time.monotonic() - started_s) * 1000)
+        except InvocationTimeout:
+            self.counts["timeout"] += 1
+            self.slowest_s = max(self.slowest_s, time.monotonic() - started_s)
+        except BrokerSchedError as exc:
+            self.counts[type(exc).__name__] += 1
+        else:
+            self.counts[str(result.status)] += 1
+            self.waited.record(result.wait_ms)
+            self.slowest_s = max(self.slowest_s, result.wait_ms / 1000)
+
+    def result(self, timeline: Timeline) -> FullClusterResult:
+        return FullClusterResult(
+            outcomes=dict(self.counts),
+            queue_wait_ms=self.waited.summary(),
+            rejected_after_ms=self.rejected_after.summary(),
+            slowest_answer_s=round(self.slowest_s, 3),
+            evictions=timeline.counts["container_evicted"],
+            containers_created=timeline.counts["container_created"],
+        )
+
+
 async def _run_transport(ctx: BenchContext, transport: str) -> FullClusterResult:
     tag = run_tag()
     settings = derive(
@@ -82,55 +121,26 @@ async def _run_transport(ctx: BenchContext, transport: str) -> FullClusterResult
     )
     actions = [Action(name=f"f{i:03d}", memory_mb=256) for i in range(ACTIONS)]
     timeline = Timeline()
-    outcomes: Counter[str] = Counter()
-    waited = LatencyHistogram()
-    rejected_after = LatencyHistogram()
-    slowest_s = 0.0
+    outcomes = _Outcomes()
     rng = random.Random(SEED)
     async with Stack(settings, actions={a.fqn: a for a in actions}, timeline=timeline) as stack:
         controller = stack.controller
         assert controller is not None
-
-        async def call(action: Action) -> None:
-            nonlocal slowest_s
-            started_s = time.monotonic()
-            try:
-                result = await controller.invoke(action.name, {"n": 1}, timeout_s=TIMEOUT_S)
-            except NoCapacity:
-                outcomes["rejected: no capacity"] += 1
-                rejected_after.record((time.monotonic() - started_s) * 1000)
-            except InvocationTimeout:
-                outcomes["timeout"] += 1
-                slowest_s = max(slowest_s, time.monotonic() - started_s)
-            except BrokerSchedError as exc:
-                outcomes[type(exc).__name__] += 1
-            else:
-                outcomes[str(result.status)] += 1
-                waited.record(result.wait_ms)
-                slowest_s = max(slowest_s, result.wait_ms / 1000)
-
         for action in actions:
-            await call(action)
+            await outcomes.call(controller, action)
         gate = asyncio.Semaphore(CALLERS)
 
         async def random_call() -> None:
             async with gate:
-                await call(rng.choice(actions))
+                await outcomes.call(controller, rng.choice(actions))
 
         calls = QUICK_RANDOM_CALLS if ctx.quick else RANDOM_CALLS
         await asyncio.gather(*(random_call() for _ in range(calls)))
         queues = [settings.queue_name(a.namespace, a.name) for a in actions]
         queues += [invoker.control_queue for invoker in stack.invokers]
         await delete_queues(stack.transport, queues)
-    ctx.progress.note(f"full-cluster {transport}: {dict(outcomes)}")
-    return FullClusterResult(
-        outcomes=dict(outcomes),
-        queue_wait_ms=waited.summary(),
-        rejected_after_ms=rejected_after.summary(),
-        slowest_answer_s=round(slowest_s, 3),
-        evictions=timeline.counts["container_evicted"],
-        containers_created=timeline.counts["container_created"],
-    )
+    ctx.progress.note(f"full-cluster {transport}: {dict(outcomes.counts)}")
+    return outcomes.result(timeline)
 
 
 def _table(results: dict[str, FullClusterResult]) -> Table:
