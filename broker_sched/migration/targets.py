@@ -27,12 +27,13 @@ from transports.registry import available, resolve
 @contextlib.asynccontextmanager
 async def open_target(settings: Settings, name: str) -> AsyncIterator[Transport]:
     """Transport ``name``, connected; :class:`ConfigError` when it cannot publish once."""
-    if not resolve(name).capabilities.publishes_once:
+    target = resolve(name)
+    if not target.capabilities.publishes_once:
         targets = [known for known in available() if resolve(known).capabilities.publishes_once]
         raise ConfigError(
             f"move cannot write to {name!r}: it needs a target that refuses a second copy "
             f"of an activation ({', '.join(targets)}); to go back to kafka, use drain mode "
             "(docs/migration.md)"
         )
-    async with resolve(name).from_settings(settings) as transport:
+    async with target.from_settings(settings) as transport:
         yield transport
