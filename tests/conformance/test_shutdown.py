@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 import broker_sched
@@ -87,6 +88,13 @@ async def test_a_cancelled_stack_under_load_ends_every_task_and_loses_no_work(
             controller = stack.controller
             assert controller is not None
             replies = await transport.listen(results_channel(controller.id))
+            warm = anyio.Event()
+
+            def count(_: ActivationResult) -> None:
+                if len(controller.results) >= ANSWERED_BEFORE_CANCEL:
+                    warm.set()
+
+            controller.result_listeners.append(count)
 
             async def call() -> None:
                 while True:
@@ -100,8 +108,7 @@ async def test_a_cancelled_stack_under_load_ends_every_task_and_loses_no_work(
                 for _ in range(CALLERS):
                     callers.start_soon(call)
                 with anyio.fail_after(WARM_UP_S):
-                    while len(controller.results) < ANSWERED_BEFORE_CANCEL:
-                        await anyio.sleep(0.05)
+                    await warm.wait()
                 await anyio.sleep(LOAD_S)
                 running.cancel()
                 cancelled_s = anyio.current_time()
@@ -126,5 +133,5 @@ async def test_a_cancelled_stack_under_load_ends_every_task_and_loses_no_work(
     assert answered, "nothing ran before the shutdown"
 
     gc.collect()
-    await anyio.sleep(0)
+    await anyio.lowlevel.checkpoint()
     assert not [c for c in loop_complaints if "Task" in c], loop_complaints
