@@ -105,7 +105,11 @@ class ContainerProxy:
 
     async def run(self) -> None:
         """Pull and run until stopped or retired; cancelled, the runs under way are
-        abandoned unacked, and closing the subscription gives their work back."""
+        abandoned unacked, and closing the subscription gives their work back.
+
+        A container that runs one activation at a time runs it in this task: a task per
+        activation costs more than a fast handler's whole run.
+        """
         concurrency = self.container.action.concurrency
         subscription = await self.transport.subscribe(self.queue, self.queue, self.container.id)
         puller = Puller(subscription, f"proxy {self.container.id}")
@@ -126,7 +130,10 @@ class ContainerProxy:
                     fetched_s = time.monotonic()
                     for delivery in deliveries:
                         self.busy += 1
-                        runs.start_soon(self._handle, delivery, fetched_s)
+                        if concurrency == 1:
+                            await self._handle(delivery, fetched_s)
+                        else:
+                            runs.start_soon(self._handle, delivery, fetched_s)
         finally:
             with anyio.move_on_after(CLEANUP_TIMEOUT_S, shield=True):
                 await subscription.close()
