@@ -18,6 +18,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import anyio
+
 from broker_sched.config import ENV_PREFIX, Settings, load_settings
 from broker_sched.errors import BrokerSchedError, ConfigError, ExtraNotInstalled
 from broker_sched.simulator.command import add_simulate_parser
@@ -260,14 +262,17 @@ async def _run(settings: Settings, *, role: str, invokers: int, api: str) -> int
     from broker_sched.api_keys import load_keyring
     from broker_sched.stack import Stack
 
-    async with Stack(settings, role=role, invokers=invokers) as stack:  # type: ignore[arg-type]
-        serving = [stack.serve_forever()]
+    async with (
+        Stack(settings, role=role, invokers=invokers) as stack,  # type: ignore[arg-type]
+        anyio.create_task_group() as serving,
+    ):
+        serving.start_soon(stack.serve_forever)
         where = ""
         if stack.controller is not None and api != "off":
             host, _, port = api.rpartition(":")
             keyring = load_keyring(settings.api, api) if settings.api.auth else None
             server = await Api(stack.controller, keyring).start(host, int(port))
-            serving.append(server.serve_forever())
+            serving.start_soon(server.serve_forever)
             keys = f"{len(keyring)} API keys" if keyring is not None else "no authentication"
             where = f", API on {server.url} ({keys})"
         print(
@@ -275,7 +280,6 @@ async def _run(settings: Settings, *, role: str, invokers: int, api: str) -> int
             file=sys.stderr,
             flush=True,
         )
-        await asyncio.gather(*serving)
     return 0
 
 
@@ -305,19 +309,26 @@ async def _run_workers(args: argparse.Namespace, settings: Settings) -> int:
         if settings.invoker.id:
             env[f"{ENV_PREFIX}INVOKER__ID"] = f"{settings.invoker.id}-w{index}"
         workers.append(await asyncio.create_subprocess_exec(*command, env=env))
-    waits = [asyncio.ensure_future(worker.wait()) for worker in workers]
 
     def stop_all() -> None:
         for worker in workers:
             if worker.returncode is None:
                 worker.send_signal(signal.SIGINT)
 
+    async def wait_then_stop_all(worker: asyncio.subprocess.Process) -> None:
+        await worker.wait()
+        stop_all()
+
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop_all)
     try:
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        async with anyio.create_task_group() as waiting:
+            for worker in workers:
+                waiting.start_soon(wait_then_stop_all, worker)
     finally:
         stop_all()
-        await asyncio.gather(*waits, return_exceptions=True)
+        with anyio.CancelScope(shield=True):
+            for worker in workers:
+                await worker.wait()
     return max(worker.returncode or 0 for worker in workers)
 
 

@@ -82,6 +82,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Self
 
+import anyio
 from pydantic import Field, SecretStr
 
 from broker_sched.errors import (
@@ -915,8 +916,8 @@ class KafkaSubscription(Subscription):
         A failed republish is retried with backoff; if all tries fail the original stays
         in flight and is redelivered, unchanged, when its partition moves or on close.
         """
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(pending.hurry.wait(), delay_s)
+        with anyio.move_on_after(delay_s):
+            await pending.hurry.wait()
         backoff_s = _REPUBLISH_BACKOFF_S
         for _ in range(_REPUBLISH_TRIES - 1):
             try:

@@ -22,15 +22,17 @@ as a cold one waits for create + init.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
 from collections.abc import Callable
 
+import anyio
+
 from broker_sched.config import InvokerSettings
+from broker_sched.errors import TransportError
 from broker_sched.events import Timeline
-from broker_sched.invoker.pulling import Puller, TaskSet
+from broker_sched.invoker.pulling import Puller
 from broker_sched.invoker.run_activation import accept, give_back, run_activation
 from broker_sched.model import Start
 from broker_sched.runtime.base import Container, ContainerCrashed, ContainerTimings
@@ -38,6 +40,10 @@ from broker_sched.topology import consumer_group
 from transports.base import Delivery, Transport
 
 log = logging.getLogger(__name__)
+
+CLEANUP_TIMEOUT_S = 10.0
+"""How long leaving the group, and then removing the container, may each take once the
+proxy stops; a shutdown waits for both (shielded from its own cancellation)."""
 
 
 class ContainerProxy:
@@ -65,11 +71,11 @@ class ContainerProxy:
         self.last_used_s = time.monotonic()
         self._cold_init_ms: float | None = timings.create_ms + timings.init_ms
         self._last_answer_ms = 0.0
-        self._stopping = asyncio.Event()
+        self._stopping = anyio.Event()
+        self._run_finished = anyio.Event()
         self.leave_reason = ""
-        self.exited = asyncio.Event()
+        self.exited = anyio.Event()
         """Set once the proxy has left its group and its container is removed."""
-        self._tasks = TaskSet()
 
     @property
     def action(self) -> str:
@@ -95,31 +101,45 @@ class ContainerProxy:
         self._stopping.set()
 
     async def run(self) -> None:
+        """Pull and run until stopped or retired; cancelled, the runs under way are
+        abandoned unacked, and closing the subscription gives their work back.
+
+        A container that runs one activation at a time runs it in this task: a task per
+        activation costs more than a fast handler's whole run.
+        """
         concurrency = self.container.action.concurrency
         subscription = await self.transport.subscribe(
             self.queue, consumer_group(self.queue), self.container.id
         )
         puller = Puller(subscription, f"proxy {self.container.id}")
         try:
-            while not self._stopping.is_set() and self.container.alive:
-                free = concurrency - self.busy
-                if free <= 0:
-                    await self._tasks.wait_any()
-                    continue
-                deliveries = await puller.fetch(free, self.settings.fetch_timeout_s)
-                if not deliveries:
-                    if await self._idle():
-                        self.leave_reason = self.leave_reason or "keep-alive expired"
-                        break
-                    continue
-                fetched_s = time.monotonic()
-                for delivery in deliveries:
-                    self.busy += 1
-                    self._tasks.spawn(self._handle(delivery, fetched_s))
-            await self._tasks.wait_all()
+            async with anyio.create_task_group() as runs:
+                while not self._stopping.is_set() and self.container.alive:
+                    free = concurrency - self.busy
+                    if free <= 0:
+                        self._run_finished = anyio.Event()
+                        await self._run_finished.wait()
+                        continue
+                    deliveries = await puller.fetch(free, self.settings.fetch_timeout_s)
+                    if not deliveries:
+                        if await self._idle():
+                            self.leave_reason = self.leave_reason or "keep-alive expired"
+                            break
+                        continue
+                    fetched_s = time.monotonic()
+                    for delivery in deliveries:
+                        self.busy += 1
+                        if concurrency == 1:
+                            await self._handle(delivery, fetched_s)
+                        else:
+                            runs.start_soon(self._handle, delivery, fetched_s)
         finally:
-            await subscription.close()
-            with contextlib.suppress(Exception):
+            with anyio.move_on_after(CLEANUP_TIMEOUT_S, shield=True):
+                await subscription.close()
+            with (
+                anyio.move_on_after(CLEANUP_TIMEOUT_S, shield=True),
+                contextlib.suppress(Exception),
+            ):
                 await self.container.remove()
             self.on_exit(self)
             self.exited.set()
@@ -137,24 +157,37 @@ class ContainerProxy:
         return False
 
     async def _handle(self, delivery: Delivery, fetched_s: float) -> None:
+        """Run one delivery to its ack or nack; never raises into the proxy's task group,
+        where one activation's failure would end the others."""
         try:
-            await self._process(delivery, fetched_s)
-        except ContainerCrashed as exc:
-            log.warning("container %s crashed: %s", self.container.id, exc)
-            self.stop()
-            await give_back(
-                self.transport,
-                delivery,
-                str(exc),
-                invoker_id=self.invoker_id,
-                container_id=self.container.id,
+            try:
+                await self._process(delivery, fetched_s)
+            except ContainerCrashed as exc:
+                log.warning("container %s crashed: %s", self.container.id, exc)
+                self.stop()
+                await give_back(
+                    self.transport,
+                    delivery,
+                    str(exc),
+                    invoker_id=self.invoker_id,
+                    container_id=self.container.id,
+                )
+            except Exception:
+                log.exception(
+                    "proxy %s failed on %s; giving it back", self.container.id, delivery.id
+                )
+                await delivery.nack(1.0)
+        except TransportError as exc:
+            log.warning(
+                "proxy %s: could not give %s back (%s); the broker redelivers it",
+                self.container.id,
+                delivery.id,
+                exc,
             )
-        except Exception:
-            log.exception("proxy %s failed on %s; giving it back", self.container.id, delivery.id)
-            await delivery.nack(1.0)
         finally:
             self.busy -= 1
             self.last_used_s = time.monotonic()
+            self._run_finished.set()
 
     async def _process(self, delivery: Delivery, fetched_s: float) -> None:
         accepted = await accept(self.transport, self.queue, delivery, invoker_id=self.invoker_id)

@@ -12,15 +12,18 @@ container proxy.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
 
+import anyio
+import anyio.abc
+
 from broker_sched.config import Settings
+from broker_sched.errors import TransportError
 from broker_sched.events import Timeline
-from broker_sched.invoker.pulling import Puller, TaskSet
+from broker_sched.invoker.pulling import Puller
 from broker_sched.invoker.replies import answer
 from broker_sched.invoker.run_activation import accept, give_back, run_activation
 from broker_sched.model import Action, Start, Status, now_ms
@@ -29,6 +32,9 @@ from broker_sched.topology import consumer_group
 from transports.base import Delivery, Transport
 
 log = logging.getLogger(__name__)
+
+REMOVE_TIMEOUT_S = 10.0
+"""How long removing one container may hold up the pool's shutdown."""
 
 
 @dataclass(eq=False)
@@ -59,8 +65,8 @@ class PushPool:
         self.timeline = timeline
         self.slots: list[_Slot] = []
         self.creating = 0
-        self._freed = asyncio.Condition()
-        self._tasks = TaskSet()
+        self._freed = anyio.Condition()
+        self._group: anyio.abc.TaskGroup | None = None
 
     @property
     def capacity(self) -> int:
@@ -79,18 +85,27 @@ class PushPool:
         )
         puller = Puller(subscription, f"push pool {self.invoker_id}")
         try:
-            async with subscription:
+            async with subscription, anyio.create_task_group() as group:
+                self._group = group
                 while True:
                     for delivery in await puller.fetch(32, 0.5):
-                        self._tasks.spawn(self._handle(delivery))
+                        group.start_soon(self._handle, delivery)
                     await self._retire_idle()
         finally:
-            self._tasks.cancel_all()
-            for slot in self.slots:
-                with contextlib.suppress(Exception):
-                    await slot.container.remove()
+            with anyio.CancelScope(shield=True):
+                for slot in self.slots:
+                    with anyio.move_on_after(REMOVE_TIMEOUT_S), contextlib.suppress(Exception):
+                        await slot.container.remove()
 
     async def _handle(self, delivery: Delivery) -> None:
+        """Run one delivery; a broker failure is logged, not raised into the pool's task
+        group (the broker redelivers what was never acked)."""
+        try:
+            await self._run(delivery)
+        except TransportError as exc:
+            log.warning("push pool %s: %s not finished: %s", self.invoker_id, delivery.id, exc)
+
+    async def _run(self, delivery: Delivery) -> None:
         accepted = await accept(
             self.transport, self.work_queue, delivery, invoker_id=self.invoker_id
         )
@@ -158,7 +173,7 @@ class PushPool:
                     self.timeline.record(
                         "container_evicted", victim.container.action.fqn, by=action.fqn
                     )
-                    self._tasks.spawn(self._remove(victim))
+                    self._spawn().start_soon(self._remove, victim)
                     break
                 await self._freed.wait()
             self.creating += 1
@@ -176,6 +191,11 @@ class PushPool:
         slot = _Slot(container, busy=True)
         self.slots.append(slot)
         return slot, Start.COLD, timings.create_ms + timings.init_ms
+
+    def _spawn(self) -> anyio.abc.TaskGroup:
+        if self._group is None:
+            raise RuntimeError(f"push pool {self.invoker_id} is not serving")
+        return self._group
 
     async def _release(self, slot: _Slot) -> None:
         async with self._freed:

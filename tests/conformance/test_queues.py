@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 
+import anyio
 import pytest
 from brokers import TransportFactory
 
@@ -158,8 +159,9 @@ async def test_work_of_a_member_closed_without_acking_goes_to_another(
 
 async def test_cancelling_consumer_loops_always_ends_them(transport: Transport, queue: str) -> None:
     """However the cancellation lands — mid-command, or as a command completes, where
-    Python 3.11's ``wait_for`` inside some clients would swallow it — a consumer loop and
-    a channel listener end when cancelled, and work they took goes back to the group."""
+    Python 3.11's ``wait_for`` inside some clients would swallow it — consumer loops and
+    channel listeners in a cancelled task group end, and work they took goes back to the
+    group."""
     await transport.declare(queue)
     channel = f"{queue}-replies"
     members = [await transport.subscribe(queue, GROUP, f"m{i}") for i in range(8)]
@@ -176,14 +178,17 @@ async def test_cancelling_consumer_loops_always_ends_them(transport: Transport, 
     rng = random.Random(7)
     try:
         for _ in range(15):
-            loops = [asyncio.create_task(consume(m)) for m in members]
-            loops += [asyncio.create_task(listen(listener)) for listener in listeners]
-            await transport.publish(queue, b"work")
-            await asyncio.sleep(rng.uniform(0.0, 0.15))
-            for task in loops:
-                task.cancel()
-            _, still_running = await asyncio.wait(loops, timeout=CANCEL_WITHIN_S)
-            assert not still_running, "a cancelled consumer loop kept running"
+            async with anyio.create_task_group() as loops:
+                for member in members:
+                    loops.start_soon(consume, member)
+                for listener in listeners:
+                    loops.start_soon(listen, listener)
+                await transport.publish(queue, b"work")
+                await anyio.sleep(rng.uniform(0.0, 0.15))
+                loops.cancel_scope.cancel()
+                cancelled_s = anyio.current_time()
+            took_s = anyio.current_time() - cancelled_s
+            assert took_s < CANCEL_WITHIN_S, f"cancelled consumer loops ran on for {took_s:.1f} s"
     finally:
         for listener in listeners:
             await listener.close()
