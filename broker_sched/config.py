@@ -121,6 +121,59 @@ class DockerSettings(_Section):
     )
 
 
+class PrewarmPoolSettings(_Section):
+    """One pool of stem cells (prewarmed containers) for a runtime kind and memory size."""
+
+    kind: str = Field(default="python", min_length=1, description="the actions' `kind`")
+    memory_mb: int = Field(default=256, gt=0)
+    initial_count: int = Field(default=2, ge=0, description="stem cells made at start")
+    min_count: int = Field(default=0, ge=0, description="reactive: never fewer than this")
+    max_count: int = Field(default=4, ge=0, description="reactive: never more than this")
+    ttl_s: float = Field(
+        default=300.0, gt=0, description="a stem cell unused this long is removed (and replaced)"
+    )
+    reactive: bool = Field(
+        default=False,
+        description="size the pool from its misses in the last window (else: initial_count)",
+    )
+    threshold: int = Field(default=1, ge=1, description="reactive: misses per increment")
+    increment: int = Field(default=1, ge=1, description="reactive: stem cells per threshold")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PrewarmPoolSettings:
+        if not self.min_count <= self.max_count:
+            raise ValueError(f"min_count {self.min_count} > max_count {self.max_count}")
+        if self.reactive and not self.min_count <= self.initial_count <= self.max_count:
+            raise ValueError(
+                f"initial_count {self.initial_count} is outside min..max "
+                f"{self.min_count}..{self.max_count}"
+            )
+        return self
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}:{self.memory_mb}"
+
+
+class PrewarmSettings(_Section):
+    """Stem-cell pools per invoker (none by default: every start that is not warm is cold)."""
+
+    pools: list[PrewarmPoolSettings] = Field(default_factory=list)
+    window_s: float = Field(
+        default=10.0, gt=0, description="how often reactive pools are resized from their misses"
+    )
+    check_interval_s: float = Field(
+        default=1.0, gt=0, description="how often pools are refilled and stale cells removed"
+    )
+
+    @model_validator(mode="after")
+    def _one_pool_per_key(self) -> PrewarmSettings:
+        keys = [pool.key for pool in self.pools]
+        if twice := sorted({key for key in keys if keys.count(key) > 1}):
+            raise ValueError(f"more than one pool for {', '.join(twice)}")
+        return self
+
+
 class KafkaSettings(_Section):
     bootstrap_servers: str = "127.0.0.1:9092"
     default_partitions: int = Field(default=1, ge=1)
@@ -272,6 +325,7 @@ class Settings(BaseSettings):
     invoker: InvokerSettings = InvokerSettings()
     simulated: SimulatedRuntimeSettings = SimulatedRuntimeSettings()
     docker: DockerSettings = DockerSettings()
+    prewarm: PrewarmSettings = PrewarmSettings()
     memory: MemorySettings = MemorySettings()
     kafka: KafkaSettings = KafkaSettings()
     redis: RedisSettings = RedisSettings()

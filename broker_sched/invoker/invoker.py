@@ -16,8 +16,9 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from broker_sched.config import Settings
-from broker_sched.errors import BrokerUnavailable, MalformedMessage
+from broker_sched.errors import BrokerUnavailable, ConfigError, MalformedMessage
 from broker_sched.events import Timeline
+from broker_sched.invoker.prewarm_pool import PrewarmPool
 from broker_sched.invoker.proxy import ContainerProxy
 from broker_sched.invoker.pulling import Puller, TaskSet
 from broker_sched.model import (
@@ -25,14 +26,19 @@ from broker_sched.model import (
     ContainerReply,
     ContainerRequest,
     Heartbeat,
-    Start,
     decode,
     encode,
     fqn,
     new_id,
 )
 from broker_sched.policy import invoker_side
-from broker_sched.runtime.base import Runtime
+from broker_sched.runtime.base import (
+    Container,
+    ContainerCrashed,
+    ContainerTimings,
+    Runtime,
+    StemCell,
+)
 from broker_sched.topology import HEARTBEATS, invoker_control_queue
 from transports.base import Delivery, Transport, raise_if_cancelling
 
@@ -71,6 +77,17 @@ class Invoker:
             from broker_sched.migration.drain import Drainer
 
             self.drainer = Drainer(self, transport=drain_transport)
+        if settings.prewarm.pools and not runtime.makes_stem_cells:
+            raise ConfigError(
+                f"prewarm.pools: the {runtime.name} runtime makes no stem cells; remove the pools"
+            )
+        self.prewarm = PrewarmPool(
+            runtime=runtime,
+            settings=settings.prewarm,
+            free_room=lambda: (self.free_slots, self.free_memory_mb),
+            timeline=self.timeline,
+            invoker_id=self.id,
+        )
         self.policy = invoker_side(self)
 
     @property
@@ -100,7 +117,7 @@ class Invoker:
         self.reserved_memory_mb -= action.memory_mb
 
     def heartbeat(self) -> Heartbeat:
-        return self.policy.heartbeat()
+        return self.policy.heartbeat().model_copy(update=self.prewarm.report())
 
     async def serve(self) -> None:
         """Consume the control queue and beat until cancelled; then retire every container."""
@@ -109,6 +126,8 @@ class Invoker:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._beat())
                 group.create_task(self._consume_control())
+                if self.prewarm.pools:
+                    group.create_task(self.prewarm.run())
                 for loop in self.policy.loops():
                     group.create_task(loop)
                 if self.drainer is not None:
@@ -120,6 +139,7 @@ class Invoker:
         for proxy in list(self.proxies):
             proxy.stop()
         await self._tasks.wait_all()
+        await self.prewarm.close()
 
     async def _beat(self) -> None:
         interval_s = self.settings.invoker.heartbeat_interval_s
@@ -191,11 +211,14 @@ class Invoker:
 
         if action is None:
             return refuse(f"unknown action {name!r} on invoker {self.id}")
+        cell = self.prewarm.take(action)
         if not self.reserve(action):
+            if cell is not None:
+                await cell.remove()
             return refuse(f"invoker {self.id} is full")
         started = time.monotonic()
         try:
-            container, timings = await self.runtime.create(action)
+            container, timings = await self._start_container(action, cell)
         except Exception as exc:
             log.warning("invoker %s: creating %s failed: %s", self.id, name, exc)
             return refuse(f"container create failed: {exc}")
@@ -221,15 +244,29 @@ class Invoker:
             create_ms=timings.create_ms,
             init_ms=timings.init_ms,
             took_ms=(time.monotonic() - started) * 1000,
+            start=str(timings.start),
         )
         return self._reply(
             request,
             ok=True,
             container_id=container.id,
-            start=Start.COLD,
+            start=timings.start,
             create_ms=timings.create_ms,
             init_ms=timings.init_ms,
         )
+
+    async def _start_container(
+        self, action: Action, cell: StemCell | None
+    ) -> tuple[Container, ContainerTimings]:
+        """Initialise ``cell`` for ``action``, or cold-start when there is none or it
+        fails (a stem cell that died waiting must not fail the request)."""
+        if cell is not None:
+            try:
+                return await self.runtime.initialise(cell, action)
+            except ContainerCrashed as exc:
+                log.warning("invoker %s: stem cell %s unusable: %s", self.id, cell.id, exc)
+        await self.prewarm.give_way()
+        return await self.runtime.create(action)
 
     def _proxy_exited(self, proxy: ContainerProxy) -> None:
         self.proxies.discard(proxy)

@@ -68,6 +68,7 @@ class ContainerProxy:
         self.runs = 0
         self.last_used_s = time.monotonic()
         self._cold_init_ms: float | None = timings.create_ms + timings.init_ms
+        self._first_start = timings.start
         self._last_answer_ms = 0.0
         self._stopping = asyncio.Event()
         self.leave_reason = ""
@@ -174,7 +175,7 @@ class ContainerProxy:
         if start is Start.RESUMED:
             init_ms = await self.container.resume()
             self._record("container_resumed", resume_ms=init_ms)
-        elif start is Start.COLD:
+        elif start is self._first_start:
             init_ms = self._cold_init_ms or 0.0
             self._cold_init_ms = None
         remaining_s = (activation.deadline_ms - received_ms) / 1000
@@ -210,7 +211,7 @@ class ContainerProxy:
         if self.container.paused:
             return Start.RESUMED
         if self._cold_init_ms is not None:
-            return Start.COLD
+            return self._first_start
         return Start.WARM
 
     async def _give_back(self, delivery: Delivery, reason: str) -> None:
