@@ -4,9 +4,10 @@ It shows the whole idea on one machine in about twenty seconds: activations queu
 per-action queues, the backlog monitor creates containers (real OS processes) only when
 the existing ones cannot keep up, bursts are absorbed by waiting for a busy container
 where that beats a cold start, idle containers pause and are removed after the
-keep-alive, and the first containers of each action come from a pool of prewarmed
-stem cells (``start = prewarm``: only the handler's import is waited for). It serves the controller's API on a free loopback port with a key made
-for the run (kept in memory only), and shows one call with the key and one without.
+keep-alive, and new containers come from a pool of prewarmed stem cells while it has
+some (``start = prewarm``: only the handler's import is waited for). It serves the
+controller's API on a free loopback port with a key made for the run (kept in memory
+only), and shows one call with the key and one without.
 """
 
 from __future__ import annotations
@@ -55,10 +56,6 @@ PAYLOADS: dict[str, Any] = {
 }
 
 
-STEM_CELL_RUNTIMES = ("process", "simulated")
-"""The runtimes the demo adds a prewarm pool for."""
-
-
 @dataclass
 class Tally:
     started_s: float = field(default_factory=time.monotonic)
@@ -76,9 +73,7 @@ class Tally:
 def demo_settings(base: Settings) -> Settings:
     """The demo's tuning: short keep-alive and pause grace so the display shows both,
     and a prewarm pool (unless one is configured) so it shows prewarm starts too."""
-    pools = base.prewarm.pools
-    if not pools and base.runtime in STEM_CELL_RUNTIMES:
-        pools = [PrewarmPoolSettings(kind="python", memory_mb=256)]
+    pools = base.prewarm.pools or [PrewarmPoolSettings(kind="python", memory_mb=256)]
     return base.model_copy(
         update={
             "invoker": base.invoker.model_copy(

@@ -190,6 +190,7 @@ class ProcessStemCell(StemCell):
         on_removed: Callable[[ProcessStemCell], None],
     ) -> None:
         self.id = f"stem-{secrets.token_hex(6)}"
+        self.pid = process.pid
         self._on_removed = on_removed
         self.kind = kind
         self.memory_mb = memory_mb

@@ -184,6 +184,29 @@ async def test_a_handler_that_cannot_load_fails_the_cold_start(runtime: DockerRu
 
 
 @pytest.mark.docker
+async def test_a_stem_cell_is_a_started_server_that_gets_its_init_later(
+    runtime: DockerRuntime,
+) -> None:
+    cell = await runtime.start_stem_cell("python", 128)
+    assert cell.alive
+    assert cell.create_ms > 0
+    assert len(await containers_labelled(runtime.label)) == 1
+    action = Action(name="late", handler="broker_sched.samples:hello", memory_mb=128)
+    container, timings = await runtime.initialise(cell, action)
+    assert timings.start is Start.PREWARM
+    assert timings.create_ms == 0
+    assert timings.init_ms > 0
+    assert not cell.alive
+    outcome = await container.run({"name": "stem"}, 10.0)
+    assert outcome.result == {"greeting": "Hello, stem!"}
+    spare = await runtime.start_stem_cell("python", 128)
+    await spare.remove()
+    assert not spare.alive
+    await container.remove()
+    assert await containers_labelled(runtime.label) == []
+
+
+@pytest.mark.docker
 async def test_a_missing_image_names_the_build_script(docker_engine: None) -> None:
     runtime = DockerRuntime(image="broker-sched/no-such-image:latest")
     try:
