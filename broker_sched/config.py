@@ -174,6 +174,24 @@ class PrewarmSettings(_Section):
         return self
 
 
+class SequenceSettings(_Section):
+    """Sequence actions and the pre-warming of their later steps."""
+
+    prewarm: bool = Field(
+        default=True,
+        description="ask for a later step's container when the sequence starts, timed to be "
+        "ready when the steps before it end",
+    )
+    prewarm_lead_s: float = Field(
+        default=0.25, ge=0, description="ask this much earlier than the estimate says"
+    )
+    prewarm_ttl_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="a container warmed for a step the chain never reached is released after",
+    )
+
+
 class KafkaSettings(_Section):
     bootstrap_servers: str = "127.0.0.1:9092"
     default_partitions: int = Field(default=1, ge=1)
@@ -326,6 +344,7 @@ class Settings(BaseSettings):
     simulated: SimulatedRuntimeSettings = SimulatedRuntimeSettings()
     docker: DockerSettings = DockerSettings()
     prewarm: PrewarmSettings = PrewarmSettings()
+    sequences: SequenceSettings = SequenceSettings()
     memory: MemorySettings = MemorySettings()
     kafka: KafkaSettings = KafkaSettings()
     redis: RedisSettings = RedisSettings()

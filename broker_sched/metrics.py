@@ -105,6 +105,19 @@ def controller_families(controller: Controller) -> list[Family]:
     live = Family("invokers", "gauge", "Invokers heard from within the heartbeat expiry.")
     live.add(len(beats))
     prewarm = _prewarm_families(beats)
+    ledger = controller.sequences.ledger
+    warmed = Family(
+        "sequence_prewarms", "counter", "Sequence steps' containers asked for ahead, by outcome."
+    )
+    warmed.add(ledger.asked, outcome="asked")
+    warmed.add(ledger.used, outcome="used")
+    warmed.add(ledger.released, outcome="released")
+    wasted = Family(
+        "sequence_prewarm_wasted_seconds",
+        "counter",
+        "Container-seconds pre-warmed containers waited for their step, or until released.",
+    )
+    wasted.add(ledger.wasted_s)
 
     events = Family("events_total", "counter", "What the scheduler did, by timeline event.")
     for kind, count in sorted(controller.timeline.counts.items()):
@@ -119,6 +132,8 @@ def controller_families(controller: Controller) -> list[Family]:
         live,
         draining,
         *prewarm,
+        warmed,
+        wasted,
         events,
     ]
 

@@ -44,6 +44,9 @@ class Action(BaseModel):
     kind: str = Field(default="python", min_length=1)
     """The runtime kind the handler needs; a prewarmed stem cell of this kind and
     ``memory_mb`` can become this action's container."""
+    sequence: tuple[str, ...] = ()
+    """A sequence action (OpenWhisk's): these actions ("name" or "namespace/name") run
+    in order, each one's result the next one's input; ``handler`` is then unused."""
     memory_mb: int = Field(default=256, gt=0)
     timeout_s: float = Field(default=60.0, gt=0)
     concurrency: int = Field(default=1, ge=1)
@@ -110,6 +113,8 @@ class ActivationResult(_Wire):
     the service time the scheduler sizes capacity with (``run_ms`` is the handler alone)."""
     container_id: str = ""
     invoker_id: str = ""
+    steps: list[str] = Field(default_factory=list)
+    """A sequence's record: the activation ids of the steps that ran, in order."""
 
     @property
     def ok(self) -> bool:

@@ -18,7 +18,9 @@ it, since for fast handlers the run is the smallest part.
 
 Pauses and resumes are recorded on the timeline with the milliseconds they took, and a
 resumed run reports its resume as ``init_ms``: that is what the activation waited for,
-as a cold one waits for create + init.
+as a cold one waits for create + init (or, published while the container was being
+made, the part of it still to go). A first activation published after its container
+was ready waited for nothing: it is a warm start.
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ class ContainerProxy:
         self.last_used_s = time.monotonic()
         self._cold_init_ms: float | None = timings.create_ms + timings.init_ms
         self._first_start = timings.start
+        self._ready_ms = now_ms()
         self._last_answer_ms = 0.0
         self._stopping = asyncio.Event()
         self.leave_reason = ""
@@ -170,14 +173,15 @@ class ContainerProxy:
                 error="deadline passed while queued",
             )
             return
-        start = self._start_kind()
+        start = self._start_kind(activation.published_ms)
         init_ms = 0.0
         if start is Start.RESUMED:
             init_ms = await self.container.resume()
             self._record("container_resumed", resume_ms=init_ms)
         elif start is self._first_start:
-            init_ms = self._cold_init_ms or 0.0
-            self._cold_init_ms = None
+            waited_ms = max(0.0, self._ready_ms - activation.published_ms)
+            init_ms = min(self._cold_init_ms or 0.0, waited_ms)
+        self._cold_init_ms = None
         remaining_s = (activation.deadline_ms - received_ms) / 1000
         timeout_s = min(self.container.action.timeout_s, remaining_s)
         outcome = await self.container.run(activation.payload, timeout_s)
@@ -207,10 +211,13 @@ class ContainerProxy:
             kind, self.action, invoker=self.invoker_id, container=self.container.id, **detail
         )
 
-    def _start_kind(self) -> Start:
+    def _start_kind(self, published_ms: int) -> Start:
+        """Cold (or prewarm) only for a first activation that was waiting when the
+        container became ready: one published later, as for a container warmed ahead of
+        its work, found the container up, which is a warm start."""
         if self.container.paused:
             return Start.RESUMED
-        if self._cold_init_ms is not None:
+        if self._cold_init_ms is not None and published_ms < self._ready_ms:
             return self._first_start
         return Start.WARM
 

@@ -45,6 +45,7 @@ from broker_sched.model import (
 from broker_sched.policy import AcsController, controller_side
 from broker_sched.scheduler.cluster import ClusterView
 from broker_sched.scheduler.monitor import BacklogMonitor
+from broker_sched.sequences import Sequences
 from broker_sched.topology import HEARTBEATS, control_replies_channel, results_channel
 from transports.base import Listener, Transport, raise_if_cancelling
 
@@ -90,6 +91,7 @@ class Controller:
         self._waiting: dict[str, asyncio.Future[ActivationResult]] = {}
         self._declared: set[str] = set()
         self._ready = asyncio.Event()
+        self.sequences = Sequences(self)
 
     async def serve(self) -> None:
         """Listen for results, replies and heartbeats and run the monitor until cancelled."""
@@ -154,8 +156,12 @@ class Controller:
         in ``timeout_s``.
         """
         definition = self._lookup(action)
-        self.policy.admit(definition)
         timeout_s = timeout_s or self.settings.invocation_timeout_s
+        if definition.sequence:
+            return await self.sequences.invoke(
+                definition, payload, blocking=blocking, timeout_s=timeout_s
+            )
+        self.policy.admit(definition)
         activation = Activation(
             namespace=definition.namespace,
             action=definition.name,
