@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from broker_sched.bench import (
+    cold_chain,
     custom,
     full_cluster,
     many_topics,
@@ -105,9 +106,11 @@ SCENARIOS: dict[str, Scenario] = {
     "rebalance": rebalance.run,
     "partition-limit": partition_limit.run,
     "many-topics": many_topics.run,
+    "cold-chain": cold_chain.run,
 }
-SELF_CONTAINED = {"overhead"}
-"""Scenarios that are their own floor comparison: no overhead block appended."""
+SELF_CONTAINED = {"overhead", "cold-chain"}
+"""Scenarios with no overhead block appended: their own floor comparison, or one that
+measures container starts, on which the transport's cost has no bearing."""
 ALL = "all"
 
 
