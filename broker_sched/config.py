@@ -192,6 +192,23 @@ class SequenceSettings(_Section):
     )
 
 
+class RetentionSettings(_Section):
+    """How long idle containers stay beyond `invoker.keep_alive_s` (Knative's knobs)."""
+
+    scale_down_delay_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="no idle container of an action leaves until the action has had no "
+        "activation on its invoker for this long",
+    )
+    last_container_retention_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="an action's last container on an invoker stays idle this long "
+        "(when longer than keep_alive_s): the next burst's first activations find it warm",
+    )
+
+
 class KafkaSettings(_Section):
     bootstrap_servers: str = "127.0.0.1:9092"
     default_partitions: int = Field(default=1, ge=1)
@@ -345,6 +362,7 @@ class Settings(BaseSettings):
     docker: DockerSettings = DockerSettings()
     prewarm: PrewarmSettings = PrewarmSettings()
     sequences: SequenceSettings = SequenceSettings()
+    retention: RetentionSettings = RetentionSettings()
     memory: MemorySettings = MemorySettings()
     kafka: KafkaSettings = KafkaSettings()
     redis: RedisSettings = RedisSettings()

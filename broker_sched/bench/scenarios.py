@@ -16,6 +16,7 @@ from broker_sched.bench import (
     partition_limit,
     rebalance,
     seed_table,
+    warm_tiers,
 )
 from broker_sched.bench.context import BenchContext
 from broker_sched.bench.floor import FULL as FLOOR_FULL
@@ -107,8 +108,9 @@ SCENARIOS: dict[str, Scenario] = {
     "partition-limit": partition_limit.run,
     "many-topics": many_topics.run,
     "cold-chain": cold_chain.run,
+    "warm-tiers": warm_tiers.run,
 }
-SELF_CONTAINED = {"overhead", "cold-chain"}
+SELF_CONTAINED = {"overhead", "cold-chain", "warm-tiers"}
 """Scenarios with no overhead block appended: their own floor comparison, or one that
 measures container starts, on which the transport's cost has no bearing."""
 ALL = "all"

@@ -21,6 +21,7 @@ from broker_sched.events import Timeline
 from broker_sched.invoker.prewarm_pool import PrewarmPool
 from broker_sched.invoker.proxy import ContainerProxy
 from broker_sched.invoker.pulling import Puller, TaskSet
+from broker_sched.invoker.retention import may_leave
 from broker_sched.model import (
     Action,
     ContainerReply,
@@ -233,6 +234,7 @@ class Invoker:
             settings=self.settings.invoker,
             timeline=self.timeline,
             on_exit=self._proxy_exited,
+            may_retire=self._may_retire,
         )
         self.proxies.add(proxy)
         self._tasks.spawn(proxy.run())
@@ -267,6 +269,20 @@ class Invoker:
                 log.warning("invoker %s: stem cell %s unusable: %s", self.id, cell.id, exc)
         await self.prewarm.give_way()
         return await self.runtime.create(action)
+
+    def _may_retire(self, proxy: ContainerProxy) -> bool:
+        """The retention rules for an idle container; a leaver is marked at once."""
+        same = [p for p in self.proxies if p.action == proxy.action]
+        leave = may_leave(
+            self.settings.retention,
+            keep_alive_s=self.settings.invoker.keep_alive_s,
+            idle_s=proxy.idle_s,
+            action_idle_s=min(p.idle_s for p in same) if same else proxy.idle_s,
+            others=sum(1 for p in same if p is not proxy and not p.leaving),
+        )
+        if leave:
+            proxy.stop("keep-alive expired")
+        return leave
 
     def _proxy_exited(self, proxy: ContainerProxy) -> None:
         self.proxies.discard(proxy)

@@ -58,7 +58,10 @@ class ContainerProxy:
         settings: InvokerSettings,
         timeline: Timeline,
         on_exit: Callable[[ContainerProxy], None],
+        may_retire: Callable[[ContainerProxy], bool] | None = None,
     ) -> None:
+        """``may_retire``: whether this idle container leaves now (the invoker's retention
+        rules); default: once idle for ``keep_alive_s``."""
         self.transport = transport
         self.container = container
         self.queue = queue
@@ -66,6 +69,7 @@ class ContainerProxy:
         self.settings = settings
         self.timeline = timeline
         self.on_exit = on_exit
+        self._may_retire = may_retire
         self.busy = 0
         self.runs = 0
         self.last_used_s = time.monotonic()
@@ -135,7 +139,10 @@ class ContainerProxy:
         if self.busy:
             return False
         idle_s = time.monotonic() - self.last_used_s
-        if idle_s >= self.settings.keep_alive_s:
+        if self._may_retire is not None:
+            if self._may_retire(self):
+                return True
+        elif idle_s >= self.settings.keep_alive_s:
             return True
         if idle_s >= self.settings.pause_grace_s and not self.container.paused:
             pause_ms = await self.container.pause()
