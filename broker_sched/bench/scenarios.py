@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from broker_sched.bench import (
+    bursty,
     cold_chain,
     custom,
     full_cluster,
@@ -109,8 +110,9 @@ SCENARIOS: dict[str, Scenario] = {
     "many-topics": many_topics.run,
     "cold-chain": cold_chain.run,
     "warm-tiers": warm_tiers.run,
+    "bursty": bursty.run,
 }
-SELF_CONTAINED = {"overhead", "cold-chain", "warm-tiers"}
+SELF_CONTAINED = {"overhead", "cold-chain", "warm-tiers", "bursty"}
 """Scenarios with no overhead block appended: their own floor comparison, or one that
 measures container starts, on which the transport's cost has no bearing."""
 ALL = "all"
