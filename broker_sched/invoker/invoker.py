@@ -90,6 +90,11 @@ class Invoker:
             invoker_id=self.id,
         )
         self.policy = invoker_side(self)
+        if settings.prewarm.pools and not self.policy.takes_stem_cells:
+            raise ConfigError(
+                f"prewarm.pools: the {settings.policy} policy makes its own containers and "
+                "takes none from a pool; remove the pools"
+            )
 
     @property
     def control_queue(self) -> str:

@@ -89,18 +89,24 @@ class ProcessRuntime(Runtime):
         )
 
     async def start_stem_cell(self, kind: str, memory_mb: int) -> StemCell:
-        """A worker with no handler; ``kind`` is not checked: every action here is Python."""
+        """A worker with no handler, once its interpreter is up; ``kind`` is not checked:
+        every action here is Python."""
         started_s = time.perf_counter()
         process = await self._spawn()
         cell = ProcessStemCell(
             process,
             kind=kind,
             memory_mb=memory_mb,
-            create_ms=(time.perf_counter() - started_s) * 1000,
             stop_timeout_s=self.stop_timeout_s,
             on_removed=self._cells.discard,
         )
         self._cells.add(cell)
+        try:
+            await cell.up(self.init_timeout_s)
+        except BaseException:
+            await cell.remove()
+            raise
+        cell.create_ms = (time.perf_counter() - started_s) * 1000
         return cell
 
     async def initialise(
@@ -173,10 +179,11 @@ class ProcessRuntime(Runtime):
 
 
 class ProcessStemCell(StemCell):
-    """A worker process waiting for its init line; it has no readers yet.
+    """A worker process waiting for its init line.
 
-    A worker writes nothing before its init, so its pipes need no reading until the
-    container that adopts it starts its own readers.
+    It says once that it is up (``{"stem": true}``) and then nothing until its init, so
+    its pipes need no reading after that line until the container that adopts it starts
+    its own readers.
     """
 
     def __init__(
@@ -185,7 +192,6 @@ class ProcessStemCell(StemCell):
         *,
         kind: str,
         memory_mb: int,
-        create_ms: float,
         stop_timeout_s: float,
         on_removed: Callable[[ProcessStemCell], None],
     ) -> None:
@@ -194,13 +200,32 @@ class ProcessStemCell(StemCell):
         self._on_removed = on_removed
         self.kind = kind
         self.memory_mb = memory_mb
-        self.create_ms = create_ms
+        self.create_ms = 0.0
         self._process: asyncio.subprocess.Process | None = process
         self._stop_timeout_s = stop_timeout_s
 
     @property
     def alive(self) -> bool:
         return self._process is not None and self._process.returncode is None
+
+    async def up(self, timeout_s: float) -> None:
+        """Wait for the worker's ``{"stem": true}``; anything else means it failed."""
+        process = self._process
+        assert process is not None
+        assert process.stdout is not None
+        try:
+            async with asyncio.timeout(timeout_s):
+                line = await process.stdout.readline()
+        except TimeoutError:
+            raise ContainerCrashed(
+                f"stem cell {self.id} was not up within {timeout_s:g} s"
+            ) from None
+        try:
+            message = json.loads(line) if line else None
+        except ValueError:
+            message = None
+        if message != {"stem": True}:
+            raise ContainerCrashed(f"stem cell {self.id} did not start: {line[:200]!r}")
 
     def take_process(self) -> asyncio.subprocess.Process:
         """Hand the worker over to the container that adopts it."""

@@ -9,6 +9,7 @@ waits for the first line to name its handler, so becoming an action's container 
 only that import. The protocol is JSON lines over the process's original stdin and
 stdout:
 
+    worker → parent   {"stem": true}                        stem cell only: up, no handler
     parent → worker   {"init": "module:function", "concurrency": 4}   stem cell only
     worker → parent   {"ready": true}                       handler imported
                       {"ready": false, "error": "..."}      import failed; exit code 1
@@ -82,6 +83,7 @@ def main(argv: list[str]) -> int:
     protocol_in, protocol_out = _take_protocol_fds()
     spec, concurrency = args.handler, args.concurrency
     if spec is None:
+        os.write(protocol_out, _encode({"stem": True}))
         try:
             spec, concurrency = _await_init(protocol_in)
         except (ValueError, KeyError, TypeError) as exc:

@@ -97,3 +97,9 @@ def test_a_runtime_without_stem_cells_refuses_a_pool() -> None:
     settings = embedded_settings(**pooled("simulated"))
     with pytest.raises(ConfigError, match="cells-less runtime makes no stem cells"):
         Stack(settings, runtime=NoStemCells(settings.simulated))
+
+
+def test_the_sharding_policy_refuses_a_pool() -> None:
+    settings = embedded_settings(**pooled("simulated"), policy="sharding")
+    with pytest.raises(ConfigError, match="sharding policy makes its own containers"):
+        Stack(settings)
