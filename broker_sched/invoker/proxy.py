@@ -139,10 +139,11 @@ class ContainerProxy:
         if self.busy:
             return False
         idle_s = time.monotonic() - self.last_used_s
-        if self._may_retire is not None:
-            if self._may_retire(self):
-                return True
-        elif idle_s >= self.settings.keep_alive_s:
+        if self._may_retire is None:
+            retire = idle_s >= self.settings.keep_alive_s
+        else:
+            retire = self._may_retire(self)
+        if retire:
             return True
         if idle_s >= self.settings.pause_grace_s and not self.container.paused:
             pause_ms = await self.container.pause()
