@@ -7,22 +7,25 @@ is a sequence action of three actions that run ``broker_sched.bench.chain_step:s
 on the process runtime a worker's import takes ``init_s`` (the paper's second), on the
 Docker runtime a container's own cold start is what the step waits for.
 
-Each mode gets its own stack: one warm-up run, so the pre-warmer has measured run
-times and cold starts to time its asks with (the first run of a chain asks for every
-later step at once), then ``runs`` measured runs, each after every container is gone,
-so each starts cold. Reported per mode: end-to-end time, the steps that waited for a
-container (cold starts) and for how long, and the container-seconds pre-warmed
-containers sat ready before their step (the waste). The target: the saving is at least
-the later steps' cold starts, which is what pre-warming can remove.
+Each mode gets its own stack, both up at once, their runs taking turns: one warm-up run
+each, so the pre-warmer has measured run times and cold starts to time its asks with
+(the first run of a chain asks for every later step at once), then ``runs`` measured
+runs each, every one after every container of both stacks is gone, so each starts
+cold. Reported per mode: end-to-end time, the steps that waited for a container (cold
+starts) and for how long, and the container-seconds pre-warmed containers sat ready
+before their step (the waste). The target: the saving is at least the later steps'
+cold starts, which is what pre-warming can remove.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import statistics
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from pydantic import JsonValue
@@ -32,6 +35,7 @@ from broker_sched.bench.chain_step import INIT_ENV
 from broker_sched.bench.context import BenchContext
 from broker_sched.bench.report import Report, Table, Target, at_least
 from broker_sched.bench.settings import derive, run_tag
+from broker_sched.config import Settings
 from broker_sched.errors import ConfigError
 from broker_sched.model import Action, ActivationResult, Start
 from broker_sched.stack import Stack
@@ -61,7 +65,7 @@ async def run(ctx: BenchContext) -> Report:
     if runtime == "simulated":
         raise ConfigError("cold-chain runs real handlers: use the process or docker runtime")
     transport = ctx.transports[0]
-    modes = {mode: await _run_mode(ctx, transport, plan, mode) for mode in MODES}
+    modes = await _run_modes(ctx, transport, plan)
     result = _compare(modes)
     steps = " / ".join(f"{s:g} s" for s in plan.steps_s)
     report = Report(
@@ -72,7 +76,8 @@ async def run(ctx: BenchContext) -> Report:
             f"A sequence of three actions ({steps}) on the {runtime} runtime and the "
             f"{transport} transport; "
             + (f"each worker's import takes {plan.init_s:g} s; " if runtime == "process" else "")
-            + f"one warm-up run, then {plan.runs} runs per mode, each from no container."
+            + f"one warm-up run, then {plan.runs} runs per mode, taking turns, each from "
+            "no container."
         ),
         data={
             "runtime": runtime,
@@ -86,9 +91,9 @@ async def run(ctx: BenchContext) -> Report:
     return report
 
 
-async def _run_mode(ctx: BenchContext, transport: str, plan: Plan, mode: str) -> dict[str, Any]:
+def _settings(ctx: BenchContext, transport: str, plan: Plan, mode: str) -> Settings:
     tag = run_tag()
-    settings = derive(
+    return derive(
         ctx.settings_for(transport),
         {
             "queue_template": f"bench-{tag}-{{namespace}}-{{action}}",
@@ -102,47 +107,67 @@ async def _run_mode(ctx: BenchContext, transport: str, plan: Plan, mode: str) ->
             "invocation_timeout_s": 10 * sum(plan.steps_s) + 60,
         },
     )
+
+
+async def _run_modes(ctx: BenchContext, transport: str, plan: Plan) -> dict[str, dict[str, Any]]:
+    """Both modes' stacks at once, their runs taking turns, so that drift in what else
+    the machine and its Docker engine are doing hits both modes alike."""
     steps = [Action(name=f"step{i + 1}", handler=HANDLER) for i in range(len(plan.steps_s))]
     chain = Action(name="chain", sequence=tuple(step.name for step in steps))
     actions = {a.fqn: a for a in [*steps, chain]}
-    payload: dict[str, JsonValue] = {"steps_s": list(plan.steps_s), "step": 0}
-    previous_init = os.environ.get(INIT_ENV)
-    os.environ[INIT_ENV] = str(plan.init_s)
-    runs: list[dict[str, Any]] = []
-    try:
-        async with Stack(settings, actions=actions) as stack:
-            controller = stack.controller
-            assert controller is not None
+    runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in MODES}
+    with _init_cost(plan.init_s):
+        async with contextlib.AsyncExitStack() as exits:
+            stacks: dict[str, Stack] = {}
+            for mode in MODES:
+                settings = _settings(ctx, transport, plan, mode)
+                stacks[mode] = await exits.enter_async_context(Stack(settings, actions=actions))
             for index in range(plan.runs + 1):
-                await _until_no_container(stack, steps)
-                ledger = controller.sequences.ledger
-                wasted_before_s, asked_before = ledger.wasted_s, ledger.asked
-                started_s = time.monotonic()
-                result = await controller.invoke("chain", payload)
-                took_s = time.monotonic() - started_s
-                if not result.ok:
-                    raise RuntimeError(f"cold-chain {mode}: the chain failed: {result.error}")
-                step_results = [controller.results[step_id] for step_id in result.steps]
-                if index == 0:
-                    ctx.progress.note(f"cold-chain {mode}: warm-up run {took_s:.2f} s")
-                    continue
-                runs.append(
-                    _measured(
-                        took_s,
-                        step_results,
-                        ledger.wasted_s - wasted_before_s,
-                        ledger.asked - asked_before,
-                    )
-                )
-                ctx.progress.note(f"cold-chain {mode}: run {index} {took_s:.2f} s")
-            queues = [settings.queue_name(a.namespace, a.name) for a in steps]
-            await delete_queues(stack.transport, queues)
+                for mode, stack in stacks.items():
+                    for each in stacks.values():
+                        await _until_no_container(each, steps)
+                    measured = await _run_once(stack, plan)
+                    label = "warm-up run" if index == 0 else f"run {index}"
+                    ctx.progress.note(f"cold-chain {mode}: {label} {measured['end_to_end_s']} s")
+                    if index:
+                        runs[mode].append(measured)
+            for stack in stacks.values():
+                queues = [stack.settings.queue_name(a.namespace, a.name) for a in steps]
+                await delete_queues(stack.transport, queues)
+    return {mode: {"runs": measured, **_means(measured)} for mode, measured in runs.items()}
+
+
+@contextlib.contextmanager
+def _init_cost(init_s: float) -> Iterator[None]:
+    """Workers started meanwhile take ``init_s`` to import the step (see chain_step)."""
+    previous = os.environ.get(INIT_ENV)
+    os.environ[INIT_ENV] = str(init_s)
+    try:
+        yield
     finally:
-        if previous_init is None:
+        if previous is None:
             os.environ.pop(INIT_ENV, None)
         else:
-            os.environ[INIT_ENV] = previous_init
-    return {"runs": runs, **_means(runs)}
+            os.environ[INIT_ENV] = previous
+
+
+async def _run_once(stack: Stack, plan: Plan) -> dict[str, Any]:
+    controller = stack.controller
+    assert controller is not None
+    ledger = controller.sequences.ledger
+    wasted_before_s, asked_before = ledger.wasted_s, ledger.asked
+    payload: dict[str, JsonValue] = {"steps_s": list(plan.steps_s), "step": 0}
+    started_s = time.monotonic()
+    result = await controller.invoke("chain", payload)
+    took_s = time.monotonic() - started_s
+    if not result.ok:
+        raise RuntimeError(f"cold-chain: the chain failed: {result.error}")
+    return _measured(
+        took_s,
+        [controller.results[step_id] for step_id in result.steps],
+        ledger.wasted_s - wasted_before_s,
+        ledger.asked - asked_before,
+    )
 
 
 async def _until_no_container(stack: Stack, steps: list[Action]) -> None:
