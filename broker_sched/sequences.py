@@ -111,13 +111,13 @@ class Sequences:
                 except BrokerSchedError as exc:
                     if index == 0:
                         raise
-                    status = Status.TIMEOUT if isinstance(exc, InvocationTimeout) else None
+                    timed_out = isinstance(exc, InvocationTimeout)
                     return self._report(
                         sequence,
                         activation_id,
                         started_s,
                         ran,
-                        status or Status.SYSTEM_ERROR,
+                        Status.TIMEOUT if timed_out else Status.SYSTEM_ERROR,
                         None,
                         f"{where}: {exc}",
                     )

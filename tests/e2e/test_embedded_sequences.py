@@ -135,3 +135,16 @@ async def test_containers_warmed_for_steps_never_reached_are_released_after_the_
             lambda: not any(p.action == "guest/slow" for i in stack.invokers for p in i.proxies)
         )
         await asyncio.sleep(0)
+
+
+async def test_a_step_that_runs_out_of_the_sequences_time_ends_it_as_a_timeout() -> None:
+    chain = Action(name="chain", sequence=("echo", "slow"))
+    settings = embedded_settings(**simulated(prewarm=False))
+    async with stack_with([ECHO, SLOW, chain], settings=settings) as stack:
+        controller = stack.controller
+        assert controller is not None
+        result = await controller.invoke("chain", {"sleep_ms": 100}, timeout_s=0.6)
+        assert result.status is Status.TIMEOUT
+        assert result.error is not None
+        assert result.error.startswith("step 2 of 2 (guest/slow): ")
+        assert len(result.steps) == 1
