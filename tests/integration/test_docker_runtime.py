@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 from brokers import REQUIRE_ENV, brokers_required
-from embedded import eventually
+from embedded import embedded_settings, eventually
 
 from broker_sched.bench.docker_ops import BENCH_LABEL, measure_docker_ops, simulated_costs
 from broker_sched.config import Settings, SimulatedRuntimeSettings, load_settings
@@ -300,6 +300,27 @@ async def test_activations_through_a_broker_run_in_docker_containers(
         assert await containers_labelled(label) == []
         for action in (sleep, echo):
             await stack.transport.delete(settings.queue_name(action.namespace, action.name))
+
+
+@pytest.mark.docker
+async def test_a_prewarm_pool_of_docker_stem_cells_serves_a_container_request(
+    docker_engine: None,
+) -> None:
+    hello = Action(name="dhello", handler="broker_sched.samples:hello", memory_mb=128)
+    settings = embedded_settings(
+        runtime="docker",
+        prewarm={"pools": [{"memory_mb": 128, "initial_count": 1}], "check_interval_s": 0.1},
+    )
+    async with Stack(settings, actions={hello.fqn: hello}) as stack:
+        controller = stack.controller
+        assert controller is not None
+        invoker = stack.invokers[0]
+        await eventually(lambda: invoker.prewarm.ready("python:128") == 1, 30)
+        result = await controller.invoke(hello.name, {"name": "cell"}, timeout_s=30)
+        assert result.result == {"greeting": "Hello, cell!"}
+        assert result.start is Start.PREWARM
+        assert 0 < result.init_ms < 1000
+        await eventually(lambda: invoker.prewarm.ready("python:128") == 1, 30)
 
 
 # ---------------------------------------------------- the action server, in-process
