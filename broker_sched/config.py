@@ -139,6 +139,94 @@ class DockerSettings(_Section):
     )
 
 
+class PrewarmPoolSettings(_Section):
+    """One pool of stem cells (prewarmed containers) for a runtime kind and memory size."""
+
+    kind: str = Field(default="python", min_length=1, description="the actions' `kind`")
+    memory_mb: int = Field(default=256, gt=0)
+    initial_count: int = Field(default=2, ge=0, description="stem cells made at start")
+    min_count: int = Field(default=0, ge=0, description="reactive: never fewer than this")
+    max_count: int = Field(default=4, ge=0, description="reactive: never more than this")
+    ttl_s: float = Field(
+        default=300.0, gt=0, description="a stem cell unused this long is removed (and replaced)"
+    )
+    reactive: bool = Field(
+        default=False,
+        description="size the pool from its misses in the last window (else: initial_count)",
+    )
+    threshold: int = Field(default=1, ge=1, description="reactive: misses per increment")
+    increment: int = Field(default=1, ge=1, description="reactive: stem cells per threshold")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PrewarmPoolSettings:
+        if not self.min_count <= self.max_count:
+            raise ValueError(f"min_count {self.min_count} > max_count {self.max_count}")
+        if self.reactive and not self.min_count <= self.initial_count <= self.max_count:
+            raise ValueError(
+                f"initial_count {self.initial_count} is outside min..max "
+                f"{self.min_count}..{self.max_count}"
+            )
+        return self
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}:{self.memory_mb}"
+
+
+class PrewarmSettings(_Section):
+    """Stem-cell pools per invoker (none by default: every start that is not warm is cold)."""
+
+    pools: list[PrewarmPoolSettings] = Field(default_factory=list)
+    window_s: float = Field(
+        default=10.0, gt=0, description="how often reactive pools are resized from their misses"
+    )
+    check_interval_s: float = Field(
+        default=1.0, gt=0, description="how often pools are refilled and stale cells removed"
+    )
+
+    @model_validator(mode="after")
+    def _one_pool_per_key(self) -> PrewarmSettings:
+        keys = [pool.key for pool in self.pools]
+        if twice := sorted({key for key in keys if keys.count(key) > 1}):
+            raise ValueError(f"more than one pool for {', '.join(twice)}")
+        return self
+
+
+class SequenceSettings(_Section):
+    """Sequence actions and the pre-warming of their later steps."""
+
+    prewarm: bool = Field(
+        default=True,
+        description="ask for a later step's container when the sequence starts, timed to be "
+        "ready when the steps before it end",
+    )
+    prewarm_lead_s: float = Field(
+        default=0.25, ge=0, description="ask this much earlier than the estimate says"
+    )
+    prewarm_ttl_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="a container warmed for a step the chain never reached is released after",
+    )
+
+
+class RetentionSettings(_Section):
+    """How long idle containers stay beyond `invoker.keep_alive_s` (Knative's knobs)."""
+
+    scale_down_delay_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="no idle container of an action leaves until the action has had no "
+        "activation on its invoker for this long",
+    )
+    last_container_retention_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="an action's last container on an invoker stays idle this long "
+        "(when longer than keep_alive_s): the next burst's first activations find it warm",
+    )
+
+
 class ApiSettings(_Section):
     """The controller's HTTP API: keys, namespace limits, and what a client may cost it."""
 
@@ -229,6 +317,9 @@ class CoreSettings(BaseSettings):
     invoker: InvokerSettings = InvokerSettings()
     simulated: SimulatedRuntimeSettings = SimulatedRuntimeSettings()
     docker: DockerSettings = DockerSettings()
+    prewarm: PrewarmSettings = PrewarmSettings()
+    sequences: SequenceSettings = SequenceSettings()
+    retention: RetentionSettings = RetentionSettings()
     migration: MigrationSettings = MigrationSettings()
     api: ApiSettings = ApiSettings()
 

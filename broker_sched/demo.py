@@ -4,8 +4,10 @@ It shows the whole idea on one machine in about twenty seconds: activations queu
 per-action queues, the backlog monitor creates containers (real OS processes) only when
 the existing ones cannot keep up, bursts are absorbed by waiting for a busy container
 where that beats a cold start, idle containers pause and are removed after the
-keep-alive. It serves the controller's API on a free loopback port with a key made
-for the run (kept in memory only), and shows one call with the key and one without.
+keep-alive, and new containers come from a pool of prewarmed stem cells while it has
+some (``start = prewarm``: only the handler's import is waited for). It serves the
+controller's API on a free loopback port with a key made for the run (kept in memory
+only), and shows one call with the key and one without.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any, TextIO
 from broker_sched.api import Api
 from broker_sched.api_client import post
 from broker_sched.api_keys import Credential, Keyring, digest, new_auth, split_auth
-from broker_sched.config import Settings
+from broker_sched.config import PrewarmPoolSettings, Settings
 from broker_sched.errors import BrokerSchedError, Throttled
 from broker_sched.model import Action, ActivationResult
 from broker_sched.stack import Stack
@@ -69,12 +71,15 @@ class Tally:
 
 
 def demo_settings(base: Settings) -> Settings:
-    """The demo's tuning: short keep-alive and pause grace so the display shows both."""
+    """The demo's tuning: short keep-alive and pause grace so the display shows both,
+    and a prewarm pool (unless one is configured) so it shows prewarm starts too."""
+    pools = base.prewarm.pools or [PrewarmPoolSettings(kind="python", memory_mb=256)]
     return base.model_copy(
         update={
             "invoker": base.invoker.model_copy(
                 update={"keep_alive_s": 4.0, "pause_grace_s": 0.5, "slots": 16}
             ),
+            "prewarm": base.prewarm.model_copy(update={"pools": pools}),
         }
     )
 

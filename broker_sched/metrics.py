@@ -24,6 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
+    from broker_sched.model import Heartbeat
     from broker_sched.scheduler.controller import Controller
 
 PREFIX = "broker_sched_"
@@ -103,8 +104,52 @@ def controller_families(controller: Controller) -> list[Family]:
             draining.add(left, action=name, invoker=beat.invoker_id)
     live = Family("invokers", "gauge", "Invokers heard from within the heartbeat expiry.")
     live.add(len(beats))
+    prewarm = _prewarm_families(beats)
+    ledger = controller.sequences.ledger
+    warmed = Family(
+        "sequence_prewarms", "counter", "Sequence steps' containers asked for ahead, by outcome."
+    )
+    warmed.add(ledger.asked, outcome="asked")
+    warmed.add(ledger.used, outcome="used")
+    warmed.add(ledger.released, outcome="released")
+    wasted = Family(
+        "sequence_prewarm_wasted_seconds",
+        "counter",
+        "Container-seconds pre-warmed containers waited for their step, or until released.",
+    )
+    wasted.add(ledger.wasted_s)
 
     events = Family("events_total", "counter", "What the scheduler did, by timeline event.")
     for kind, count in sorted(controller.timeline.counts.items()):
         events.add(count, kind=kind)
-    return [pending, in_flight, arrivals, throttled, containers, free_slots, live, draining, events]
+    return [
+        pending,
+        in_flight,
+        arrivals,
+        throttled,
+        containers,
+        free_slots,
+        live,
+        draining,
+        *prewarm,
+        warmed,
+        wasted,
+        events,
+    ]
+
+
+def _prewarm_families(beats: list[Heartbeat]) -> list[Family]:
+    """Stem cells ready, and the container requests each pool served or missed."""
+    ready = Family("prewarm_ready", "gauge", "Stem cells ready per prewarm pool and invoker.")
+    hits = Family("prewarm_hits", "counter", "Container requests a prewarm pool served.")
+    misses = Family(
+        "prewarm_misses",
+        "counter",
+        "Container requests of a pool's kind and size it could not serve.",
+    )
+    for beat in beats:
+        for pool, count in sorted(beat.prewarm.items()):
+            ready.add(count, pool=pool, invoker=beat.invoker_id)
+            hits.add(beat.prewarm_hits.get(pool, 0), pool=pool, invoker=beat.invoker_id)
+            misses.add(beat.prewarm_misses.get(pool, 0), pool=pool, invoker=beat.invoker_id)
+    return [ready, hits, misses]

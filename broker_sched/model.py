@@ -42,6 +42,12 @@ class Action(BaseModel):
     name: Name
     namespace: Name = "guest"
     handler: str = "broker_sched.samples:echo"
+    kind: str = Field(default="python", min_length=1)
+    """The runtime kind the handler needs; a prewarmed stem cell of this kind and
+    ``memory_mb`` can become this action's container."""
+    sequence: tuple[str, ...] = ()
+    """A sequence action (OpenWhisk's): these actions ("name" or "namespace/name") run
+    in order, each one's result the next one's input; ``handler`` is then unused."""
     memory_mb: int = Field(default=256, gt=0)
     timeout_s: float = Field(default=60.0, gt=0)
     concurrency: int = Field(default=1, ge=1)
@@ -107,6 +113,8 @@ class ActivationResult(_Wire):
     the service time the scheduler sizes capacity with (``run_ms`` is the handler alone)."""
     container_id: str = ""
     invoker_id: str = ""
+    steps: list[str] = Field(default_factory=list)
+    """A sequence's record: the activation ids of the steps that ran, in order."""
 
     @property
     def ok(self) -> bool:
@@ -148,6 +156,12 @@ class Heartbeat(_Wire):
     order in which a full cluster evicts."""
     draining: dict[str, int] = Field(default_factory=dict)
     """Drain mode: activations left on the old transport, per action."""
+    prewarm: dict[str, int] = Field(default_factory=dict)
+    """Stem cells ready per prewarm pool (``kind:memory_mb``)."""
+    prewarm_hits: dict[str, int] = Field(default_factory=dict)
+    """Per pool, container requests served from it since the invoker started."""
+    prewarm_misses: dict[str, int] = Field(default_factory=dict)
+    """Per pool, container requests of its kind and size that found it empty."""
     sent_ms: int = Field(default_factory=now_ms)
 
 

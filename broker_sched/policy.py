@@ -73,6 +73,9 @@ class ControllerSide(ABC):
 class InvokerSide(ABC):
     """What an invoker runs and reports under one policy."""
 
+    takes_stem_cells = False
+    """Whether its containers are made by container requests, which a prewarm pool serves."""
+
     @abstractmethod
     def heartbeat(self) -> Heartbeat: ...
 
@@ -148,6 +151,8 @@ class ShardingController(ControllerSide):
 
 
 class AcsInvoker(InvokerSide):
+    takes_stem_cells = True
+
     def __init__(self, invoker: Invoker) -> None:
         self.invoker = invoker
 

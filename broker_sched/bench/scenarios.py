@@ -6,6 +6,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from broker_sched.bench import (
+    bursty,
+    cold_chain,
     custom,
     full_cluster,
     many_topics,
@@ -14,6 +16,7 @@ from broker_sched.bench import (
     partition_limit,
     rebalance,
     seed_table,
+    warm_tiers,
 )
 from broker_sched.bench.context import BenchContext
 from broker_sched.bench.floor import FULL as FLOOR_FULL
@@ -104,9 +107,13 @@ SCENARIOS: dict[str, Scenario] = {
     "rebalance": rebalance.run,
     "partition-limit": partition_limit.run,
     "many-topics": many_topics.run,
+    "cold-chain": cold_chain.run,
+    "warm-tiers": warm_tiers.run,
+    "bursty": bursty.run,
 }
-SELF_CONTAINED = {"overhead"}
-"""Scenarios that are their own floor comparison: no overhead block appended."""
+SELF_CONTAINED = {"overhead", "cold-chain", "warm-tiers", "bursty"}
+"""Scenarios with no overhead block appended: their own floor comparison, or one that
+measures container starts, on which the transport's cost has no bearing."""
 ALL = "all"
 
 

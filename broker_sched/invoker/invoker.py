@@ -18,23 +18,30 @@ import anyio
 import anyio.abc
 
 from broker_sched.config import Settings
-from broker_sched.errors import BrokerUnavailable, MalformedMessage, TransportError
+from broker_sched.errors import BrokerUnavailable, ConfigError, MalformedMessage, TransportError
 from broker_sched.events import Timeline
+from broker_sched.invoker.prewarm_pool import PrewarmPool
 from broker_sched.invoker.proxy import ContainerProxy
 from broker_sched.invoker.pulling import Puller
+from broker_sched.invoker.retention import may_leave
 from broker_sched.model import (
     Action,
     ContainerReply,
     ContainerRequest,
     Heartbeat,
-    Start,
     decode,
     encode,
     fqn,
     new_id,
 )
 from broker_sched.policy import invoker_side
-from broker_sched.runtime.base import Runtime
+from broker_sched.runtime.base import (
+    Container,
+    ContainerCrashed,
+    ContainerTimings,
+    Runtime,
+    StemCell,
+)
 from broker_sched.topology import HEARTBEATS, consumer_group, invoker_control_queue
 from transports.base import Delivery, Transport
 
@@ -73,7 +80,23 @@ class Invoker:
             from broker_sched.migration.drain import Drainer
 
             self.drainer = Drainer(self, transport=drain_transport)
+        if settings.prewarm.pools and not runtime.makes_stem_cells:
+            raise ConfigError(
+                f"prewarm.pools: the {runtime.name} runtime makes no stem cells; remove the pools"
+            )
+        self.prewarm = PrewarmPool(
+            runtime=runtime,
+            settings=settings.prewarm,
+            free_room=lambda: (self.free_slots, self.free_memory_mb),
+            timeline=self.timeline,
+            invoker_id=self.id,
+        )
         self.policy = invoker_side(self)
+        if settings.prewarm.pools and not self.policy.takes_stem_cells:
+            raise ConfigError(
+                f"prewarm.pools: the {settings.policy} policy makes its own containers and "
+                "takes none from a pool; remove the pools"
+            )
 
     @property
     def control_queue(self) -> str:
@@ -102,21 +125,23 @@ class Invoker:
         self.reserved_memory_mb -= action.memory_mb
 
     def heartbeat(self) -> Heartbeat:
-        return self.policy.heartbeat()
+        return self.policy.heartbeat().model_copy(update=self.prewarm.report())
 
     async def serve(self) -> None:
         """Consume the control queue and beat until cancelled.
 
-        Every task the invoker starts — request handlers, container proxies, the policy's
-        loops, the drainer — runs in this one task group, so cancelling ``serve`` ends
-        them all, and it returns only once each proxy has left its group and removed its
-        container.
+        Every task the invoker starts — request handlers, container proxies, the prewarm
+        pool, the policy's loops, the drainer — runs in this one task group, so
+        cancelling ``serve`` ends them all, and it returns only once each proxy has left
+        its group and removed its container, and every stem cell is removed.
         """
         await self.transport.declare(self.control_queue)
         async with anyio.create_task_group() as group:
             self._group = group
             group.start_soon(self._beat)
             group.start_soon(self._consume_control)
+            if self.prewarm.pools:
+                group.start_soon(self.prewarm.run)
             for loop in self.policy.loops():
                 group.start_soon(loop)
             if self.drainer is not None:
@@ -205,11 +230,14 @@ class Invoker:
 
         if action is None:
             return refuse(f"unknown action {name!r} on invoker {self.id}")
+        cell = self.prewarm.take(action)
         if not self.reserve(action):
+            if cell is not None:
+                await cell.remove()
             return refuse(f"invoker {self.id} is full")
         started = time.monotonic()
         try:
-            container, timings = await self.runtime.create(action)
+            container, timings = await self._start_container(action, cell)
         except Exception as exc:
             log.warning("invoker %s: creating %s failed: %s", self.id, name, exc)
             return refuse(f"container create failed: {exc}")
@@ -224,6 +252,7 @@ class Invoker:
             settings=self.settings.invoker,
             timeline=self.timeline,
             on_exit=self._proxy_exited,
+            may_retire=self._may_retire,
         )
         self.proxies.add(proxy)
         self._spawn().start_soon(self._run_proxy, proxy)
@@ -235,12 +264,13 @@ class Invoker:
             create_ms=timings.create_ms,
             init_ms=timings.init_ms,
             took_ms=(time.monotonic() - started) * 1000,
+            start=str(timings.start),
         )
         return self._reply(
             request,
             ok=True,
             container_id=container.id,
-            start=Start.COLD,
+            start=timings.start,
             create_ms=timings.create_ms,
             init_ms=timings.init_ms,
         )
@@ -252,6 +282,33 @@ class Invoker:
         except Exception:
             log.exception("invoker %s: proxy %s failed", self.id, proxy.container.id)
             self.proxies.discard(proxy)
+
+    async def _start_container(
+        self, action: Action, cell: StemCell | None
+    ) -> tuple[Container, ContainerTimings]:
+        """Initialise ``cell`` for ``action``, or cold-start when there is none or it
+        fails (a stem cell that died waiting must not fail the request)."""
+        if cell is not None:
+            try:
+                return await self.runtime.initialise(cell, action)
+            except ContainerCrashed as exc:
+                log.warning("invoker %s: stem cell %s unusable: %s", self.id, cell.id, exc)
+        await self.prewarm.give_way()
+        return await self.runtime.create(action)
+
+    def _may_retire(self, proxy: ContainerProxy) -> bool:
+        """The retention rules for an idle container; a leaver is marked at once."""
+        same = [p for p in self.proxies if p.action == proxy.action]
+        leave = may_leave(
+            self.settings.retention,
+            keep_alive_s=self.settings.invoker.keep_alive_s,
+            idle_s=proxy.idle_s,
+            action_idle_s=min(p.idle_s for p in same) if same else proxy.idle_s,
+            others=sum(1 for p in same if p is not proxy and not p.leaving),
+        )
+        if leave:
+            proxy.stop("keep-alive expired")
+        return leave
 
     def _proxy_exited(self, proxy: ContainerProxy) -> None:
         self.proxies.discard(proxy)

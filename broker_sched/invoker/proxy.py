@@ -17,7 +17,9 @@ it, since for fast handlers the run is the smallest part.
 
 Pauses and resumes are recorded on the timeline with the milliseconds they took, and a
 resumed run reports its resume as ``init_ms``: that is what the activation waited for,
-as a cold one waits for create + init.
+as a cold one waits for create + init (or, published while the container was being
+made, the part of it still to go). A first activation published after its container
+was ready waited for nothing: it is a warm start.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from broker_sched.errors import TransportError
 from broker_sched.events import Timeline
 from broker_sched.invoker.pulling import Puller
 from broker_sched.invoker.run_activation import accept, give_back, run_activation
-from broker_sched.model import Start
+from broker_sched.model import Start, now_ms
 from broker_sched.runtime.base import Container, ContainerCrashed, ContainerTimings
 from broker_sched.topology import consumer_group
 from transports.base import Delivery, Transport
@@ -58,7 +60,10 @@ class ContainerProxy:
         settings: InvokerSettings,
         timeline: Timeline,
         on_exit: Callable[[ContainerProxy], None],
+        may_retire: Callable[[ContainerProxy], bool] | None = None,
     ) -> None:
+        """``may_retire``: whether this idle container leaves now (the invoker's retention
+        rules); default: once idle for ``keep_alive_s``."""
         self.transport = transport
         self.container = container
         self.queue = queue
@@ -66,10 +71,13 @@ class ContainerProxy:
         self.settings = settings
         self.timeline = timeline
         self.on_exit = on_exit
+        self._may_retire = may_retire
         self.busy = 0
         self.runs = 0
         self.last_used_s = time.monotonic()
         self._cold_init_ms: float | None = timings.create_ms + timings.init_ms
+        self._first_start = timings.start
+        self._ready_ms = now_ms()
         self._last_answer_ms = 0.0
         self._stopping = anyio.Event()
         self._run_finished = anyio.Event()
@@ -149,7 +157,11 @@ class ContainerProxy:
         if self.busy:
             return False
         idle_s = time.monotonic() - self.last_used_s
-        if idle_s >= self.settings.keep_alive_s:
+        if self._may_retire is None:
+            retire = idle_s >= self.settings.keep_alive_s
+        else:
+            retire = self._may_retire(self)
+        if retire:
             return True
         if idle_s >= self.settings.pause_grace_s and not self.container.paused:
             pause_ms = await self.container.pause()
@@ -194,14 +206,15 @@ class ContainerProxy:
         if accepted is None:
             return
         activation, received_ms = accepted
-        start = self._start_kind()
+        start = self._start_kind(activation.published_ms)
         init_ms = 0.0
         if start is Start.RESUMED:
             init_ms = await self.container.resume()
             self._record("container_resumed", resume_ms=init_ms)
-        elif start is Start.COLD:
-            init_ms = self._cold_init_ms or 0.0
-            self._cold_init_ms = None
+        elif start is self._first_start:
+            waited_ms = max(0.0, self._ready_ms - activation.published_ms)
+            init_ms = min(self._cold_init_ms or 0.0, waited_ms)
+        self._cold_init_ms = None
         self._last_answer_ms = await run_activation(
             self.transport,
             delivery,
@@ -223,9 +236,12 @@ class ContainerProxy:
             kind, self.action, invoker=self.invoker_id, container=self.container.id, **detail
         )
 
-    def _start_kind(self) -> Start:
+    def _start_kind(self, published_ms: int) -> Start:
+        """Cold (or prewarm) only for a first activation that was waiting when the
+        container became ready: one published later, as for a container warmed ahead of
+        its work, found the container up, which is a warm start."""
         if self.container.paused:
             return Start.RESUMED
-        if self._cold_init_ms is not None:
-            return Start.COLD
+        if self._cold_init_ms is not None and published_ms < self._ready_ms:
+            return self._first_start
         return Start.WARM

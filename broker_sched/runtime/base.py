@@ -23,7 +23,7 @@ from typing import ClassVar
 
 from pydantic import JsonValue
 
-from broker_sched.model import Action, Status
+from broker_sched.model import Action, Start, Status
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,10 +43,15 @@ class RunOutcome:
 
 @dataclass(frozen=True, slots=True)
 class ContainerTimings:
-    """What a cold start cost: making the container, then loading the action's code."""
+    """What a container's start cost: making the container, then loading the action's code.
+
+    A container made from a stem cell (``start = PREWARM``) paid its create long before
+    any activation needed it, so ``create_ms`` is 0 and only ``init_ms`` was waited for.
+    """
 
     create_ms: float
     init_ms: float
+    start: Start = Start.COLD
 
 
 class ContainerCrashed(Exception):
@@ -107,10 +112,35 @@ class Container(ABC):
         """Stop the container and free what it holds; idempotent; returns the ms it took."""
 
 
+class StemCell(ABC):
+    """A container created and started for an action kind and memory size, with no
+    action's code yet: OpenWhisk's prewarmed container.
+
+    Taking one for an action costs only that action's init, which is the point of
+    keeping a pool of them; a stem cell holds a slot and its memory while it waits.
+    """
+
+    id: str
+    kind: str
+    memory_mb: int
+    create_ms: float
+
+    @property
+    @abstractmethod
+    def alive(self) -> bool:
+        """False once removed, given an action, or dead on its own."""
+
+    @abstractmethod
+    async def remove(self) -> float:
+        """Stop the stem cell; idempotent; returns the ms it took."""
+
+
 class Runtime(ABC):
     """Makes containers; owns every container it made until they are removed."""
 
     name: ClassVar[str]
+    makes_stem_cells: ClassVar[bool] = False
+    """Whether :meth:`start_stem_cell` and :meth:`initialise` work (a prewarm pool needs them)."""
 
     @abstractmethod
     async def create(self, action: Action) -> tuple[Container, ContainerTimings]:
@@ -123,3 +153,21 @@ class Runtime(ABC):
     @abstractmethod
     async def close(self) -> None:
         """Remove every container this runtime created and still holds."""
+
+    async def start_stem_cell(self, kind: str, memory_mb: int) -> StemCell:
+        """Create and start a container of ``kind`` that has loaded no action yet.
+
+        Raises :class:`ContainerCrashed` when it cannot be started, or when this runtime
+        makes no stem cells.
+        """
+        raise ContainerCrashed(f"the {self.name} runtime makes no stem cells")
+
+    async def initialise(
+        self, cell: StemCell, action: Action
+    ) -> tuple[Container, ContainerTimings]:
+        """Give ``cell`` the code of ``action``; the cell becomes that action's container.
+
+        The timings have ``start = PREWARM`` and ``create_ms = 0``. Raises
+        :class:`ContainerCrashed` (the cell is removed) when the init fails.
+        """
+        raise ContainerCrashed(f"the {self.name} runtime makes no stem cells")

@@ -9,9 +9,12 @@ directory that holds the ``broker_sched`` package).
 
 A cold start is ``docker run -d`` (create + start in one command), waiting until the
 server accepts connections, then ``/init``: ``create_ms`` covers the first two,
-``init_ms`` the last. ``pause``/``resume`` are ``docker pause``/``unpause`` (a paused
-container's runs wait in the kernel's accept queue until it is resumed); ``remove`` is
-``docker rm -f``. Each returns the milliseconds it took, which the invoker reports.
+``init_ms`` the last. A stem cell is the first two alone — a created and started action
+server that has received no ``/init`` — and initialising it for an action is the
+``/init``, as OpenWhisk's prewarmed containers are. ``pause``/``resume`` are
+``docker pause``/``unpause`` (a paused container's runs wait in the kernel's accept
+queue until it is resumed); ``remove`` is ``docker rm -f``. Each returns the
+milliseconds it took, which the invoker reports.
 
 Docker is driven through its CLI (``asyncio.create_subprocess_exec``), as OpenWhisk's
 invoker does: it is natively async, needs no extra dependency (the SDK is synchronous
@@ -56,7 +59,7 @@ from pydantic import JsonValue
 
 import broker_sched
 from broker_sched.errors import ConfigError
-from broker_sched.model import Action, Status
+from broker_sched.model import Action, Start, Status
 from broker_sched.runtime.action_server import EXIT_ADDRESS_IN_USE
 from broker_sched.runtime.base import (
     Container,
@@ -64,6 +67,7 @@ from broker_sched.runtime.base import (
     ContainerTimings,
     RunOutcome,
     Runtime,
+    StemCell,
     completed,
 )
 
@@ -245,11 +249,13 @@ class DockerRuntime(Runtime):
 
     ``code_paths`` are host directories mounted read-only and put on the container's
     ``PYTHONPATH`` so handlers import; by default the directory holding ``broker_sched``.
-    ``init_timeout_s`` bounds a whole cold start (default: the scheduler's
-    ``create_timeout_s``). ``memory_limit`` applies ``--memory <action.memory_mb>m``.
+    ``init_timeout_s`` bounds the start and the ``/init`` of a container each (default:
+    the scheduler's ``create_timeout_s``), as a stem cell's happen far apart.
+    ``memory_limit`` applies ``--memory <action.memory_mb>m``.
     """
 
     name = "docker"
+    makes_stem_cells = True
 
     def __init__(
         self,
@@ -281,6 +287,34 @@ class DockerRuntime(Runtime):
         self._closed = False
 
     async def create(self, action: Action) -> tuple[Container, ContainerTimings]:
+        container, create_ms = await self._listening(action)
+        started_s = time.perf_counter()
+        await self._init(container)
+        return container, ContainerTimings(
+            create_ms=create_ms, init_ms=(time.perf_counter() - started_s) * 1000
+        )
+
+    async def start_stem_cell(self, kind: str, memory_mb: int) -> StemCell:
+        """An action server of ``image`` with no ``/init``; every kind runs this image."""
+        placeholder = Action(name="stem", memory_mb=memory_mb, handler="stem:cell")
+        container, create_ms = await self._listening(placeholder)
+        return DockerStemCell(container, kind=kind, create_ms=create_ms)
+
+    async def initialise(
+        self, cell: StemCell, action: Action
+    ) -> tuple[Container, ContainerTimings]:
+        if not isinstance(cell, DockerStemCell):
+            raise ContainerCrashed(f"stem cell {cell.id} is not a docker one")
+        container = cell.take()
+        container.action = action
+        started_s = time.perf_counter()
+        await self._init(container)
+        return container, ContainerTimings(
+            create_ms=0.0, init_ms=(time.perf_counter() - started_s) * 1000, start=Start.PREWARM
+        )
+
+    async def _listening(self, action: Action) -> tuple[DockerContainer, float]:
+        """A started container whose server accepts connections, and the ms that took."""
         if self._closed:
             raise ContainerCrashed("the docker runtime is closed")
         try:
@@ -298,6 +332,20 @@ class DockerRuntime(Runtime):
             ) from None
         raise ContainerCrashed(f"no free loopback port after {PORT_ATTEMPTS} tries")
 
+    async def _init(self, container: DockerContainer) -> None:
+        """``/init`` within the init timeout; the container is removed if it fails."""
+        try:
+            async with asyncio.timeout(self.init_timeout_s):
+                await container.init()
+        except TimeoutError:
+            await container.remove()
+            raise ContainerCrashed(
+                f"{container.action.handler}: /init took over {self.init_timeout_s:g} s"
+            ) from None
+        except BaseException:
+            await container.remove()
+            raise
+
     async def close(self) -> None:
         self._closed = True
         await asyncio.gather(*(container.remove() for container in list(self._containers)))
@@ -309,7 +357,7 @@ class DockerRuntime(Runtime):
             log.error("docker runtime: cannot remove containers labelled %s: %s", self.label, exc)
         await self._exits.close()
 
-    async def _start(self, action: Action) -> tuple[Container, ContainerTimings]:
+    async def _start(self, action: Action) -> tuple[DockerContainer, float]:
         port = free_port()
         name = f"bs-{action.namespace}-{action.name}-{secrets.token_hex(4)}"
         exit_code = self._exits.watch(name)
@@ -336,15 +384,10 @@ class DockerRuntime(Runtime):
         self._containers.add(container)
         try:
             await container.wait_until_listening()
-            ready_s = time.perf_counter()
-            await container.init()
         except BaseException:
             await container.remove()
             raise
-        return container, ContainerTimings(
-            create_ms=(ready_s - started_s) * 1000,
-            init_ms=(time.perf_counter() - ready_s) * 1000,
-        )
+        return container, (time.perf_counter() - started_s) * 1000
 
     def _run_args(self, action: Action, name: str, port: int) -> list[str]:
         mounts: list[str] = []
@@ -374,6 +417,31 @@ class DockerRuntime(Runtime):
     def _forget(self, container: DockerContainer) -> None:
         self._containers.discard(container)
         self._exits.forget(container.id)
+
+
+class DockerStemCell(StemCell):
+    """A listening action server that has had no ``/init`` yet."""
+
+    def __init__(self, container: DockerContainer, *, kind: str, create_ms: float) -> None:
+        self.id = container.id
+        self.kind = kind
+        self.memory_mb = container.action.memory_mb
+        self.create_ms = create_ms
+        self._container: DockerContainer | None = container
+
+    @property
+    def alive(self) -> bool:
+        return self._container is not None and self._container.alive
+
+    def take(self) -> DockerContainer:
+        container, self._container = self._container, None
+        if container is None or not container.alive:
+            raise ContainerCrashed(f"stem cell {self.id} was used, removed, or died")
+        return container
+
+    async def remove(self) -> float:
+        container, self._container = self._container, None
+        return 0.0 if container is None else await container.remove()
 
 
 class _PortTaken(Exception):

@@ -1,7 +1,9 @@
 """The ``process`` runtime: each container is an OS process running one Python handler.
 
 A cold start is real — start an interpreter, import the handler — so the scheduler's
-cold-start arithmetic meets real numbers without Docker. The process speaks the JSON
+cold-start arithmetic meets real numbers without Docker. A stem cell is a worker started
+with no handler: the interpreter is up, and initialising it for an action is the
+handler's import alone. The process speaks the JSON
 lines protocol described in :mod:`broker_sched.runtime.worker`.
 
 A container is the worker's process group (the worker starts a new session), so pause
@@ -38,13 +40,14 @@ from typing import Any
 
 from pydantic import JsonValue
 
-from broker_sched.model import Action, Status
+from broker_sched.model import Action, Start, Status
 from broker_sched.runtime.base import (
     Container,
     ContainerCrashed,
     ContainerTimings,
     RunOutcome,
     Runtime,
+    StemCell,
     completed,
 )
 from broker_sched.runtime.worker import LINE_LIMIT_BYTES
@@ -58,6 +61,7 @@ class ProcessRuntime(Runtime):
     """Starts one worker process per container; ``close`` stops every one still running."""
 
     name = "process"
+    makes_stem_cells = True
 
     def __init__(
         self,
@@ -70,23 +74,76 @@ class ProcessRuntime(Runtime):
         self.stop_timeout_s = stop_timeout_s
         self.python = python
         self._containers: set[ProcessContainer] = set()
+        self._cells: set[ProcessStemCell] = set()
         self._closed = False
 
     async def create(self, action: Action) -> tuple[Container, ContainerTimings]:
+        started_s = time.perf_counter()
+        process = await self._spawn("--concurrency", str(action.concurrency), "--", action.handler)
+        spawned_s = time.perf_counter()
+        container = self._adopt(action, process)
+        await self._until_ready(container)
+        ready_s = time.perf_counter()
+        return container, ContainerTimings(
+            create_ms=(spawned_s - started_s) * 1000, init_ms=(ready_s - spawned_s) * 1000
+        )
+
+    async def start_stem_cell(self, kind: str, memory_mb: int) -> StemCell:
+        """A worker with no handler, once its interpreter is up; ``kind`` is not checked:
+        every action here is Python."""
+        started_s = time.perf_counter()
+        process = await self._spawn()
+        cell = ProcessStemCell(
+            process,
+            kind=kind,
+            memory_mb=memory_mb,
+            stop_timeout_s=self.stop_timeout_s,
+            on_removed=self._cells.discard,
+        )
+        self._cells.add(cell)
+        try:
+            await cell.up(self.init_timeout_s)
+        except BaseException:
+            await cell.remove()
+            raise
+        cell.create_ms = (time.perf_counter() - started_s) * 1000
+        return cell
+
+    async def initialise(
+        self, cell: StemCell, action: Action
+    ) -> tuple[Container, ContainerTimings]:
+        if not isinstance(cell, ProcessStemCell) or cell not in self._cells:
+            raise ContainerCrashed(f"stem cell {cell.id} is not one of this runtime's")
+        self._cells.discard(cell)
+        if not cell.alive:
+            await cell.remove()
+            raise ContainerCrashed(f"stem cell {cell.id} died before it was initialised")
+        started_s = time.perf_counter()
+        container = self._adopt(action, cell.take_process())
+        init = {"init": action.handler, "concurrency": action.concurrency}
+        try:
+            await container.send_line(json.dumps(init).encode() + b"\n")
+        except BaseException:
+            await container.remove()
+            raise
+        await self._until_ready(container)
+        return container, ContainerTimings(
+            create_ms=0.0,
+            init_ms=(time.perf_counter() - started_s) * 1000,
+            start=Start.PREWARM,
+        )
+
+    async def _spawn(self, *args: str) -> asyncio.subprocess.Process:
         if self._closed:
             raise ContainerCrashed("the process runtime is closed")
-        started_s = time.perf_counter()
         try:
-            process = await asyncio.create_subprocess_exec(
+            return await asyncio.create_subprocess_exec(
                 self.python,
                 "-m",
                 WORKER_MODULE,
-                "--concurrency",
-                str(action.concurrency),
                 "--parent-pid",
                 str(os.getpid()),
-                "--",
-                action.handler,
+                *args,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
@@ -95,11 +152,15 @@ class ProcessRuntime(Runtime):
             )
         except OSError as exc:
             raise ContainerCrashed(f"cannot start a worker process: {exc}") from exc
-        spawned_s = time.perf_counter()
+
+    def _adopt(self, action: Action, process: asyncio.subprocess.Process) -> ProcessContainer:
         container = ProcessContainer(
             action, process, stop_timeout_s=self.stop_timeout_s, on_removed=self._forget
         )
         self._containers.add(container)
+        return container
+
+    async def _until_ready(self, container: ProcessContainer) -> None:
         try:
             if self._closed:
                 raise ContainerCrashed("the process runtime closed while the worker was starting")
@@ -107,17 +168,87 @@ class ProcessRuntime(Runtime):
         except BaseException:
             await container.remove()
             raise
-        ready_s = time.perf_counter()
-        return container, ContainerTimings(
-            create_ms=(spawned_s - started_s) * 1000, init_ms=(ready_s - spawned_s) * 1000
-        )
 
     async def close(self) -> None:
         self._closed = True
-        await asyncio.gather(*(container.remove() for container in list(self._containers)))
+        cells = [cell.remove() for cell in list(self._cells)]
+        await asyncio.gather(*(container.remove() for container in list(self._containers)), *cells)
 
     def _forget(self, container: ProcessContainer) -> None:
         self._containers.discard(container)
+
+
+class ProcessStemCell(StemCell):
+    """A worker process waiting for its init line.
+
+    It says once that it is up (``{"stem": true}``) and then nothing until its init, so
+    its pipes need no reading after that line until the container that adopts it starts
+    its own readers.
+    """
+
+    def __init__(
+        self,
+        process: asyncio.subprocess.Process,
+        *,
+        kind: str,
+        memory_mb: int,
+        stop_timeout_s: float,
+        on_removed: Callable[[ProcessStemCell], None],
+    ) -> None:
+        self.id = f"stem-{secrets.token_hex(6)}"
+        self.pid = process.pid
+        self._on_removed = on_removed
+        self.kind = kind
+        self.memory_mb = memory_mb
+        self.create_ms = 0.0
+        self._process: asyncio.subprocess.Process | None = process
+        self._stop_timeout_s = stop_timeout_s
+
+    @property
+    def alive(self) -> bool:
+        return self._process is not None and self._process.returncode is None
+
+    async def up(self, timeout_s: float) -> None:
+        """Wait for the worker's ``{"stem": true}``; anything else means it failed."""
+        process = self._process
+        assert process is not None
+        assert process.stdout is not None
+        try:
+            async with asyncio.timeout(timeout_s):
+                line = await process.stdout.readline()
+        except TimeoutError:
+            raise ContainerCrashed(
+                f"stem cell {self.id} was not up within {timeout_s:g} s"
+            ) from None
+        try:
+            message = json.loads(line) if line else None
+        except ValueError:
+            message = None
+        if message != {"stem": True}:
+            raise ContainerCrashed(f"stem cell {self.id} did not start: {line[:200]!r}")
+
+    def take_process(self) -> asyncio.subprocess.Process:
+        """Hand the worker over to the container that adopts it."""
+        process = self._process
+        if process is None:
+            raise ContainerCrashed(f"stem cell {self.id} was already used or removed")
+        self._process = None
+        return process
+
+    async def remove(self) -> float:
+        process, self._process = self._process, None
+        self._on_removed(self)
+        if process is None:
+            return 0.0
+        started_s = time.perf_counter()
+        if process.stdin is not None:
+            process.stdin.close()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._stop_timeout_s):
+                await process.wait()
+        return (time.perf_counter() - started_s) * 1000
 
 
 class ProcessContainer(Container):
@@ -247,6 +378,10 @@ class ProcessContainer(Container):
         except TimeoutError:
             return False
         return True
+
+    async def send_line(self, line: bytes) -> None:
+        """Write one protocol line (a stem cell's init line; requests go through ``run``)."""
+        await self._send(line)
 
     async def _send(self, line: bytes) -> None:
         stdin = self._process.stdin

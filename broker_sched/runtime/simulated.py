@@ -19,6 +19,9 @@ however the containers' runs interleave. The reported times are the drawn costs,
 measured wall time, so they do not depend on event-loop jitter. ``sleep`` can be
 replaced by a fake clock in tests. Container ids are random all the same: they name
 consumer-group members, which must stay unique across invokers sharing a seed.
+
+Stem cells (prewarmed containers) cost a drawn ``create_ms`` when started and a drawn
+``init_ms`` when given an action: the two halves of a cold start, apart.
 """
 
 from __future__ import annotations
@@ -31,13 +34,14 @@ from collections.abc import Awaitable, Callable
 from pydantic import JsonValue
 
 from broker_sched.config import SimulatedRuntimeSettings
-from broker_sched.model import Action, Status
+from broker_sched.model import Action, Start, Status
 from broker_sched.runtime.base import (
     Container,
     ContainerCrashed,
     ContainerTimings,
     RunOutcome,
     Runtime,
+    StemCell,
     completed,
 )
 
@@ -47,12 +51,14 @@ Sleep = Callable[[float], Awaitable[None]]
 
 class SimulatedRuntime(Runtime):
     name = "simulated"
+    makes_stem_cells = True
 
     def __init__(self, settings: SimulatedRuntimeSettings, *, sleep: Sleep = asyncio.sleep) -> None:
         self.settings = settings
         self._sleep = sleep
         self._rng = random.Random(settings.seed)
         self._containers: set[SimulatedContainer] = set()
+        self._cells: set[SimulatedStemCell] = set()
         self._closed = False
 
     async def create(self, action: Action) -> tuple[Container, ContainerTimings]:
@@ -60,6 +66,37 @@ class SimulatedRuntime(Runtime):
             raise ContainerCrashed("the simulated runtime is closed")
         create_ms = self._rng.uniform(*self.settings.create_ms)
         init_ms = self._rng.uniform(*self.settings.init_ms)
+        container = self._container(action)
+        await self._sleep((create_ms + init_ms) / 1000)
+        if not container.alive:
+            raise ContainerCrashed("the runtime closed while the container was starting")
+        return container, ContainerTimings(create_ms=create_ms, init_ms=init_ms)
+
+    async def start_stem_cell(self, kind: str, memory_mb: int) -> StemCell:
+        if self._closed:
+            raise ContainerCrashed("the simulated runtime is closed")
+        create_ms = self._rng.uniform(*self.settings.create_ms)
+        cell = SimulatedStemCell(kind, memory_mb, create_ms, on_removed=self._cells.discard)
+        self._cells.add(cell)
+        await self._sleep(cell.create_ms / 1000)
+        if not cell.alive:
+            raise ContainerCrashed("the runtime closed while the stem cell was starting")
+        return cell
+
+    async def initialise(
+        self, cell: StemCell, action: Action
+    ) -> tuple[Container, ContainerTimings]:
+        if not isinstance(cell, SimulatedStemCell) or cell not in self._cells or not cell.alive:
+            raise ContainerCrashed(f"stem cell {cell.id} is not a live one of this runtime's")
+        await cell.remove()
+        init_ms = self._rng.uniform(*self.settings.init_ms)
+        container = self._container(action)
+        await self._sleep(init_ms / 1000)
+        if not container.alive:
+            raise ContainerCrashed("the runtime closed while the container was initialising")
+        return container, ContainerTimings(create_ms=0.0, init_ms=init_ms, start=Start.PREWARM)
+
+    def _container(self, action: Action) -> SimulatedContainer:
         container = SimulatedContainer(
             f"{action.name}-sim-{secrets.token_hex(6)}",
             action,
@@ -69,14 +106,41 @@ class SimulatedRuntime(Runtime):
             on_removed=self._containers.discard,
         )
         self._containers.add(container)
-        await self._sleep((create_ms + init_ms) / 1000)
-        if not container.alive:
-            raise ContainerCrashed("the runtime closed while the container was starting")
-        return container, ContainerTimings(create_ms=create_ms, init_ms=init_ms)
+        return container
 
     async def close(self) -> None:
         self._closed = True
+        for cell in list(self._cells):
+            await cell.remove()
         await asyncio.gather(*(container.remove() for container in list(self._containers)))
+
+
+class SimulatedStemCell(StemCell):
+    """A stem cell is a flag: it costs its create when started and nothing while it waits."""
+
+    def __init__(
+        self,
+        kind: str,
+        memory_mb: int,
+        create_ms: float,
+        *,
+        on_removed: Callable[[SimulatedStemCell], None],
+    ) -> None:
+        self.id = f"stem-sim-{secrets.token_hex(6)}"
+        self._on_removed = on_removed
+        self.kind = kind
+        self.memory_mb = memory_mb
+        self.create_ms = create_ms
+        self._alive = True
+
+    @property
+    def alive(self) -> bool:
+        return self._alive
+
+    async def remove(self) -> float:
+        self._alive = False
+        self._on_removed(self)
+        return 0.0
 
 
 class SimulatedContainer(Container):

@@ -1,11 +1,16 @@
 """The container side of the process runtime: ``python -m broker_sched.runtime.worker``.
 
 Usage: ``python -m broker_sched.runtime.worker [--concurrency N] [--parent-pid PID]
-module:function``.
+[module:function]``.
 
-The worker imports the handler, then answers requests until its stdin closes. The
-protocol is JSON lines over the process's original stdin and stdout:
+The worker imports the handler, then answers requests until its stdin closes. Started
+without a handler it is a stem cell (a prewarmed container): the interpreter is up and
+waits for the first line to name its handler, so becoming an action's container costs
+only that import. The protocol is JSON lines over the process's original stdin and
+stdout:
 
+    worker → parent   {"stem": true}                        stem cell only: up, no handler
+    parent → worker   {"init": "module:function", "concurrency": 4}   stem cell only
     worker → parent   {"ready": true}                       handler imported
                       {"ready": false, "error": "..."}      import failed; exit code 1
     parent → worker   {"id": 7, "payload": <json>}
@@ -67,7 +72,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m broker_sched.runtime.worker")
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--parent-pid", type=int)
-    parser.add_argument("handler")
+    parser.add_argument("handler", nargs="?")
     args = parser.parse_args(argv)
     if args.parent_pid is not None and not _die_with_parent(args.parent_pid):
         return 1
@@ -76,17 +81,25 @@ def main(argv: list[str]) -> int:
         print("worker: stdin must be a pipe; the process runtime starts this", file=sys.stderr)
         return 2
     protocol_in, protocol_out = _take_protocol_fds()
+    spec, concurrency = args.handler, args.concurrency
+    if spec is None:
+        os.write(protocol_out, _encode({"stem": True}))
+        try:
+            spec, concurrency = _await_init(protocol_in)
+        except (ValueError, KeyError, TypeError) as exc:
+            print(f"worker: a stem cell needs an init line first: {exc}", file=sys.stderr)
+            return 2
     with open(protocol_in, "rb") as pipe_in, open(protocol_out, "wb") as out:
         try:
-            handler = load_handler(args.handler)
+            handler = load_handler(spec)
         except (Exception, SystemExit) as exc:
             traceback.print_exc()
-            error = f"cannot load handler {args.handler!r}: {type(exc).__name__}: {exc}"
+            error = f"cannot load handler {spec!r}: {type(exc).__name__}: {exc}"
             _write(out, _encode({"ready": False, "error": error}))
             return 1
         _write(out, _encode({"ready": True}))
         try:
-            asyncio.run(_serve(handler, max(1, args.concurrency), pipe_in, out))
+            asyncio.run(_serve(handler, max(1, concurrency), pipe_in, out))
         except SystemExit as exc:
             return exc.code if isinstance(exc.code, int) else 1
         except (ValueError, KeyError, TypeError):
@@ -109,6 +122,26 @@ def _die_with_parent(parent_pid: int) -> bool:
     except (OSError, AttributeError):
         return True
     return os.getppid() == parent_pid
+
+
+def _await_init(protocol_in: int) -> tuple[str, int]:
+    """Block until the parent names the handler: a stem cell's first protocol line.
+
+    Read a byte at a time from the raw descriptor, so nothing after the line is taken
+    into a buffer the request loop would never see.
+    """
+    line = bytearray()
+    while not line.endswith(b"\n"):
+        byte = os.read(protocol_in, 1)
+        if not byte:
+            raise ValueError("stdin closed before the init line")
+        line += byte
+    message = json.loads(line)
+    spec = message["init"]
+    concurrency = message.get("concurrency", 1)
+    if not isinstance(spec, str) or not isinstance(concurrency, int):
+        raise TypeError(f"bad init line: {bytes(line[:200])!r}")
+    return spec, concurrency
 
 
 def _take_protocol_fds() -> tuple[int, int]:

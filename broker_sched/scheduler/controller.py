@@ -17,10 +17,11 @@ import contextlib
 import logging
 import random
 from collections import OrderedDict
-from collections.abc import Callable
-from typing import Literal, overload
+from collections.abc import Callable, Coroutine
+from typing import Any, Literal, TypeVarTuple, overload
 
 import anyio
+import anyio.abc
 from pydantic import JsonValue
 
 from broker_sched.config import Settings
@@ -45,10 +46,13 @@ from broker_sched.model import (
 from broker_sched.policy import AcsController, controller_side
 from broker_sched.scheduler.cluster import ClusterView
 from broker_sched.scheduler.monitor import BacklogMonitor
+from broker_sched.sequences import Sequences
 from broker_sched.topology import HEARTBEATS, control_replies_channel, results_channel
 from transports.base import Listener, Transport
 
 log = logging.getLogger(__name__)
+
+SpawnArgs = TypeVarTuple("SpawnArgs")
 
 SEEN_RESULTS = 100_000
 """How many finished activation ids are remembered to drop duplicate results."""
@@ -93,6 +97,8 @@ class Controller:
         self._waiting: dict[str, asyncio.Future[ActivationResult]] = {}
         self._declared: set[str] = set()
         self._ready = anyio.Event()
+        self._group: anyio.abc.TaskGroup | None = None
+        self.sequences = Sequences(self)
 
     async def serve(self) -> None:
         """Listen for results, replies and heartbeats and run the monitor until cancelled."""
@@ -101,6 +107,7 @@ class Controller:
         beats = await self.transport.listen(HEARTBEATS)
         try:
             async with anyio.create_task_group() as group:
+                self._group = group
                 group.start_soon(self._drain, results, self._on_result)
                 group.start_soon(self._drain, replies, self._on_reply)
                 group.start_soon(self._drain, beats, self._on_heartbeat)
@@ -115,6 +122,17 @@ class Controller:
 
     async def ready(self) -> None:
         await self._ready.wait()
+
+    def spawn(
+        self,
+        func: Callable[[*SpawnArgs], Coroutine[Any, Any, None]],
+        *args: *SpawnArgs,
+    ) -> None:
+        """Run ``func(*args)`` in the controller's task group, so that work outliving the
+        call that started it (a non-blocking sequence, a pre-warm) ends with the controller."""
+        if self._group is None:
+            raise RuntimeError(f"controller {self.id} is not serving")
+        self._group.start_soon(func, *args)
 
     @property
     def monitor(self) -> BacklogMonitor | None:
@@ -158,8 +176,12 @@ class Controller:
         when no result arrives in ``timeout_s``.
         """
         definition = self._lookup(action)
-        self.policy.admit(definition)
         timeout_s = timeout_s or self.settings.invocation_timeout_s
+        if definition.sequence:
+            return await self.sequences.invoke(
+                definition, payload, blocking=blocking, timeout_s=timeout_s
+            )
+        self.policy.admit(definition)
         activation, body = encoded_activation(
             definition.namespace,
             definition.name,

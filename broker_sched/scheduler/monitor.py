@@ -35,6 +35,7 @@ from broker_sched.scheduler.decision import (
     decide,
 )
 from broker_sched.scheduler.placement import InvokerView, place
+from broker_sched.scheduler.prewarm import StepEstimate
 from broker_sched.scheduler.rates import ArrivalRate, MovingAverage, WindowMax
 from broker_sched.scheduler.reclaim import Eviction
 from broker_sched.topology import consumer_group, invoker_control_queue
@@ -86,6 +87,8 @@ class BacklogMonitor:
         self.room = True
         """Whether an action with no container could get one (the last tick's verdict)."""
         self._wake = anyio.Event()
+        self.warmed_ready_s: dict[str, float | None] = {}
+        """Pre-warm requests (:meth:`prewarm`) by id: when their container was ready."""
 
     def track(self, action: Action) -> ActionStats:
         stats = self.stats.get(action.fqn)
@@ -137,6 +140,8 @@ class BacklogMonitor:
             stats.run_s.add(took_ms / 1000)
 
     def on_reply(self, reply: ContainerReply) -> None:
+        if reply.request_id in self.warmed_ready_s and reply.ok:
+            self.warmed_ready_s[reply.request_id] = time.monotonic()
         request = self.cluster.on_reply(reply)
         stats = self.stats.get(f"{reply.namespace}/{reply.action}")
         if stats is None or request is None:
@@ -145,6 +150,39 @@ class BacklogMonitor:
             stats.cold_start_s.add((reply.create_ms + reply.init_ms) / 1000)
         else:
             self.timeline.record("create_refused", stats.action.fqn, error=reply.error)
+
+    def estimate(self, action: Action) -> StepEstimate:
+        """What is known of ``action`` for timing a sequence's pre-warming."""
+        stats = self.stats.get(action.fqn)
+        name = action.fqn
+        return StepEstimate(
+            action=name,
+            run_s=None if stats is None else stats.run_s.value,
+            cold_start_s=None if stats is None else stats.cold_start_s.value,
+            warm=bool(self.cluster.running(name) + self.cluster.creating(name)),
+        )
+
+    async def prewarm(self, action: Action, reason: str) -> str | None:
+        """Ask for a container of ``action`` ahead of its work (a sequence's later step);
+        the request's id, or None when one is up or on its way, or none fits. When it is
+        answered, :attr:`warmed_ready_s` has when (None: refused)."""
+        stats = self.track(action)
+        stats.last_active_s = time.monotonic()
+        if self.cluster.running(action.fqn) + self.cluster.creating(action.fqn):
+            return None
+        request_id = await self._request_container(stats, reason, self.cluster.views())
+        if request_id is not None:
+            self.warmed_ready_s[request_id] = None
+        return request_id
+
+    async def release(self, action: Action, reason: str) -> bool:
+        """Tell one container of ``action`` to leave (a warmed step that never ran);
+        False when none is known."""
+        leavers = self._leavers(action.fqn, 1)
+        if not leavers:
+            return False
+        await self._request_removal(action, leavers[0], reason)
+        return True
 
     async def run(self) -> None:
         interval_s = self.settings.scheduler.check_interval_s
@@ -291,8 +329,9 @@ class BacklogMonitor:
 
     async def _request_container(
         self, stats: ActionStats, reason: str, invokers: dict[str, InvokerView]
-    ) -> bool:
-        """Ask the roomiest invoker for a container, and count the room as taken.
+    ) -> str | None:
+        """Ask the roomiest invoker for a container, and count the room as taken; the
+        request's id, or None when no invoker has room.
 
         Paused containers are not offered to placement: their proxies still pull from
         the queue and resume themselves, so they are already part of what exists.
@@ -301,7 +340,7 @@ class BacklogMonitor:
         placement = place(invokers.values(), action.fqn, action.memory_mb, self.rng)
         if placement is None:
             self.timeline.record("no_capacity", action.fqn)
-            return False
+            return None
         chosen = invokers[placement.invoker_id]
         invokers[placement.invoker_id] = replace(
             chosen,
@@ -320,4 +359,4 @@ class BacklogMonitor:
         self.timeline.record(
             "container_requested", action.fqn, invoker=placement.invoker_id, reason=reason
         )
-        return True
+        return request.request_id

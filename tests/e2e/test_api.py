@@ -196,3 +196,21 @@ async def test_any_controller_serves_the_records_even_after_the_first_is_gone() 
             call, server.url, "GET", f"/api/v1/namespaces/other/activations/{ids[0]}", None, OTHER
         )
         assert status == 404, "another namespace's record is not there for it"
+
+
+async def test_a_sequence_over_http_has_a_record_per_step_and_one_for_the_whole() -> None:
+    actions = [
+        Action(name="echo", handler="broker_sched.samples:echo"),
+        Action(name="twice", sequence=("echo", "echo")),
+    ]
+    async with api_on(actions, embedded_settings()) as server:
+        status, record, _ = await asyncio.to_thread(
+            call, server.url, "POST", INVOKE + "twice?blocking=true", b'{"x": 2}'
+        )
+        assert (status, record["status"], record["result"]) == (200, "success", {"x": 2})
+        assert len(record["steps"]) == 2
+        for activation_id in [record["activation_id"], *record["steps"]]:
+            path = f"/api/v1/namespaces/_/activations/{activation_id}"
+            status, kept, _ = await asyncio.to_thread(call, server.url, "GET", path)
+            assert status == 200, kept
+            assert kept["activation_id"] == activation_id

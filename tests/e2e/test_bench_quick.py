@@ -149,3 +149,41 @@ def test_overhead(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert footprint["bytes_per_warm_proxy"] > 0
     assert footprint["bytes_per_idle_queue"] > 0
     assert "memory: scheduled activations/s" in {t["name"] for t in results["targets"]}
+
+
+def bench_alone(capsys: pytest.CaptureFixture[str], out: Path, *args: str) -> dict[str, Any]:
+    """A scenario with no overhead block (it measures starts, not the transport)."""
+    code = main(["bench", *args, "--transport", "memory", "--quick", "--json", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    results: dict[str, Any] = json.loads(captured.out)
+    assert "overhead" not in results
+    assert (out / "report.md").read_text().startswith("# ")
+    return results
+
+
+def test_cold_chain(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    results = bench_alone(capsys, tmp_path, "cold-chain")
+    without, with_ = results["modes"]["without"], results["modes"]["with"]
+    assert [run["starts"] for run in without["runs"]] == [["cold", "cold", "cold"]] * 2
+    assert all(run["starts"][0] == "cold" for run in with_["runs"])
+    assert with_["mean_cold_starts"] < without["mean_cold_starts"]
+    assert results["later_cold_starts_s"] > 0
+    assert "saving ÷ the later steps' cold starts" in {t["name"] for t in results["targets"]}
+
+
+def test_bursty(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    results = bench_alone(capsys, tmp_path, "bursty")
+    variants = results["variants"]
+    assert list(variants) == ["keep-alive only", "last-container retention", "scale-down delay"]
+    for variant in variants.values():
+        assert sum(variant["starts"].values()) == 18
+        assert variant["container_s"] > 0
+
+
+def test_warm_tiers(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    results = bench_alone(capsys, tmp_path, "warm-tiers")
+    tiers = results["tiers"]
+    assert list(tiers) == ["cold", "prewarm", "resumed", "warm"]
+    assert tiers["warm"]["container_p50_ms"] == 0
+    assert tiers["cold"]["container_p50_ms"] > tiers["prewarm"]["container_p50_ms"]

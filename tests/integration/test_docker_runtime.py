@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 from brokers import REQUIRE_ENV, brokers_required
-from embedded import eventually
+from embedded import embedded_settings, eventually
 
 from broker_sched.bench.docker_ops import BENCH_LABEL, measure_docker_ops, simulated_costs
 from broker_sched.config import Settings, SimulatedRuntimeSettings, load_settings
@@ -184,6 +184,29 @@ async def test_a_handler_that_cannot_load_fails_the_cold_start(runtime: DockerRu
 
 
 @pytest.mark.docker
+async def test_a_stem_cell_is_a_started_server_that_gets_its_init_later(
+    runtime: DockerRuntime,
+) -> None:
+    cell = await runtime.start_stem_cell("python", 128)
+    assert cell.alive
+    assert cell.create_ms > 0
+    assert len(await containers_labelled(runtime.label)) == 1
+    action = Action(name="late", handler="broker_sched.samples:hello", memory_mb=128)
+    container, timings = await runtime.initialise(cell, action)
+    assert timings.start is Start.PREWARM
+    assert timings.create_ms == 0
+    assert timings.init_ms > 0
+    assert not cell.alive
+    outcome = await container.run({"name": "stem"}, 10.0)
+    assert outcome.result == {"greeting": "Hello, stem!"}
+    spare = await runtime.start_stem_cell("python", 128)
+    await spare.remove()
+    assert not spare.alive
+    await container.remove()
+    assert await containers_labelled(runtime.label) == []
+
+
+@pytest.mark.docker
 async def test_a_missing_image_names_the_build_script(docker_engine: None) -> None:
     runtime = DockerRuntime(image="broker-sched/no-such-image:latest")
     try:
@@ -277,6 +300,27 @@ async def test_activations_through_a_broker_run_in_docker_containers(
         assert await containers_labelled(label) == []
         for action in (sleep, echo):
             await stack.transport.delete(settings.queue_name(action.namespace, action.name))
+
+
+@pytest.mark.docker
+async def test_a_prewarm_pool_of_docker_stem_cells_serves_a_container_request(
+    docker_engine: None,
+) -> None:
+    hello = Action(name="dhello", handler="broker_sched.samples:hello", memory_mb=128)
+    settings = embedded_settings(
+        runtime="docker",
+        prewarm={"pools": [{"memory_mb": 128, "initial_count": 1}], "check_interval_s": 0.1},
+    )
+    async with Stack(settings, actions={hello.fqn: hello}) as stack:
+        controller = stack.controller
+        assert controller is not None
+        invoker = stack.invokers[0]
+        await eventually(lambda: invoker.prewarm.ready("python:128") == 1, 30)
+        result = await controller.invoke(hello.name, {"name": "cell"}, timeout_s=30)
+        assert result.result == {"greeting": "Hello, cell!"}
+        assert result.start is Start.PREWARM
+        assert 0 < result.init_ms < 1000
+        await eventually(lambda: invoker.prewarm.ready("python:128") == 1, 30)
 
 
 # ---------------------------------------------------- the action server, in-process

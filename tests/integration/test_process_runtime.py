@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from pydantic import JsonValue
 
-from broker_sched.model import Action, Status
+from broker_sched.model import Action, Start, Status
 from broker_sched.runtime.base import ContainerCrashed
-from broker_sched.runtime.process import ProcessContainer, ProcessRuntime
+from broker_sched.runtime.process import ProcessContainer, ProcessRuntime, ProcessStemCell
 
 TIMEOUT_S = 10.0
 
@@ -320,3 +320,42 @@ async def exits_within(pid: int, timeout_s: float) -> bool:
         loop.remove_reader(pidfd)
         os.close(pidfd)
     return True
+
+
+async def test_a_stem_cell_becomes_an_actions_container_paying_only_its_import(
+    runtime: ProcessRuntime,
+) -> None:
+    cell = await runtime.start_stem_cell("python", 256)
+    assert cell.alive
+    assert cell.create_ms > 0
+    container, timings = await runtime.initialise(cell, sample("two", "async_sleep", 2))
+    assert timings.start is Start.PREWARM
+    assert timings.create_ms == 0
+    assert timings.init_ms > 0
+    assert not cell.alive
+    started_s = time.monotonic()
+    outcomes = await asyncio.gather(
+        container.run({"ms": 300}, TIMEOUT_S), container.run({"ms": 300}, TIMEOUT_S)
+    )
+    assert [o.status for o in outcomes] == [Status.SUCCESS, Status.SUCCESS]
+    assert time.monotonic() - started_s < 0.55, "the init line's concurrency was not applied"
+
+
+async def test_a_stem_cell_given_a_bad_handler_fails_its_init_and_is_gone(
+    runtime: ProcessRuntime,
+) -> None:
+    cell = await runtime.start_stem_cell("python", 256)
+    with pytest.raises(ContainerCrashed, match="cannot load handler"):
+        await runtime.initialise(cell, Action(name="bad", handler="no_such_module:f"))
+    with pytest.raises(ContainerCrashed, match="not one of this runtime's"):
+        await runtime.initialise(cell, sample("echo", "echo"))
+
+
+async def test_closing_the_runtime_kills_its_stem_cells() -> None:
+    runtime = ProcessRuntime(init_timeout_s=TIMEOUT_S, stop_timeout_s=1.0)
+    cell = await runtime.start_stem_cell("python", 256)
+    assert isinstance(cell, ProcessStemCell)
+    pid = cell.pid
+    await runtime.close()
+    assert not cell.alive
+    assert not exists(pid)

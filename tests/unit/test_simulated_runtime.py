@@ -10,7 +10,7 @@ import pytest
 from pydantic import JsonValue
 
 from broker_sched.config import SimulatedRuntimeSettings, load_settings
-from broker_sched.model import Action, Status
+from broker_sched.model import Action, Start, Status
 from broker_sched.runtime import runtime_from_settings
 from broker_sched.runtime.base import Container, ContainerCrashed
 from broker_sched.runtime.process import ProcessRuntime
@@ -258,3 +258,29 @@ def test_the_factory_builds_the_configured_runtime() -> None:
 
     assert isinstance(simulated, SimulatedRuntime)
     assert isinstance(process, ProcessRuntime)
+
+
+async def test_a_stem_cell_costs_create_then_its_action_pays_only_init(
+    runtime: SimulatedRuntime, clock: FakeClock
+) -> None:
+    cell = await runtime.start_stem_cell("python", 256)
+    assert RANGES.create_ms[0] <= cell.create_ms <= RANGES.create_ms[1]
+    assert clock.now_s == pytest.approx(cell.create_ms / 1000)
+    before_s = clock.now_s
+    container, timings = await runtime.initialise(cell, ACTION)
+    assert timings.start is Start.PREWARM
+    assert timings.create_ms == 0.0
+    assert RANGES.init_ms[0] <= timings.init_ms <= RANGES.init_ms[1]
+    assert clock.now_s - before_s == pytest.approx(timings.init_ms / 1000)
+    assert not cell.alive
+    assert (await container.run({"x": 1}, 1.0)).result == {"ok": True, "x": 1}
+    with pytest.raises(ContainerCrashed, match="not a live one"):
+        await runtime.initialise(cell, ACTION)
+
+
+async def test_closing_the_runtime_removes_its_stem_cells(runtime: SimulatedRuntime) -> None:
+    cell = await runtime.start_stem_cell("python", 256)
+    await runtime.close()
+    assert not cell.alive
+    with pytest.raises(ContainerCrashed, match="closed"):
+        await runtime.start_stem_cell("python", 256)
