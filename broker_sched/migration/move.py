@@ -19,13 +19,14 @@ still on the source) and *left* (still unfinished on the source when the run sto
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol
+
+import anyio
 
 from broker_sched.errors import BrokerSchedError, MalformedMessage, PayloadTooLarge
 from broker_sched.migration import QueuePair
@@ -124,16 +125,19 @@ class Mover:
         on_done: Callable[[QueueMove], None] | None = None,
     ) -> list[QueueMove]:
         """Move every queue, a few at a time; ``on_done`` hears of each as it finishes."""
-        limit = asyncio.Semaphore(PARALLEL_QUEUES)
+        limit = anyio.Semaphore(PARALLEL_QUEUES)
+        moves: list[QueueMove | None] = [None] * len(pairs)
 
-        async def one(pair: QueuePair) -> QueueMove:
+        async def one(index: int, pair: QueuePair) -> None:
             async with limit:
-                done = await self.move(pair)
+                done = moves[index] = await self.move(pair)
             if on_done is not None:
                 on_done(done)
-            return done
 
-        return list(await asyncio.gather(*(one(pair) for pair in pairs)))
+        async with anyio.create_task_group() as moving:
+            for index, pair in enumerate(pairs):
+                moving.start_soon(one, index, pair)
+        return [done for done in moves if done is not None]
 
     async def move(self, pair: QueuePair) -> QueueMove:
         """Move one queue until its group has nothing left; errors end up in the result."""
@@ -182,18 +186,20 @@ class Mover:
 
         Each activation is acked as soon as its own copy is confirmed, so one failure
         leaves only the unconfirmed ones on the source."""
-        outcomes = await asyncio.gather(
-            *(self._copy(pair, delivery) for delivery in deliveries), return_exceptions=True
-        )
-        failure: BaseException | None = None
-        for outcome in outcomes:
-            if isinstance(outcome, Outcome):
-                count.add(outcome)
-            else:
+        failures: list[Exception] = []
+
+        async def copy(delivery: Delivery) -> None:
+            try:
+                count.add(await self._copy(pair, delivery))
+            except Exception as exc:
                 count.failed += 1
-                failure = failure or outcome
-        if failure is not None:
-            raise failure
+                failures.append(exc)
+
+        async with anyio.create_task_group() as copying:
+            for delivery in deliveries:
+                copying.start_soon(copy, delivery)
+        if failures:
+            raise failures[0]
 
     async def _copy(self, pair: QueuePair, delivery: Delivery) -> Outcome:
         """Put one activation on the target, then ack it on the source."""

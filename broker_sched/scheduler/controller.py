@@ -206,7 +206,11 @@ class Controller:
         if waiter is None:
             return activation.id
         try:
-            with anyio.fail_after(timeout_s):
+            # Not anyio.fail_after: invoke runs in its caller's task (an HTTP handler, a
+            # load generator), which anyio did not start, and a cancel scope there costs
+            # more per activation than the rest of this method; the wait is on a future
+            # of our own, so no client can swallow its cancellation.
+            async with asyncio.timeout(timeout_s):
                 return await waiter
         except TimeoutError:
             self.policy.release(activation.id)
