@@ -1,0 +1,182 @@
+"""What became of every invocation a chaos run sent, from plain records of the run.
+
+The load generator records each call it made (`Call`), the observer each result it saw
+on the controller's results channel (`Seen`), and after the run the activation records
+the store holds are listed. From those three alone, with no I/O, `account` says how many
+invocations were sent, accepted, completed and failed (and why), which accepted ones
+never got a result (lost), how many results came twice (reruns the controller drops as
+duplicates) and how long p99 latency took to come back to its steady value after the
+fault. Keeping it pure is what lets the arithmetic be tested to the activation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+SUCCESS = "success"
+
+
+@dataclass(frozen=True)
+class Call:
+    """One invocation as the client saw it.
+
+    ``accepted``: the controller answered with an activation id or a result. A call that
+    was refused (an error, a dropped connection) may still have been published — then
+    its result shows up among the `Seen` ones under its ``seq`` and it counts as accepted.
+    """
+
+    seq: int
+    sent_s: float
+    blocking: bool
+    accepted: bool
+    activation_id: str | None = None
+    error: str | None = None
+    answered_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One result message on the results channel (copies included)."""
+
+    activation_id: str
+    status: str
+    at_s: float
+    seq: int | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Accounting:
+    sent: int
+    accepted: int
+    completed: int
+    failed: dict[str, int]
+    refused: dict[str, int]
+    lost: int
+    duplicates: int
+    unrecorded: int
+    refused_within_s: float | None
+    steady_p99_s: float | None
+    recovery_s: float | None
+    lost_seqs: list[int] = field(default_factory=list)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of a non-empty sequence."""
+    if not values:
+        raise ValueError("percentile of no values")
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def recovery_s(
+    latencies: Iterable[tuple[float, float]],
+    *,
+    fault_s: float,
+    steady_p99_s: float,
+    window_s: float = 0.5,
+    slack: float = 2.0,
+    floor_s: float = 0.05,
+) -> float | None:
+    """Seconds from the fault until p99 stayed back within its steady bound.
+
+    ``latencies`` are (sent_s, latency_s) pairs; a call that never got a result counts
+    as infinitely slow in the window it was sent in. The bound is ``slack`` times the
+    steady p99, at least ``floor_s`` above it, so scheduler jitter alone does not count
+    as a disturbance. The answer is the start of the first window after the fault from
+    which every later window is within the bound, minus the fault time: 0 when the fault
+    never showed; None when the last window is still out of bounds.
+    """
+    bound = max(steady_p99_s * slack, steady_p99_s + floor_s)
+    windows: dict[int, list[float]] = {}
+    for sent_s, latency in latencies:
+        if sent_s >= fault_s:
+            windows.setdefault(int((sent_s - fault_s) // window_s), []).append(latency)
+    if not windows:
+        return 0.0
+    recovered_from: int | None = None
+    for index in sorted(windows):
+        if percentile(windows[index], 99) <= bound:
+            if recovered_from is None:
+                recovered_from = index
+        else:
+            recovered_from = None
+    return None if recovered_from is None else recovered_from * window_s
+
+
+def account(
+    calls: Sequence[Call],
+    seen: Sequence[Seen],
+    recorded: set[str],
+    *,
+    fault_s: float,
+    warmup_s: float = 0.0,
+) -> Accounting:
+    """The fate of every call: see the module docstring for the terms."""
+    first: dict[str, Seen] = {}
+    duplicates = 0
+    for result in sorted(seen, key=lambda s: s.at_s):
+        if result.activation_id in first:
+            duplicates += 1
+        else:
+            first[result.activation_id] = result
+    by_seq = {result.seq: result for result in first.values() if result.seq is not None}
+    completed = 0
+    failed: Counter[str] = Counter()
+    refused: Counter[str] = Counter()
+    refused_after: list[float] = []
+    lost_seqs: list[int] = []
+    unrecorded = 0
+    accepted = 0
+    latencies: list[tuple[float, float]] = []
+    for call in calls:
+        result = by_seq.get(call.seq) or (
+            first.get(call.activation_id) if call.activation_id else None
+        )
+        activation_id = call.activation_id or (result.activation_id if result else None)
+        if not call.accepted and result is None:
+            refused[call.error or "refused"] += 1
+            if call.answered_s is not None:
+                refused_after.append(call.answered_s - call.sent_s)
+            latencies.append((call.sent_s, math.inf))
+            continue
+        accepted += 1
+        if result is None:
+            if activation_id is not None and activation_id in recorded:
+                completed += 1  # the record proves a result the observer missed
+            else:
+                lost_seqs.append(call.seq)
+                latencies.append((call.sent_s, math.inf))
+            continue
+        if result.status == SUCCESS:
+            completed += 1
+        else:
+            failed[f"{result.status}: {result.error or ''}".rstrip(": ")] += 1
+        if result.activation_id not in recorded:
+            unrecorded += 1
+        latencies.append((call.sent_s, result.at_s - call.sent_s))
+    steady = [lat for sent, lat in latencies if warmup_s <= sent < fault_s and lat < math.inf]
+    steady_p99 = percentile(steady, 99) if steady else None
+    recovery = (
+        recovery_s(latencies, fault_s=fault_s, steady_p99_s=steady_p99)
+        if steady_p99 is not None
+        else None
+    )
+    return Accounting(
+        sent=len(calls),
+        accepted=accepted,
+        completed=completed,
+        failed=dict(failed),
+        refused=dict(refused),
+        lost=len(lost_seqs),
+        duplicates=duplicates,
+        unrecorded=unrecorded,
+        refused_within_s=max(refused_after) if refused_after else None,
+        steady_p99_s=steady_p99,
+        recovery_s=recovery,
+        lost_seqs=lost_seqs,
+    )
