@@ -119,11 +119,11 @@ def account(
     """The fate of every call: see the module docstring for the terms."""
     first: dict[str, Seen] = {}
     duplicates = 0
-    for result in sorted(seen, key=lambda s: s.at_s):
-        if result.activation_id in first:
+    for copy in sorted(seen, key=lambda s: s.at_s):
+        if copy.activation_id in first:
             duplicates += 1
         else:
-            first[result.activation_id] = result
+            first[copy.activation_id] = copy
     by_seq = {result.seq: result for result in first.values() if result.seq is not None}
     completed = 0
     failed: Counter[str] = Counter()
@@ -134,9 +134,9 @@ def account(
     accepted = 0
     latencies: list[tuple[float, float]] = []
     for call in calls:
-        result = by_seq.get(call.seq) or (
-            first.get(call.activation_id) if call.activation_id else None
-        )
+        result: Seen | None = by_seq.get(call.seq)
+        if result is None and call.activation_id is not None:
+            result = first.get(call.activation_id)
         activation_id = call.activation_id or (result.activation_id if result else None)
         if not call.accepted and result is None:
             refused[call.error or "refused"] += 1

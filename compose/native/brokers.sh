@@ -32,7 +32,8 @@ mkdir -p "$STATE_DIR/logs" "$STATE_DIR/run"
 STATE_DIR=$(cd "$STATE_DIR" && pwd -P)
 readonly STATE_DIR
 
-readonly KAFKA_HOME="$STATE_DIR/kafka-$KAFKA_VERSION"
+KAFKA_HOME=${KAFKA_HOME:-$STATE_DIR/kafka-$KAFKA_VERSION} # another state dir's jars may be reused
+readonly KAFKA_HOME
 readonly KAFKA_LIBS="$KAFKA_HOME/libs"
 readonly KAFKA_PROPS="$STATE_DIR/kafka.properties"
 readonly SLF4J_VERSION=1.7.36 # the slf4j-api line every Kafka 4.x pom declares

@@ -12,7 +12,7 @@ from broker_sched.bench.chaos_accounting import Call, Seen, account, percentile,
 def test_percentile_is_nearest_rank() -> None:
     assert percentile([3.0, 1.0, 2.0], 50) == 2.0
     assert percentile([float(i) for i in range(1, 101)], 99) == 99.0
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="no values"):
         percentile([], 99)
 
 
