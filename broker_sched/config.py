@@ -166,6 +166,18 @@ class RedisSettings(_Section):
     maxlen: int | None = Field(default=None, ge=1)
     claim_min_idle_ms: int = Field(default=30_000, ge=1)
     block_ms: int = Field(default=1_000, ge=1)
+    # -- clustering: a master with replicas, found through Redis Sentinel
+    sentinels: str | None = Field(
+        default=None,
+        description="comma-separated host:port of Sentinels; set, the master is asked of "
+        "them (and again after a failover) and url gives only the database and TLS",
+    )
+    sentinel_master: str = Field(
+        default="broker-sched", description="the master's name the Sentinels monitor"
+    )
+    sentinel_password: SecretStr | None = Field(
+        default=None, description="password of the Sentinels themselves, if they have one"
+    )
 
 
 class NatsSettings(_Section):
@@ -178,6 +190,14 @@ class NatsSettings(_Section):
     password: SecretStr | None = None
     creds_file: str | None = None
     nkeys_seed_file: str | None = None
+    # -- clustering: a JetStream cluster (servers lists several seeds, comma-separated)
+    stream_replicas: int = Field(
+        default=1,
+        ge=1,
+        le=5,
+        description="replicas of the work stream and the records bucket (3 on a 3-node "
+        "cluster: a node can die without losing a message); used when they are created",
+    )
 
 
 class MemorySettings(_Section):

@@ -59,6 +59,13 @@ surfaces as :class:`BrokerUnavailable`. Two connection pools per transport: up t
 connections for commands and 4 096 for blocking reads and listeners (one each while they
 wait); a caller beyond that waits up to 5 s for a free connection.
 
+Replicated (``sentinels``, ``sentinel_master``, ``sentinel_password``): the clients ask
+the Sentinels (redis-py's ``Sentinel``) for the master and ask again when a connection to
+it fails, so after a failover the next call reaches the promoted replica; ``url`` then
+gives only the database, the credentials and TLS. Replication is asynchronous: an entry
+the master acknowledged but had not yet sent to the replica is gone after a failover
+(docs/reliability.md measures how often).
+
 Options (``[redis]``): ``claim_min_idle_ms`` (default 30 000: how long an unacked entry of
 a member that vanished waits before another member takes it; also the longest nack
 delay), ``block_ms`` (default 1 000: the longest single BLOCK, which bounds how late an
@@ -92,11 +99,16 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
 
-from broker_sched.errors import BrokerUnavailable, TransportError, TransportNotInstalled
+from broker_sched.errors import (
+    BrokerUnavailable,
+    ConfigError,
+    TransportError,
+    TransportNotInstalled,
+)
 from transports.base import Backlog, Capabilities, Delivery, Listener, Subscription, Transport
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
+    from redis.asyncio import ConnectionPool, Redis
     from redis.asyncio.client import PubSub
     from redis.commands.core import AsyncScript
 
@@ -150,6 +162,9 @@ class RedisStreamsTransport(Transport):
         claim_min_idle_ms: int = 30_000,
         block_ms: int = 1_000,
         max_message_bytes: int = 1_048_576,
+        sentinels: Sequence[tuple[str, int]] = (),
+        sentinel_master: str = "broker-sched",
+        sentinel_password: str | None = None,
     ) -> None:
         super().__init__(max_message_bytes=max_message_bytes)
         try:
@@ -162,22 +177,25 @@ class RedisStreamsTransport(Transport):
         self.claim_min_idle_ms = claim_min_idle_ms
         self.block_ms = block_ms
 
+        sentinel_pool = _sentinel_pool(url, sentinels, sentinel_password) if sentinels else None
+
         def client(socket_timeout_s: float, max_connections: int) -> Redis:
             """A client whose pool makes callers wait for a free connection (redis-py's
             default pool fails at once beyond 100)."""
-            pool = BlockingConnectionPool.from_url(
-                url,
-                username=username,
-                password=password,
-                max_connections=max_connections,
-                timeout=COMMAND_TIMEOUT_S,
-                socket_connect_timeout=CONNECT_TIMEOUT_S,
-                socket_timeout=socket_timeout_s,
-                retry=Retry(
+            options: dict[str, Any] = {
+                "username": username,
+                "password": password,
+                "max_connections": max_connections,
+                "timeout": COMMAND_TIMEOUT_S,
+                "socket_connect_timeout": CONNECT_TIMEOUT_S,
+                "socket_timeout": socket_timeout_s,
+                "retry": Retry(
                     ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=RECONNECT_RETRIES
                 ),
-            )
-            return Redis.from_pool(pool)
+            }
+            if sentinel_pool is not None:
+                return Redis.from_pool(sentinel_pool(sentinel_master, **options))
+            return Redis.from_pool(BlockingConnectionPool.from_url(url, **options))
 
         self._commands = client(COMMAND_TIMEOUT_S, COMMAND_CONNECTIONS)
         # Blocking reads and pub/sub hold a connection each while they wait on the server;
@@ -200,6 +218,11 @@ class RedisStreamsTransport(Transport):
             claim_min_idle_ms=redis.claim_min_idle_ms,
             block_ms=redis.block_ms,
             max_message_bytes=settings.max_payload_bytes,
+            sentinels=_addresses(redis.sentinels or ""),
+            sentinel_master=redis.sentinel_master,
+            sentinel_password=(
+                redis.sentinel_password.get_secret_value() if redis.sentinel_password else None
+            ),
         )
 
     async def connect(self) -> None:
@@ -832,3 +855,43 @@ for i, stream in ipairs(KEYS) do
 end
 return out
 """
+
+
+def _addresses(text: str) -> list[tuple[str, int]]:
+    """``host:port,host:port`` as pairs; a malformed one is a clear configuration error."""
+    pairs = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        host, _, port = item.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"redis.sentinels: {item!r} is not host:port")
+        pairs.append((host, int(port)))
+    return pairs
+
+
+def _sentinel_pool(
+    url: str, sentinels: Sequence[tuple[str, int]], sentinel_password: str | None
+) -> Callable[..., ConnectionPool]:
+    """A factory of master pools found through ``sentinels``: redis-py's Sentinel pool,
+    but one that, like the direct one, makes callers wait for a free connection."""
+    from redis.asyncio import BlockingConnectionPool
+    from redis.asyncio.connection import SSLConnection, parse_url
+    from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+
+    class BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
+        pass
+
+    from_url = parse_url(url)
+    database = {"db": from_url.get("db", 0)}
+    if from_url.get("connection_class") is SSLConnection:
+        database["ssl"] = True
+    manager = Sentinel(  # type: ignore[no-untyped-call] # redis-py leaves Sentinel untyped
+        list(sentinels),
+        sentinel_kwargs={"password": sentinel_password, "socket_timeout": CONNECT_TIMEOUT_S},
+    )
+
+    def pool(master: str, **options: Any) -> ConnectionPool:
+        return BlockingSentinelPool(master, manager, **database, **options)  # type: ignore[no-untyped-call]
+
+    return pool

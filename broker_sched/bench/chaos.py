@@ -76,11 +76,11 @@ class ChaosPlan:
 
 
 QUICK = ChaosPlan(
-    rate_per_s=30, warmup_s=2.0, steady_s=2.0, after_s=8.0, drain_s=25.0, run_ms=20,
+    rate_per_s=30, warmup_s=2.0, steady_s=2.0, after_s=8.0, drain_s=25.0, run_ms=100,
     pause_s=3.0, outage_s=2.0,
 )  # fmt: skip
 FULL = ChaosPlan(
-    rate_per_s=60, warmup_s=3.0, steady_s=5.0, after_s=25.0, drain_s=60.0, run_ms=20,
+    rate_per_s=60, warmup_s=3.0, steady_s=5.0, after_s=25.0, drain_s=60.0, run_ms=100,
     pause_s=5.0, outage_s=5.0,
 )  # fmt: skip
 
@@ -508,7 +508,7 @@ async def run_fault(
     action = Action(
         name=f"chaos-{fault}-{token}",
         handler="broker_sched.bench.chaos_action:tagged_sleep",
-        max_containers=4,
+        max_containers=8,
     )
     values = overrides(transport, controller_id, action, plan)
     settings = load_settings(config, **values)
