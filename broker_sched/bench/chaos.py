@@ -76,7 +76,7 @@ class ChaosPlan:
 
 
 QUICK = ChaosPlan(
-    rate_per_s=30, warmup_s=2.0, steady_s=2.0, after_s=8.0, drain_s=25.0, run_ms=100,
+    rate_per_s=30, warmup_s=4.0, steady_s=2.0, after_s=8.0, drain_s=25.0, run_ms=100,
     pause_s=3.0, outage_s=2.0,
 )  # fmt: skip
 FULL = ChaosPlan(
@@ -520,6 +520,7 @@ async def run_fault(
         await observer.start()
         if transport == "memory":
             return await _in_process(settings, action, fault, plan, observer, transport)
+        await _prepare(observing, settings, action, plan.ready_timeout_s)
         deployment = Deployment(config, as_env(values), logs, f"127.0.0.1:{free_port()}")
         invoker_ids = [f"{controller_id}-inv{i}" for i in range(INVOKERS)]
         await deployment.start_invokers(invoker_ids)
@@ -541,6 +542,23 @@ async def run_fault(
         with contextlib.suppress(BrokerSchedError):
             await observing.delete(settings.queue_name(action.namespace, action.name))
         await observing.close()
+
+
+async def _prepare(
+    transport: Transport, settings: Settings, action: Action, timeout_s: float
+) -> None:
+    """Create the queue and the records store before the load, as a deployment has them
+    long before its first fault: on a cluster their creation (a leader election) is
+    slow and would otherwise be measured as the steady state."""
+    queue = settings.queue_name(action.namespace, action.name)
+    async with asyncio.timeout(timeout_s):
+        while True:
+            try:
+                await transport.declare(queue, action.max_containers)
+                await transport.put_record(action.namespace, "chaos-probe", b"{}", 60.0)
+                return
+            except BrokerSchedError:
+                await asyncio.sleep(0.5)
 
 
 async def _in_process(
@@ -611,6 +629,8 @@ def format_rows(rows: list[Row]) -> str:
         for kind, reasons in (("failed", a.failed), ("refused", a.refused)):
             for reason, count in sorted(reasons.items()):
                 lines.append(f"  {row.transport}/{row.fault} {kind} {count}: {reason}")
+        series = " ".join(_ms(p) if p != float("inf") else "inf" for p in a.p99_by_second)
+        lines.append(f"  {row.transport}/{row.fault} p99 ms by second: {series}")
         if a.lost_seqs:
             lines.append(f"  {row.transport}/{row.fault} lost seqs: {a.lost_seqs[:20]}")
         lines += [f"  {row.transport}/{row.fault} {note}" for note in row.notes]

@@ -62,6 +62,8 @@ class Accounting:
     steady_p99_s: float | None
     recovery_s: float | None
     lost_seqs: list[int] = field(default_factory=list)
+    p99_by_second: list[float] = field(default_factory=list)
+    """p99 latency of the calls sent in each second of the run (inf: one got no result)."""
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -71,6 +73,17 @@ def percentile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     rank = max(1, math.ceil(q / 100 * len(ordered)))
     return ordered[rank - 1]
+
+
+def p99_by_window(
+    latencies: Iterable[tuple[float, float]], *, start_s: float, window_s: float = 1.0
+) -> list[float]:
+    """p99 latency of the calls sent in each window from ``start_s``; 0 for an empty one."""
+    windows: dict[int, list[float]] = {}
+    for sent_s, latency in latencies:
+        windows.setdefault(int((sent_s - start_s) // window_s), []).append(latency)
+    last = max(windows, default=-1)
+    return [percentile(windows[i], 99) if i in windows else 0.0 for i in range(last + 1)]
 
 
 def recovery_s(
@@ -159,7 +172,9 @@ def account(
         if result.activation_id not in recorded:
             unrecorded += 1
         latencies.append((call.sent_s, result.at_s - call.sent_s))
-    steady = [lat for sent, lat in latencies if warmup_s <= sent < fault_s and lat < math.inf]
+    # Steady: calls after the warm-up whose result came before the fault, so none of
+    # them is one the fault held up.
+    steady = [lat for sent, lat in latencies if warmup_s <= sent and sent + lat < fault_s]
     steady_p99 = percentile(steady, 99) if steady else None
     recovery = (
         recovery_s(latencies, fault_s=fault_s, steady_p99_s=steady_p99)
@@ -179,4 +194,5 @@ def account(
         steady_p99_s=steady_p99,
         recovery_s=recovery,
         lost_seqs=lost_seqs,
+        p99_by_second=p99_by_window(latencies, start_s=min((c.sent_s for c in calls), default=0)),
     )

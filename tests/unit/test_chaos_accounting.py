@@ -73,3 +73,4 @@ def test_recovery_after_a_run_with_no_fault_is_zero() -> None:
     assert result.completed == 40
     assert result.steady_p99_s == pytest.approx(0.02)
     assert result.recovery_s == 0.0
+    assert result.p99_by_second == pytest.approx([0.02] * 4)
