@@ -105,10 +105,12 @@ def _add_bench(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                 help="default: the configured one (chaos: comma-separated)",
             )
             bench.add_argument(
-                "--faults", help="chaos: comma-separated (default: all but broker-kill)"
+                "--faults",
+                help="chaos: comma-separated, or 'all' that apply (default: all but broker-kill)",
             )
             bench.add_argument(
-                "--broker-node", help="chaos broker-kill: the brokers.sh broker to kill"
+                "--broker-node",
+                help="chaos broker-kill: the brokers.sh broker to kill (default: the transport)",
             )
             bench.add_argument(
                 "--brokers-sh",

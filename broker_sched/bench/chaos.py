@@ -14,7 +14,8 @@ Faults:
     invoker-pause     SIGSTOP an invoker past its heartbeat expiry, then SIGCONT
     container-crash   SIGKILL the container processes of one invoker
     controller-kill   SIGKILL the controller with calls outstanding, restart it
-    broker-kill       SIGKILL a broker node (``--broker-node``, a `brokers.sh` name),
+    broker-kill       SIGKILL a broker node (``--broker-node``, a `brokers.sh` name;
+                      default: the transport's own, `redis`, `nats` or `kafka`),
                       restart it after ``outage_s`` with `brokers.sh up`
 
 `broker-kill` only touches brokers of the state directory named by
@@ -203,10 +204,10 @@ def stack_invoker(stack: Stack, action: Action, run_ms: float) -> Invoke:
         payload: JsonValue = {"seq": seq, "ms": run_ms}
         try:
             if blocking:
-                result = await controller.invoke(action.name, payload)
+                result = await controller.invoke(action.fqn, payload)
                 activation_id = result.activation_id
             else:
-                activation_id = await controller.invoke(action.name, payload, blocking=False)
+                activation_id = await controller.invoke(action.fqn, payload, blocking=False)
         except BrokerSchedError as exc:
             reason = short_reason(0, f"{type(exc).__name__}: {exc}")
             return Call(seq, sent_s, blocking, False, None, reason, time.monotonic())
@@ -318,12 +319,14 @@ class Observer:
         )
 
 
-async def recorded_ids(transport: Transport, namespace: str, ids: set[str]) -> set[str]:
+async def recorded_ids(transport: Transport, namespace: str, limit: int) -> set[str]:
+    """The activation ids with a record: the run's namespace is its own, so its newest
+    ``limit`` records are all of its records, read in one listing."""
+    bodies = await transport.recent_records(namespace, limit)
     found = set()
-    for activation_id in ids:
-        with contextlib.suppress(BrokerSchedError):
-            if await transport.get_record(namespace, activation_id) is not None:
-                found.add(activation_id)
+    for body in bodies:
+        with contextlib.suppress(MalformedMessage):
+            found.add(decode(ActivationResult, body).activation_id)
     return found
 
 
@@ -503,10 +506,11 @@ async def run_fault(
     node: BrokerNode | None,
     logs: Path,
 ) -> Row:
-    token = f"{os.getpid()}-{int(time.time()) % 100_000}"
+    token = f"{os.getpid()}-{time.monotonic_ns() % 10**9}"
     controller_id = f"chaos-{token}"
     action = Action(
-        name=f"chaos-{fault}-{token}",
+        name=f"chaos-{fault}",
+        namespace=f"chaos-{token}",
         handler="broker_sched.bench.chaos_action:tagged_sleep",
         max_containers=8,
     )
@@ -599,7 +603,7 @@ async def _settle(
     ids = {c.activation_id for c in calls if c.activation_id} | {
         s.activation_id for s in observer.seen
     }
-    recorded = await recorded_ids(transport, action.namespace, ids)
+    recorded = await recorded_ids(transport, action.namespace, 2 * len(ids) + 10)
     start = min(c.sent_s for c in calls)
     return account(
         calls, list(observer.seen), recorded, fault_s=fault_at, warmup_s=start + plan.warmup_s
@@ -653,6 +657,8 @@ def parse_faults(text: str | None, transport: str) -> list[str]:
     applicable = IN_PROCESS_FAULTS if transport == "memory" else FAULTS
     if text is None:
         return [f for f in applicable if f != "broker-kill"]
+    if text == "all":
+        return list(applicable)
     faults = [f.strip() for f in text.split(",") if f.strip()]
     for fault in faults:
         if fault not in FAULTS:
@@ -677,17 +683,19 @@ async def chaos_command(
     """Run every fault on every transport; exit 1 if any accepted activation was lost."""
     plan = QUICK if quick else FULL
     planned = [(t, f) for t in transports for f in parse_faults(faults, t)]
-    node = None
-    if any(f == "broker-kill" for _, f in planned):
-        if broker_node is None:
-            raise ConfigError("broker-kill needs --broker-node (a brokers.sh broker name)")
-        node = BrokerNode.from_env(broker_node, brokers_sh)
+    nodes = {
+        t: BrokerNode.from_env(broker_node or t, brokers_sh)
+        for t, f in planned
+        if f == "broker-kill"
+    }
     await asyncio.to_thread(out.mkdir, parents=True, exist_ok=True)
     rows = []
     for transport, fault in planned:
         if not json_output:
             print(f"chaos: {transport} {fault} ...", file=sys.stderr, flush=True)
-        rows.append(await run_fault(config, transport, fault, plan, node, out))
+        rows.append(await run_fault(config, transport, fault, plan, nodes.get(transport), out))
+        if not json_output:
+            print(format_rows(rows[-1:]), file=sys.stderr, flush=True)
     document = json.dumps([asdict(row) for row in rows], indent=2, default=str) + "\n"
     await asyncio.to_thread((out / "chaos.json").write_text, document)
     if json_output:

@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # Run Kafka (KRaft), Redis and NATS JetStream natively on 127.0.0.1, no Docker, and
 # beside them separate secured instances (redis-secure, nats-secure, kafka-secure) on their own ports
-# for the security tests.
+# for the security tests. On request only, clusters for the fault tests: nats-cluster
+# (nats-c1..3), kafka-cluster (kafka-c1..3) and redis-sentinel (redis-s1, redis-s2,
+# sentinel-1..3); a node can be named on its own to restart it after a kill.
 #
-#   brokers.sh up     [kafka|redis|nats|redis-secure|nats-secure|kafka-secure ...]
-#   brokers.sh down   [--purge] [kafka|redis|nats|redis-secure|nats-secure|kafka-secure ...]
-#   brokers.sh status [kafka|redis|nats|redis-secure|nats-secure|kafka-secure ...]
+#   brokers.sh up     [BROKER ...]
+#   brokers.sh down   [--purge] [BROKER ...]
+#   brokers.sh status [BROKER ...]
+#
+# BROKER: kafka redis nats redis-secure nats-secure kafka-secure (the default set), or
+# nats-cluster kafka-cluster redis-sentinel, or one of their nodes.
 #
 # See compose/README.md for the environment variables.
 set -euo pipefail
@@ -46,9 +51,12 @@ info() { printf '%s\n' "$*" >&2; }
 
 usage() {
   cat >&2 <<'EOF'
-usage: brokers.sh up     [kafka|redis|nats|redis-secure|nats-secure|kafka-secure ...]
-       brokers.sh down   [--purge] [kafka|redis|nats|redis-secure|nats-secure|kafka-secure ...]
-       brokers.sh status [kafka|redis|nats|redis-secure|nats-secure|kafka-secure ...]
+usage: brokers.sh up     [BROKER ...]
+       brokers.sh down   [--purge] [BROKER ...]
+       brokers.sh status [BROKER ...]
+BROKER: kafka redis nats redis-secure nats-secure kafka-secure (default: all of these),
+        nats-cluster kafka-cluster redis-sentinel, or a node: nats-c1..3 kafka-c1..3
+        redis-s1 redis-s2 sentinel-1..3
 EOF
   exit "${1:-2}"
 }

@@ -1,0 +1,80 @@
+"""Every fault under steady load, on every transport: no accepted activation is lost.
+
+Each case is one bounded `broker-sched bench chaos` run (a controller and two invoker
+processes, 30 invocations a second, the fault six seconds in). What each must show:
+every accepted activation ends with exactly one recorded result (reruns are only
+dropped duplicates), and while a single-node broker is down invocations fail within
+1 s with a clear error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from broker_sched.bench.chaos import QUICK, BrokerNode, Row, run_fault
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.timeout(150)]
+
+SCRIPT = Path(__file__).parents[2] / "compose" / "native" / "brokers.sh"
+PROCESS_FAULTS = ["invoker-kill", "invoker-pause", "container-crash", "controller-kill"]
+SINGLE = [
+    ("single", "memory", "container-crash", None),
+    *[
+        ("single", transport, fault, transport if fault == "broker-kill" else None)
+        for transport in ("redis", "nats", "kafka")
+        for fault in [*PROCESS_FAULTS, "broker-kill"]
+    ],
+]
+CLUSTERS = [
+    ("nats-cluster", "nats", "broker-kill", "nats-c1"),
+]
+
+
+async def chaos(
+    configs: Path, config: str, transport: str, fault: str, node: str | None, tmp_path: Path
+) -> Row:
+    broker = BrokerNode.from_env(node, SCRIPT) if node is not None else None
+    return await run_fault(configs / f"{config}.toml", transport, fault, QUICK, broker, tmp_path)
+
+
+def assert_accounted(row: Row) -> None:
+    a = row.accounting
+    assert not row.notes, row.notes
+    assert a.accepted > 0
+    assert a.lost == 0, f"lost {a.lost}: seqs {a.lost_seqs[:20]}"
+    assert a.unrecorded == 0, "results without an activation record"
+    assert a.completed + sum(a.failed.values()) == a.accepted
+    assert a.sent == a.accepted + sum(a.refused.values())
+
+
+@pytest.mark.parametrize(("config", "transport", "fault", "node"), SINGLE)
+async def test_single_node(
+    fault_configs: Path,
+    config: str,
+    transport: str,
+    fault: str,
+    node: str | None,
+    tmp_path: Path,
+) -> None:
+    row = await chaos(fault_configs, config, transport, fault, node, tmp_path)
+    assert_accounted(row)
+    if fault == "broker-kill":
+        assert row.accounting.refused, "the outage refused nothing: was the broker killed?"
+        assert row.accounting.refused_within_s is not None
+        assert row.accounting.refused_within_s <= 1.0
+    elif fault != "controller-kill":  # a dead controller refuses calls until it is back
+        assert not row.accounting.refused, row.accounting.refused
+
+
+@pytest.mark.parametrize(("config", "transport", "fault", "node"), CLUSTERS)
+async def test_cluster_node(
+    fault_configs: Path,
+    config: str,
+    transport: str,
+    fault: str,
+    node: str | None,
+    tmp_path: Path,
+) -> None:
+    assert_accounted(await chaos(fault_configs, config, transport, fault, node, tmp_path))
