@@ -249,8 +249,12 @@ class RedisStreamsTransport(Transport):
 
     async def ping(self) -> str:
         version = await self._server_version()
-        where = self._commands.connection_pool.connection_kwargs
+        pool = self._commands.connection_pool
+        where = pool.connection_kwargs
         location = where.get("path") or f"{where.get('host')}:{where.get('port')}"
+        master = getattr(pool, "master_address", None)
+        if master is not None:  # found through the Sentinels
+            location = f"{master[0]}:{master[1]} (master {getattr(pool, 'service_name', '')})"
         return f"redis {version} at {location}"
 
     async def _server_version(self) -> str:
