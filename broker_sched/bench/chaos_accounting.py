@@ -59,6 +59,7 @@ class Accounting:
     duplicates: int
     unrecorded: int
     refused_within_s: float | None
+    """The slowest refusal of a call sent after the fault: how fast an outage is told."""
     steady_p99_s: float | None
     recovery_s: float | None
     lost_seqs: list[int] = field(default_factory=list)
@@ -153,7 +154,7 @@ def account(
         activation_id = call.activation_id or (result.activation_id if result else None)
         if not call.accepted and result is None:
             refused[call.error or "refused"] += 1
-            if call.answered_s is not None:
+            if call.answered_s is not None and call.sent_s >= fault_s:
                 refused_after.append(call.answered_s - call.sent_s)
             latencies.append((call.sent_s, math.inf))
             continue

@@ -2,7 +2,7 @@
 # Run Kafka (KRaft), Redis and NATS JetStream natively on 127.0.0.1, no Docker, and
 # beside them separate secured instances (redis-secure, nats-secure, kafka-secure) on their own ports
 # for the security tests. On request only, clusters for the fault tests: nats-cluster
-# (nats-c1..3), kafka-cluster (kafka-c1..3) and redis-sentinel (redis-s1, redis-s2,
+# (nats-c1..3), kafka-cluster (kafka-c1..3) and redis-sentinel (redis-s1..3,
 # sentinel-1..3); a node can be named on its own to restart it after a kill.
 #
 #   brokers.sh up     [BROKER ...]
@@ -56,7 +56,7 @@ usage: brokers.sh up     [BROKER ...]
        brokers.sh status [BROKER ...]
 BROKER: kafka redis nats redis-secure nats-secure kafka-secure (default: all of these),
         nats-cluster kafka-cluster redis-sentinel, or a node: nats-c1..3 kafka-c1..3
-        redis-s1 redis-s2 sentinel-1..3
+        redis-s1..3 sentinel-1..3
 EOF
   exit "${1:-2}"
 }
@@ -590,7 +590,7 @@ NATS_CLUSTER_MONITOR_PORT=${NATS_CLUSTER_MONITOR_PORT:-8250}
 KAFKA_CLUSTER_PORT=${KAFKA_CLUSTER_PORT:-9290} # clients 9290-9292
 KAFKA_CLUSTER_CONTROLLER_PORT=${KAFKA_CLUSTER_CONTROLLER_PORT:-9390}
 KAFKA_CLUSTER_HEAP_OPTS=${KAFKA_CLUSTER_HEAP_OPTS:--Xmx384m -Xms128m}
-REDIS_SENTINEL_DATA_PORT=${REDIS_SENTINEL_DATA_PORT:-6400} # redis-s1 (master), redis-s2
+REDIS_SENTINEL_DATA_PORT=${REDIS_SENTINEL_DATA_PORT:-6400} # redis-s1 (master), s2, s3
 REDIS_SENTINEL_PORT=${REDIS_SENTINEL_PORT:-26400}          # sentinels 26400-26402
 REDIS_SENTINEL_MASTER=${REDIS_SENTINEL_MASTER:-broker-sched}
 
@@ -680,8 +680,11 @@ kafka_node_ready() {
     port_open "$(node_port "$KAFKA_CLUSTER_PORT" "$1")"
 }
 
-# redis-s1 starts as the master, redis-s2 as its replica; after a failover the
-# sentinels re-point whichever node comes back.
+# redis-s1 starts as the master, redis-s2 and redis-s3 as its replicas; after a
+# failover the sentinels re-point whichever node comes back. A master takes writes only
+# while a replica is in sync (min-replicas-to-write 1): a killed master that is restarted
+# before the sentinels have failed over comes back alone and refuses writes, instead of
+# taking writes that the resync under the new master would silently drop.
 redis_node_start() { # index
   local i=$1 role=()
   ((i > 1)) && role=(--replicaof "$HOST" "$REDIS_SENTINEL_DATA_PORT")
@@ -689,7 +692,8 @@ redis_node_start() { # index
   spawn "redis-s$i" redis-server --bind "$HOST" \
     --port "$(node_port "$REDIS_SENTINEL_DATA_PORT" "$i")" --protected-mode yes \
     --daemonize no --dir "$(data_dir "redis-s$i")" --save '' \
-    --appendonly yes --appendfsync everysec "${role[@]}"
+    --appendonly yes --appendfsync everysec --min-replicas-to-write 1 \
+    --min-replicas-max-lag 2 "${role[@]}"
 }
 
 redis_node_ready() {
@@ -751,7 +755,7 @@ sentinel-${n}_start() { sentinel_start ${n}; }
 sentinel-${n}_ready() { sentinel_ready ${n}; }
 "
 done
-for n in 1 2; do
+for n in "${CLUSTER_NODES[@]}"; do
   declare "REDIS_S${n}_PORT=$(node_port "$REDIS_SENTINEL_DATA_PORT" "$n")"
   eval "
 redis-s${n}_comm() { printf redis-server; }
@@ -770,7 +774,7 @@ cluster_nodes() { # name
   case $1 in
     nats-cluster) printf '%s\n' nats-c1 nats-c2 nats-c3 ;;
     kafka-cluster) printf '%s\n' kafka-c1 kafka-c2 kafka-c3 ;;
-    redis-sentinel) printf '%s\n' redis-s1 redis-s2 sentinel-1 sentinel-2 sentinel-3 ;;
+    redis-sentinel) printf '%s\n' redis-s1 redis-s2 redis-s3 sentinel-1 sentinel-2 sentinel-3 ;;
     *) printf '%s\n' "$1" ;;
   esac
 }
@@ -881,7 +885,7 @@ main() {
   for arg; do
     case $arg in
       kafka | redis | nats | redis-secure | nats-secure | kafka-secure) names+=("$arg") ;;
-      nats-cluster | kafka-cluster | redis-sentinel | nats-c[123] | kafka-c[123] | redis-s[12] | sentinel-[123])
+      nats-cluster | kafka-cluster | redis-sentinel | nats-c[123] | kafka-c[123] | redis-s[123] | sentinel-[123])
         mapfile -t -O "${#names[@]}" names < <(cluster_nodes "$arg") ;;
       --purge) [[ $cmd == down ]] || usage; purge=1 ;;
       -h | --help) usage 0 ;;
