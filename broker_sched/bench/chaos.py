@@ -450,9 +450,15 @@ class BrokerNode:
 
 
 def fault_action(
-    fault: str, deployment: Deployment | None, plan: ChaosPlan, node: BrokerNode | None
+    fault: str,
+    deployment: Deployment | None,
+    plan: ChaosPlan,
+    node: BrokerNode | None,
+    unheard: list[tuple[float, float]],
 ) -> Callable[[], Awaitable[None]]:
-    """The fault as a coroutine function; in-process (``deployment`` None) only crashes."""
+    """The fault as a coroutine function; in-process (``deployment`` None) only crashes.
+
+    A controller kill adds to ``unheard`` the time when no controller listened."""
 
     async def invoker_kill() -> None:
         assert deployment is not None
@@ -476,9 +482,11 @@ def fault_action(
     async def controller_kill() -> None:
         assert deployment is not None
         assert deployment.controller is not None
+        killed_at = time.monotonic()
         os.killpg(deployment.controller.pid, signal.SIGKILL)
         await deployment.controller.wait()
         await deployment.start_controller(plan.ready_timeout_s)
+        unheard.append((killed_at, time.monotonic()))
 
     async def broker_kill() -> None:
         assert node is not None
@@ -534,10 +542,11 @@ async def run_fault(
         )
         await asyncio.sleep(3 * settings.invoker.heartbeat_interval_s)  # the controller's view
         invoke = http_invoker(deployment.api, action, plan.run_ms, plan.drain_s + 5)
+        unheard: list[tuple[float, float]] = []
         calls, fault_at, notes = await open_loop(
-            invoke, plan, fault_action(fault, deployment, plan, node)
+            invoke, plan, fault_action(fault, deployment, plan, node, unheard)
         )
-        accounting = await _settle(observing, observer, calls, action, plan, fault_at)
+        accounting = await _settle(observing, observer, calls, action, plan, fault_at, unheard)
         return Row(transport, fault, accounting, notes)
     finally:
         if deployment is not None:
@@ -581,9 +590,9 @@ async def _in_process(
         stack.controller.result_listeners.append(records.keep)
         invoke = stack_invoker(stack, action, plan.run_ms)
         calls, fault_at, notes = await open_loop(
-            invoke, plan, fault_action(fault, None, plan, None)
+            invoke, plan, fault_action(fault, None, plan, None, [])
         )
-        accounting = await _settle(stack.transport, observer, calls, action, plan, fault_at)
+        accounting = await _settle(stack.transport, observer, calls, action, plan, fault_at, [])
         await records.flush()
     return Row(transport, fault, accounting, notes)
 
@@ -595,6 +604,7 @@ async def _settle(
     action: Action,
     plan: ChaosPlan,
     fault_at: float,
+    unheard: list[tuple[float, float]],
 ) -> Accounting:
     """Wait (bounded) for every accepted activation's result, then account."""
     with contextlib.suppress(TimeoutError):
@@ -606,7 +616,12 @@ async def _settle(
     recorded = await recorded_ids(transport, action.namespace, 2 * len(ids) + 10)
     start = min(c.sent_s for c in calls)
     return account(
-        calls, list(observer.seen), recorded, fault_s=fault_at, warmup_s=start + plan.warmup_s
+        calls,
+        list(observer.seen),
+        recorded,
+        fault_s=fault_at,
+        warmup_s=start + plan.warmup_s,
+        unheard=unheard,
     )
 
 
@@ -625,7 +640,7 @@ def format_rows(rows: list[Row]) -> str:
         lines.append(
             f"{row.transport:<10} {row.fault:<16} {a.sent:>5} {a.accepted:>8} "
             f"{a.completed:>9} {sum(a.failed.values()):>6} {sum(a.refused.values()):>7} "
-            f"{a.lost:>4} {a.duplicates:>5} {a.unrecorded:>10} "
+            f"{a.lost:>4} {a.duplicates:>5} {_unrecorded(a):>10} "
             f"{_ms(a.steady_p99_s):>13} {_s(a.recovery_s):>10} {_within(a.refused_within_s):>12}"
         )
     for row in rows:
@@ -639,6 +654,11 @@ def format_rows(rows: list[Row]) -> str:
             lines.append(f"  {row.transport}/{row.fault} lost seqs: {a.lost_seqs[:20]}")
         lines += [f"  {row.transport}/{row.fault} {note}" for note in row.notes]
     return "\n".join(lines)
+
+
+def _unrecorded(a: Accounting) -> str:
+    """Unrecorded results, with how many of them came while no controller listened."""
+    return f"{a.unrecorded} ({a.unrecorded_unheard} unheard)" if a.unrecorded else "0"
 
 
 def _ms(value: float | None) -> str:

@@ -58,6 +58,9 @@ class Accounting:
     lost: int
     duplicates: int
     unrecorded: int
+    """Results that came (the observer saw them) but have no activation record."""
+    unrecorded_unheard: int
+    """Of those, the ones whose result came while no controller listened for it."""
     refused_within_s: float | None
     """The slowest refusal of a call sent after the fault: how fast an outage is told."""
     steady_p99_s: float | None
@@ -129,8 +132,10 @@ def account(
     *,
     fault_s: float,
     warmup_s: float = 0.0,
+    unheard: Sequence[tuple[float, float]] = (),
 ) -> Accounting:
-    """The fate of every call: see the module docstring for the terms."""
+    """The fate of every call: see the module docstring for the terms. ``unheard`` are
+    the spans when no controller listened for results (it had been killed)."""
     first: dict[str, Seen] = {}
     duplicates = 0
     for copy in sorted(seen, key=lambda s: s.at_s):
@@ -144,7 +149,7 @@ def account(
     refused: Counter[str] = Counter()
     refused_after: list[float] = []
     lost_seqs: list[int] = []
-    unrecorded = 0
+    unrecorded = unrecorded_unheard = 0
     accepted = 0
     latencies: list[tuple[float, float]] = []
     for call in calls:
@@ -172,6 +177,7 @@ def account(
             failed[f"{result.status}: {result.error or ''}".rstrip(": ")] += 1
         if result.activation_id not in recorded:
             unrecorded += 1
+            unrecorded_unheard += any(start <= result.at_s <= end for start, end in unheard)
         latencies.append((call.sent_s, result.at_s - call.sent_s))
     # Steady: calls after the warm-up whose result came before the fault, so none of
     # them is one the fault held up.
@@ -191,6 +197,7 @@ def account(
         lost=len(lost_seqs),
         duplicates=duplicates,
         unrecorded=unrecorded,
+        unrecorded_unheard=unrecorded_unheard,
         refused_within_s=max(refused_after) if refused_after else None,
         steady_p99_s=steady_p99,
         recovery_s=recovery,
