@@ -14,8 +14,7 @@ import os
 from pathlib import Path
 
 import pytest
-
-from tests.brokers import brokers_required
+from brokers import brokers_required
 
 FAULTS_ENV = "BROKER_SCHED_TEST_FAULTS"
 
