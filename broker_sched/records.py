@@ -8,7 +8,7 @@ restarts, for ``api.record_ttl_s``, and need no database beside the broker the
 deployment already runs and secures.
 
 Writes happen off the result path, in background tasks: a slow store delays no
-blocking caller, and a failed write is retried for a few seconds, then logged and costs
+blocking caller, and a failed write is retried for about 16 s, then logged and costs
 only that record.
 """
 
@@ -23,10 +23,10 @@ from transports.base import Transport
 
 log = logging.getLogger(__name__)
 
-PUT_ATTEMPTS = 6
+PUT_ATTEMPTS = 7
 PUT_BACKOFF_S = 0.25
-"""A write is retried with doubling waits, about 8 s in all: long enough to ride out a
-broker restart or a cluster's leader election, short enough that a store which is
+"""A write is retried with doubling waits, about 16 s in all: long enough to ride out a
+broker restart or a cluster's leader elections, short enough that a store which is
 really gone does not pile up writes."""
 
 

@@ -60,10 +60,13 @@ fault_env=(BROKER_SCHED_STATE_DIR="$fault_state" KAFKA_HOME="$state_dir/kafka-${
   KAFKA_CONTROLLER_PORT=9193 KAFKA_HEAP_OPTS="-Xmx384m -Xms128m")
 fault_nodes=(redis nats kafka nats-cluster redis-sentinel)
 env "${fault_env[@]}" bash compose/native/brokers.sh down --purge "${fault_nodes[@]}" >/dev/null
+fault_down() { env "${fault_env[@]}" bash compose/native/brokers.sh down --purge "${fault_nodes[@]}"; }
+trap fault_down EXIT
 fault_started=$SECONDS
 env "${fault_env[@]}" bash compose/native/brokers.sh up "${fault_nodes[@]}"
 env "${fault_env[@]}" BROKER_SCHED_TEST_FAULTS=tests/faults/configs pytest tests/faults
-env "${fault_env[@]}" bash compose/native/brokers.sh down --purge "${fault_nodes[@]}"
+fault_down
+trap - EXIT
 echo "fault suite: $((SECONDS - fault_started)) s"
 
 step "conformance and end-to-end on testcontainers brokers"

@@ -110,6 +110,7 @@ from transports.base import Backlog, Capabilities, Delivery, Listener, Subscript
 if TYPE_CHECKING:
     from redis.asyncio import ConnectionPool, Redis
     from redis.asyncio.client import PubSub
+    from redis.asyncio.sentinel import Sentinel
     from redis.commands.core import AsyncScript
 
     from broker_sched.config import Settings
@@ -177,7 +178,7 @@ class RedisStreamsTransport(Transport):
         self.claim_min_idle_ms = claim_min_idle_ms
         self.block_ms = block_ms
 
-        sentinel_pool = _sentinel_pool(url, sentinels, sentinel_password) if sentinels else None
+        self._sentinel = _sentinel(sentinels, sentinel_password) if sentinels else None
 
         def client(socket_timeout_s: float, max_connections: int) -> Redis:
             """A client whose pool makes callers wait for a free connection (redis-py's
@@ -193,8 +194,9 @@ class RedisStreamsTransport(Transport):
                     ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=RECONNECT_RETRIES
                 ),
             }
-            if sentinel_pool is not None:
-                return Redis.from_pool(sentinel_pool(sentinel_master, **options))
+            if self._sentinel is not None:
+                pool = _master_pool(url, self._sentinel, sentinel_master, options)
+                return Redis.from_pool(pool)
             return Redis.from_pool(BlockingConnectionPool.from_url(url, **options))
 
         self._commands = client(COMMAND_TIMEOUT_S, COMMAND_CONNECTIONS)
@@ -246,6 +248,8 @@ class RedisStreamsTransport(Transport):
             await self.hot.close()
             await self.blocking.aclose()
             await self._commands.aclose()
+            for sentinel in self._sentinel.sentinels if self._sentinel is not None else []:
+                await sentinel.aclose()
 
     async def ping(self) -> str:
         version = await self._server_version()
@@ -874,28 +878,30 @@ def _addresses(text: str) -> list[tuple[str, int]]:
     return pairs
 
 
-def _sentinel_pool(
-    url: str, sentinels: Sequence[tuple[str, int]], sentinel_password: str | None
-) -> Callable[..., ConnectionPool]:
-    """A factory of master pools found through ``sentinels``: redis-py's Sentinel pool,
-    but one that, like the direct one, makes callers wait for a free connection."""
+def _sentinel(sentinels: Sequence[tuple[str, int]], password: str | None) -> Sentinel:
+    from redis.asyncio.sentinel import Sentinel
+
+    return Sentinel(  # type: ignore[no-untyped-call] # redis-py leaves Sentinel untyped
+        list(sentinels),
+        sentinel_kwargs={"password": password, "socket_timeout": CONNECT_TIMEOUT_S},
+    )
+
+
+def _master_pool(
+    url: str, sentinel: Sentinel, master: str, options: dict[str, Any]
+) -> ConnectionPool:
+    """The master's pool as the Sentinels name it: redis-py's Sentinel pool, but one
+    that, like the direct one, makes callers wait for a free connection. ``url`` gives
+    the database and TLS."""
     from redis.asyncio import BlockingConnectionPool
     from redis.asyncio.connection import SSLConnection, parse_url
-    from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+    from redis.asyncio.sentinel import SentinelConnectionPool
 
     class BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
         pass
 
     from_url = parse_url(url)
-    database = {"db": from_url.get("db", 0)}
+    database: dict[str, Any] = {"db": from_url.get("db", 0)}
     if from_url.get("connection_class") is SSLConnection:
         database["ssl"] = True
-    manager = Sentinel(  # type: ignore[no-untyped-call] # redis-py leaves Sentinel untyped
-        list(sentinels),
-        sentinel_kwargs={"password": sentinel_password, "socket_timeout": CONNECT_TIMEOUT_S},
-    )
-
-    def pool(master: str, **options: Any) -> ConnectionPool:
-        return BlockingSentinelPool(master, manager, **database, **options)  # type: ignore[no-untyped-call]
-
-    return pool
+    return BlockingSentinelPool(master, sentinel, **database, **options)  # type: ignore[no-untyped-call]
