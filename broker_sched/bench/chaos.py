@@ -58,6 +58,8 @@ IN_PROCESS_FAULTS = ("container-crash",)
 INVOKERS = 2
 HTTP_THREADS = 128
 STATE_DIR_ENV = "BROKER_SCHED_STATE_DIR"
+RESUBSCRIBE_S = 1.0
+"""A controller whose channel failed tries again after this long (its drain loop)."""
 
 
 @dataclass(frozen=True)
@@ -460,7 +462,8 @@ def fault_action(
 ) -> Callable[[], Awaitable[None]]:
     """The fault as a coroutine function; in-process (``deployment`` None) only crashes.
 
-    A controller kill adds to ``unheard`` the time when no controller listened."""
+    A controller kill adds to ``unheard`` the time when no controller listened, a broker
+    kill the time until the controller can have listened again."""
 
     async def invoker_kill() -> None:
         assert deployment is not None
@@ -492,9 +495,11 @@ def fault_action(
 
     async def broker_kill() -> None:
         assert node is not None
+        killed_at = time.monotonic()
         os.kill(node.pid(), signal.SIGKILL)
         await asyncio.sleep(plan.outage_s)
         await node.restart()
+        unheard.append((killed_at, time.monotonic() + RESUBSCRIBE_S))
 
     return {
         "invoker-kill": invoker_kill,
