@@ -39,6 +39,7 @@ from broker_sched.api_server import ApiServer, start
 from broker_sched.errors import (
     BrokerSchedError,
     BrokerUnavailable,
+    InvalidPayload,
     InvocationTimeout,
     NoInvokers,
     PayloadTooLarge,
@@ -55,6 +56,7 @@ from broker_sched.scheduler.controller import Controller
 ERROR_STATUS: list[tuple[type[BrokerSchedError], HTTPStatus]] = [
     (UnknownAction, HTTPStatus.NOT_FOUND),
     (PayloadTooLarge, HTTPStatus.REQUEST_ENTITY_TOO_LARGE),
+    (InvalidPayload, HTTPStatus.BAD_REQUEST),
     (Throttled, HTTPStatus.TOO_MANY_REQUESTS),
     (BrokerUnavailable, HTTPStatus.SERVICE_UNAVAILABLE),
     (NoInvokers, HTTPStatus.SERVICE_UNAVAILABLE),
@@ -123,7 +125,9 @@ class Api:
         body = await self._body(request)
         try:
             payload = json.loads(body) if body else {}
-        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError both
+        # JSONDecodeError and UnicodeDecodeError are ValueErrors; a nesting deeper than
+        # the parser follows is a RecursionError.
+        except (ValueError, RecursionError) as exc:
             raise HTTPException(HTTPStatus.BAD_REQUEST, f"body is not JSON: {exc}") from None
         blocking = request.query_params.get("blocking", "false") == "true"
         token, now_s = new_id(), time.monotonic()

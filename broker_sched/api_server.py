@@ -19,6 +19,7 @@ import logging
 import socket
 from types import TracebackType
 
+import anyio
 import h11
 import uvicorn
 from starlette.types import ASGIApp
@@ -31,6 +32,9 @@ log = logging.getLogger(__name__)
 
 _READING = (h11.IDLE, h11.SEND_BODY)
 """The client's h11 states while its request is not fully in."""
+
+SHUTDOWN_TIMEOUT_S = 10.0
+"""How long closing the server may hold up a shutdown."""
 
 
 def _deadline_protocol(read_timeout_s: float) -> type[H11Protocol]:
@@ -79,10 +83,13 @@ class ApiServer:
         self.url = f"http://{self.host}:{self.port}"
 
     async def serve_forever(self) -> None:
+        """Serve until cancelled; the shutdown that follows is shielded from that
+        cancellation, and bounded."""
         try:
             await self._server.main_loop()
         finally:
-            await self.close()
+            with anyio.move_on_after(SHUTDOWN_TIMEOUT_S, shield=True):
+                await self.close()
 
     async def close(self) -> None:
         if self._server.started:

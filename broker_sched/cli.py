@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import logging
 import os
@@ -17,14 +18,18 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import anyio
+
 from broker_sched.config import ENV_PREFIX, Settings, load_settings
-from broker_sched.errors import BrokerSchedError, ConfigError
+from broker_sched.errors import BrokerSchedError, ConfigError, ExtraNotInstalled
 from broker_sched.simulator.command import add_simulate_parser
 
 DOCKER_OPS = "docker-ops"
 """Not a scheduler scenario: it measures the Docker engine, on no transport."""
 CHAOS = "chaos"
 """Not a report scenario: faults under load, its own processes and accounting."""
+BENCH_MODULES = ("hdrh", "matplotlib")
+"""What ``broker-sched[bench]`` brings: the latency histograms and the plots."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -221,6 +226,8 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             batch=args.batch,
             dry_run=args.dry_run,
         )
+    if args.command in ("bench", "compare", "simulate"):
+        _require_bench_extra(args.command)
     if args.command == "bench" and args.scenario == DOCKER_OPS:
         from broker_sched.bench.command import default_out
         from broker_sched.bench.docker_ops import docker_ops_command
@@ -269,6 +276,12 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     raise AssertionError(args.command)
 
 
+def _require_bench_extra(command: str) -> None:
+    """Checked before a run starts, not when its first histogram or plot needs them."""
+    if any(importlib.util.find_spec(module) is None for module in BENCH_MODULES):
+        raise ExtraNotInstalled(command, "bench")
+
+
 async def _demo(settings: Settings, *, json_output: bool) -> int:
     from broker_sched.demo import format_summary, run_demo
 
@@ -282,14 +295,17 @@ async def _run(settings: Settings, *, role: str, invokers: int, api: str) -> int
     from broker_sched.api_keys import load_keyring
     from broker_sched.stack import Stack
 
-    async with Stack(settings, role=role, invokers=invokers) as stack:  # type: ignore[arg-type]
-        serving = [stack.serve_forever()]
+    async with (
+        Stack(settings, role=role, invokers=invokers) as stack,  # type: ignore[arg-type]
+        anyio.create_task_group() as serving,
+    ):
+        serving.start_soon(stack.serve_forever)
         where = ""
         if stack.controller is not None and api != "off":
             host, _, port = api.rpartition(":")
             keyring = load_keyring(settings.api, api) if settings.api.auth else None
             server = await Api(stack.controller, keyring).start(host, int(port))
-            serving.append(server.serve_forever())
+            serving.start_soon(server.serve_forever)
             keys = f"{len(keyring)} API keys" if keyring is not None else "no authentication"
             where = f", API on {server.url} ({keys})"
         print(
@@ -297,7 +313,6 @@ async def _run(settings: Settings, *, role: str, invokers: int, api: str) -> int
             file=sys.stderr,
             flush=True,
         )
-        await asyncio.gather(*serving)
     return 0
 
 
@@ -327,19 +342,26 @@ async def _run_workers(args: argparse.Namespace, settings: Settings) -> int:
         if settings.invoker.id:
             env[f"{ENV_PREFIX}INVOKER__ID"] = f"{settings.invoker.id}-w{index}"
         workers.append(await asyncio.create_subprocess_exec(*command, env=env))
-    waits = [asyncio.ensure_future(worker.wait()) for worker in workers]
 
     def stop_all() -> None:
         for worker in workers:
             if worker.returncode is None:
                 worker.send_signal(signal.SIGINT)
 
+    async def wait_then_stop_all(worker: asyncio.subprocess.Process) -> None:
+        await worker.wait()
+        stop_all()
+
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop_all)
     try:
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        async with anyio.create_task_group() as waiting:
+            for worker in workers:
+                waiting.start_soon(wait_then_stop_all, worker)
     finally:
         stop_all()
-        await asyncio.gather(*waits, return_exceptions=True)
+        with anyio.CancelScope(shield=True):
+            for worker in workers:
+                await worker.wait()
     return max(worker.returncode or 0 for worker in workers)
 
 

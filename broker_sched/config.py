@@ -1,9 +1,15 @@
 """Settings: defaults, then a TOML file, then ``BROKER_SCHED_*`` environment variables.
 
 Unknown keys are an error naming the key (a typo in a scaling knob should not silently
-run with the default). Every duration and size carries its unit in its name. Broker
-options live here as plain data so the core can validate a whole deployment's config
-without importing any broker client.
+run with the default). Every duration and size carries its unit in its name.
+
+The core's sections live here. Each backend owns its section (``[kafka]``, ``[redis]``,
+…): a :class:`~transports.base.BackendSettings` model in its own module, registered
+with its transport class (``settings_section``, ``settings_model``). :data:`Settings`
+is the core's model extended with the section of every transport found through the
+entry points, so a third-party transport brings its settings with it and they are
+validated, documented and read from the environment like the built-in ones; the
+models are plain data, so validating a config still imports no broker client.
 """
 
 from __future__ import annotations
@@ -13,9 +19,17 @@ import os
 from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    create_model,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -25,6 +39,10 @@ from pydantic_settings import (
 
 from broker_sched.errors import ConfigError
 from broker_sched.model import Action
+from transports.base import BackendSettings
+from transports.registry import settings_sections
+
+Section = TypeVar("Section", bound=BackendSettings)
 
 _config_file: ContextVar[Path | None] = ContextVar("broker_sched_config_file", default=None)
 ENV_PREFIX = "BROKER_SCHED_"
@@ -121,89 +139,6 @@ class DockerSettings(_Section):
     )
 
 
-class KafkaSettings(_Section):
-    bootstrap_servers: str = "127.0.0.1:9092"
-    default_partitions: int = Field(default=1, ge=1)
-    replication_factor: int = Field(default=1, ge=1)
-    group_protocol: Literal["classic", "consumer"] = Field(
-        default="classic",
-        description="classic: aiokafka, eager rebalances; consumer: KIP-848 (confluent-kafka)",
-    )
-    assignor: Literal["range", "roundrobin", "sticky"] = "roundrobin"
-    session_timeout_ms: int = 10_000
-    heartbeat_interval_ms: int = 3_000
-    rebalance_timeout_ms: int = 10_000
-    max_poll_interval_ms: int = 300_000
-    metadata_max_age_ms: int = 1_000
-    group_instance_id: str | None = Field(
-        default=None, description="static membership; '{member}' is replaced by the member id"
-    )
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
-    sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
-    ssl_cafile: str | None = None
-    share_max_poll_records: int = Field(
-        default=16, ge=1, description="kafka-share: records a member acquires per poll"
-    )
-    share_surplus_hold_ms: int = Field(
-        default=1_000,
-        ge=0,
-        description="kafka-share: acquired records nobody asked for are released after this",
-    )
-    share_delivery_limit: int = Field(
-        default=8,
-        ge=1,
-        le=9,
-        description="kafka-share: deliveries before a record is rejected and dead-lettered",
-    )
-
-
-class RedisSettings(_Section):
-    url: str = "redis://127.0.0.1:6379/0"
-    username: str | None = None
-    password: SecretStr | None = None
-    maxlen: int | None = Field(default=None, ge=1)
-    claim_min_idle_ms: int = Field(default=30_000, ge=1)
-    block_ms: int = Field(default=1_000, ge=1)
-    # -- clustering: a master with replicas, found through Redis Sentinel
-    sentinels: str | None = Field(
-        default=None,
-        description="comma-separated host:port of Sentinels; set, the master is asked of "
-        "them (and again after a failover) and url gives only the database and TLS",
-    )
-    sentinel_master: str = Field(
-        default="broker-sched", description="the master's name the Sentinels monitor"
-    )
-    sentinel_password: SecretStr | None = Field(
-        default=None, description="password of the Sentinels themselves, if they have one"
-    )
-
-
-class NatsSettings(_Section):
-    servers: str = "nats://127.0.0.1:4222"
-    stream: str = "BROKER_SCHED"
-    subject_prefix: str = "act"
-    ack_wait_s: float = Field(default=30.0, gt=0)
-    max_deliver: int = Field(default=-1)
-    user: str | None = None
-    password: SecretStr | None = None
-    creds_file: str | None = None
-    nkeys_seed_file: str | None = None
-    # -- clustering: a JetStream cluster (servers lists several seeds, comma-separated)
-    stream_replicas: int = Field(
-        default=1,
-        ge=1,
-        le=5,
-        description="replicas of the work stream and the records bucket (3 on a 3-node "
-        "cluster: a node can die without losing a message); used when they are created",
-    )
-
-
-class MemorySettings(_Section):
-    ack_wait_s: float = Field(default=30.0, gt=0)
-
-
 class ApiSettings(_Section):
     """The controller's HTTP API: keys, namespace limits, and what a client may cost it."""
 
@@ -272,7 +207,9 @@ class MigrationSettings(_Section):
     )
 
 
-class Settings(BaseSettings):
+class CoreSettings(BaseSettings):
+    """The core's settings; :data:`Settings` adds every registered backend's section."""
+
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
         env_nested_delimiter="__",
@@ -292,10 +229,6 @@ class Settings(BaseSettings):
     invoker: InvokerSettings = InvokerSettings()
     simulated: SimulatedRuntimeSettings = SimulatedRuntimeSettings()
     docker: DockerSettings = DockerSettings()
-    memory: MemorySettings = MemorySettings()
-    kafka: KafkaSettings = KafkaSettings()
-    redis: RedisSettings = RedisSettings()
-    nats: NatsSettings = NatsSettings()
     migration: MigrationSettings = MigrationSettings()
     api: ApiSettings = ApiSettings()
 
@@ -314,6 +247,24 @@ class Settings(BaseSettings):
 
     def queue_name(self, namespace: str, action: str) -> str:
         return self.queue_template.format(namespace=namespace, action=action)
+
+    def section(self, model: type[Section]) -> Section:
+        """The section whose model is ``model``: how a backend reads its own settings."""
+        for name, field in type(self).model_fields.items():
+            if field.annotation is model:
+                return cast(Section, getattr(self, name))
+        raise ConfigError(f"no settings section is a {model.__name__}: is its transport installed?")
+
+
+def _with_backend_sections(core: type[CoreSettings]) -> type[CoreSettings]:
+    fields: dict[str, Any] = {name: (model, model()) for name, model in settings_sections().items()}
+    return create_model("Settings", __base__=core, __module__=__name__, **fields)
+
+
+if TYPE_CHECKING:
+    Settings = CoreSettings
+else:
+    Settings = _with_backend_sections(CoreSettings)
 
 
 def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Settings:

@@ -14,6 +14,7 @@ from typing import TextIO
 from broker_sched.config import Settings
 from broker_sched.errors import BrokerSchedError
 from broker_sched.model import new_id
+from broker_sched.topology import consumer_group
 from transports.base import Transport
 from transports.registry import transport_from_settings
 
@@ -43,7 +44,9 @@ async def _round_trip(transport: Transport, out: TextIO) -> None:
     try:
         started = time.monotonic()
         await transport.publish(queue, b"doctor")
-        async with await transport.subscribe(queue, queue, "doctor") as subscription:
+        async with await transport.subscribe(
+            queue, consumer_group(queue), "doctor"
+        ) as subscription:
             deliveries = await subscription.fetch(1, 10.0)
             if not deliveries or deliveries[0].body != b"doctor":
                 raise BrokerSchedError("published a probe message but could not fetch it back")

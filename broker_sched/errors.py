@@ -6,13 +6,15 @@ whether trying the same thing again later can succeed.
 
     BrokerSchedError
     ├── ConfigError                 fatal: bad or unknown setting
+    ├── ExtraNotInstalled           fatal: a command's optional libraries are missing
     ├── TransportError
     │   ├── UnknownTransport        fatal: no backend by that name ("did you mean …")
     │   ├── TransportNotInstalled   fatal: the backend's extra is missing
     │   └── BrokerUnavailable       retryable: cannot reach the broker / it went away
     ├── MessageError
     │   ├── MalformedMessage        fatal for that message: goes to the dead-letter queue
-    │   └── PayloadTooLarge         fatal for that message: rejected before publishing
+    │   ├── PayloadTooLarge         fatal for that message: rejected before publishing
+    │   └── InvalidPayload          fatal for that message: not encodable as JSON
     └── InvocationError
         ├── UnknownAction           fatal: no such action registered
         ├── Throttled               retryable: "429 too many requests"
@@ -32,6 +34,15 @@ class BrokerSchedError(Exception):
 
 class ConfigError(BrokerSchedError):
     pass
+
+
+class ExtraNotInstalled(BrokerSchedError):
+    """The README's first install is the scheduler alone; benchmarks and the simulator
+    plot with libraries of their own, named by an extra."""
+
+    def __init__(self, command: str, extra: str) -> None:
+        super().__init__(f"{command} needs its libraries: pip install 'broker-sched[{extra}]'")
+        self.extra = extra
 
 
 class TransportError(BrokerSchedError):
@@ -70,6 +81,14 @@ class PayloadTooLarge(MessageError):
         super().__init__(f"message of {size_bytes} bytes exceeds the limit of {limit_bytes} bytes")
         self.size_bytes = size_bytes
         self.limit_bytes = limit_bytes
+
+
+class InvalidPayload(MessageError):
+    """A payload JSON cannot carry (a lone surrogate in a string) or nested deeper than
+    the encoder follows: refused before anything is published."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"the payload cannot be encoded as JSON: {reason}")
 
 
 class InvocationError(BrokerSchedError):

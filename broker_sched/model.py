@@ -14,8 +14,9 @@ from enum import StrEnum
 from typing import Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
+from pydantic_core import PydanticSerializationError
 
-from broker_sched.errors import MalformedMessage
+from broker_sched.errors import InvalidPayload, MalformedMessage
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,99}$")]
 
@@ -84,7 +85,6 @@ class Activation(_Wire):
     reply_to: str = ""
     published_ms: int = Field(default_factory=now_ms)
     deadline_ms: int
-    attempt: int = Field(default=1, ge=1)
 
     @property
     def fqn(self) -> str:
@@ -156,6 +156,27 @@ Message = TypeVar("Message", bound=_Wire)
 
 def encode(message: _Wire) -> bytes:
     return message.model_dump_json().encode()
+
+
+def encoded_activation(
+    namespace: str, action: str, payload: JsonValue, *, reply_to: str, deadline_ms: int
+) -> tuple[Activation, bytes]:
+    """A new activation and its bytes, or :class:`InvalidPayload` for a payload the
+    encoder refuses: a string JSON cannot carry (a lone surrogate) or a nesting deeper
+    than pydantic follows (validated on construction, encoded only later)."""
+    try:
+        activation = Activation(
+            namespace=namespace,
+            action=action,
+            payload=payload,
+            reply_to=reply_to,
+            deadline_ms=deadline_ms,
+        )
+        return activation, encode(activation)
+    except ValidationError as exc:
+        raise InvalidPayload(exc.errors()[0]["msg"]) from exc
+    except PydanticSerializationError as exc:
+        raise InvalidPayload(str(exc)) from exc
 
 
 def decode(kind: type[Message], body: bytes) -> Message:

@@ -83,7 +83,7 @@ def document() -> dict[str, Any]:
                             "non-blocking: accepted",
                             {"type": "object", "properties": {"activationId": {"type": "string"}}},
                         ),
-                        "400": _response("the body is not JSON"),
+                        "400": _response("the body is not JSON, or not JSON a payload can carry"),
                         **_AUTH_ERRORS,
                         "404": _response("no such action"),
                         "413": _response("the payload is larger than max_payload_bytes"),

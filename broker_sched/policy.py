@@ -30,7 +30,8 @@ from transports.base import Transport
 if TYPE_CHECKING:
     from broker_sched.invoker.invoker import Invoker
 
-Loop = Coroutine[Any, Any, None]
+Loop = Callable[[], Coroutine[Any, Any, None]]
+"""A background loop, started in the owner's task group."""
 
 
 class ControllerSide(ABC):
@@ -107,7 +108,7 @@ class AcsController(ControllerSide):
         """Nothing is held per activation: the queue is the action's own."""
 
     def loops(self) -> list[Loop]:
-        return [self.monitor.run()]
+        return [self.monitor.run]
 
     def work_queues(self, actions: Iterable[Action], invoker_ids: Iterable[str]) -> list[str]:
         return [self.settings.queue_name(action.namespace, action.name) for action in actions]
@@ -199,7 +200,7 @@ class ShardingInvoker(InvokerSide):
         )
 
     def loops(self) -> list[Loop]:
-        return [self.push_pool.serve()]
+        return [self.push_pool.serve]
 
 
 def controller_side(

@@ -21,7 +21,9 @@ Settings come from, lowest to highest priority: defaults, the TOML file given wi
 `--config`, then environment variables `BROKER_SCHED_<KEY>` (nested keys joined with `__`,
 e.g. `BROKER_SCHED_KAFKA__BOOTSTRAP_SERVERS`). An unknown key in the file or an unknown
 `BROKER_SCHED_*` variable is an error naming it. Durations and sizes carry their unit in
-their name.
+their name. Each backend's section (`[kafka]`, `[memory]`, `[nats]`, `[redis]`) belongs
+to its transport's own module; an installed third-party transport's section is listed
+here too.
 """
 
 

@@ -7,10 +7,11 @@ process, sharing a network broker) are the same code wired differently.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from types import TracebackType
 from typing import Literal, Self
+
+import anyio
+import anyio.abc
 
 from broker_sched.config import Settings
 from broker_sched.events import Timeline
@@ -19,7 +20,7 @@ from broker_sched.model import Action
 from broker_sched.runtime import runtime_from_settings
 from broker_sched.runtime.base import Runtime
 from broker_sched.scheduler.controller import Controller
-from transports.base import Transport
+from transports.base import CLOSE_TIMEOUT_S, Transport
 from transports.registry import transport_from_settings
 
 Role = Literal["all", "controller", "invoker"]
@@ -35,6 +36,11 @@ class Stack:
     Entering returns once every component listens and, when this stack has both
     roles, once the controller has heard from every invoker — so the first
     invocation can be placed at once.
+
+    The components run in a task group entered and left with the stack, so the stack
+    must be left by the task that entered it. A component that fails cancels the body
+    of the ``async with`` and its exception is raised on leaving (as itself when it is
+    the only one). Leaving cancels every component and returns once each has ended.
     """
 
     def __init__(
@@ -77,7 +83,7 @@ class Stack:
                 )
                 for index in range(invokers)
             ]
-        self._tasks: list[asyncio.Task[None]] = []
+        self._group: anyio.abc.TaskGroup | None = None
 
     async def __aenter__(self) -> Self:
         if self._owns_transport:
@@ -90,25 +96,26 @@ class Stack:
         return self
 
     async def _start(self) -> None:
+        group = self._group = anyio.create_task_group()
+        await group.__aenter__()
         if self.controller is not None:
-            self._tasks.append(asyncio.create_task(self.controller.serve()))
+            group.start_soon(self.controller.serve)
             await self.controller.ready()
-        self._tasks += [asyncio.create_task(invoker.serve()) for invoker in self.invokers]
+        for invoker in self.invokers:
+            group.start_soon(invoker.serve)
         if self.controller is not None and self.invokers:
             await self._wait_for_invokers(timeout_s=10 * self.settings.invoker.heartbeat_interval_s)
 
     async def _wait_for_invokers(self, timeout_s: float) -> None:
         assert self.controller is not None
         expected = {invoker.id for invoker in self.invokers}
-        waiting = asyncio.create_task(self.controller.cluster.wait_for_invokers(expected))
-        done, _ = await asyncio.wait(
-            [waiting, *self._tasks], timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
-        )
-        if waiting not in done:
-            waiting.cancel()
-            for task in done:
-                task.result()
-            raise TimeoutError(f"invokers {sorted(expected)} sent no heartbeat in {timeout_s} s")
+        try:
+            with anyio.fail_after(timeout_s):
+                await self.controller.cluster.wait_for_invokers(expected)
+        except TimeoutError:
+            raise TimeoutError(
+                f"invokers {sorted(expected)} sent no heartbeat in {timeout_s} s"
+            ) from None
 
     async def __aexit__(
         self,
@@ -116,19 +123,36 @@ class Stack:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._tasks.clear()
-        await self.runtime.close()
-        if self._owns_transport:
-            await self.transport.close()
+        try:
+            await self._stop_components(exc)
+        finally:
+            with anyio.move_on_after(CLOSE_TIMEOUT_S, shield=True):
+                await self.runtime.close()
+                if self._owns_transport:
+                    await self.transport.close()
+
+    async def _stop_components(self, exc: BaseException | None) -> None:
+        """Cancel the components and wait for them to end.
+
+        Only a cancellation is handed to the task group, which then absorbs its own;
+        any other exception of the body stays the body's, not wrapped in a group.
+        """
+        group, self._group = self._group, None
+        if group is None:
+            return
+        group.cancel_scope.cancel()
+        cancelled = exc if isinstance(exc, anyio.get_cancelled_exc_class()) else None
+        try:
+            await group.__aexit__(type(cancelled) if cancelled else None, cancelled, None)
+        except BaseExceptionGroup as failed:
+            if len(failed.exceptions) == 1:
+                raise failed.exceptions[0] from failed
+            raise
 
     async def serve_forever(self) -> None:
-        """Block until a component fails or the task is cancelled."""
-        await asyncio.gather(*self._tasks)
+        """Block until a component fails (which cancels this wait) or the task is
+        cancelled."""
+        await anyio.sleep_forever()
 
 
 def _invoker_id(base_id: str, index: int, count: int) -> str | None:

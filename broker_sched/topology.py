@@ -24,3 +24,13 @@ def control_replies_channel(controller_id: str) -> str:
 def invoker_work_queue(invoker_id: str) -> str:
     """Activations pushed to one invoker (the `sharding` baseline policy only)."""
     return f"bs-invoker-{invoker_id}-work"
+
+
+def consumer_group(queue: str) -> str:
+    """The group that works ``queue``: named like the queue.
+
+    Every component that consumes a queue, or reads its backlog, is a member of this
+    one group, so its backlog is the queue's work; a process that comes later (a new
+    container, ``migrate move``) joins the same group and takes over what is left.
+    """
+    return queue

@@ -2,6 +2,9 @@
 
 Addresses are session-scoped and synchronous (a container, if any, starts once per run);
 everything async is function-scoped so each test's event loop owns what it opens.
+anyio's pytest plugin runs every ``async def`` test and fixture (``anyio_mode = "auto"``)
+on asyncio only, a test and its fixtures in one task, so a fixture may enter a task group
+or a stack that the test's teardown leaves.
 ``transport`` is parametrized over every backend; tests branch on
 ``transport.capabilities``, never on its name.
 """
@@ -67,6 +70,15 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         reporter.write_line(
             f"{len(skipped)} skipped while {REQUIRE_ENV} is set: {', '.join(skipped)}", red=True
         )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def anyio_backend() -> str:
+    """The scheduler runs on asyncio; its broker clients exist for no other backend.
+
+    Autouse, so that anyio's plugin also runs the async fixtures of plain ``def`` tests.
+    """
+    return "asyncio"
 
 
 ADDRESS_FIXTURES = {"kafka": "kafka_bootstrap", "redis": "redis_url", "nats": "nats_url"}

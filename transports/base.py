@@ -20,14 +20,19 @@ boundary and import their client lazily, so the core never depends on a broker c
 
 from __future__ import annotations
 
-import asyncio
 import base64
+import hashlib
 import json
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, ClassVar, Self
+
+import anyio
+import anyio.lowlevel
+from pydantic import BaseModel, ConfigDict
 
 from broker_sched.errors import PayloadTooLarge
 
@@ -35,10 +40,23 @@ if TYPE_CHECKING:
     from broker_sched.config import Settings
 
 DEAD_LETTER_SUFFIX = ".dlq"
+_PLAIN_ID = re.compile(r"[\x21-\x7e]{1,200}")
+
+CLOSE_TIMEOUT_S = 10.0
+"""How long closing may take when a context exits. The close is shielded: an exit is
+often a cancellation, and a cancelled close would leave a member's work unreturned."""
 
 
 def dead_letter_queue(queue: str) -> str:
     return f"{queue}{DEAD_LETTER_SUFFIX}"
+
+
+def dedup_key(message_id: str) -> str:
+    """The id itself when it is plain printable ASCII, else its digest: what a backend
+    stores for :meth:`Transport.publish_once` (a Redis key, a NATS header value)."""
+    if _PLAIN_ID.fullmatch(message_id):
+        return message_id
+    return hashlib.sha256(message_id.encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,13 +83,22 @@ class Capabilities:
 
     ``partitioned``: a queue has partitions and at most one member per partition does
     work (:meth:`Transport.max_consumers`). ``rebalances``: members joining or leaving
-    pause the others. ``redelivers_unacked``: the broker itself redelivers the work of a
-    member that vanished without closing.
+    pause the others. ``publishes_once``: :meth:`Transport.publish_once` refuses a
+    second message with the same id, on the broker itself.
     """
 
     partitioned: bool = False
     rebalances: bool = False
-    redelivers_unacked: bool = True
+    publishes_once: bool = False
+
+
+class BackendSettings(BaseModel):
+    """A backend's own settings section: ``[<section>]`` in the TOML file and
+    ``BROKER_SCHED_<SECTION>__<KEY>`` in the environment; unknown keys are an error, as
+    everywhere in the settings. The transport class registers it
+    (:attr:`Transport.settings_model`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Delivery(ABC):
@@ -92,27 +119,6 @@ class Delivery(ABC):
         """Push back the redelivery deadline during a long run (no-op where not needed)."""
 
 
-def cancelling() -> bool:
-    """Whether this task was asked to stop, even if a client library swallowed it.
-
-    On Python 3.11, ``asyncio.wait_for`` returns the inner result instead of raising
-    when the cancellation arrives just as the inner call finishes (fixed in 3.12), and
-    broker clients use it on every command (redis-py's ``send_packed_command``, for
-    one). A loop whose cancellation was swallowed would run forever and hang whoever
-    waits for it. The task still counts as cancelling (``asyncio.timeout`` and task
-    groups uncancel what they handle), which is what this reads.
-    """
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
-
-
-def raise_if_cancelling() -> None:
-    """For loops: stop a task asked to stop before it asks for more work or waits for
-    its next round (see :func:`cancelling`)."""
-    if cancelling():
-        raise asyncio.CancelledError
-
-
 class Subscription(ABC):
     """A member's handle on a group; closing it leaves the group cleanly."""
 
@@ -123,16 +129,22 @@ class Subscription(ABC):
     async def fetch(self, max_messages: int = 1, timeout_s: float = 1.0) -> list[Delivery]:
         """Up to ``max_messages`` deliveries; an empty list when ``timeout_s`` passes.
 
-        A cancelled fetch raises ``CancelledError``, whatever the client did with the
-        cancellation (see :func:`cancelling`); what it had already taken goes back to
-        the group.
+        A fetch in a cancelled scope raises, and what it had already taken goes back to
+        the group at once. On Python 3.11, ``asyncio.wait_for`` returns the inner result
+        instead of raising when the cancellation lands as the inner call finishes (fixed
+        in 3.12), and broker clients use it on every command (redis-py's
+        ``send_packed_command``, for one). anyio's cancellation is level-triggered, so
+        the checkpoint here raises again even when the client swallowed it; a bare
+        ``Task.cancel()`` outside any cancel scope gets no such second delivery.
         """
-        raise_if_cancelling()
         deliveries = await self._fetch(max_messages, timeout_s)
-        if cancelling():
-            for delivery in deliveries:
-                await delivery.nack()
-            raise asyncio.CancelledError
+        try:
+            await anyio.lowlevel.checkpoint_if_cancelled()
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                for delivery in deliveries:
+                    await delivery.nack()
+            raise
         return deliveries
 
     @abstractmethod
@@ -150,7 +162,8 @@ class Subscription(ABC):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.close()
+        with anyio.move_on_after(CLOSE_TIMEOUT_S, shield=True):
+            await self.close()
 
 
 class Listener(ABC):
@@ -159,12 +172,13 @@ class Listener(ABC):
     channel: str
 
     async def receive(self, timeout_s: float = 1.0) -> bytes | None:
-        """The next message, or ``None`` when ``timeout_s`` passes; a cancelled receive
-        raises ``CancelledError`` (see :func:`cancelling`)."""
-        raise_if_cancelling()
-        body = await self._receive(timeout_s)
-        raise_if_cancelling()
-        return body
+        """The next message, or ``None`` when ``timeout_s`` passes.
+
+        A cancellation the client swallowed (see :meth:`Subscription.fetch`) needs no
+        check here: a lost reply is recoverable, and the caller's next await inside the
+        cancelled scope raises again.
+        """
+        return await self._receive(timeout_s)
 
     @abstractmethod
     async def _receive(self, timeout_s: float) -> bytes | None: ...
@@ -181,7 +195,8 @@ class Listener(ABC):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.close()
+        with anyio.move_on_after(CLOSE_TIMEOUT_S, shield=True):
+            await self.close()
 
 
 class Transport(ABC):
@@ -189,6 +204,10 @@ class Transport(ABC):
 
     name: ClassVar[str]
     capabilities: ClassVar[Capabilities]
+    settings_section: ClassVar[str | None] = None
+    """The backend's section of the settings; backends that share a section (``kafka``
+    and ``kafka-share``) register the same model for it."""
+    settings_model: ClassVar[type[BackendSettings] | None] = None
 
     def __init__(self, *, max_message_bytes: int = 1_048_576) -> None:
         self.max_message_bytes = max_message_bytes
@@ -213,7 +232,8 @@ class Transport(ABC):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.close()
+        with anyio.move_on_after(CLOSE_TIMEOUT_S, shield=True):
+            await self.close()
 
     @abstractmethod
     async def ping(self) -> str:
@@ -236,6 +256,22 @@ class Transport(ABC):
     @abstractmethod
     async def _publish(self, queue: str, body: bytes, key: str | None) -> None: ...
 
+    async def publish_once(self, queue: str, body: bytes, message_id: str) -> bool:
+        """Append ``body`` unless a message with ``message_id`` was appended before.
+
+        True when appended now, False when the broker already had that id. The check and
+        the append are one step on the broker, so a retry after a lost confirmation
+        never makes a second copy; how long an id is remembered is the backend's (its
+        module says). Only where ``capabilities.publishes_once``; size limits as for
+        :meth:`publish`.
+        """
+        if len(body) > self.max_message_bytes:
+            raise PayloadTooLarge(len(body), self.max_message_bytes)
+        return await self._publish_once(queue, body, dedup_key(message_id))
+
+    async def _publish_once(self, queue: str, body: bytes, key: str) -> bool:
+        raise NotImplementedError(f"the {self.name} transport cannot publish once per id")
+
     @abstractmethod
     async def subscribe(self, queue: str, group: str, member: str) -> Subscription: ...
 
@@ -245,7 +281,15 @@ class Transport(ABC):
 
     async def backlogs(self, pairs: Sequence[tuple[str, str]]) -> list[Backlog]:
         """Backlogs of many ``(queue, group)`` pairs; backends override to batch."""
-        return list(await asyncio.gather(*(self.backlog(q, g) for q, g in pairs)))
+        backlogs: list[Backlog | None] = [None] * len(pairs)
+
+        async def read(index: int, queue: str, group: str) -> None:
+            backlogs[index] = await self.backlog(queue, group)
+
+        async with anyio.create_task_group() as reading:
+            for index, (queue, group) in enumerate(pairs):
+                reading.start_soon(read, index, queue, group)
+        return [backlog for backlog in backlogs if backlog is not None]
 
     async def resize(self, queue: str, partitions: int) -> int:
         """Grow ``queue`` to ``partitions``; returns the count now in force."""

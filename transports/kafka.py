@@ -82,7 +82,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Self
 
-from broker_sched.config import KafkaSettings
+import anyio
+from pydantic import Field, SecretStr
+
 from broker_sched.errors import (
     BrokerUnavailable,
     ConfigError,
@@ -90,7 +92,15 @@ from broker_sched.errors import (
     TransportError,
     TransportNotInstalled,
 )
-from transports.base import Backlog, Capabilities, Delivery, Listener, Subscription, Transport
+from transports.base import (
+    BackendSettings,
+    Backlog,
+    Capabilities,
+    Delivery,
+    Listener,
+    Subscription,
+    Transport,
+)
 from transports.kafka_consumer import GroupConsumer, require_confluent
 
 if TYPE_CHECKING:
@@ -139,9 +149,49 @@ class _Clients:
     offsets: _OffsetReader
 
 
+class KafkaSettings(BackendSettings):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    default_partitions: int = Field(default=1, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+    group_protocol: Literal["classic", "consumer"] = Field(
+        default="classic",
+        description="classic: aiokafka, eager rebalances; consumer: KIP-848 (confluent-kafka)",
+    )
+    assignor: Literal["range", "roundrobin", "sticky"] = "roundrobin"
+    session_timeout_ms: int = 10_000
+    heartbeat_interval_ms: int = 3_000
+    rebalance_timeout_ms: int = 10_000
+    max_poll_interval_ms: int = 300_000
+    metadata_max_age_ms: int = 1_000
+    group_instance_id: str | None = Field(
+        default=None, description="static membership; '{member}' is replaced by the member id"
+    )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: str | None = None
+    share_max_poll_records: int = Field(
+        default=16, ge=1, description="kafka-share: records a member acquires per poll"
+    )
+    share_surplus_hold_ms: int = Field(
+        default=1_000,
+        ge=0,
+        description="kafka-share: acquired records nobody asked for are released after this",
+    )
+    share_delivery_limit: int = Field(
+        default=8,
+        ge=1,
+        le=9,
+        description="kafka-share: deliveries before a record is rejected and dead-lettered",
+    )
+
+
 class KafkaTransport(Transport):
     name = "kafka"
-    capabilities = Capabilities(partitioned=True, rebalances=True, redelivers_unacked=True)
+    settings_section = "kafka"
+    settings_model = KafkaSettings
+    capabilities = Capabilities(partitioned=True, rebalances=True)
 
     def __init__(
         self,
@@ -170,7 +220,7 @@ class KafkaTransport(Transport):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
-        return cls(settings.kafka, max_message_bytes=settings.max_payload_bytes)
+        return cls(settings.section(KafkaSettings), max_message_bytes=settings.max_payload_bytes)
 
     @property
     def _timeout_s(self) -> float:
@@ -866,8 +916,8 @@ class KafkaSubscription(Subscription):
         A failed republish is retried with backoff; if all tries fail the original stays
         in flight and is redelivered, unchanged, when its partition moves or on close.
         """
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(pending.hurry.wait(), delay_s)
+        with anyio.move_on_after(delay_s):
+            await pending.hurry.wait()
         backoff_s = _REPUBLISH_BACKOFF_S
         for _ in range(_REPUBLISH_TRIES - 1):
             try:

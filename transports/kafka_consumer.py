@@ -32,12 +32,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import anyio
+
 from broker_sched.errors import BrokerUnavailable, TransportError, TransportNotInstalled
 
 if TYPE_CHECKING:
     from aiokafka.structs import TopicPartition
 
-    from broker_sched.config import KafkaSettings
+    from transports.kafka import KafkaSettings
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +246,8 @@ class GroupConsumer:
         """Leave the group (librdkafka revokes first, so the last acks are committed)."""
         if self._consumer is not None and not self._stopped.is_set():
             try:
-                await asyncio.wait_for(self._in(self._poller, self._close), _CLOSE_TIMEOUT_S)
+                with anyio.fail_after(_CLOSE_TIMEOUT_S):
+                    await self._in(self._poller, self._close)
             finally:
                 self._stopped.set()
         self._stopped.set()

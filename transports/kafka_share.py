@@ -64,13 +64,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self
 
+import anyio
+
 from broker_sched.errors import BrokerUnavailable, TransportError
 from transports.base import Backlog, Capabilities, Delivery, Subscription
-from transports.kafka import KafkaTransport, _broker_errors
+from transports.kafka import KafkaSettings, KafkaTransport, _broker_errors
 from transports.kafka_consumer import broker_error, confluent_config, require_confluent
 
 if TYPE_CHECKING:
-    from broker_sched.config import KafkaSettings, Settings
+    from broker_sched.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +90,7 @@ def share_group(group: str) -> str:
 
 class KafkaShareTransport(KafkaTransport):
     name = "kafka-share"
-    capabilities = Capabilities(partitioned=False, rebalances=False, redelivers_unacked=True)
+    capabilities = Capabilities(partitioned=False, rebalances=False)
 
     def __init__(
         self,
@@ -107,7 +109,7 @@ class KafkaShareTransport(KafkaTransport):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
-        return cls(settings.kafka, max_message_bytes=settings.max_payload_bytes)
+        return cls(settings.section(KafkaSettings), max_message_bytes=settings.max_payload_bytes)
 
     async def close(self) -> None:
         for member in list(self._members):
@@ -313,8 +315,8 @@ class ShareSubscription(Subscription):
             if self._out or self._surplus:
                 # Explicit mode: every record of the last poll is acknowledged before the next.
                 self._finished.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._finished.wait(), min(remaining, _POLL_SLICE_S))
+                with anyio.move_on_after(min(remaining, _POLL_SLICE_S)):
+                    await self._finished.wait()
                 continue
             await self._in_thread(self._poll, min(remaining, _POLL_SLICE_S))
 
@@ -444,7 +446,8 @@ class ShareSubscription(Subscription):
             if held:
                 with contextlib.suppress(TransportError):
                     await self._in_thread(self._acknowledge, [(m, _RELEASE) for m in held])
-            await asyncio.wait_for(self._in_thread(self._close), _CLOSE_TIMEOUT_S)
+            with anyio.fail_after(_CLOSE_TIMEOUT_S):
+                await self._in_thread(self._close)
         finally:
             self._thread.shutdown(wait=False)
 

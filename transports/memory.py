@@ -24,8 +24,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Self
 
+from pydantic import Field
+
 from broker_sched.errors import BrokerUnavailable
-from transports.base import Backlog, Capabilities, Delivery, Listener, Subscription, Transport
+from transports.base import (
+    BackendSettings,
+    Backlog,
+    Capabilities,
+    Delivery,
+    Listener,
+    Subscription,
+    Transport,
+)
 
 if TYPE_CHECKING:
     from broker_sched.config import Settings
@@ -209,9 +219,15 @@ class MemoryListener(Listener):
             listeners.discard(self._inbox)
 
 
+class MemorySettings(BackendSettings):
+    ack_wait_s: float = Field(default=30.0, gt=0)
+
+
 class MemoryTransport(Transport):
     name = "memory"
-    capabilities = Capabilities(partitioned=False, rebalances=False, redelivers_unacked=True)
+    settings_section = "memory"
+    settings_model = MemorySettings
+    capabilities = Capabilities(partitioned=False, rebalances=False)
 
     def __init__(
         self,
@@ -228,7 +244,8 @@ class MemoryTransport(Transport):
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
         return cls(
-            ack_wait_s=settings.memory.ack_wait_s, max_message_bytes=settings.max_payload_bytes
+            ack_wait_s=settings.section(MemorySettings).ack_wait_s,
+            max_message_bytes=settings.max_payload_bytes,
         )
 
     async def close(self) -> None:

@@ -47,6 +47,9 @@ Features
       ``oldest_age_s`` is the age of the oldest of these pending entries (server clock).
     * channels: Redis pub/sub on ``bs:c:{channel}``; ``listen`` returns after the server
       confirmed the subscription.
+    * ``publish_once``: one Lua call sets a marker key ``bs:moved:{<stream>}:<id>``
+      (``SET NX``, expiring after ``migration.move_marker_ttl_s``, a week by default) and
+      appends the entry only if the marker was new: exact for as long as the marker lives.
     * records: a string ``bs:r:{scope}:{key}`` with a TTL (SET EX), and per scope an
       index ``bs:ri:{scope}``, a sorted set of keys scored by expiry, trimmed as records
       are put; a listing reads the index by expiry, latest first (key order when the
@@ -99,13 +102,23 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
 
+from pydantic import Field, SecretStr
+
 from broker_sched.errors import (
     BrokerUnavailable,
     ConfigError,
     TransportError,
     TransportNotInstalled,
 )
-from transports.base import Backlog, Capabilities, Delivery, Listener, Subscription, Transport
+from transports.base import (
+    BackendSettings,
+    Backlog,
+    Capabilities,
+    Delivery,
+    Listener,
+    Subscription,
+    Transport,
+)
 
 if TYPE_CHECKING:
     from redis.asyncio import ConnectionPool, Redis
@@ -124,6 +137,8 @@ CHANNEL_PREFIX = "bs:c:"
 CREDENTIAL_SETTINGS = "check the settings redis.username and redis.password"
 RECORD_PREFIX = "bs:r:"
 RECORD_INDEX_PREFIX = "bs:ri:"
+MARKER_PREFIX = "bs:moved:"
+"""Markers of ids :meth:`RedisStreamsTransport.publish_once` has appended."""
 RETURNED = "bs:returned"
 """The consumer that holds nacked and released entries until a member reclaims them."""
 BODY_FIELD = b"b"
@@ -149,9 +164,32 @@ def channel_key(channel: str) -> str:
     return f"{CHANNEL_PREFIX}{channel}"
 
 
+class RedisSettings(BackendSettings):
+    url: str = "redis://127.0.0.1:6379/0"
+    username: str | None = None
+    password: SecretStr | None = None
+    maxlen: int | None = Field(default=None, ge=1)
+    claim_min_idle_ms: int = Field(default=30_000, ge=1)
+    block_ms: int = Field(default=1_000, ge=1)
+    # -- clustering: a master with replicas, found through Redis Sentinel
+    sentinels: str | None = Field(
+        default=None,
+        description="comma-separated host:port of Sentinels; set, the master is asked of "
+        "them (and again after a failover) and url gives only the database and TLS",
+    )
+    sentinel_master: str = Field(
+        default="broker-sched", description="the master's name the Sentinels monitor"
+    )
+    sentinel_password: SecretStr | None = Field(
+        default=None, description="password of the Sentinels themselves, if they have one"
+    )
+
+
 class RedisStreamsTransport(Transport):
     name = "redis"
-    capabilities = Capabilities(partitioned=False, rebalances=False, redelivers_unacked=True)
+    settings_section = "redis"
+    settings_model = RedisSettings
+    capabilities = Capabilities(partitioned=False, rebalances=False, publishes_once=True)
 
     def __init__(
         self,
@@ -163,6 +201,7 @@ class RedisStreamsTransport(Transport):
         claim_min_idle_ms: int = 30_000,
         block_ms: int = 1_000,
         max_message_bytes: int = 1_048_576,
+        once_ttl_s: int = 604_800,
         sentinels: Sequence[tuple[str, int]] = (),
         sentinel_master: str = "broker-sched",
         sentinel_password: str | None = None,
@@ -177,6 +216,7 @@ class RedisStreamsTransport(Transport):
         self.maxlen = maxlen
         self.claim_min_idle_ms = claim_min_idle_ms
         self.block_ms = block_ms
+        self.once_ttl_s = once_ttl_s
 
         self._sentinel = _sentinel(sentinels, sentinel_password) if sentinels else None
 
@@ -211,7 +251,7 @@ class RedisStreamsTransport(Transport):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
-        redis = settings.redis
+        redis = settings.section(RedisSettings)
         return cls(
             redis.url,
             username=redis.username,
@@ -220,6 +260,7 @@ class RedisStreamsTransport(Transport):
             claim_min_idle_ms=redis.claim_min_idle_ms,
             block_ms=redis.block_ms,
             max_message_bytes=settings.max_payload_bytes,
+            once_ttl_s=settings.migration.move_marker_ttl_s,
             sentinels=_addresses(redis.sentinels or ""),
             sentinel_master=redis.sentinel_master,
             sentinel_password=(
@@ -274,6 +315,17 @@ class RedisStreamsTransport(Transport):
         trim = () if self.maxlen is None else ("MAXLEN", "~", self.maxlen)
         with translated(f"XADD {queue}"):
             await self.hot.run(("XADD", stream_key(queue), *trim, "*", BODY_FIELD, body))
+
+    async def _publish_once(self, queue: str, body: bytes, key: str) -> bool:
+        stream = stream_key(queue)
+        marker = f"{MARKER_PREFIX}{{{stream}}}:{key}"
+        with translated(f"publish {key} once to {queue}"):
+            appended = await self.eval_hot(
+                self.scripts.publish_once,
+                [marker, stream],
+                [self.once_ttl_s, BODY_FIELD, body, self.maxlen or ""],
+            )
+        return bool(appended)
 
     async def subscribe(self, queue: str, group: str, member: str) -> RedisSubscription:
         if member == RETURNED:
@@ -706,6 +758,7 @@ class _Scripts:
         self.move: AsyncScript = client.register_script(MOVE_LUA)
         self.release: AsyncScript = client.register_script(RELEASE_LUA)
         self.backlog: AsyncScript = client.register_script(BACKLOG_LUA)
+        self.publish_once: AsyncScript = client.register_script(PUBLISH_ONCE_LUA)
 
     async def load_backlog(self) -> None:
         self.backlog.sha = await self._client.script_load(BACKLOG_LUA)
@@ -777,6 +830,18 @@ for _ = 1, 1000 do
 end
 if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) == 0 then
   redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+end
+return 1
+"""
+
+PUBLISH_ONCE_LUA = """
+-- KEYS[1]: the marker, KEYS[2]: the stream. ARGV: marker ttl (s), body field, body,
+-- MAXLEN ('' for none). 1 when appended now, 0 when the marker already existed.
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
+if ARGV[4] == '' then
+  redis.call('XADD', KEYS[2], '*', ARGV[2], ARGV[3])
+else
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', ARGV[2], ARGV[3])
 end
 return 1
 """

@@ -12,7 +12,7 @@ from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
 from broker_sched.errors import UnknownTransport
-from transports.base import Transport
+from transports.base import BackendSettings, Transport
 
 if TYPE_CHECKING:
     from broker_sched.config import Settings
@@ -35,6 +35,22 @@ def resolve(name: str) -> type[Transport]:
     if not (isinstance(cls, type) and issubclass(cls, Transport)):
         raise TypeError(f"entry point {name!r} is {cls!r}, not a Transport subclass")
     return cls
+
+
+def settings_sections() -> dict[str, type[BackendSettings]]:
+    """Every registered backend's settings model by section name, in name order."""
+    sections: dict[str, type[BackendSettings]] = {}
+    for name in available():
+        cls = resolve(name)
+        if cls.settings_section is None or cls.settings_model is None:
+            continue
+        known = sections.setdefault(cls.settings_section, cls.settings_model)
+        if known is not cls.settings_model:
+            raise TypeError(
+                f"transport {name!r} registers {cls.settings_model.__name__} for section "
+                f"[{cls.settings_section}], which another transport holds as {known.__name__}"
+            )
+    return sections
 
 
 def transport_from_settings(settings: Settings, name: str | None = None) -> Transport:

@@ -15,6 +15,7 @@ import os
 import random
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import JsonValue
@@ -30,7 +31,7 @@ from broker_sched.errors import BrokerSchedError, BrokerUnavailable, InvocationT
 from broker_sched.events import Timeline
 from broker_sched.model import Action
 from broker_sched.stack import Stack
-from broker_sched.topology import invoker_work_queue
+from broker_sched.topology import consumer_group, invoker_work_queue
 from transports.base import Transport
 from transports.registry import transport_from_settings
 
@@ -136,8 +137,8 @@ async def run_cell(
     *,
     progress: Progress,
     extra_settings: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Run ``cell`` and return its results (aggregates, series, events)."""
+) -> CellResult:
+    """Run ``cell`` and return what it measured."""
     tag = run_tag()
     settings = cell_settings(base, workload, cell, tag, extra_settings)
     actions = bench_actions(workload, cell.actions)
@@ -281,7 +282,9 @@ def work_queues(stack: Stack) -> list[str]:
 async def backlog_total(stack: Stack) -> int | None:
     """Activations waiting or running in the cell's queues; None while the broker is away."""
     try:
-        backlogs = await stack.transport.backlogs([(q, q) for q in work_queues(stack)])
+        backlogs = await stack.transport.backlogs(
+            [(q, consumer_group(q)) for q in work_queues(stack)]
+        )
     except BrokerUnavailable:
         return None
     return sum(backlog.total for backlog in backlogs)
@@ -326,30 +329,84 @@ async def delete_queues(transport: Transport, queues: list[str]) -> None:
     await asyncio.gather(*(delete(queue) for queue in queues))
 
 
-def _result(
-    workload: Workload, cell: Cell, recorder: Recorder, timeline: Timeline
-) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class CellResult:
+    """What one cell measured: its load, the latency and throughput in its window, the
+    containers it made, and its series and events for the plots."""
+
+    label: str
+    transport: str
+    policy: str
+    actions: int
+    users: int | None
+    rate_per_s: float | None
+    warmup_s: float
+    duration_s: float
+    completed: int
+    tps: float
+    latency_ms: dict[str, float]
+    """Percentiles (``p50`` … ``p99.9``), ``max`` and ``mean`` of the measured window."""
+    starts: dict[str, int]
+    errors: dict[str, int]
+    cpu_share: float | None
+    """This process's CPU time over the cell's wall time (1.0 = one core)."""
+    queue_wait_ms: dict[str, float] | None
+    overhead_ms: dict[str, float] | None
+    """Latency minus the activation's own run time, when runs were timed."""
+    overhead_p99_by_action_ms: dict[str, float] | None
+    warm_latency_ms: dict[str, float] | None
+    cold_starts: int
+    containers_created: int
+    containers_evicted: int
+    containers_peak: float
+    event_counts: dict[str, int]
+    series: dict[str, list[Any]]
+    """Per interval: ``t_s``, ``tps``, ``p50_ms``, ``p99_ms``, then what was sampled
+    (``containers``, ``backlog``) and tallied (None where nothing was)."""
+    events: list[dict[str, Any]]
+    events_dropped: int
+    load_average: list[float]
+
+    def to_json(self) -> dict[str, Any]:
+        """As in ``results.json``: the optional summaries only where measured."""
+        optional = ("queue_wait_ms", "overhead_ms", "overhead_p99_by_action_ms")
+        return {
+            name: getattr(self, name)
+            for name in self.__dataclass_fields__
+            if not (name in optional and getattr(self, name) is None)
+        }
+
+
+def _result(workload: Workload, cell: Cell, recorder: Recorder, timeline: Timeline) -> CellResult:
     summary = recorder.summary()
     containers = [values["containers"] for _, values in recorder.samples if "containers" in values]
     warm = recorder.by_start.get("warm")
-    return {
-        "label": cell.label,
-        "transport": cell.transport,
-        "policy": cell.policy,
-        "actions": cell.actions,
-        "users": cell.users,
-        "rate_per_s": cell.rate_per_s,
-        "warmup_s": round(recorder.warmup_s, 2),
-        "duration_s": workload.duration_s,
-        **summary,
-        "warm_latency_ms": warm.summary() if warm is not None else None,
-        "cold_starts": recorder.starts.get("cold", 0),
-        "containers_created": timeline.counts["container_created"],
-        "containers_evicted": timeline.counts["container_evicted"],
-        "containers_peak": max(containers, default=0),
-        "event_counts": dict(timeline.counts),
-        "series": recorder.series(),
-        "events": recorder.events,
-        "events_dropped": recorder.dropped_events,
-        "load_average": [round(value, 2) for value in os.getloadavg()],
-    }
+    return CellResult(
+        label=cell.label,
+        transport=cell.transport,
+        policy=cell.policy,
+        actions=cell.actions,
+        users=cell.users,
+        rate_per_s=cell.rate_per_s,
+        warmup_s=round(recorder.warmup_s, 2),
+        duration_s=workload.duration_s,
+        completed=summary["completed"],
+        tps=summary["tps"],
+        latency_ms=summary["latency_ms"],
+        starts=summary["starts"],
+        errors=summary["errors"],
+        cpu_share=summary["cpu_share"],
+        queue_wait_ms=summary.get("queue_wait_ms"),
+        overhead_ms=summary.get("overhead_ms"),
+        overhead_p99_by_action_ms=summary.get("overhead_p99_by_action_ms"),
+        warm_latency_ms=warm.summary() if warm is not None else None,
+        cold_starts=recorder.starts.get("cold", 0),
+        containers_created=timeline.counts["container_created"],
+        containers_evicted=timeline.counts["container_evicted"],
+        containers_peak=max(containers, default=0),
+        event_counts=dict(timeline.counts),
+        series=recorder.series(),
+        events=recorder.events,
+        events_dropped=recorder.dropped_events,
+        load_average=[round(value, 2) for value in os.getloadavg()],
+    )

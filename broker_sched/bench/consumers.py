@@ -27,6 +27,7 @@ from broker_sched.bench.cell import delete_queues
 from broker_sched.bench.load import stop_tasks
 from broker_sched.bench.recorder import Recorder
 from broker_sched.errors import BrokerUnavailable
+from broker_sched.topology import consumer_group
 from transports.base import Subscription, Transport
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ class ConsumerPool:
         """``partitions``: the queue's partition count on a partitioned transport, else None."""
         self.transport = transport
         self.queue = queue
-        self.group = queue
+        self.group = consumer_group(queue)
         self.run_ms = run_ms
         self.handle = handle
         self.sink = sink

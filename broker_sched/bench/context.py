@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from broker_sched.bench.overhead import measure_overhead
+from broker_sched.bench.overhead import Overhead, measure_overhead
 from broker_sched.bench.progress import Progress
 from broker_sched.bench.settings import derive
 from broker_sched.bench.workload import Policy
@@ -23,7 +23,7 @@ class BenchContext:
     progress: Progress
     policy: Policy | None = None
     """Restrict scenarios that compare policies to this one."""
-    _overhead: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _overhead: dict[str, Overhead] = field(default_factory=dict)
 
     def settings_for(self, transport: str, overrides: dict[str, Any] | None = None) -> Settings:
         return derive(self.base, {"transport": transport, **(overrides or {})})
@@ -32,7 +32,7 @@ class BenchContext:
         """An unconnected client for ``name`` (use it with ``async with``)."""
         return transport_from_settings(self.settings_for(name, overrides))
 
-    async def overhead(self, transport: str) -> dict[str, Any]:
+    async def overhead(self, transport: str) -> Overhead:
         """Scheduler vs raw on ``transport``, measured once per run and shared."""
         if transport not in self._overhead:
             self._overhead[transport] = await measure_overhead(

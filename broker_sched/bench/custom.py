@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from broker_sched.bench.cell import run_cell
+from broker_sched.bench.cell import CellResult, run_cell
 from broker_sched.bench.context import BenchContext
 from broker_sched.bench.plots import BarFigure, Line, Marker, Panel, TimeFigure
 from broker_sched.bench.report import Report, Table
@@ -16,13 +14,13 @@ MARKED_EVENTS = ("partitions_resized", "throttle_on", "throttle_off", "warmup_en
 async def run(ctx: BenchContext, workload: Workload) -> Report:
     plan = workload.model_copy(update={"transports": ctx.transports})
     cells = plan.cells()
-    results: list[dict[str, Any]] = []
+    results: list[CellResult] = []
     for index, cell in enumerate(cells, start=1):
         result = await run_cell(ctx.base, plan, cell, progress=ctx.progress)
         results.append(result)
         ctx.progress.note(
-            f"[{index}/{len(cells)}] {cell.label}: {result['tps']:.0f} TPS, "
-            f"p99 {result['latency_ms']['p99']:.1f} ms"
+            f"[{index}/{len(cells)}] {cell.label}: {result.tps:.0f} TPS, "
+            f"p99 {result.latency_ms['p99']:.1f} ms"
         )
     report = Report(
         scenario=plan.name,
@@ -33,7 +31,10 @@ async def run(ctx: BenchContext, workload: Workload) -> Report:
             f"{plan.actions.run_ms:g} ms runs; warm-up {plan.warmup_s:g} s, "
             f"{plan.duration_s:g} s measured per cell."
         ),
-        data={"workload": plan.model_dump(mode="json"), "cells": results},
+        data={
+            "workload": plan.model_dump(mode="json"),
+            "cells": [result.to_json() for result in results],
+        },
     )
     report.tables.append(cells_table(results))
     report.figures.append(latency_figure(plan.name, results, plan.warmup_s))
@@ -41,7 +42,7 @@ async def run(ctx: BenchContext, workload: Workload) -> Report:
     return report
 
 
-def cells_table(results: list[dict[str, Any]]) -> Table:
+def cells_table(results: list[CellResult]) -> Table:
     return Table(
         "Cells",
         [
@@ -60,34 +61,32 @@ def cells_table(results: list[dict[str, Any]]) -> Table:
         ],
         [
             [
-                r["label"],
-                r["tps"],
-                r["latency_ms"]["p50"],
-                r["latency_ms"]["p95"],
-                r["latency_ms"]["p99"],
-                r["latency_ms"]["p99.9"],
-                r["latency_ms"]["max"],
-                r["cold_starts"],
-                r["containers_created"],
-                r["containers_evicted"],
-                r["containers_peak"],
-                sum(r["errors"].values()),
+                r.label,
+                r.tps,
+                r.latency_ms["p50"],
+                r.latency_ms["p95"],
+                r.latency_ms["p99"],
+                r.latency_ms["p99.9"],
+                r.latency_ms["max"],
+                r.cold_starts,
+                r.containers_created,
+                r.containers_evicted,
+                r.containers_peak,
+                sum(r.errors.values()),
             ]
             for r in results
         ],
     )
 
 
-def latency_figure(name: str, results: list[dict[str, Any]], warmup_s: float) -> TimeFigure:
+def latency_figure(name: str, results: list[CellResult], warmup_s: float) -> TimeFigure:
     panels = []
     for result in results:
-        series = result["series"]
-        markers = [
-            Marker(e["t_s"], e["kind"]) for e in result["events"] if e["kind"] in MARKED_EVENTS
-        ]
+        series = result.series
+        markers = [Marker(e["t_s"], e["kind"]) for e in result.events if e["kind"] in MARKED_EVENTS]
         panels.append(
             Panel(
-                title=result["label"],
+                title=result.label,
                 ylabel="latency ms",
                 lines=[
                     Line("p99", series["t_s"], series["p99_ms"]),
@@ -95,17 +94,17 @@ def latency_figure(name: str, results: list[dict[str, Any]], warmup_s: float) ->
                 ],
                 markers=markers,
                 log_y=True,
-                shade_until_s=result["warmup_s"] or warmup_s,
+                shade_until_s=result.warmup_s or warmup_s,
             )
         )
     return TimeFigure(f"{name}-latency", f"{name}: latency per interval", panels, columns=2)
 
 
-def tps_figure(name: str, results: list[dict[str, Any]]) -> BarFigure:
+def tps_figure(name: str, results: list[CellResult]) -> BarFigure:
     return BarFigure(
         name=f"{name}-tps",
         title=f"{name}: TPS per cell",
-        categories=[r["label"] for r in results],
-        groups={"TPS": [r["tps"] for r in results]},
+        categories=[r.label for r in results],
+        groups={"TPS": [r.tps for r in results]},
         ylabel="TPS",
     )

@@ -34,6 +34,7 @@ from broker_sched.config import Settings
 from broker_sched.errors import BrokerSchedError
 from broker_sched.model import Activation, ActivationResult, Status, encode, now_ms
 from broker_sched.stack import Stack
+from broker_sched.topology import consumer_group
 from transports.base import Delivery, Listener
 from transports.registry import resolve, transport_from_settings
 
@@ -191,7 +192,7 @@ async def bare_side(
 
     async with transport:
         await transport.declare(queue)
-        subscription = await transport.subscribe(queue, queue, f"floor-{tag}")
+        subscription = await transport.subscribe(queue, consumer_group(queue), f"floor-{tag}")
         listener = await transport.listen(channel)
 
         answering: set[asyncio.Future[None]] = set()

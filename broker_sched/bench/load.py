@@ -26,6 +26,8 @@ RECHECK_S = 1.0
 """How often a driver re-reads ``until()`` while it waits."""
 QUIET_STEP_S = 0.01
 """How far an open loop steps ahead through a stretch where its rate is zero."""
+RECANCEL_S = 1.0
+"""How long a cancelled task has to end before it is cancelled again."""
 
 
 class Deadline:
@@ -109,11 +111,16 @@ async def _finish(tasks: Collection[asyncio.Task[None]], deadline_s: float) -> i
 
 
 async def stop_tasks(tasks: Collection[asyncio.Task[Any]], *, grace_s: float) -> None:
-    """Give ``tasks`` ``grace_s`` to end on their own, then cancel the rest and wait."""
+    """Give ``tasks`` ``grace_s`` to end on their own, then cancel the rest until they end.
+
+    A bare ``Task.cancel()`` is delivered once, and a broker client may swallow it
+    (Python 3.11's ``wait_for``), so it is repeated every ``RECANCEL_S`` as a cancel
+    scope's would be.
+    """
     pending = {task for task in tasks if not task.done()}
     if pending and grace_s > 0:
         _, pending = await asyncio.wait(pending, timeout=grace_s)
-    for task in pending:
-        task.cancel()
-    if pending:
-        await asyncio.wait(pending)
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=RECANCEL_S)

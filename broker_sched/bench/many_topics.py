@@ -19,14 +19,14 @@ import asyncio
 import statistics
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import asdict, dataclass
 
 from broker_sched.bench.cell import delete_queues
 from broker_sched.bench.context import BenchContext
 from broker_sched.bench.plots import Line, Panel, TimeFigure
 from broker_sched.bench.report import Report, Table, Target, at_most
 from broker_sched.bench.settings import run_tag
+from broker_sched.topology import consumer_group
 
 MS_PER_ACTION_GOAL = 1.0
 CONCURRENCY = 32
@@ -46,7 +46,7 @@ QUICK = Plan(sizes=(10, 50), messages_per_queue=1, rounds=3)
 
 async def run(ctx: BenchContext) -> Report:
     plan = QUICK if ctx.quick else FULL
-    results: dict[str, list[dict[str, Any]]] = {}
+    results: dict[str, list[SizeResult]] = {}
     for transport in ctx.transports:
         results[transport] = [await measure(ctx, transport, size, plan) for size in plan.sizes]
     report = Report(
@@ -60,7 +60,9 @@ async def run(ctx: BenchContext) -> Report:
         ),
         data={
             "plan": {"sizes": list(plan.sizes), "rounds": plan.rounds},
-            "transports": {t: {"sizes": rows} for t, rows in results.items()},
+            "transports": {
+                t: {"sizes": [asdict(row) for row in rows]} for t, rows in results.items()
+            },
         },
     )
     report.tables.append(table(results))
@@ -69,11 +71,27 @@ async def run(ctx: BenchContext) -> Report:
     return report
 
 
-async def measure(ctx: BenchContext, name: str, size: int, plan: Plan) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class SizeResult:
+    """One transport at one number of queues."""
+
+    queues: int
+    declare_ms_per_queue: float
+    publish_per_s: float
+    backlog_tick_ms: float
+    """The median of the rounds: one ``backlogs()`` call over every queue."""
+    backlog_ms_per_action: float
+    backlog_ticks_ms: list[float]
+    pending_seen: int
+    """What the batched read counted, to check against ``pending_expected``."""
+    pending_expected: int
+
+
+async def measure(ctx: BenchContext, name: str, size: int, plan: Plan) -> SizeResult:
     transport = ctx.transport(name)
     tag = run_tag()
     queues = [f"bench-{tag}-mt-{index:04d}" for index in range(size)]
-    pairs = [(queue, queue) for queue in queues]
+    pairs = [(queue, consumer_group(queue)) for queue in queues]
     async with transport:
         try:
             declare_s = await _timed_all(queues, transport.declare)
@@ -89,19 +107,19 @@ async def measure(ctx: BenchContext, name: str, size: int, plan: Plan) -> dict[s
         finally:
             await delete_queues(transport, queues)
     tick_ms = statistics.median(ticks_ms)
-    result = {
-        "queues": size,
-        "declare_ms_per_queue": round(declare_s * 1000 / size, 3),
-        "publish_per_s": round(len(messages) / publish_s, 1),
-        "backlog_tick_ms": round(tick_ms, 3),
-        "backlog_ms_per_action": round(tick_ms / size, 4),
-        "backlog_ticks_ms": [round(t, 3) for t in ticks_ms],
-        "pending_seen": pending,
-        "pending_expected": len(messages),
-    }
+    result = SizeResult(
+        queues=size,
+        declare_ms_per_queue=round(declare_s * 1000 / size, 3),
+        publish_per_s=round(len(messages) / publish_s, 1),
+        backlog_tick_ms=round(tick_ms, 3),
+        backlog_ms_per_action=round(tick_ms / size, 4),
+        backlog_ticks_ms=[round(t, 3) for t in ticks_ms],
+        pending_seen=pending,
+        pending_expected=len(messages),
+    )
     ctx.progress.note(
         f"many-topics {name} {size} queues: backlog tick {tick_ms:.1f} ms "
-        f"({tick_ms / size:.3f} ms/action), publish {result['publish_per_s']:.0f}/s"
+        f"({tick_ms / size:.3f} ms/action), publish {result.publish_per_s:.0f}/s"
     )
     return result
 
@@ -119,32 +137,32 @@ async def _timed_all(items: Sequence[str], call: Callable[[str], Awaitable[None]
     return max(time.monotonic() - started_s, 1e-9)
 
 
-def targets(results: dict[str, list[dict[str, Any]]]) -> list[Target]:
+def targets(results: dict[str, list[SizeResult]]) -> list[Target]:
     found = []
     for transport, rows in results.items():
-        largest = max(rows, key=lambda row: row["queues"])
+        largest = max(rows, key=lambda row: row.queues)
         found.append(
             at_most(
-                f"{transport}: backlog check ms per action per tick, {largest['queues']} actions",
-                largest["backlog_ms_per_action"],
+                f"{transport}: backlog check ms per action per tick, {largest.queues} actions",
+                largest.backlog_ms_per_action,
                 MS_PER_ACTION_GOAL,
-                f"one backlogs() call over {largest['queues']} queues took "
-                f"{largest['backlog_tick_ms']:.0f} ms; the backend does not batch it enough",
+                f"one backlogs() call over {largest.queues} queues took "
+                f"{largest.backlog_tick_ms:.0f} ms; the backend does not batch it enough",
             )
         )
     return found
 
 
-def table(results: dict[str, list[dict[str, Any]]]) -> Table:
+def table(results: dict[str, list[SizeResult]]) -> Table:
     rows = [
         [
             t,
-            r["queues"],
-            r["backlog_tick_ms"],
-            r["backlog_ms_per_action"],
-            r["publish_per_s"],
-            r["declare_ms_per_queue"],
-            f"{r['pending_seen']}/{r['pending_expected']}",
+            r.queues,
+            r.backlog_tick_ms,
+            r.backlog_ms_per_action,
+            r.publish_per_s,
+            r.declare_ms_per_queue,
+            f"{r.pending_seen}/{r.pending_expected}",
         ]
         for t, rows in results.items()
         for r in rows
@@ -166,14 +184,14 @@ def table(results: dict[str, list[dict[str, Any]]]) -> Table:
     )
 
 
-def figure(results: dict[str, list[dict[str, Any]]]) -> TimeFigure:
-    sizes = sorted({r["queues"] for rows in results.values() for r in rows})
+def figure(results: dict[str, list[SizeResult]]) -> TimeFigure:
+    sizes = sorted({r.queues for rows in results.values() for r in rows})
     cost = Panel("backlog check per action per tick", "ms per action", log_y=True, log_x=True)
     rate = Panel("publish rate across all queues", "messages/s", log_x=True)
     for transport, rows in results.items():
-        xs = [float(r["queues"]) for r in rows]
-        cost.lines.append(Line(transport, xs, [r["backlog_ms_per_action"] for r in rows], "o-"))
-        rate.lines.append(Line(transport, xs, [r["publish_per_s"] for r in rows], "o-"))
+        xs = [float(r.queues) for r in rows]
+        cost.lines.append(Line(transport, xs, [r.backlog_ms_per_action for r in rows], "o-"))
+        rate.lines.append(Line(transport, xs, [r.publish_per_s for r in rows], "o-"))
     cost.lines.append(
         Line("goal", [float(s) for s in sizes], [MS_PER_ACTION_GOAL] * len(sizes), "--", "tab:red")
     )

@@ -14,10 +14,11 @@ each activation's latency minus its own run time: what scheduling added.
 from __future__ import annotations
 
 import statistics
+from dataclasses import dataclass
 from typing import Any
 
 from broker_sched.bench.analysis import ratio
-from broker_sched.bench.cell import run_cell
+from broker_sched.bench.cell import CellResult, run_cell
 from broker_sched.bench.context import BenchContext
 from broker_sched.bench.report import Report, Table, Target, at_least, at_most
 from broker_sched.bench.workload import ActionClass, Policy, RunTime, Workload
@@ -79,17 +80,15 @@ def workloads(quick: bool, transports: list[str], policies: list[Policy]) -> dic
 async def run(ctx: BenchContext) -> Report:
     policies: list[Policy] = [ctx.policy] if ctx.policy else ["sharding", "acs"]
     plans = workloads(ctx.quick, ctx.transports, policies)
-    results: list[dict[str, Any]] = []
+    results: list[MixedCell] = []
     runs = [(load, plan, cell) for load, plan in plans.items() for cell in plan.cells()]
     for index, (load, plan, cell) in enumerate(runs, start=1):
         result = await run_cell(ctx.base, plan, cell, progress=ctx.progress)
-        result["load"] = load
-        result["starvation"] = starvation(result)
-        results.append(result)
-        overhead = result.get("overhead_ms", {})
+        results.append(MixedCell(load, result, starvation(result)))
+        overhead = result.overhead_ms or {}
         ctx.progress.note(
-            f"[{index}/{len(runs)}] {load}: {cell.label}: {result['tps']:.0f} TPS, "
-            f"overhead p99 {overhead.get('p99', 0):.0f} ms, errors {dict(result['errors'])}"
+            f"[{index}/{len(runs)}] {load}: {cell.label}: {result.tps:.0f} TPS, "
+            f"overhead p99 {overhead.get('p99', 0):.0f} ms, errors {result.errors}"
         )
     capacity = slot_capacity_per_s()
     report = Report(
@@ -104,7 +103,7 @@ async def run(ctx: BenchContext) -> Report:
             f"{int(ABOVE_USERS_PER_SLOT * INVOKERS * SLOTS)} closed-loop users. Overhead = "
             "latency minus the activation's own run time."
         ),
-        data={"slot_capacity_per_s": capacity, "cells": results},
+        data={"slot_capacity_per_s": capacity, "cells": [r.to_json() for r in results]},
     )
     report.tables.append(cells_table(results, capacity))
     for transport in ctx.transports:
@@ -112,14 +111,26 @@ async def run(ctx: BenchContext) -> Report:
     return report
 
 
-def starvation(result: dict[str, Any]) -> float | None:
+@dataclass(frozen=True, slots=True)
+class MixedCell:
+    """One cell, the load it ran under, and how evenly its actions were served."""
+
+    load: str
+    cell: CellResult
+    starvation: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.cell.to_json(), "load": self.load, "starvation": self.starvation}
+
+
+def starvation(result: CellResult) -> float | None:
     """The worst action's p99 overhead ÷ the median p99 of its class (1 = all alike).
 
     Within a class, since the classes differ by design: a 300 ms action queues longer
     than a 5 ms one in any overloaded cluster, and the median of a half-short,
     half-long mix would fall between the two and say nothing.
     """
-    by_action = result.get("overhead_p99_by_action_ms", {})
+    by_action = result.overhead_p99_by_action_ms or {}
     ratios = []
     for spec in CLASSES:
         p99s = [v for name, v in by_action.items() if name.split("/")[-1][:-3] == spec.name]
@@ -128,28 +139,29 @@ def starvation(result: dict[str, Any]) -> float | None:
     return round(max(ratios), 2) if ratios else None
 
 
-def offered_per_s(result: dict[str, Any], capacity: float) -> float:
-    return float(result["rate_per_s"]) if result["rate_per_s"] is not None else capacity
+def offered_per_s(result: CellResult, capacity: float) -> float:
+    return float(result.rate_per_s) if result.rate_per_s is not None else capacity
 
 
-def cells_table(results: list[dict[str, Any]], capacity: float) -> Table:
+def cells_table(results: list[MixedCell], capacity: float) -> Table:
     rows = []
     for r in results:
-        overhead = r.get("overhead_ms", {})
+        cell = r.cell
+        overhead = cell.overhead_ms or {}
         rows.append(
             [
-                r["load"],
-                r["transport"],
-                r["policy"],
-                r["tps"],
-                round(r["tps"] / offered_per_s(r, capacity), 2),
+                r.load,
+                cell.transport,
+                cell.policy,
+                cell.tps,
+                round(cell.tps / offered_per_s(cell, capacity), 2),
                 overhead.get("p50"),
                 overhead.get("p99"),
-                r["starvation"],
-                r["cold_starts"],
-                r["containers_evicted"],
-                r["containers_peak"],
-                sum(r["errors"].values()),
+                r.starvation,
+                cell.cold_starts,
+                cell.containers_evicted,
+                cell.containers_peak,
+                sum(cell.errors.values()),
             ]
         )
     return Table(
@@ -174,24 +186,24 @@ def cells_table(results: list[dict[str, Any]], capacity: float) -> Table:
     )
 
 
-def _find(results: list[dict[str, Any]], transport: str, policy: str, load: str) -> Any:
+def _find(results: list[MixedCell], transport: str, policy: str, load: str) -> MixedCell | None:
     return next(
         (
             r
             for r in results
-            if r["transport"] == transport and r["policy"] == policy and r["load"] == load
+            if r.cell.transport == transport and r.cell.policy == policy and r.load == load
         ),
         None,
     )
 
 
-def _p99(result: dict[str, Any] | None) -> float | None:
-    if result is None or "overhead_ms" not in result:
+def _p99(result: MixedCell | None) -> float | None:
+    if result is None or result.cell.overhead_ms is None:
         return None
-    return float(result["overhead_ms"]["p99"])
+    return float(result.cell.overhead_ms["p99"])
 
 
-def targets(transport: str, results: list[dict[str, Any]], capacity: float) -> list[Target]:
+def targets(transport: str, results: list[MixedCell], capacity: float) -> list[Target]:
     found: list[Target] = []
     for load in ("below", "above"):
         acs = _find(results, transport, "acs", load)
@@ -217,7 +229,7 @@ def targets(transport: str, results: list[dict[str, Any]], capacity: float) -> l
         found.append(
             at_least(
                 f"{transport} {load}: acs TPS ÷ {'offered' if load == 'below' else 'ideal'}",
-                round(acs["tps"] / offered_per_s(acs, capacity), 3),
+                round(acs.cell.tps / offered_per_s(acs.cell, capacity), 3),
                 share,
                 "the process is CPU-bound (2 cores run load, scheduler and containers)",
             )
@@ -226,11 +238,11 @@ def targets(transport: str, results: list[dict[str, Any]], capacity: float) -> l
             found.append(
                 at_most(
                     f"{transport} above: worst action p99 ÷ its class's median",
-                    acs["starvation"],
+                    acs.starvation,
                     STARVATION_FACTOR,
                     "some action waited far longer than the others",
                 )
             )
-        errors = sum(acs["errors"].values())
+        errors = sum(acs.cell.errors.values())
         found.append(at_most(f"{transport} {load}: acs lost or failed", errors, 0, "see errors"))
     return found

@@ -13,14 +13,14 @@ is better).
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from broker_sched.bench.analysis import ratio
-from broker_sched.bench.cell import run_cell
+from broker_sched.bench.cell import CellResult, run_cell
 from broker_sched.bench.plots import BarFigure
 from broker_sched.bench.progress import Progress
-from broker_sched.bench.raw import run_raw
+from broker_sched.bench.raw import FloorResult, run_raw
 from broker_sched.bench.report import Table, Target, at_least, at_most
 from broker_sched.bench.settings import derive
 from broker_sched.bench.workload import Workload
@@ -49,9 +49,59 @@ QUICK = OverheadPlan(
 )
 
 
+@dataclass(frozen=True, slots=True)
+class Side:
+    """What one side of the comparison measured in its window."""
+
+    tps: float
+    latency_ms: dict[str, float]
+    completed: int
+    errors: dict[str, int]
+
+    @classmethod
+    def of(cls, result: CellResult | FloorResult) -> Side:
+        return cls(result.tps, result.latency_ms, result.completed, result.errors)
+
+
+@dataclass(frozen=True, slots=True)
+class Overhead:
+    """The scheduler against the raw transport on one transport: the block every report
+    carries, one per transport it ran on."""
+
+    transport: str
+    users: int
+    run_ms: float
+    containers: int
+    """Containers acs kept steady, and so the raw side's consumers."""
+    raw: Side
+    scheduler: Side
+    warm_latency_ms: dict[str, float]
+    """The scheduler's warm runs alone (empty when none was warm)."""
+
+    @property
+    def warm_p50_ratio(self) -> float | None:
+        return ratio(self.warm_latency_ms.get("p50"), self.raw.latency_ms["p50"])
+
+    @property
+    def tps_ratio(self) -> float | None:
+        return ratio(self.scheduler.tps, self.raw.tps)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "transport": self.transport,
+            "users": self.users,
+            "run_ms": self.run_ms,
+            "containers": self.containers,
+            "warm_p50_ratio": self.warm_p50_ratio,
+            "tps_ratio": self.tps_ratio,
+            "raw": asdict(self.raw),
+            "scheduler": {**asdict(self.scheduler), "warm_latency_ms": self.warm_latency_ms},
+        }
+
+
 async def measure_overhead(
     base: Settings, transport: str, *, quick: bool, progress: Progress
-) -> dict[str, Any]:
+) -> Overhead:
     plan = QUICK if quick else FULL
     settings = derive(base, {"transport": transport})
     workload = Workload(
@@ -79,50 +129,38 @@ async def measure_overhead(
         interval_s=plan.interval_s,
         progress=progress,
     )
-    warm = scheduled["warm_latency_ms"] or {}
-    entry = {
-        "transport": transport,
-        "users": plan.users,
-        "run_ms": plan.run_ms,
-        "containers": containers,
-        "raw": _brief(raw),
-        "scheduler": {**_brief(scheduled), "warm_latency_ms": warm},
-        "warm_p50_ratio": ratio(warm.get("p50"), raw["latency_ms"]["p50"]),
-        "tps_ratio": ratio(scheduled["tps"], raw["tps"]),
-    }
+    overhead = Overhead(
+        transport,
+        plan.users,
+        plan.run_ms,
+        containers,
+        raw=Side.of(raw),
+        scheduler=Side.of(scheduled),
+        warm_latency_ms=scheduled.warm_latency_ms or {},
+    )
     progress.note(
         f"{transport} overhead ({plan.users} users, {containers} containers/consumers): "
-        f"acs warm p50 {warm.get('p50', 0):.2f} ms {scheduled['tps']:.0f}/s; "
-        f"raw p50 {raw['latency_ms']['p50']:.2f} ms {raw['tps']:.0f}/s"
+        f"acs warm p50 {overhead.warm_latency_ms.get('p50', 0):.2f} ms "
+        f"{overhead.scheduler.tps:.0f}/s; "
+        f"raw p50 {overhead.raw.latency_ms['p50']:.2f} ms {overhead.raw.tps:.0f}/s"
     )
-    return entry
+    return overhead
 
 
-def steady_containers(cell: dict[str, Any]) -> int:
+def steady_containers(cell: CellResult) -> int:
     """The median container count sampled in the cell's measured window (at least 1)."""
-    series = cell["series"]
+    series = cell.series
     window = [
         count
         for at_s, count in zip(series["t_s"], series.get("containers", []), strict=False)
-        if count is not None and at_s >= cell["warmup_s"]
+        if count is not None and at_s >= cell.warmup_s
     ]
     return max(1, round(statistics.median(window))) if window else 1
 
 
-def _brief(result: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "tps": result["tps"],
-        "latency_ms": result["latency_ms"],
-        "completed": result["completed"],
-        "errors": result["errors"],
-        "series": result["series"],
-    }
-
-
-def overhead_targets(entry: dict[str, Any]) -> list[Target]:
-    transport = entry["transport"]
-    raw, scheduled = entry["raw"], entry["scheduler"]
-    extra_ms = scheduled["warm_latency_ms"].get("p50", 0.0) - raw["latency_ms"]["p50"]
+def overhead_targets(entry: Overhead) -> list[Target]:
+    transport = entry.transport
+    extra_ms = entry.warm_latency_ms.get("p50", 0.0) - entry.raw.latency_ms["p50"]
     why_latency = (
         f"the scheduler path adds {extra_ms:.2f} ms at p50: the activation and its result "
         "are built and validated (pydantic) on both sides and the controller resolves the "
@@ -137,33 +175,33 @@ def overhead_targets(entry: dict[str, Any]) -> list[Target]:
     return [
         at_most(
             f"{transport}: warm-path p50 ÷ raw p50",
-            entry["warm_p50_ratio"],
+            entry.warm_p50_ratio,
             WARM_P50_RATIO_GOAL,
             why_latency,
         ),
         at_least(
             f"{transport}: throughput ÷ raw throughput",
-            entry["tps_ratio"],
+            entry.tps_ratio,
             TPS_RATIO_GOAL,
             why_tps,
         ),
     ]
 
 
-def overhead_table(entries: list[dict[str, Any]]) -> Table:
+def overhead_table(entries: list[Overhead]) -> Table:
     rows = [
         [
-            e["transport"],
-            e["users"],
-            e["containers"],
-            e["raw"]["latency_ms"]["p50"],
-            e["raw"]["latency_ms"]["p99"],
-            e["raw"]["tps"],
-            e["scheduler"]["warm_latency_ms"].get("p50"),
-            e["scheduler"]["latency_ms"]["p99"],
-            e["scheduler"]["tps"],
-            e["warm_p50_ratio"],
-            e["tps_ratio"],
+            e.transport,
+            e.users,
+            e.containers,
+            e.raw.latency_ms["p50"],
+            e.raw.latency_ms["p99"],
+            e.raw.tps,
+            e.warm_latency_ms.get("p50"),
+            e.scheduler.latency_ms["p99"],
+            e.scheduler.tps,
+            e.warm_p50_ratio,
+            e.tps_ratio,
         ]
         for e in entries
     ]
@@ -193,26 +231,14 @@ def overhead_table(entries: list[dict[str, Any]]) -> Table:
     )
 
 
-def overhead_figure(name: str, entries: list[dict[str, Any]]) -> BarFigure:
+def overhead_figure(name: str, entries: list[Overhead]) -> BarFigure:
     return BarFigure(
         name=name,
         title="Scheduler overhead: p50 latency, raw transport vs acs (warm)",
-        categories=[e["transport"] for e in entries],
+        categories=[e.transport for e in entries],
         groups={
-            "raw p50 ms": [e["raw"]["latency_ms"]["p50"] for e in entries],
-            "acs warm p50 ms": [e["scheduler"]["warm_latency_ms"].get("p50") for e in entries],
+            "raw p50 ms": [e.raw.latency_ms["p50"] for e in entries],
+            "acs warm p50 ms": [e.warm_latency_ms.get("p50") for e in entries],
         },
         ylabel="ms",
     )
-
-
-async def overhead_section(
-    base: Settings, transports: list[str], *, quick: bool, progress: Progress
-) -> tuple[list[dict[str, Any]], Table, list[Target]]:
-    """Measure every transport; return the entries, their table and their targets."""
-    entries = [
-        await measure_overhead(base, transport, quick=quick, progress=progress)
-        for transport in transports
-    ]
-    targets = [target for entry in entries for target in overhead_targets(entry)]
-    return entries, overhead_table(entries), targets

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from broker_sched.bench.consumers import settled_pool
@@ -31,6 +32,30 @@ REPLY_TIMEOUT_S = 10.0
 GRACE_S = 2.0
 
 
+@dataclass(frozen=True, slots=True)
+class FloorResult:
+    """What the transport alone sustained: the floor under the scheduler's numbers."""
+
+    transport: str
+    broker: str
+    """The broker as its transport describes it (version, address)."""
+    users: int
+    consumers: int
+    run_ms: float
+    warmup_s: float
+    duration_s: float
+    completed: int
+    tps: float
+    latency_ms: dict[str, float]
+    starts: dict[str, int]
+    errors: dict[str, int]
+    cpu_share: float | None
+    series: dict[str, list[Any]]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 async def run_raw(
     settings: Settings,
     *,
@@ -41,7 +66,7 @@ async def run_raw(
     duration_s: float,
     interval_s: float,
     progress: Progress,
-) -> dict[str, Any]:
+) -> FloorResult:
     tag = run_tag()
     queue = f"bench-{tag}-raw"
     channel = f"bench-{tag}-raw-replies"
@@ -96,17 +121,23 @@ async def run_raw(
         finally:
             await stop_tasks([dispatcher], grace_s=0.0)
             await listener.close()
-    return {
-        "transport": settings.transport,
-        "broker": broker,
-        "users": users,
-        "consumers": consumers,
-        "run_ms": run_ms,
-        "warmup_s": warmup_s,
-        "duration_s": duration_s,
-        **recorder.summary(),
-        "series": recorder.series(),
-    }
+    summary = recorder.summary()
+    return FloorResult(
+        transport=settings.transport,
+        broker=broker,
+        users=users,
+        consumers=consumers,
+        run_ms=run_ms,
+        warmup_s=warmup_s,
+        duration_s=duration_s,
+        completed=summary["completed"],
+        tps=summary["tps"],
+        latency_ms=summary["latency_ms"],
+        starts=summary["starts"],
+        errors=summary["errors"],
+        cpu_share=summary["cpu_share"],
+        series=recorder.series(),
+    )
 
 
 async def _dispatch(listener: Listener, waiting: dict[bytes, asyncio.Future[None]]) -> None:

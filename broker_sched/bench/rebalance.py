@@ -36,6 +36,7 @@ from broker_sched.bench.recorder import Completion, Recorder
 from broker_sched.bench.report import Report, Table
 from broker_sched.bench.settings import run_tag
 from broker_sched.errors import BrokerSchedError
+from broker_sched.topology import consumer_group
 from transports.base import Transport
 
 Operation = Literal["add", "restart", "remove"]
@@ -238,7 +239,7 @@ async def _sample(transport: Transport, queue: str, pool: ConsumerPool, recorder
     while True:
         values = {"consumers": float(len(pool.members))}
         with contextlib.suppress(BrokerSchedError):
-            values["backlog"] = float((await transport.backlog(queue, queue)).total)
+            values["backlog"] = float((await transport.backlog(queue, consumer_group(queue))).total)
         recorder.sample(**values)
         await asyncio.sleep(recorder.interval_s)
 

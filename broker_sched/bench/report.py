@@ -32,7 +32,8 @@ class Table:
 
 @dataclass
 class Target:
-    """A goal from the design: ``met`` is None when the run could not measure it."""
+    """A goal a scenario is held to (docs/experiments.md says why each): ``met`` is None
+    when the run could not measure it."""
 
     name: str
     goal: str

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 from broker_sched.bench import (
     custom,
@@ -23,7 +22,7 @@ from broker_sched.bench.floor import run as run_floor
 from broker_sched.bench.overhead import overhead_figure, overhead_table, overhead_targets
 from broker_sched.bench.plots import Line, Panel, TimeFigure
 from broker_sched.bench.processes import add_processes
-from broker_sched.bench.raw import run_raw
+from broker_sched.bench.raw import FloorResult, run_raw
 from broker_sched.bench.report import Report, Table
 from broker_sched.bench.workload import load_workload
 from broker_sched.errors import ConfigError
@@ -55,7 +54,7 @@ async def raw(ctx: BenchContext) -> Report:
             f"{plan.users} consumers fetch, run {plan.run_ms:g} ms, reply on a channel and "
             "ack. The overhead block below compares the scheduler with the same transport."
         ),
-        data={"transports": floors},
+        data={"transports": {t: floor.to_json() for t, floor in floors.items()}},
     )
     report.tables.append(
         Table(
@@ -64,13 +63,13 @@ async def raw(ctx: BenchContext) -> Report:
             [
                 [
                     t,
-                    f["broker"],
-                    f["users"],
-                    f["tps"],
-                    f["latency_ms"]["p50"],
-                    f["latency_ms"]["p99"],
-                    f["latency_ms"]["p99.9"],
-                    f["latency_ms"]["max"],
+                    f.broker,
+                    f.users,
+                    f.tps,
+                    f.latency_ms["p50"],
+                    f.latency_ms["p99"],
+                    f.latency_ms["p99.9"],
+                    f.latency_ms["max"],
                 ]
                 for t, f in floors.items()
             ],
@@ -80,10 +79,10 @@ async def raw(ctx: BenchContext) -> Report:
     return report
 
 
-def _series_figure(floors: dict[str, dict[str, Any]]) -> TimeFigure:
+def _series_figure(floors: dict[str, FloorResult]) -> TimeFigure:
     panel = Panel(title="p50 and p99 per interval", ylabel="ms", log_y=True)
     for transport, floor in floors.items():
-        series = floor["series"]
+        series = floor.series
         panel.lines.append(Line(f"{transport} p50", series["t_s"], series["p50_ms"]))
         panel.lines.append(Line(f"{transport} p99", series["t_s"], series["p99_ms"], ":"))
     return TimeFigure("raw-latency", "raw transport latency over time", [panel])
@@ -137,14 +136,7 @@ async def run_scenario(scenario: str, ctx: BenchContext) -> Report:
 async def add_overhead(report: Report, ctx: BenchContext) -> None:
     """The scheduler-vs-raw block for every transport of the report."""
     entries = [await ctx.overhead(transport) for transport in ctx.transports]
-    report.data["overhead"] = {
-        entry["transport"]: {k: v for k, v in entry.items() if k not in ("raw", "scheduler")}
-        | {
-            "raw": {k: v for k, v in entry["raw"].items() if k != "series"},
-            "scheduler": {k: v for k, v in entry["scheduler"].items() if k != "series"},
-        }
-        for entry in entries
-    }
+    report.data["overhead"] = {entry.transport: entry.to_json() for entry in entries}
     report.tables.append(overhead_table(entries))
     report.targets += [target for entry in entries for target in overhead_targets(entry)]
     report.figures.append(overhead_figure(f"{report.scenario}-overhead", entries))

@@ -15,10 +15,11 @@ number of actions barely matters.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from broker_sched.bench.analysis import ratio
-from broker_sched.bench.cell import run_cell
+from broker_sched.bench.cell import CellResult, run_cell
 from broker_sched.bench.context import BenchContext
 from broker_sched.bench.plots import BarFigure, Line, Panel, TimeFigure
 from broker_sched.bench.report import Report, Table, Target, at_least, at_most
@@ -74,25 +75,21 @@ async def run(ctx: BenchContext) -> Report:
         for t in ctx.transports
     }
     cells = [(plans[t], cell) for t in ctx.transports for cell in plans[t].cells()]
-    results: dict[str, dict[str, Any]] = {
-        t: {
-            "warmup_s": plans[t].warmup_s,
-            "users": plans[t].users,
-            "policies": {p: {"cells": []} for p in policies},
-        }
+    results = {
+        t: TransportCells(plans[t].warmup_s, plans[t].users, {p: PolicyCells() for p in policies})
         for t in ctx.transports
     }
     for index, (plan, cell) in enumerate(cells, start=1):
         result = await run_cell(ctx.base, plan, cell, progress=ctx.progress)
-        results[cell.transport]["policies"][cell.policy]["cells"].append(result)
+        results[cell.transport].policies[cell.policy].cells.append(result)
         ctx.progress.note(
-            f"[{index}/{len(cells)}] {cell.label}: {result['tps']:.0f} TPS, "
-            f"p50 {result['latency_ms']['p50']:.1f} ms, p99 {result['latency_ms']['p99']:.1f} ms, "
-            f"cold {result['cold_starts']}, evicted {result['containers_evicted']}"
+            f"[{index}/{len(cells)}] {cell.label}: {result.tps:.0f} TPS, "
+            f"p50 {result.latency_ms['p50']:.1f} ms, p99 {result.latency_ms['p99']:.1f} ms, "
+            f"cold {result.cold_starts}, evicted {result.containers_evicted}"
         )
     for per_transport in results.values():
-        for summary in per_transport["policies"].values():
-            summary["tps_ratio_100_to_1"] = headline_ratio(summary["cells"])
+        for summary in per_transport.policies.values():
+            summary.tps_ratio_100_to_1 = headline_ratio(summary.cells)
     plan = plans[ctx.transports[0]]
     report = Report(
         scenario="seed-table",
@@ -113,7 +110,7 @@ async def run(ctx: BenchContext) -> Report:
         ),
         data={
             "workload": {t: p.model_dump(mode="json") for t, p in plans.items()},
-            "transports": results,
+            "transports": {t: per_transport.to_json() for t, per_transport in results.items()},
         },
     )
     report.tables.append(headline_table(results))
@@ -126,20 +123,48 @@ async def run(ctx: BenchContext) -> Report:
     return report
 
 
-def headline_ratio(cells: list[dict[str, Any]]) -> float | None:
-    tps = {c["actions"]: c["tps"] for c in cells if c["users"] == HEADLINE_USERS}
+@dataclass(slots=True)
+class PolicyCells:
+    """One policy's cells on one transport, and its headline ratio once all have run."""
+
+    cells: list[CellResult] = field(default_factory=list)
+    tps_ratio_100_to_1: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "cells": [cell.to_json() for cell in self.cells],
+            "tps_ratio_100_to_1": self.tps_ratio_100_to_1,
+        }
+
+
+@dataclass(slots=True)
+class TransportCells:
+    warmup_s: float
+    users: list[int] | None
+    policies: dict[str, PolicyCells]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "warmup_s": self.warmup_s,
+            "users": self.users,
+            "policies": {policy: cells.to_json() for policy, cells in self.policies.items()},
+        }
+
+
+def headline_ratio(cells: list[CellResult]) -> float | None:
+    tps = {c.actions: c.tps for c in cells if c.users == HEADLINE_USERS}
     return ratio(tps.get(100), tps.get(1))
 
 
-def _cell(cells: list[dict[str, Any]], actions: int, users: int) -> dict[str, Any] | None:
-    return next((c for c in cells if c["actions"] == actions and c["users"] == users), None)
+def _cell(cells: list[CellResult], actions: int, users: int | None) -> CellResult | None:
+    return next((c for c in cells if c.actions == actions and c.users == users), None)
 
 
-def targets(transport: str, per_transport: dict[str, Any]) -> list[Target]:
+def targets(transport: str, per_transport: TransportCells) -> list[Target]:
     found: list[Target] = []
-    for policy, summary in per_transport["policies"].items():
-        cells = summary["cells"]
-        value = summary["tps_ratio_100_to_1"]
+    for policy, summary in per_transport.policies.items():
+        cells = summary.cells
+        value = summary.tps_ratio_100_to_1
         one, many = _cell(cells, 1, HEADLINE_USERS), _cell(cells, 100, HEADLINE_USERS)
         if policy == "acs":
             found.append(
@@ -162,31 +187,31 @@ def targets(transport: str, per_transport: dict[str, Any]) -> list[Target]:
     return found
 
 
-def _wait(cell: dict[str, Any], percentile: str) -> float:
-    return float(cell.get("queue_wait_ms", {}).get(percentile, 0.0))
+def _wait(cell: CellResult, percentile: str) -> float:
+    return float((cell.queue_wait_ms or {}).get(percentile, 0.0))
 
 
-def _acs_why(one: dict[str, Any] | None, many: dict[str, Any] | None) -> str:
+def _acs_why(one: CellResult | None, many: CellResult | None) -> str:
     if one is None or many is None:
         return "a headline cell is missing"
     return (
-        f"TPS went from {one['tps']:.0f} (1 action, {one['containers_peak']:.0f} containers) "
-        f"to {many['tps']:.0f} (100 actions, {many['containers_peak']:.0f} containers). "
+        f"TPS went from {one.tps:.0f} (1 action, {one.containers_peak:.0f} containers) "
+        f"to {many.tps:.0f} (100 actions, {many.containers_peak:.0f} containers). "
         "The whole stack and the load generator share one Python process, which used "
-        f"{many['cpu_share']} of a core, and 100 actions cost more CPU per activation (a "
+        f"{many.cpu_share} of a core, and 100 actions cost more CPU per activation (a "
         "consumer per action, a monitor tick over 100 actions every 100 ms). Queue-wait "
         f"p99 went from {_wait(one, 'p99'):.0f} to {_wait(many, 'p99'):.0f} ms "
-        f"({many['cold_starts']} activations in the window started a container); a closed "
+        f"({many.cold_starts} activations in the window started a container); a closed "
         "loop turns that latency into lost throughput"
     )
 
 
-def _sharding_why(one: dict[str, Any] | None, many: dict[str, Any] | None) -> str:
+def _sharding_why(one: CellResult | None, many: CellResult | None) -> str:
     if one is None or many is None:
         return "a headline cell is missing"
     return (
-        f"TPS went from {one['tps']:.0f} to {many['tps']:.0f} with "
-        f"{many['containers_evicted']} evictions and {many['cold_starts']} cold starts in "
+        f"TPS went from {one.tps:.0f} to {many.tps:.0f} with "
+        f"{many.containers_evicted} evictions and {many.cold_starts} cold starts in "
         "the 100-action cell. The collapsed TPS is set by cold starts (each costs a user "
         "500-1300 ms), the 1-action TPS by what this one process can push through the "
         "broker client; where that ceiling is low (network brokers in Python on 2 cores) "
@@ -194,20 +219,20 @@ def _sharding_why(one: dict[str, Any] | None, many: dict[str, Any] | None) -> st
     )
 
 
-def headline_table(results: dict[str, dict[str, Any]]) -> Table:
+def headline_table(results: dict[str, TransportCells]) -> Table:
     rows = []
     for transport, per_transport in results.items():
-        for policy, summary in per_transport["policies"].items():
-            one = _cell(summary["cells"], 1, HEADLINE_USERS)
-            many = _cell(summary["cells"], 100, HEADLINE_USERS)
+        for policy, summary in per_transport.policies.items():
+            one = _cell(summary.cells, 1, HEADLINE_USERS)
+            many = _cell(summary.cells, 100, HEADLINE_USERS)
             goal = f">= {ACS_RATIO_GOAL}" if policy == "acs" else f"<= {SHARDING_RATIO_GOAL}"
             rows.append(
                 [
                     transport,
                     policy,
-                    one["tps"] if one else None,
-                    many["tps"] if many else None,
-                    summary["tps_ratio_100_to_1"],
+                    one.tps if one else None,
+                    many.tps if many else None,
+                    summary.tps_ratio_100_to_1,
                     goal,
                 ]
             )
@@ -218,26 +243,26 @@ def headline_table(results: dict[str, dict[str, Any]]) -> Table:
     )
 
 
-def cells_table(transport: str, per_transport: dict[str, Any]) -> Table:
+def cells_table(transport: str, per_transport: TransportCells) -> Table:
     rows = [
         [
-            c["actions"],
-            c["users"],
+            c.actions,
+            c.users,
             policy,
-            c["tps"],
-            c["latency_ms"]["p50"],
-            c["latency_ms"]["p99"],
+            c.tps,
+            c.latency_ms["p50"],
+            c.latency_ms["p99"],
             _wait(c, "p50"),
             _wait(c, "p99"),
-            c["cold_starts"],
-            c["containers_created"],
-            c["containers_evicted"],
-            c["containers_peak"],
-            sum(c["errors"].values()),
-            c["cpu_share"],
+            c.cold_starts,
+            c.containers_created,
+            c.containers_evicted,
+            c.containers_peak,
+            sum(c.errors.values()),
+            c.cpu_share,
         ]
-        for policy, summary in per_transport["policies"].items()
-        for c in summary["cells"]
+        for policy, summary in per_transport.policies.items()
+        for c in summary.cells
     ]
     rows.sort(key=lambda row: (row[0], row[1], row[2]))
     return Table(
@@ -269,7 +294,7 @@ def cells_table(transport: str, per_transport: dict[str, Any]) -> Table:
 COLORS = {"sharding": "tab:red", "acs": "tab:blue"}
 
 
-def latency_figure(transport: str, per_transport: dict[str, Any], plan: Workload) -> TimeFigure:
+def latency_figure(transport: str, per_transport: TransportCells, plan: Workload) -> TimeFigure:
     panels: list[Panel] = []
     users = plan.users or []
     for actions in plan.actions.count:
@@ -280,11 +305,11 @@ def latency_figure(transport: str, per_transport: dict[str, Any], plan: Workload
                 log_y=True,
                 shade_until_s=plan.warmup_s,
             )
-            for policy, summary in per_transport["policies"].items():
-                cell = _cell(summary["cells"], actions, count)
+            for policy, summary in per_transport.policies.items():
+                cell = _cell(summary.cells, actions, count)
                 if cell is None:
                     continue
-                series = cell["series"]
+                series = cell.series
                 panel.lines.append(
                     Line(f"{policy} p99", series["t_s"], series["p99_ms"], "-", COLORS.get(policy))
                 )
@@ -300,21 +325,17 @@ def latency_figure(transport: str, per_transport: dict[str, Any], plan: Workload
     )
 
 
-def tps_figure(transport: str, per_transport: dict[str, Any]) -> BarFigure:
+def tps_figure(transport: str, per_transport: TransportCells) -> BarFigure:
     categories: list[str] = []
-    groups: dict[str, list[float | None]] = {p: [] for p in per_transport["policies"]}
+    groups: dict[str, list[float | None]] = {p: [] for p in per_transport.policies}
     keys = sorted(
-        {
-            (c["actions"], c["users"])
-            for summary in per_transport["policies"].values()
-            for c in summary["cells"]
-        }
+        {(c.actions, c.users) for summary in per_transport.policies.values() for c in summary.cells}
     )
     for actions, users in keys:
         categories.append(f"{actions} act x {users} users")
-        for policy, summary in per_transport["policies"].items():
-            cell = _cell(summary["cells"], actions, users)
-            groups[policy].append(cell["tps"] if cell else None)
+        for policy, summary in per_transport.policies.items():
+            cell = _cell(summary.cells, actions, users)
+            groups[policy].append(cell.tps if cell else None)
     return BarFigure(
         name=f"seed-table-{transport}-tps",
         title=f"seed-table on {transport}: TPS per cell",
@@ -325,15 +346,16 @@ def tps_figure(transport: str, per_transport: dict[str, Any]) -> BarFigure:
     )
 
 
-def ratio_figure(results: dict[str, dict[str, Any]]) -> BarFigure:
-    policies = sorted({p for r in results.values() for p in r["policies"]})
+def ratio_figure(results: dict[str, TransportCells]) -> BarFigure:
+    policies = sorted({p for r in results.values() for p in r.policies})
     return BarFigure(
         name="seed-table-ratio",
         title="TPS(100 actions) ÷ TPS(1 action), 100 users",
         categories=list(results),
         groups={
             policy: [
-                r["policies"].get(policy, {}).get("tps_ratio_100_to_1") for r in results.values()
+                r.policies[policy].tps_ratio_100_to_1 if policy in r.policies else None
+                for r in results.values()
             ]
             for policy in policies
         },

@@ -9,17 +9,19 @@ invoker that dies mid-request leaves it to be redelivered to its successor.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+import anyio
+import anyio.abc
+
 from broker_sched.config import Settings
-from broker_sched.errors import BrokerUnavailable, MalformedMessage
+from broker_sched.errors import BrokerUnavailable, MalformedMessage, TransportError
 from broker_sched.events import Timeline
 from broker_sched.invoker.proxy import ContainerProxy
-from broker_sched.invoker.pulling import Puller, TaskSet
+from broker_sched.invoker.pulling import Puller
 from broker_sched.model import (
     Action,
     ContainerReply,
@@ -33,8 +35,8 @@ from broker_sched.model import (
 )
 from broker_sched.policy import invoker_side
 from broker_sched.runtime.base import Runtime
-from broker_sched.topology import HEARTBEATS, invoker_control_queue
-from transports.base import Delivery, Transport, raise_if_cancelling
+from broker_sched.topology import HEARTBEATS, consumer_group, invoker_control_queue
+from transports.base import Delivery, Transport
 
 if TYPE_CHECKING:
     from broker_sched.migration.drain import Drainer
@@ -65,7 +67,7 @@ class Invoker:
         self.proxies: set[ContainerProxy] = set()
         self.reserved_slots = 0
         self.reserved_memory_mb = 0
-        self._tasks = TaskSet()
+        self._group: anyio.abc.TaskGroup | None = None
         self.drainer: Drainer | None = None
         if settings.migration.drain_from is not None:
             from broker_sched.migration.drain import Drainer
@@ -103,43 +105,55 @@ class Invoker:
         return self.policy.heartbeat()
 
     async def serve(self) -> None:
-        """Consume the control queue and beat until cancelled; then retire every container."""
-        await self.transport.declare(self.control_queue)
-        try:
-            async with asyncio.TaskGroup() as group:
-                group.create_task(self._beat())
-                group.create_task(self._consume_control())
-                for loop in self.policy.loops():
-                    group.create_task(loop)
-                if self.drainer is not None:
-                    group.create_task(self.drainer.run())
-        finally:
-            await self.shutdown()
+        """Consume the control queue and beat until cancelled.
 
-    async def shutdown(self) -> None:
-        for proxy in list(self.proxies):
-            proxy.stop()
-        await self._tasks.wait_all()
+        Every task the invoker starts — request handlers, container proxies, the policy's
+        loops, the drainer — runs in this one task group, so cancelling ``serve`` ends
+        them all, and it returns only once each proxy has left its group and removed its
+        container.
+        """
+        await self.transport.declare(self.control_queue)
+        async with anyio.create_task_group() as group:
+            self._group = group
+            group.start_soon(self._beat)
+            group.start_soon(self._consume_control)
+            for loop in self.policy.loops():
+                group.start_soon(loop)
+            if self.drainer is not None:
+                group.start_soon(self.drainer.run)
 
     async def _beat(self) -> None:
         interval_s = self.settings.invoker.heartbeat_interval_s
         while True:
             with contextlib.suppress(BrokerUnavailable):
                 await self.transport.send(HEARTBEATS, encode(self.heartbeat()))
-            raise_if_cancelling()
-            await asyncio.sleep(interval_s)
+            await anyio.sleep(interval_s)
 
     async def _consume_control(self) -> None:
         subscription = await self.transport.subscribe(
-            self.control_queue, self.control_queue, self.id
+            self.control_queue, consumer_group(self.control_queue), self.id
         )
         puller = Puller(subscription, f"invoker {self.id}")
         async with subscription:
             while True:
                 for delivery in await puller.fetch(16, 1.0):
-                    self._tasks.spawn(self._handle_request(delivery))
+                    self._spawn().start_soon(self._handle_request, delivery)
+
+    def _spawn(self) -> anyio.abc.TaskGroup:
+        """The task group of :meth:`serve`, which every task of this invoker runs in."""
+        if self._group is None:
+            raise RuntimeError(f"invoker {self.id} is not serving")
+        return self._group
 
     async def _handle_request(self, delivery: Delivery) -> None:
+        """Answer one request; a broker failure is logged, not raised into the task
+        group (the request is redelivered when its ack never arrives)."""
+        try:
+            await self._answer_request(delivery)
+        except TransportError as exc:
+            log.warning("invoker %s: request %s not answered: %s", self.id, delivery.id, exc)
+
+    async def _answer_request(self, delivery: Delivery) -> None:
         try:
             request = decode(ContainerRequest, delivery.body)
         except MalformedMessage as exc:
@@ -212,7 +226,7 @@ class Invoker:
             on_exit=self._proxy_exited,
         )
         self.proxies.add(proxy)
-        self._tasks.spawn(proxy.run())
+        self._spawn().start_soon(self._run_proxy, proxy)
         self.timeline.record(
             "container_created",
             name,
@@ -230,6 +244,14 @@ class Invoker:
             create_ms=timings.create_ms,
             init_ms=timings.init_ms,
         )
+
+    async def _run_proxy(self, proxy: ContainerProxy) -> None:
+        """Run ``proxy``; its failure is its own, not the invoker's other containers'."""
+        try:
+            await proxy.run()
+        except Exception:
+            log.exception("invoker %s: proxy %s failed", self.id, proxy.container.id)
+            self.proxies.discard(proxy)
 
     def _proxy_exited(self, proxy: ContainerProxy) -> None:
         self.proxies.discard(proxy)

@@ -4,9 +4,8 @@ The proxy is what makes scheduling location-free: it joins the action's consumer
 from wherever its container runs and takes work when the container is free. Nothing
 ever pushes an activation to a particular container.
 
-Lifecycle: fetch → (resume if paused) → run → send the result → ack. The ack comes only
-after the result has been sent, so a crash between the two re-runs the activation
-rather than losing it (at-least-once; the controller reports one result per id).
+Lifecycle: fetch → (resume if paused) → run → send the result → ack, by the rules of
+:mod:`.run_activation`, which the ``sharding`` push pool follows too.
 Idle past ``pause_grace_s`` → pause the container; idle past ``keep_alive_s`` → leave
 the group and remove the container (scale to zero). A controller may also tell it to
 leave (central scale-in, eviction): it then finishes its current runs first.
@@ -23,25 +22,28 @@ as a cold one waits for create + init.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
 from collections.abc import Callable
 
+import anyio
+
 from broker_sched.config import InvokerSettings
-from broker_sched.errors import MalformedMessage
+from broker_sched.errors import TransportError
 from broker_sched.events import Timeline
-from broker_sched.invoker.pulling import Puller, TaskSet
-from broker_sched.invoker.replies import answer
-from broker_sched.model import Activation, Start, Status, decode, now_ms
+from broker_sched.invoker.pulling import Puller
+from broker_sched.invoker.run_activation import accept, give_back, run_activation
+from broker_sched.model import Start
 from broker_sched.runtime.base import Container, ContainerCrashed, ContainerTimings
+from broker_sched.topology import consumer_group
 from transports.base import Delivery, Transport
 
 log = logging.getLogger(__name__)
 
-MAX_ATTEMPTS = 3
-"""An activation that crashed this many containers is answered with a system error."""
+CLEANUP_TIMEOUT_S = 10.0
+"""How long leaving the group, and then removing the container, may each take once the
+proxy stops; a shutdown waits for both (shielded from its own cancellation)."""
 
 
 class ContainerProxy:
@@ -69,11 +71,11 @@ class ContainerProxy:
         self.last_used_s = time.monotonic()
         self._cold_init_ms: float | None = timings.create_ms + timings.init_ms
         self._last_answer_ms = 0.0
-        self._stopping = asyncio.Event()
+        self._stopping = anyio.Event()
+        self._run_finished = anyio.Event()
         self.leave_reason = ""
-        self.exited = asyncio.Event()
+        self.exited = anyio.Event()
         """Set once the proxy has left its group and its container is removed."""
-        self._tasks = TaskSet()
 
     @property
     def action(self) -> str:
@@ -99,29 +101,45 @@ class ContainerProxy:
         self._stopping.set()
 
     async def run(self) -> None:
+        """Pull and run until stopped or retired; cancelled, the runs under way are
+        abandoned unacked, and closing the subscription gives their work back.
+
+        A container that runs one activation at a time runs it in this task: a task per
+        activation costs more than a fast handler's whole run.
+        """
         concurrency = self.container.action.concurrency
-        subscription = await self.transport.subscribe(self.queue, self.queue, self.container.id)
+        subscription = await self.transport.subscribe(
+            self.queue, consumer_group(self.queue), self.container.id
+        )
         puller = Puller(subscription, f"proxy {self.container.id}")
         try:
-            while not self._stopping.is_set() and self.container.alive:
-                free = concurrency - self.busy
-                if free <= 0:
-                    await self._tasks.wait_any()
-                    continue
-                deliveries = await puller.fetch(free, self.settings.fetch_timeout_s)
-                if not deliveries:
-                    if await self._idle():
-                        self.leave_reason = self.leave_reason or "keep-alive expired"
-                        break
-                    continue
-                fetched_s = time.monotonic()
-                for delivery in deliveries:
-                    self.busy += 1
-                    self._tasks.spawn(self._handle(delivery, fetched_s))
-            await self._tasks.wait_all()
+            async with anyio.create_task_group() as runs:
+                while not self._stopping.is_set() and self.container.alive:
+                    free = concurrency - self.busy
+                    if free <= 0:
+                        self._run_finished = anyio.Event()
+                        await self._run_finished.wait()
+                        continue
+                    deliveries = await puller.fetch(free, self.settings.fetch_timeout_s)
+                    if not deliveries:
+                        if await self._idle():
+                            self.leave_reason = self.leave_reason or "keep-alive expired"
+                            break
+                        continue
+                    fetched_s = time.monotonic()
+                    for delivery in deliveries:
+                        self.busy += 1
+                        if concurrency == 1:
+                            await self._handle(delivery, fetched_s)
+                        else:
+                            runs.start_soon(self._handle, delivery, fetched_s)
         finally:
-            await subscription.close()
-            with contextlib.suppress(Exception):
+            with anyio.move_on_after(CLEANUP_TIMEOUT_S, shield=True):
+                await subscription.close()
+            with (
+                anyio.move_on_after(CLEANUP_TIMEOUT_S, shield=True),
+                contextlib.suppress(Exception),
+            ):
                 await self.container.remove()
             self.on_exit(self)
             self.exited.set()
@@ -139,36 +157,43 @@ class ContainerProxy:
         return False
 
     async def _handle(self, delivery: Delivery, fetched_s: float) -> None:
+        """Run one delivery to its ack or nack; never raises into the proxy's task group,
+        where one activation's failure would end the others."""
         try:
-            await self._process(delivery, fetched_s)
-        except ContainerCrashed as exc:
-            log.warning("container %s crashed: %s", self.container.id, exc)
-            await self._give_back(delivery, str(exc))
-        except Exception:
-            log.exception("proxy %s failed on %s; giving it back", self.container.id, delivery.id)
-            await delivery.nack(1.0)
+            try:
+                await self._process(delivery, fetched_s)
+            except ContainerCrashed as exc:
+                log.warning("container %s crashed: %s", self.container.id, exc)
+                self.stop()
+                await give_back(
+                    self.transport,
+                    delivery,
+                    str(exc),
+                    invoker_id=self.invoker_id,
+                    container_id=self.container.id,
+                )
+            except Exception:
+                log.exception(
+                    "proxy %s failed on %s; giving it back", self.container.id, delivery.id
+                )
+                await delivery.nack(1.0)
+        except TransportError as exc:
+            log.warning(
+                "proxy %s: could not give %s back (%s); the broker redelivers it",
+                self.container.id,
+                delivery.id,
+                exc,
+            )
         finally:
             self.busy -= 1
             self.last_used_s = time.monotonic()
+            self._run_finished.set()
 
     async def _process(self, delivery: Delivery, fetched_s: float) -> None:
-        try:
-            activation = decode(Activation, delivery.body)
-        except MalformedMessage as exc:
-            await self.transport.dead_letter(self.queue, delivery.body, str(exc))
-            await delivery.ack()
+        accepted = await accept(self.transport, self.queue, delivery, invoker_id=self.invoker_id)
+        if accepted is None:
             return
-        received_ms = now_ms()
-        if received_ms > activation.deadline_ms:
-            await answer(
-                self.transport,
-                delivery,
-                activation,
-                Status.TIMEOUT,
-                invoker_id=self.invoker_id,
-                error="deadline passed while queued",
-            )
-            return
+        activation, received_ms = accepted
         start = self._start_kind()
         init_ms = 0.0
         if start is Start.RESUMED:
@@ -177,27 +202,19 @@ class ContainerProxy:
         elif start is Start.COLD:
             init_ms = self._cold_init_ms or 0.0
             self._cold_init_ms = None
-        remaining_s = (activation.deadline_ms - received_ms) / 1000
-        timeout_s = min(self.container.action.timeout_s, remaining_s)
-        outcome = await self.container.run(activation.payload, timeout_s)
-        self.runs += 1
-        answering_s = time.monotonic()
-        await answer(
+        self._last_answer_ms = await run_activation(
             self.transport,
             delivery,
             activation,
-            outcome.status,
-            result=outcome.result,
-            error=outcome.error,
+            self.container,
+            received_ms=received_ms,
             start=start,
-            wait_ms=max(0.0, received_ms - activation.published_ms),
             init_ms=init_ms,
-            run_ms=outcome.run_ms,
-            service_ms=(answering_s - fetched_s) * 1000 + self._last_answer_ms,
             invoker_id=self.invoker_id,
-            container_id=self.container.id,
+            service_since_s=fetched_s,
+            previous_answer_ms=self._last_answer_ms,
         )
-        self._last_answer_ms = (time.monotonic() - answering_s) * 1000
+        self.runs += 1
         if not self.container.alive:
             self.stop()
 
@@ -212,24 +229,3 @@ class ContainerProxy:
         if self._cold_init_ms is not None:
             return Start.COLD
         return Start.WARM
-
-    async def _give_back(self, delivery: Delivery, reason: str) -> None:
-        """Redeliver the work of a crashed container, or give up after MAX_ATTEMPTS."""
-        self.stop()
-        if delivery.attempt < MAX_ATTEMPTS:
-            await delivery.nack()
-            return
-        try:
-            activation = decode(Activation, delivery.body)
-        except MalformedMessage:
-            await delivery.ack()
-            return
-        await answer(
-            self.transport,
-            delivery,
-            activation,
-            Status.SYSTEM_ERROR,
-            error=f"container crashed on {delivery.attempt} attempts: {reason}",
-            invoker_id=self.invoker_id,
-            container_id=self.container.id,
-        )

@@ -5,27 +5,36 @@ hash. The pool runs each on a free warm container of the same action; else cold-
 one if a slot is free; else evicts the least-recently-used idle container of another
 action and cold-starts in its place; else the activation waits for a container to free
 up. This is the behaviour that makes busy actions sharing a home invoker evict each
-other, modelled so both policies run on the same transports, runtimes and metrics.
+other, modelled so both policies run on the same transports, runtimes and metrics; once
+it has a container, an activation runs by the rules of :mod:`.run_activation`, as in a
+container proxy.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
 
+import anyio
+import anyio.abc
+
 from broker_sched.config import Settings
-from broker_sched.errors import MalformedMessage
+from broker_sched.errors import TransportError
 from broker_sched.events import Timeline
-from broker_sched.invoker.pulling import Puller, TaskSet
+from broker_sched.invoker.pulling import Puller
 from broker_sched.invoker.replies import answer
-from broker_sched.model import Action, Activation, Start, Status, decode, now_ms
+from broker_sched.invoker.run_activation import accept, give_back, run_activation
+from broker_sched.model import Action, Start, Status, now_ms
 from broker_sched.runtime.base import Container, ContainerCrashed, Runtime
+from broker_sched.topology import consumer_group
 from transports.base import Delivery, Transport
 
 log = logging.getLogger(__name__)
+
+REMOVE_TIMEOUT_S = 10.0
+"""How long removing one container may hold up the pool's shutdown."""
 
 
 @dataclass(eq=False)
@@ -56,8 +65,8 @@ class PushPool:
         self.timeline = timeline
         self.slots: list[_Slot] = []
         self.creating = 0
-        self._freed = asyncio.Condition()
-        self._tasks = TaskSet()
+        self._freed = anyio.Condition()
+        self._group: anyio.abc.TaskGroup | None = None
 
     @property
     def capacity(self) -> int:
@@ -72,28 +81,37 @@ class PushPool:
     async def serve(self) -> None:
         await self.transport.declare(self.work_queue)
         subscription = await self.transport.subscribe(
-            self.work_queue, self.work_queue, self.invoker_id
+            self.work_queue, consumer_group(self.work_queue), self.invoker_id
         )
         puller = Puller(subscription, f"push pool {self.invoker_id}")
         try:
-            async with subscription:
+            async with subscription, anyio.create_task_group() as group:
+                self._group = group
                 while True:
                     for delivery in await puller.fetch(32, 0.5):
-                        self._tasks.spawn(self._handle(delivery))
+                        group.start_soon(self._handle, delivery)
                     await self._retire_idle()
         finally:
-            self._tasks.cancel_all()
-            for slot in self.slots:
-                with contextlib.suppress(Exception):
-                    await slot.container.remove()
+            with anyio.CancelScope(shield=True):
+                for slot in self.slots:
+                    with anyio.move_on_after(REMOVE_TIMEOUT_S), contextlib.suppress(Exception):
+                        await slot.container.remove()
 
     async def _handle(self, delivery: Delivery) -> None:
+        """Run one delivery; a broker failure is logged, not raised into the pool's task
+        group (the broker redelivers what was never acked)."""
         try:
-            activation = decode(Activation, delivery.body)
-        except MalformedMessage as exc:
-            await self.transport.dead_letter(self.work_queue, delivery.body, str(exc))
-            await delivery.ack()
+            await self._run(delivery)
+        except TransportError as exc:
+            log.warning("push pool %s: %s not finished: %s", self.invoker_id, delivery.id, exc)
+
+    async def _run(self, delivery: Delivery) -> None:
+        accepted = await accept(
+            self.transport, self.work_queue, delivery, invoker_id=self.invoker_id
+        )
+        if accepted is None:
             return
+        activation, _ = accepted
         action = self.actions.get(activation.fqn)
         if action is None:
             await answer(
@@ -106,30 +124,32 @@ class PushPool:
             )
             return
         slot, start, init_ms = await self._acquire(action)
+        # Received once it has a container: the wait for a slot is this policy's queue.
         received_ms = now_ms()
         try:
             if start is Start.RESUMED:
                 await slot.container.resume()
-            outcome = await slot.container.run(activation.payload, action.timeout_s)
+            await run_activation(
+                self.transport,
+                delivery,
+                activation,
+                slot.container,
+                received_ms=received_ms,
+                start=start,
+                init_ms=init_ms,
+                invoker_id=self.invoker_id,
+            )
         except ContainerCrashed as exc:
             await self._discard(slot)
-            await delivery.nack()
             log.warning("push pool %s: container crashed: %s", self.invoker_id, exc)
+            await give_back(
+                self.transport,
+                delivery,
+                str(exc),
+                invoker_id=self.invoker_id,
+                container_id=slot.container.id,
+            )
             return
-        await answer(
-            self.transport,
-            delivery,
-            activation,
-            outcome.status,
-            invoker_id=self.invoker_id,
-            result=outcome.result,
-            error=outcome.error,
-            start=start,
-            wait_ms=max(0.0, received_ms - activation.published_ms),
-            init_ms=init_ms,
-            run_ms=outcome.run_ms,
-            container_id=slot.container.id,
-        )
         if slot.container.alive:
             await self._release(slot)
         else:
@@ -153,7 +173,7 @@ class PushPool:
                     self.timeline.record(
                         "container_evicted", victim.container.action.fqn, by=action.fqn
                     )
-                    self._tasks.spawn(self._remove(victim))
+                    self._spawn().start_soon(self._remove, victim)
                     break
                 await self._freed.wait()
             self.creating += 1
@@ -171,6 +191,11 @@ class PushPool:
         slot = _Slot(container, busy=True)
         self.slots.append(slot)
         return slot, Start.COLD, timings.create_ms + timings.init_ms
+
+    def _spawn(self) -> anyio.abc.TaskGroup:
+        if self._group is None:
+            raise RuntimeError(f"push pool {self.invoker_id} is not serving")
+        return self._group
 
     async def _release(self, slot: _Slot) -> None:
         async with self._freed:

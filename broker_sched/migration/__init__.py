@@ -12,7 +12,7 @@ Two ways, both keyed on the activation id (the runbook is docs/migration.md):
   (:mod:`.targets`), so an interrupted move can simply be run again.
 
 Only this package, the ``migrate`` command and the invoker's drain wiring import it; it
-reaches broker clients only through :mod:`.targets`, lazily.
+reaches brokers only through the transport contract.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from broker_sched.config import Settings
 from broker_sched.errors import ConfigError
 from broker_sched.model import Action
+from broker_sched.topology import consumer_group
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +38,7 @@ class QueuePair:
 
     @property
     def group(self) -> str:
-        return self.source
+        return consumer_group(self.source)
 
 
 def source_queue(settings: Settings, namespace: str, action: str) -> str:

@@ -19,6 +19,7 @@ from broker_sched.errors import ConfigError
 from broker_sched.migration import QueuePair, check_distinct, queue_pairs
 from broker_sched.migration.move import MoveCount, Mover, QueueMove
 from broker_sched.migration.targets import open_target
+from broker_sched.topology import consumer_group
 from transports.base import Backlog
 from transports.registry import transport_from_settings
 
@@ -55,7 +56,7 @@ async def status(
         old = await stack.enter_async_context(transport_from_settings(settings, name=old_name))
         new = await stack.enter_async_context(transport_from_settings(settings, name=new_name))
         before = await old.backlogs([(pair.source, pair.group) for pair in pairs])
-        after = await new.backlogs([(pair.target, pair.target) for pair in pairs])
+        after = await new.backlogs([(pair.target, consumer_group(pair.target)) for pair in pairs])
     for pair, was, now in zip(pairs, before, after, strict=True):
         print(f"{pair.source}: {old_name} {_backlog(was)}; {new_name} {_backlog(now)}", file=out)
     total = sum(b.total for b in before)

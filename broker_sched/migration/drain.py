@@ -12,7 +12,7 @@ the first zero, because old controllers may still be publishing during a rolling
 Its containers are then removed and the queue is no longer read; when every queue is
 drained the old connection is closed and ``drain_complete`` recorded.
 
-Drain containers hold invoker capacity through :meth:`Invoker.reserve`, so heartbeats
+Drain containers hold invoker capacity through :meth:`DrainHost.reserve`, so heartbeats
 report the room they take, but they are not counted as the action's containers: they do
 not serve the new queue, and the controllers' scaling decisions must not think they do.
 
@@ -26,21 +26,25 @@ container that fails to start (same). Progress is visible as ``drain_progress`` 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+import anyio
+import anyio.abc
+
+from broker_sched.config import Settings
 from broker_sched.errors import TransportError
+from broker_sched.events import Timeline
 from broker_sched.invoker.proxy import ContainerProxy
 from broker_sched.migration import QueuePair, check_distinct, source_queue
-from transports.base import Backlog, Transport, raise_if_cancelling
+from broker_sched.model import Action
+from broker_sched.runtime.base import Runtime
+from transports.base import CLOSE_TIMEOUT_S, Backlog, Transport
 from transports.registry import transport_from_settings
-
-if TYPE_CHECKING:
-    from broker_sched.invoker.invoker import Invoker
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +69,35 @@ class DrainWatch:
         return now_s - self.empty_since_s >= self.quiet_s
 
 
+class DrainHost(Protocol):
+    """What a drainer needs of the invoker it runs beside, and nothing more: who it is,
+    the actions and runtime its containers come from, the timeline it reports to, and
+    its capacity, which drain containers take their share of."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def actions(self) -> Mapping[str, Action]: ...
+
+    @property
+    def runtime(self) -> Runtime: ...
+
+    @property
+    def timeline(self) -> Timeline: ...
+
+    def reserve(self, action: Action) -> bool:
+        """Hold a slot and the action's memory; False when there is no room."""
+        ...
+
+    def release(self, action: Action) -> None: ...
+
+
 class Drainer:
-    def __init__(self, invoker: Invoker, *, transport: Transport | None = None) -> None:
+    def __init__(self, invoker: DrainHost, *, transport: Transport | None = None) -> None:
         """``transport``: the old transport, connected by the caller; by default one is
         built from the settings for ``migration.drain_from`` and owned by the drainer."""
         settings = invoker.settings
@@ -88,8 +119,7 @@ class Drainer:
         }
         self.remaining: dict[str, int] = {}
         self.proxies: dict[str, set[ContainerProxy]] = {name: set() for name in self.pairs}
-        self.finished = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.finished = anyio.Event()
         self._last: dict[str, Backlog] = {}
         self._short_of_room: set[str] = set()
 
@@ -100,13 +130,17 @@ class Drainer:
         connection is closed, so whoever waits for it may shut down at once.
         """
         try:
-            if self._owns_transport:
-                await self._connect()
-            await self._drain()
+            async with anyio.create_task_group() as containers:
+                try:
+                    if self._owns_transport:
+                        await self._connect()
+                    await self._drain(containers)
+                finally:
+                    self._stop_all()
         finally:
-            await self._stop_all()
             if self._owns_transport:
-                await self.transport.close()
+                with anyio.move_on_after(CLOSE_TIMEOUT_S, shield=True):
+                    await self.transport.close()
         self.invoker.timeline.record("drain_complete", transport=self.source)
         self.finished.set()
 
@@ -119,17 +153,18 @@ class Drainer:
                 log.warning(
                     "drain: %s unreachable (%s); retrying in %.1f s", self.source, exc, delay_s
                 )
-                await asyncio.sleep(delay_s)
+                await anyio.sleep(delay_s)
                 delay_s = min(delay_s * 2, RETRY_MAX_S)
             else:
                 return
 
-    async def _drain(self) -> None:
+    async def _drain(self, containers: anyio.abc.TaskGroup) -> None:
+        """Check the old queues until each is drained; drain containers run in
+        ``containers``, which outlives this loop until they have left."""
         migration = self.invoker.settings.migration
         watches = {name: DrainWatch(migration.drain_quiet_s) for name in self.pairs}
         delay_s = RETRY_FIRST_S
         while watches:
-            raise_if_cancelling()
             names = list(watches)
             try:
                 backlogs = await self.transport.backlogs(
@@ -137,7 +172,7 @@ class Drainer:
                 )
             except TransportError as exc:
                 log.warning("drain: reading %s backlogs failed (%s)", self.source, exc)
-                await asyncio.sleep(delay_s)
+                await anyio.sleep(delay_s)
                 delay_s = min(delay_s * 2, RETRY_MAX_S)
                 continue
             delay_s = RETRY_FIRST_S
@@ -150,9 +185,11 @@ class Drainer:
                     self._finish(name)
                 elif backlog.total > 0:
                     short += [name] * (migration.drain_containers - len(self.proxies[name]))
-            await asyncio.gather(*(self._launch(name) for name in short))
+            async with anyio.create_task_group() as launching:
+                for name in short:
+                    launching.start_soon(self._launch, name, containers)
             if watches:
-                await asyncio.sleep(migration.drain_check_interval_s)
+                await anyio.sleep(migration.drain_check_interval_s)
 
     def _progress(self, name: str, backlog: Backlog) -> None:
         self.remaining[name] = backlog.total
@@ -179,7 +216,7 @@ class Drainer:
             "drain_finished", name, transport=self.source, invoker=self.invoker.id
         )
 
-    async def _launch(self, name: str) -> None:
+    async def _launch(self, name: str, containers: anyio.abc.TaskGroup) -> None:
         """Start one drain container for ``name``, if the invoker has room for it."""
         action = self.invoker.actions[name]
         if not self.invoker.reserve(action):
@@ -205,9 +242,7 @@ class Drainer:
             on_exit=self._exited,
         )
         self.proxies[name].add(proxy)
-        task = asyncio.create_task(self._run_proxy(proxy), name=f"drain-{container.id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        containers.start_soon(self._run_proxy, proxy, name=f"drain-{container.id}")
         self.invoker.timeline.record(
             "drain_container_created",
             name,
@@ -224,7 +259,10 @@ class Drainer:
             log.exception("drain: proxy %s failed", proxy.container.id)
         finally:
             if proxy in self.proxies[proxy.action]:
-                with contextlib.suppress(Exception):
+                with (
+                    anyio.move_on_after(CLOSE_TIMEOUT_S, shield=True),
+                    contextlib.suppress(Exception),
+                ):
                     await proxy.container.remove()
                 self._exited(proxy)
 
@@ -243,9 +281,9 @@ class Drainer:
             runs=proxy.runs,
         )
 
-    async def _stop_all(self) -> None:
+    def _stop_all(self) -> None:
+        """Ask every drain container to leave after its runs; the task group they run
+        in waits for them (or, when the drain is cancelled, cancels them)."""
         for active in self.proxies.values():
             for proxy in active:
                 proxy.stop()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -40,16 +40,17 @@ PARALLEL_QUEUES = 4
 
 
 class MoveTarget(Protocol):
-    """Where moved activations go; ``put`` must be idempotent per ``activation_id``."""
+    """Where moved activations go: a transport that can publish once per id."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
-    async def put(self, queue: str, body: bytes, activation_id: str) -> bool:
-        """Append ``body`` to ``queue`` unless ``activation_id`` was put before.
+    async def publish_once(self, queue: str, body: bytes, message_id: str) -> bool:
+        """Append ``body`` to ``queue`` unless ``message_id`` was appended before.
 
         True when appended now, False when it was already there. Raises
         :class:`PayloadTooLarge`, or a :class:`TransportError` when the target failed
-        (then it may or may not have the copy; a later ``put`` settles it).
+        (then it may or may not have the copy; a later call settles it).
         """
         ...
 
@@ -202,7 +203,7 @@ class Mover:
             await self._park(pair, delivery, str(exc))
             return Outcome.FAILED
         try:
-            copied = await self.target.put(pair.target, delivery.body, activation.id)
+            copied = await self.target.publish_once(pair.target, delivery.body, activation.id)
         except PayloadTooLarge as exc:
             await self._park(pair, delivery, f"too large for {self.target.name}: {exc}")
             return Outcome.FAILED

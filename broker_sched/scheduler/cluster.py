@@ -11,10 +11,11 @@ beat reports it free, so no tick evicts twice for the same need.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+
+import anyio
 
 from broker_sched.model import ContainerReply, Heartbeat, now_ms
 from broker_sched.scheduler.placement import InvokerView
@@ -42,12 +43,12 @@ class ClusterView:
         self._beats: dict[str, _Beat] = {}
         self._requests: dict[str, _Request] = {}
         self._removals: dict[str, _Request] = {}
-        self._beat_arrived = asyncio.Event()
+        self._beat_arrived = anyio.Event()
 
     async def wait_for_invokers(self, invoker_ids: set[str]) -> None:
         """Return once every one of ``invoker_ids`` has been heard from."""
         while not invoker_ids <= {beat.invoker_id for beat in self.live()}:
-            self._beat_arrived.clear()
+            self._beat_arrived = anyio.Event()
             await self._beat_arrived.wait()
 
     def on_heartbeat(self, heartbeat: Heartbeat) -> None:

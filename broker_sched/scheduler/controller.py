@@ -20,6 +20,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Literal, overload
 
+import anyio
 from pydantic import JsonValue
 
 from broker_sched.config import Settings
@@ -32,12 +33,11 @@ from broker_sched.errors import (
 from broker_sched.events import Timeline
 from broker_sched.model import (
     Action,
-    Activation,
     ActivationResult,
     ContainerReply,
     Heartbeat,
     decode,
-    encode,
+    encoded_activation,
     fqn,
     new_id,
     now_ms,
@@ -46,12 +46,15 @@ from broker_sched.policy import AcsController, controller_side
 from broker_sched.scheduler.cluster import ClusterView
 from broker_sched.scheduler.monitor import BacklogMonitor
 from broker_sched.topology import HEARTBEATS, control_replies_channel, results_channel
-from transports.base import Listener, Transport, raise_if_cancelling
+from transports.base import Listener, Transport
 
 log = logging.getLogger(__name__)
 
 SEEN_RESULTS = 100_000
 """How many finished activation ids are remembered to drop duplicate results."""
+
+CLOSE_TIMEOUT_S = 5.0
+"""How long closing the listeners may hold up a shutdown."""
 
 
 class Controller:
@@ -89,7 +92,7 @@ class Controller:
         """Called with each first result (the API persists activation records)."""
         self._waiting: dict[str, asyncio.Future[ActivationResult]] = {}
         self._declared: set[str] = set()
-        self._ready = asyncio.Event()
+        self._ready = anyio.Event()
 
     async def serve(self) -> None:
         """Listen for results, replies and heartbeats and run the monitor until cancelled."""
@@ -97,17 +100,18 @@ class Controller:
         replies = await self.transport.listen(control_replies_channel(self.id))
         beats = await self.transport.listen(HEARTBEATS)
         try:
-            async with asyncio.TaskGroup() as group:
-                group.create_task(self._drain(results, self._on_result))
-                group.create_task(self._drain(replies, self._on_reply))
-                group.create_task(self._drain(beats, self._on_heartbeat))
+            async with anyio.create_task_group() as group:
+                group.start_soon(self._drain, results, self._on_result)
+                group.start_soon(self._drain, replies, self._on_reply)
+                group.start_soon(self._drain, beats, self._on_heartbeat)
                 for loop in self.policy.loops():
-                    group.create_task(loop)
+                    group.start_soon(loop)
                 self._ready.set()
         finally:
-            for listener in (results, replies, beats):
-                with contextlib.suppress(Exception):
-                    await listener.close()
+            with anyio.move_on_after(CLOSE_TIMEOUT_S, shield=True):
+                for listener in (results, replies, beats):
+                    with contextlib.suppress(Exception):
+                        await listener.close()
 
     async def ready(self) -> None:
         await self._ready.wait()
@@ -150,16 +154,16 @@ class Controller:
         Blocking calls return the result; non-blocking ones return the activation id at
         once (the result is kept in :attr:`results`). Raises :class:`UnknownAction`,
         :class:`Throttled` (or :class:`NoCapacity`), :class:`PayloadTooLarge`,
-        :class:`BrokerUnavailable`, or :class:`InvocationTimeout` when no result arrives
-        in ``timeout_s``.
+        :class:`InvalidPayload`, :class:`BrokerUnavailable`, or :class:`InvocationTimeout`
+        when no result arrives in ``timeout_s``.
         """
         definition = self._lookup(action)
         self.policy.admit(definition)
         timeout_s = timeout_s or self.settings.invocation_timeout_s
-        activation = Activation(
-            namespace=definition.namespace,
-            action=definition.name,
-            payload=payload,
+        activation, body = encoded_activation(
+            definition.namespace,
+            definition.name,
+            payload,
             reply_to=self.results_channel,
             deadline_ms=now_ms() + int(timeout_s * 1000),
         )
@@ -171,8 +175,7 @@ class Controller:
         if blocking:
             waiter = self._waiting[activation.id] = asyncio.get_running_loop().create_future()
         try:
-            await self.transport.publish(queue, encode(activation), key=activation.id)
-            raise_if_cancelling()
+            await self.transport.publish(queue, body, key=activation.id)
         except BaseException:
             self._waiting.pop(activation.id, None)
             self.policy.release(activation.id)
@@ -181,7 +184,7 @@ class Controller:
         if waiter is None:
             return activation.id
         try:
-            async with asyncio.timeout(timeout_s):
+            with anyio.fail_after(timeout_s):
                 return await waiter
         except TimeoutError:
             self.policy.release(activation.id)
@@ -204,7 +207,7 @@ class Controller:
                 body = await listener.receive(1.0)
             except BrokerUnavailable as exc:
                 log.warning("controller %s: broker unavailable: %s", self.id, exc)
-                await asyncio.sleep(1.0)
+                await anyio.sleep(1.0)
                 continue
             if body is None:
                 continue

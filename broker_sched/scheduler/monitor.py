@@ -9,12 +9,12 @@ containers wakes it at once (the "poke") instead of waiting for the next tick.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import random
 import time
 from dataclasses import dataclass, field, replace
+
+import anyio
 
 from broker_sched.config import Settings
 from broker_sched.errors import BrokerUnavailable, NoCapacity, Throttled
@@ -37,8 +37,8 @@ from broker_sched.scheduler.decision import (
 from broker_sched.scheduler.placement import InvokerView, place
 from broker_sched.scheduler.rates import ArrivalRate, MovingAverage, WindowMax
 from broker_sched.scheduler.reclaim import Eviction
-from broker_sched.topology import invoker_control_queue
-from transports.base import Backlog, Transport, raise_if_cancelling
+from broker_sched.topology import consumer_group, invoker_control_queue
+from transports.base import Backlog, Transport
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ class BacklogMonitor:
         self.last_decision: Decision | None = None
         self.room = True
         """Whether an action with no container could get one (the last tick's verdict)."""
-        self._wake = asyncio.Event()
+        self._wake = anyio.Event()
 
     def track(self, action: Action) -> ActionStats:
         stats = self.stats.get(action.fqn)
@@ -149,11 +149,9 @@ class BacklogMonitor:
     async def run(self) -> None:
         interval_s = self.settings.scheduler.check_interval_s
         while True:
-            raise_if_cancelling()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(interval_s):
-                    await self._wake.wait()
-            self._wake.clear()
+            with anyio.move_on_after(interval_s):
+                await self._wake.wait()
+            self._wake = anyio.Event()
             try:
                 await self.tick()
             except BrokerUnavailable as exc:
@@ -163,7 +161,9 @@ class BacklogMonitor:
         now_s = time.monotonic()
         self.cluster.expire_requests(self.settings.scheduler.create_timeout_s)
         active = self._active(now_s)
-        backlogs = await self.transport.backlogs([(s.queue, s.queue) for s in active])
+        backlogs = await self.transport.backlogs(
+            [(s.queue, consumer_group(s.queue)) for s in active]
+        )
         for stats, backlog in zip(active, backlogs, strict=True):
             stats.backlog = backlog
             if backlog.total:

@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 from embedded import embedded_settings, eventually, stack_with
 
-from broker_sched.errors import BrokerUnavailable, PayloadTooLarge, UnknownAction
+from broker_sched.errors import BrokerUnavailable, InvalidPayload, PayloadTooLarge, UnknownAction
 from broker_sched.model import Action, Status
 from transports.base import dead_letter_queue
 from transports.memory import MemoryTransport
@@ -63,6 +63,13 @@ async def test_bad_input_is_rejected_or_reported_and_nothing_is_lost(tmp_path: o
             await controller.invoke("nope", {})
         with pytest.raises(PayloadTooLarge):
             await controller.invoke("echo", {"blob": "x" * 5000})
+        with pytest.raises(InvalidPayload, match="surrogates not allowed"):
+            await controller.invoke("echo", {"text": "\ud800"})
+        deep: list[object] = []
+        for _ in range(1_000):
+            deep = [deep]
+        with pytest.raises(InvalidPayload, match="depth exceeded"):
+            await controller.invoke("echo", deep)  # type: ignore[arg-type]
 
         await stack.transport.publish(settings.queue_name("guest", "echo"), b"\xff not json")
         echoed = await controller.invoke("echo", {"after": "garbage"})

@@ -32,12 +32,12 @@ from broker_sched.config import Settings
 from broker_sched.errors import BrokerUnavailable
 from broker_sched.migration import commands, queue_pairs
 from broker_sched.migration.move import MoveCount, Mover, MoveTarget
-from broker_sched.migration.targets import MARKER_PREFIX, open_target
+from broker_sched.migration.targets import open_target
 from broker_sched.model import Action, Activation, Status, encode, now_ms
 from broker_sched.scheduler.controller import Controller
 from broker_sched.stack import Stack
 from broker_sched.topology import invoker_control_queue
-from transports.redis_streams import stream_key
+from transports.redis_streams import MARKER_PREFIX, stream_key
 from transports.registry import transport_from_settings
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
@@ -261,10 +261,10 @@ class LosesOneConfirmation:
         self.nth = nth
         self.puts = 0
 
-    async def put(self, queue: str, body: bytes, activation_id: str) -> bool:
+    async def publish_once(self, queue: str, body: bytes, message_id: str) -> bool:
         self.puts += 1
         number = self.puts
-        copied = await self.inner.put(queue, body, activation_id)
+        copied = await self.inner.publish_once(queue, body, message_id)
         if number == self.nth:
             raise BrokerUnavailable("connection lost before the confirmation arrived")
         return copied
@@ -342,8 +342,8 @@ async def test_a_target_refuses_a_second_copy_of_an_activation(
     activation = Activation(namespace="guest", action=ACTIONS[0].name, deadline_ms=now_ms())
 
     async with open_target(settings, target) as sink:
-        assert await sink.put(queue, encode(activation), activation.id)
-        assert not await sink.put(queue, encode(activation), activation.id)
+        assert await sink.publish_once(queue, encode(activation), activation.id)
+        assert not await sink.publish_once(queue, encode(activation), activation.id)
 
     async with transport_from_settings(settings) as transport:
         assert (await transport.backlog(queue, queue)).total == 1

@@ -50,9 +50,9 @@ async def test_simulator_and_stack_agree(name: str) -> None:
     settings = load_settings()
     simulated = simulate(workload, settings, ["acs"]).policy("acs")
     real = await run_cell(settings, workload, workload.cells()[0], progress=Progress(None))
-    created = real["containers_created"]
+    created = real.containers_created
     assert abs(simulated.containers_created - created) <= max(2, 0.3 * created), (
         simulated,
-        real["event_counts"],
+        real.event_counts,
     )
-    assert simulated.completed == pytest.approx(real["completed"], rel=0.1)
+    assert simulated.completed == pytest.approx(real.completed, rel=0.1)

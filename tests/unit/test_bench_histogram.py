@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from broker_sched.bench.histogram import LatencyHistogram
@@ -49,3 +51,19 @@ def test_absurd_values_are_clamped_not_rejected() -> None:
     histogram = LatencyHistogram.of([-5.0, 10 * 3600 * 1000.0])
     assert histogram.count == 2
     assert histogram.max() == pytest.approx(3600 * 1000.0, rel=1e-3)
+
+
+@pytest.mark.parametrize(
+    "command", [["bench", "mixed"], ["compare", "mixed", "--transports", "memory"], ["simulate"]]
+)
+def test_without_the_bench_extra_the_command_names_it_in_one_line(
+    command: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from broker_sched.cli import main
+
+    monkeypatch.setitem(sys.modules, "hdrh", None)
+
+    assert main(command) == 2
+    assert capsys.readouterr().err == (
+        f"broker-sched: {command[0]} needs its libraries: pip install 'broker-sched[bench]'\n"
+    )

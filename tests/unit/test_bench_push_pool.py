@@ -14,7 +14,16 @@ import pytest
 from broker_sched.config import load_settings
 from broker_sched.events import Timeline
 from broker_sched.invoker.push_pool import PushPool
-from broker_sched.model import Action, Activation, ActivationResult, Start, decode, encode, now_ms
+from broker_sched.model import (
+    Action,
+    Activation,
+    ActivationResult,
+    Start,
+    Status,
+    decode,
+    encode,
+    now_ms,
+)
 from broker_sched.runtime.simulated import SimulatedRuntime
 from transports.base import Listener
 from transports.memory import MemoryTransport
@@ -94,3 +103,15 @@ async def test_a_pool_with_room_keeps_every_action_warm(pool: PushPool, replies:
         await run(pool, replies, name)
     assert pool.timeline.counts["container_evicted"] == 0
     assert pool.timeline.counts["container_created"] == 2
+
+
+async def test_an_activation_past_its_deadline_is_answered_without_a_container(
+    pool: PushPool, replies: Listener
+) -> None:
+    late = Activation(namespace="guest", action="a", reply_to=REPLIES, deadline_ms=now_ms() - 1)
+    await pool.transport.publish(WORK_QUEUE, encode(late))
+    body = await replies.receive(5.0)
+    assert body is not None
+    result = decode(ActivationResult, body)
+    assert (result.status, result.error) == (Status.TIMEOUT, "deadline passed while queued")
+    assert pool.timeline.counts["container_created"] == 0

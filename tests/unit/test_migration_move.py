@@ -1,7 +1,7 @@
 """``migrate move`` on the memory transport: every unfinished activation copied once.
 
 The target here is an in-memory stand-in with the same promise as the real ones (a
-second ``put`` of an id is refused), plus switches to lose a confirmation or stall, so
+second ``publish_once`` of an id is refused), plus switches to lose a confirmation or stall, so
 interruptions land exactly where a crash would hurt most: after the target has the copy,
 before the source is acked.
 """
@@ -19,9 +19,9 @@ from broker_sched.config import load_settings
 from broker_sched.errors import BrokerUnavailable, ConfigError, PayloadTooLarge
 from broker_sched.migration import QueuePair, check_distinct, queue_pairs
 from broker_sched.migration.move import Mover
-from broker_sched.migration.targets import dedup_key, open_target
+from broker_sched.migration.targets import open_target
 from broker_sched.model import Action, Activation, decode, encode, now_ms
-from transports.base import Transport, dead_letter_queue
+from transports.base import Transport, dead_letter_queue, dedup_key
 from transports.memory import MemoryBroker, MemoryTransport
 
 PAIR = QueuePair("guest/work", "old-guest-work", "guest-work")
@@ -40,7 +40,7 @@ class OnceTarget:
         self.stall: dict[str, asyncio.Event] = {}
         self.stalled = asyncio.Event()
 
-    async def put(self, queue: str, body: bytes, activation_id: str) -> bool:
+    async def publish_once(self, queue: str, body: bytes, activation_id: str) -> bool:
         if activation_id in self.too_large:
             raise PayloadTooLarge(len(body), 10)
         if activation_id in self.seen:

@@ -94,9 +94,9 @@ def _activation_with(**changes: object) -> bytes:
         (_activation_without("action"), "action"),
         (_activation_with(v=2), "v"),
         (_activation_with(action="../../etc"), "action"),
-        (_activation_with(attempt=0), "attempt"),
+        (_activation_with(id=""), "id"),
     ],
-    ids=["garbage", "not-an-object", "no-deadline", "no-action", "wrong-v", "bad-name", "attempt0"],
+    ids=["garbage", "not-an-object", "no-deadline", "no-action", "wrong-v", "bad-name", "empty-id"],
 )
 def test_malformed_messages_are_rejected_with_a_reason(body: bytes, reason: str) -> None:
     with pytest.raises(MalformedMessage, match=reason) as rejected:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
-from broker_sched.config import load_settings
+from broker_sched import config
+from broker_sched.config import Settings, load_settings
 from broker_sched.errors import UnknownTransport
-from transports.base import Transport
+from transports.base import BackendSettings, Transport
 from transports.memory import MemoryTransport
-from transports.registry import available, resolve, transport_from_settings
+from transports.registry import available, resolve, settings_sections, transport_from_settings
 
 BUILT_IN = ["kafka", "kafka-share", "memory", "nats", "redis"]
 
@@ -48,3 +50,27 @@ def test_transport_from_settings_builds_an_unconnected_transport() -> None:
     assert isinstance(transport, MemoryTransport)
     assert transport.max_message_bytes == 4096
     assert isinstance(transport_from_settings(settings, "memory"), MemoryTransport)
+
+
+def test_each_backend_registers_its_own_settings_section() -> None:
+    sections = settings_sections()
+    assert set(sections) == {"kafka", "memory", "nats", "redis"}
+    assert resolve("kafka-share").settings_model is sections["kafka"]
+    for name, model in sections.items():
+        assert Settings.model_fields[name].annotation is model
+        assert load_settings().section(model) == model()
+
+
+class AcmeSettings(BackendSettings):
+    region: str = "eu"
+
+
+def test_a_third_party_backend_brings_settings_validated_like_the_built_in_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(config, "settings_sections", lambda: {"acme": AcmeSettings})
+    with_acme = config._with_backend_sections(config.CoreSettings)
+
+    assert with_acme(acme={"region": "us"}).section(AcmeSettings) == AcmeSettings(region="us")
+    with pytest.raises(ValidationError, match="regoin"):
+        with_acme(acme={"regoin": "us"})
