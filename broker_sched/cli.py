@@ -240,7 +240,6 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from broker_sched.bench.command import default_out
 
         return await chaos_command(
-            settings,
             config=args.config,
             transports=(args.transport or settings.transport).split(","),
             faults=args.faults,

@@ -696,7 +696,6 @@ def parse_faults(text: str | None, transport: str) -> list[str]:
 
 
 async def chaos_command(
-    settings: Settings,
     *,
     config: Path | None,
     transports: list[str],
@@ -729,5 +728,5 @@ async def chaos_command(
         print(json.dumps([asdict(row) for row in rows], default=str))
     else:
         print(format_rows(rows))
-        print(f"(logs and chaos.json in {out}; settings from {settings.transport} config)")
+        print(f"(logs and chaos.json in {out})")
     return 1 if any(row.accounting.lost for row in rows) else 0
