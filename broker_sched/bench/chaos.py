@@ -58,8 +58,9 @@ IN_PROCESS_FAULTS = ("container-crash",)
 INVOKERS = 2
 HTTP_THREADS = 128
 STATE_DIR_ENV = "BROKER_SCHED_STATE_DIR"
-RESUBSCRIBE_S = 1.0
-"""A controller whose channel failed tries again after this long (its drain loop)."""
+RECONNECT_S = 6.0
+"""How long after a broker is back its clients may still be away: the NATS client's
+reconnect backoff reaches 5 s, and a controller retries a failed channel after 1 s."""
 
 
 @dataclass(frozen=True)
@@ -499,7 +500,7 @@ def fault_action(
         os.kill(node.pid(), signal.SIGKILL)
         await asyncio.sleep(plan.outage_s)
         await node.restart()
-        unheard.append((killed_at, time.monotonic() + RESUBSCRIBE_S))
+        unheard.append((killed_at, time.monotonic() + RECONNECT_S))
 
     return {
         "invoker-kill": invoker_kill,
