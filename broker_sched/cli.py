@@ -26,6 +26,8 @@ from broker_sched.simulator.command import add_simulate_parser
 
 DOCKER_OPS = "docker-ops"
 """Not a scheduler scenario: it measures the Docker engine, on no transport."""
+CHAOS = "chaos"
+"""Not a report scenario: faults under load, its own processes and accounting."""
 BENCH_MODULES = ("hdrh", "matplotlib")
 """What ``broker-sched[bench]`` brings: the latency histograms and the plots."""
 
@@ -99,11 +101,27 @@ def _add_bench(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         bench.add_argument(
             "scenario",
             help="raw, overhead, seed-table, rebalance, partition-limit, many-topics, all, "
-            "a workload .toml file, or (bench only) docker-ops",
+            "a workload .toml file, or (bench only) docker-ops or chaos",
         )
         if name == "bench":
             bench.add_argument(
-                "--transport", default=argparse.SUPPRESS, help="default: the configured one"
+                "--transport",
+                default=argparse.SUPPRESS,
+                help="default: the configured one (chaos: comma-separated)",
+            )
+            bench.add_argument(
+                "--faults",
+                help="chaos: comma-separated, or 'all' that apply (default: all but broker-kill)",
+            )
+            bench.add_argument(
+                "--broker-node",
+                help="chaos broker-kill: the brokers.sh broker to kill (default: the transport)",
+            )
+            bench.add_argument(
+                "--brokers-sh",
+                type=Path,
+                default=Path("compose/native/brokers.sh"),
+                help="chaos broker-kill: the script that restarts it (default %(default)s)",
             )
         else:
             bench.add_argument(
@@ -216,6 +234,20 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
         return await docker_ops_command(
             quick=args.quick, json_output=args.json, out=args.out or default_out(DOCKER_OPS)
+        )
+    if args.command == "bench" and args.scenario == CHAOS:
+        from broker_sched.bench.chaos import chaos_command
+        from broker_sched.bench.command import default_out
+
+        return await chaos_command(
+            config=args.config,
+            transports=(args.transport or settings.transport).split(","),
+            faults=args.faults,
+            broker_node=args.broker_node,
+            brokers_sh=args.brokers_sh,
+            quick=args.quick,
+            json_output=args.json,
+            out=args.out or default_out(CHAOS),
         )
     if args.command in ("bench", "compare"):
         from broker_sched.bench.command import bench_command

@@ -8,7 +8,8 @@ restarts, for ``api.record_ttl_s``, and need no database beside the broker the
 deployment already runs and secures.
 
 Writes happen off the result path, in background tasks: a slow store delays no
-blocking caller, and a failed write is logged and costs only that record.
+blocking caller, and a failed write is retried for about 16 s, then logged and costs
+only that record.
 """
 
 from __future__ import annotations
@@ -21,6 +22,12 @@ from broker_sched.model import ActivationResult, decode, encode
 from transports.base import Transport
 
 log = logging.getLogger(__name__)
+
+PUT_ATTEMPTS = 7
+PUT_BACKOFF_S = 0.25
+"""A write is retried with doubling waits, about 16 s in all: long enough to ride out a
+broker restart or a cluster's leader elections, short enough that a store which is
+really gone does not pile up writes."""
 
 
 class ActivationRecords:
@@ -35,12 +42,18 @@ class ActivationRecords:
         task.add_done_callback(self._writing.discard)
 
     async def _put(self, result: ActivationResult) -> None:
-        try:
-            await self.transport.put_record(
-                result.namespace, result.activation_id, encode(result), self.ttl_s
-            )
-        except BrokerSchedError as exc:
-            log.warning("activation record %s not kept: %s", result.activation_id, exc)
+        body = encode(result)
+        for attempt in range(1, PUT_ATTEMPTS + 1):
+            try:
+                await self.transport.put_record(
+                    result.namespace, result.activation_id, body, self.ttl_s
+                )
+                return
+            except BrokerSchedError as exc:
+                if attempt == PUT_ATTEMPTS:
+                    log.warning("activation record %s not kept: %s", result.activation_id, exc)
+                    return
+                await asyncio.sleep(PUT_BACKOFF_S * 2 ** (attempt - 1))
 
     async def get(self, namespace: str, activation_id: str) -> ActivationResult | None:
         body = await self.transport.get_record(namespace, activation_id)

@@ -62,6 +62,13 @@ surfaces as :class:`BrokerUnavailable`. Two connection pools per transport: up t
 connections for commands and 4 096 for blocking reads and listeners (one each while they
 wait); a caller beyond that waits up to 5 s for a free connection.
 
+Replicated (``sentinels``, ``sentinel_master``, ``sentinel_password``): the clients ask
+the Sentinels (redis-py's ``Sentinel``) for the master and ask again when a connection to
+it fails, so after a failover the next call reaches the promoted replica; ``url`` then
+gives only the database, the credentials and TLS. Replication is asynchronous: an entry
+the master acknowledged but had not yet sent to the replica is gone after a failover
+(docs/reliability.md measures how often).
+
 Options (``[redis]``): ``claim_min_idle_ms`` (default 30 000: how long an unacked entry of
 a member that vanished waits before another member takes it; also the longest nack
 delay), ``block_ms`` (default 1 000: the longest single BLOCK, which bounds how late an
@@ -97,7 +104,12 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
 
 from pydantic import Field, SecretStr
 
-from broker_sched.errors import BrokerUnavailable, TransportError, TransportNotInstalled
+from broker_sched.errors import (
+    BrokerUnavailable,
+    ConfigError,
+    TransportError,
+    TransportNotInstalled,
+)
 from transports.base import (
     BackendSettings,
     Backlog,
@@ -109,8 +121,9 @@ from transports.base import (
 )
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
+    from redis.asyncio import ConnectionPool, Redis
     from redis.asyncio.client import PubSub
+    from redis.asyncio.sentinel import Sentinel
     from redis.commands.core import AsyncScript
 
     from broker_sched.config import Settings
@@ -158,6 +171,18 @@ class RedisSettings(BackendSettings):
     maxlen: int | None = Field(default=None, ge=1)
     claim_min_idle_ms: int = Field(default=30_000, ge=1)
     block_ms: int = Field(default=1_000, ge=1)
+    # -- clustering: a master with replicas, found through Redis Sentinel
+    sentinels: str | None = Field(
+        default=None,
+        description="comma-separated host:port of Sentinels; set, the master is asked of "
+        "them (and again after a failover) and url gives only the database and TLS",
+    )
+    sentinel_master: str = Field(
+        default="broker-sched", description="the master's name the Sentinels monitor"
+    )
+    sentinel_password: SecretStr | None = Field(
+        default=None, description="password of the Sentinels themselves, if they have one"
+    )
 
 
 class RedisStreamsTransport(Transport):
@@ -177,6 +202,9 @@ class RedisStreamsTransport(Transport):
         block_ms: int = 1_000,
         max_message_bytes: int = 1_048_576,
         once_ttl_s: int = 604_800,
+        sentinels: Sequence[tuple[str, int]] = (),
+        sentinel_master: str = "broker-sched",
+        sentinel_password: str | None = None,
     ) -> None:
         super().__init__(max_message_bytes=max_message_bytes)
         try:
@@ -190,22 +218,26 @@ class RedisStreamsTransport(Transport):
         self.block_ms = block_ms
         self.once_ttl_s = once_ttl_s
 
+        self._sentinel = _sentinel(sentinels, sentinel_password) if sentinels else None
+
         def client(socket_timeout_s: float, max_connections: int) -> Redis:
             """A client whose pool makes callers wait for a free connection (redis-py's
             default pool fails at once beyond 100)."""
-            pool = BlockingConnectionPool.from_url(
-                url,
-                username=username,
-                password=password,
-                max_connections=max_connections,
-                timeout=COMMAND_TIMEOUT_S,
-                socket_connect_timeout=CONNECT_TIMEOUT_S,
-                socket_timeout=socket_timeout_s,
-                retry=Retry(
+            options: dict[str, Any] = {
+                "username": username,
+                "password": password,
+                "max_connections": max_connections,
+                "timeout": COMMAND_TIMEOUT_S,
+                "socket_connect_timeout": CONNECT_TIMEOUT_S,
+                "socket_timeout": socket_timeout_s,
+                "retry": Retry(
                     ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=RECONNECT_RETRIES
                 ),
-            )
-            return Redis.from_pool(pool)
+            }
+            if self._sentinel is not None:
+                pool = _master_pool(url, self._sentinel, sentinel_master, options)
+                return Redis.from_pool(pool)
+            return Redis.from_pool(BlockingConnectionPool.from_url(url, **options))
 
         self._commands = client(COMMAND_TIMEOUT_S, COMMAND_CONNECTIONS)
         # Blocking reads and pub/sub hold a connection each while they wait on the server;
@@ -229,6 +261,11 @@ class RedisStreamsTransport(Transport):
             block_ms=redis.block_ms,
             max_message_bytes=settings.max_payload_bytes,
             once_ttl_s=settings.migration.move_marker_ttl_s,
+            sentinels=_addresses(redis.sentinels or ""),
+            sentinel_master=redis.sentinel_master,
+            sentinel_password=(
+                redis.sentinel_password.get_secret_value() if redis.sentinel_password else None
+            ),
         )
 
     async def connect(self) -> None:
@@ -252,11 +289,17 @@ class RedisStreamsTransport(Transport):
             await self.hot.close()
             await self.blocking.aclose()
             await self._commands.aclose()
+            for sentinel in self._sentinel.sentinels if self._sentinel is not None else []:
+                await sentinel.aclose()
 
     async def ping(self) -> str:
         version = await self._server_version()
-        where = self._commands.connection_pool.connection_kwargs
+        pool = self._commands.connection_pool
+        where = pool.connection_kwargs
         location = where.get("path") or f"{where.get('host')}:{where.get('port')}"
+        master = getattr(pool, "master_address", None)
+        if master is not None:  # found through the Sentinels
+            location = f"{master[0]}:{master[1]} (master {getattr(pool, 'service_name', '')})"
         return f"redis {version} at {location}"
 
     async def _server_version(self) -> str:
@@ -885,3 +928,45 @@ for i, stream in ipairs(KEYS) do
 end
 return out
 """
+
+
+def _addresses(text: str) -> list[tuple[str, int]]:
+    """``host:port,host:port`` as pairs; a malformed one is a clear configuration error."""
+    pairs = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        host, _, port = item.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"redis.sentinels: {item!r} is not host:port")
+        pairs.append((host, int(port)))
+    return pairs
+
+
+def _sentinel(sentinels: Sequence[tuple[str, int]], password: str | None) -> Sentinel:
+    from redis.asyncio.sentinel import Sentinel
+
+    return Sentinel(  # type: ignore[no-untyped-call] # redis-py leaves Sentinel untyped
+        list(sentinels),
+        sentinel_kwargs={"password": password, "socket_timeout": CONNECT_TIMEOUT_S},
+    )
+
+
+def _master_pool(
+    url: str, sentinel: Sentinel, master: str, options: dict[str, Any]
+) -> ConnectionPool:
+    """The master's pool as the Sentinels name it: redis-py's Sentinel pool, but one
+    that, like the direct one, makes callers wait for a free connection. ``url`` gives
+    the database and TLS."""
+    from redis.asyncio import BlockingConnectionPool
+    from redis.asyncio.connection import SSLConnection, parse_url
+    from redis.asyncio.sentinel import SentinelConnectionPool
+
+    class BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
+        pass
+
+    from_url = parse_url(url)
+    database: dict[str, Any] = {"db": from_url.get("db", 0)}
+    if from_url.get("connection_class") is SSLConnection:
+        database["ssl"] = True
+    return BlockingSentinelPool(master, sentinel, **database, **options)  # type: ignore[no-untyped-call]

@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # Run Kafka (KRaft), Redis and NATS JetStream natively on 127.0.0.1, no Docker, and
 # beside them separate secured instances (redis-secure, nats-secure, kafka-secure) on their own ports
-# for the security tests.
+# for the security tests. On request only, clusters for the fault tests: nats-cluster
+# (nats-c1..3), kafka-cluster (kafka-c1..3) and redis-sentinel (redis-s1..3,
+# sentinel-1..3); a node can be named on its own to restart it after a kill.
 #
-#   brokers.sh up     [kafka|redis|nats|redis-secure|nats-secure|kafka-secure ...]
-#   brokers.sh down   [--purge] [kafka|redis|nats|redis-secure|nats-secure|kafka-secure ...]
-#   brokers.sh status [kafka|redis|nats|redis-secure|nats-secure|kafka-secure ...]
+#   brokers.sh up     [BROKER ...]
+#   brokers.sh down   [--purge] [BROKER ...]
+#   brokers.sh status [BROKER ...]
+#
+# BROKER: kafka redis nats redis-secure nats-secure kafka-secure (the default set), or
+# nats-cluster kafka-cluster redis-sentinel, or one of their nodes.
 #
 # See compose/README.md for the environment variables.
 set -euo pipefail
@@ -32,7 +37,8 @@ mkdir -p "$STATE_DIR/logs" "$STATE_DIR/run"
 STATE_DIR=$(cd "$STATE_DIR" && pwd -P)
 readonly STATE_DIR
 
-readonly KAFKA_HOME="$STATE_DIR/kafka-$KAFKA_VERSION"
+KAFKA_HOME=${KAFKA_HOME:-$STATE_DIR/kafka-$KAFKA_VERSION} # another state dir's jars may be reused
+readonly KAFKA_HOME
 readonly KAFKA_LIBS="$KAFKA_HOME/libs"
 readonly KAFKA_PROPS="$STATE_DIR/kafka.properties"
 readonly SLF4J_VERSION=1.7.36 # the slf4j-api line every Kafka 4.x pom declares
@@ -45,9 +51,12 @@ info() { printf '%s\n' "$*" >&2; }
 
 usage() {
   cat >&2 <<'EOF'
-usage: brokers.sh up     [kafka|redis|nats|redis-secure|nats-secure|kafka-secure ...]
-       brokers.sh down   [--purge] [kafka|redis|nats|redis-secure|nats-secure|kafka-secure ...]
-       brokers.sh status [kafka|redis|nats|redis-secure|nats-secure|kafka-secure ...]
+usage: brokers.sh up     [BROKER ...]
+       brokers.sh down   [--purge] [BROKER ...]
+       brokers.sh status [BROKER ...]
+BROKER: kafka redis nats redis-secure nats-secure kafka-secure (default: all of these),
+        nats-cluster kafka-cluster redis-sentinel, or a node: nats-c1..3 kafka-c1..3
+        redis-s1..3 sentinel-1..3
 EOF
   exit "${1:-2}"
 }
@@ -260,13 +269,14 @@ kafka_format() {
   fi
 }
 
-kafka_prepare() {
+kafka_prepare_java() {
   command -v java >/dev/null || { info "error: kafka: java (17+) is not on PATH"; return 1; }
   local major
   major=$(java_major)
   ((${major:-0} >= 17)) || { info "error: kafka: needs Java 17+, found '${major:-unknown}'"; return 1; }
-  kafka_fetch && kafka_write_props && kafka_format
 }
+
+kafka_prepare() { kafka_prepare_java && kafka_fetch && kafka_write_props && kafka_format; }
 
 kafka_start() {
   # shellcheck disable=SC2086 # KAFKA_HEAP_OPTS holds several flags
@@ -566,15 +576,218 @@ nats_secure_write_conf() {
 nats-secure_start() { spawn nats-secure nats-server -c "$NATS_SECURE_CONF"; }
 nats-secure_ready() { http_200 "$NATS_SECURE_MONITOR_PORT" '/healthz?js-enabled-only=true'; }
 
+# ---------------------------------------------------------------- clusters
+#
+# Clusters on loopback for the fault tests. Each node is a broker name of its own
+# (nats-c1, kafka-c2, redis-s1, sentinel-3, ...) so one can be killed and restarted by
+# name; nats-cluster, kafka-cluster and redis-sentinel stand for all of a cluster's
+# nodes. None is in the default set: `up` without names starts no cluster.
+
+readonly CLUSTER_NODES=(1 2 3)
+NATS_CLUSTER_PORT=${NATS_CLUSTER_PORT:-4250} # clients 4250-4252
+NATS_CLUSTER_ROUTE_PORT=${NATS_CLUSTER_ROUTE_PORT:-6250}
+NATS_CLUSTER_MONITOR_PORT=${NATS_CLUSTER_MONITOR_PORT:-8250}
+KAFKA_CLUSTER_PORT=${KAFKA_CLUSTER_PORT:-9290} # clients 9290-9292
+KAFKA_CLUSTER_CONTROLLER_PORT=${KAFKA_CLUSTER_CONTROLLER_PORT:-9390}
+KAFKA_CLUSTER_HEAP_OPTS=${KAFKA_CLUSTER_HEAP_OPTS:--Xmx384m -Xms128m}
+REDIS_SENTINEL_DATA_PORT=${REDIS_SENTINEL_DATA_PORT:-6400} # redis-s1 (master), s2, s3
+REDIS_SENTINEL_PORT=${REDIS_SENTINEL_PORT:-26400}          # sentinels 26400-26402
+REDIS_SENTINEL_MASTER=${REDIS_SENTINEL_MASTER:-broker-sched}
+
+node_port() { printf '%s' $(($1 + $2 - 1)); } # base index
+
+joined() { # separator values...
+  local IFS=$1
+  shift
+  printf '%s' "$*"
+}
+
+nats_node_start() { # index
+  local i=$1 n routes=()
+  for n in "${CLUSTER_NODES[@]}"; do
+    routes+=("nats://$HOST:$(node_port "$NATS_CLUSTER_ROUTE_PORT" "$n")")
+  done
+  spawn "nats-c$i" nats-server -js -a "$HOST" -p "$(node_port "$NATS_CLUSTER_PORT" "$i")" \
+    -m "$(node_port "$NATS_CLUSTER_MONITOR_PORT" "$i")" -sd "$(data_dir "nats-c$i")" \
+    -n "nats-c$i" --cluster_name broker-sched \
+    --cluster "nats://$HOST:$(node_port "$NATS_CLUSTER_ROUTE_PORT" "$i")" \
+    --routes "$(joined , "${routes[@]}")"
+}
+
+# Healthy once JetStream has a meta leader, which takes a quorum of the nodes.
+nats_node_ready() {
+  http_200 "$(node_port "$NATS_CLUSTER_MONITOR_PORT" "$1")" '/healthz?js-enabled-only=true'
+}
+
+kafka_node_props() { printf '%s/kafka-c%s.properties' "$STATE_DIR" "$1"; }
+
+# Replication factor 3 everywhere and min.insync.replicas 2: with producers at acks=all
+# a write survives any one node, and the cluster keeps taking writes with one node down.
+kafka_node_write_props() { # index
+  local i=$1 n voters=()
+  for n in "${CLUSTER_NODES[@]}"; do
+    voters+=("$n@$HOST:$(node_port "$KAFKA_CLUSTER_CONTROLLER_PORT" "$n")")
+  done
+  cat >"$(kafka_node_props "$i")" <<EOF
+# Generated by brokers.sh on every 'up'; edits are overwritten.
+process.roles=broker,controller
+node.id=$i
+controller.quorum.voters=$(joined , "${voters[@]}")
+listeners=PLAINTEXT://$HOST:$(node_port "$KAFKA_CLUSTER_PORT" "$i"),CONTROLLER://$HOST:$(node_port "$KAFKA_CLUSTER_CONTROLLER_PORT" "$i")
+advertised.listeners=PLAINTEXT://$HOST:$(node_port "$KAFKA_CLUSTER_PORT" "$i")
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs=$(data_dir "kafka-c$i")
+num.partitions=1
+auto.create.topics.enable=false
+default.replication.factor=3
+min.insync.replicas=2
+offsets.topic.replication.factor=3
+transaction.state.log.replication.factor=3
+transaction.state.log.min.isr=2
+share.coordinator.state.topic.replication.factor=3
+share.coordinator.state.topic.min.isr=2
+group.initial.rebalance.delay.ms=0
+EOF
+}
+
+kafka_node_prepare() { # index
+  local i=$1 log="$STATE_DIR/logs/kafka-c$1-format.log" id_file="$STATE_DIR/kafka-cluster.id"
+  kafka_prepare_java && kafka_fetch && kafka_node_write_props "$i" || return 1
+  [[ -f $(data_dir "kafka-c$i")/meta.properties ]] && return 0
+  # Every node is formatted with the same cluster id, made once.
+  if [[ ! -s $id_file ]] && ! kafka_java kafka.tools.StorageTool random-uuid >"$id_file" 2>"$log"; then
+    fail "kafka-c$i" "could not make a cluster id" "$log"
+    return 1
+  fi
+  if ! kafka_java kafka.tools.StorageTool format --config "$(kafka_node_props "$i")" \
+    --cluster-id "$(<"$id_file")" >>"$log" 2>&1; then
+    fail "kafka-c$i" "storage format failed" "$log"
+    return 1
+  fi
+}
+
+kafka_node_start() { # index
+  # shellcheck disable=SC2086 # the heap options are several flags
+  spawn "kafka-c$1" java $KAFKA_CLUSTER_HEAP_OPTS -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+    -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true -Djava.net.preferIPv4Stack=true \
+    -cp "$KAFKA_LIBS/*" kafka.Kafka "$(kafka_node_props "$1")"
+}
+
+kafka_node_ready() {
+  grep -q 'Kafka Server started' "$(log_file "kafka-c$1")" 2>/dev/null &&
+    port_open "$(node_port "$KAFKA_CLUSTER_PORT" "$1")"
+}
+
+# redis-s1 starts as the master, redis-s2 and redis-s3 as its replicas; after a
+# failover the sentinels re-point whichever node comes back. A master takes writes only
+# while a replica is in sync (min-replicas-to-write 1): a killed master that is restarted
+# before the sentinels have failed over comes back alone and refuses writes, instead of
+# taking writes that the resync under the new master would silently drop.
+redis_node_start() { # index
+  local i=$1 role=()
+  ((i > 1)) && role=(--replicaof "$HOST" "$REDIS_SENTINEL_DATA_PORT")
+  mkdir -p "$(data_dir "redis-s$i")"
+  spawn "redis-s$i" redis-server --bind "$HOST" \
+    --port "$(node_port "$REDIS_SENTINEL_DATA_PORT" "$i")" --protected-mode yes \
+    --daemonize no --dir "$(data_dir "redis-s$i")" --save '' \
+    --appendonly yes --appendfsync everysec --min-replicas-to-write 1 \
+    --min-replicas-max-lag 2 "${role[@]}"
+}
+
+redis_node_ready() {
+  [[ $(redis-cli -h "$HOST" -p "$(node_port "$REDIS_SENTINEL_DATA_PORT" "$1")" ping 2>/dev/null) == PONG ]]
+}
+
+# A sentinel rewrites its own config file (what it learnt of the replicas and the
+# other sentinels), so the file lives in its data dir and is only written once.
+sentinel_start() { # index
+  local i=$1 dir
+  dir=$(data_dir "sentinel-$i")
+  mkdir -p "$dir"
+  [[ -s $dir/sentinel.conf ]] || cat >"$dir/sentinel.conf" <<EOF
+bind $HOST
+port $(node_port "$REDIS_SENTINEL_PORT" "$i")
+dir $dir
+sentinel monitor $REDIS_SENTINEL_MASTER $HOST $REDIS_SENTINEL_DATA_PORT 2
+sentinel down-after-milliseconds $REDIS_SENTINEL_MASTER 1000
+sentinel failover-timeout $REDIS_SENTINEL_MASTER 5000
+sentinel parallel-syncs $REDIS_SENTINEL_MASTER 1
+EOF
+  spawn "sentinel-$i" redis-server "$dir/sentinel.conf" --sentinel --daemonize no
+}
+
+sentinel_ready() {
+  redis-cli -h "$HOST" -p "$(node_port "$REDIS_SENTINEL_PORT" "$1")" \
+    sentinel get-master-addr-by-name "$REDIS_SENTINEL_MASTER" 2>/dev/null | grep -q .
+}
+
+# The functions every broker name has (see redis above), for each node.
+for n in "${CLUSTER_NODES[@]}"; do
+  declare "NATS_C${n}_PORT=$(node_port "$NATS_CLUSTER_PORT" "$n")"
+  declare "NATS_C${n}_ROUTE_PORT=$(node_port "$NATS_CLUSTER_ROUTE_PORT" "$n")"
+  declare "NATS_C${n}_MONITOR_PORT=$(node_port "$NATS_CLUSTER_MONITOR_PORT" "$n")"
+  declare "KAFKA_C${n}_PORT=$(node_port "$KAFKA_CLUSTER_PORT" "$n")"
+  declare "KAFKA_C${n}_CONTROLLER_PORT=$(node_port "$KAFKA_CLUSTER_CONTROLLER_PORT" "$n")"
+  declare "SENTINEL_${n}_PORT=$(node_port "$REDIS_SENTINEL_PORT" "$n")"
+  eval "
+nats-c${n}_comm() { printf nats-server; }
+nats-c${n}_ports() { printf 'NATS_C${n}_PORT NATS_C${n}_ROUTE_PORT NATS_C${n}_MONITOR_PORT'; }
+nats-c${n}_addr() { printf '%s:%s' \$HOST \$NATS_C${n}_PORT; }
+nats-c${n}_detail() { printf 'monitor %s:%s' \$HOST \$NATS_C${n}_MONITOR_PORT; }
+nats-c${n}_prepare() { nats_prepare; }
+nats-c${n}_start() { nats_node_start ${n}; }
+nats-c${n}_ready() { nats_node_ready ${n}; }
+kafka-c${n}_comm() { printf java; }
+kafka-c${n}_ports() { printf 'KAFKA_C${n}_PORT KAFKA_C${n}_CONTROLLER_PORT'; }
+kafka-c${n}_addr() { printf '%s:%s' \$HOST \$KAFKA_C${n}_PORT; }
+kafka-c${n}_detail() { printf 'controller %s:%s' \$HOST \$KAFKA_C${n}_CONTROLLER_PORT; }
+kafka-c${n}_prepare() { kafka_node_prepare ${n}; }
+kafka-c${n}_start() { kafka_node_start ${n}; }
+kafka-c${n}_ready() { kafka_node_ready ${n}; }
+sentinel-${n}_comm() { printf redis-server; }
+sentinel-${n}_ports() { printf 'SENTINEL_${n}_PORT'; }
+sentinel-${n}_addr() { printf '%s:%s' \$HOST \$SENTINEL_${n}_PORT; }
+sentinel-${n}_detail() { printf 'master name %s' \$REDIS_SENTINEL_MASTER; }
+sentinel-${n}_prepare() { redis_prepare; }
+sentinel-${n}_start() { sentinel_start ${n}; }
+sentinel-${n}_ready() { sentinel_ready ${n}; }
+"
+done
+for n in "${CLUSTER_NODES[@]}"; do
+  declare "REDIS_S${n}_PORT=$(node_port "$REDIS_SENTINEL_DATA_PORT" "$n")"
+  eval "
+redis-s${n}_comm() { printf redis-server; }
+redis-s${n}_ports() { printf 'REDIS_S${n}_PORT'; }
+redis-s${n}_addr() { printf '%s:%s' \$HOST \$REDIS_S${n}_PORT; }
+redis-s${n}_detail() { printf 'monitored by the sentinels'; }
+redis-s${n}_prepare() { redis_prepare; }
+redis-s${n}_start() { redis_node_start ${n}; }
+redis-s${n}_ready() { redis_node_ready ${n}; }
+"
+done
+unset n
+
+# A cluster's name stands for its nodes.
+cluster_nodes() { # name
+  case $1 in
+    nats-cluster) printf '%s\n' nats-c1 nats-c2 nats-c3 ;;
+    kafka-cluster) printf '%s\n' kafka-c1 kafka-c2 kafka-c3 ;;
+    redis-sentinel) printf '%s\n' redis-s1 redis-s2 redis-s3 sentinel-1 sentinel-2 sentinel-3 ;;
+    *) printf '%s\n' "$1" ;;
+  esac
+}
+
 # --------------------------------------------------------------- commands
 
 status_line() { # name state [pid]
   local detail
   if [[ -n ${3:-} ]]; then
     detail=$("$1"_detail)
-    printf '%-6s %-8s %s (%spid %s)\n' "$1" "$2" "$("$1"_addr)" "${detail:+$detail, }" "$3"
+    printf '%-10s %-8s %s (%spid %s)\n' "$1" "$2" "$("$1"_addr)" "${detail:+$detail, }" "$3"
   else
-    printf '%-6s %s\n' "$1" "$2"
+    printf '%-10s %s\n' "$1" "$2"
   fi
 }
 
@@ -672,6 +885,8 @@ main() {
   for arg; do
     case $arg in
       kafka | redis | nats | redis-secure | nats-secure | kafka-secure) names+=("$arg") ;;
+      nats-cluster | kafka-cluster | redis-sentinel | nats-c[123] | kafka-c[123] | redis-s[123] | sentinel-[123])
+        mapfile -t -O "${#names[@]}" names < <(cluster_nodes "$arg") ;;
       --purge) [[ $cmd == down ]] || usage; purge=1 ;;
       -h | --help) usage 0 ;;
       *) usage ;;
