@@ -84,6 +84,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self
 
+import anyio
 from pydantic import Field, SecretStr
 
 from broker_sched.errors import (
@@ -556,6 +557,7 @@ class NatsJetStreamTransport(Transport):
         self._refused = False
         self._parts: set[NatsSubscription | NatsListener] = set()
         self._last_error: Exception | None = None
+        self._publishing: set[anyio.CancelScope] = set()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
@@ -636,6 +638,22 @@ class NatsJetStreamTransport(Transport):
 
     async def _on_disconnected(self) -> None:
         log.info("nats: disconnected from %s", ", ".join(self.servers))
+        for publishing in self._publishing:
+            publishing.cancel()
+
+    @contextlib.contextmanager
+    def _failing_on_disconnect(self, action: str) -> Iterator[None]:
+        """A publish waiting for its ack when the connection drops fails at once instead
+        of after ``request_timeout_s``: the ack cannot come on that connection, and the
+        caller is told the same as by the timeout (the message may still be stored)."""
+        with anyio.CancelScope() as publishing:
+            self._publishing.add(publishing)
+            try:
+                yield
+            finally:
+                self._publishing.discard(publishing)
+        if publishing.cancelled_caught:
+            raise BrokerUnavailable(f"nats: {action}: connection lost before the ack")
 
     async def _on_reconnected(self) -> None:
         log.info("nats: reconnected")
@@ -716,7 +734,8 @@ class NatsJetStreamTransport(Transport):
 
         subject = queue_subject(self.subject_prefix, queue)
         nc = self.client()
-        with _translated(f"publish to {subject}"):
+        action = f"publish to {subject}"
+        with self._failing_on_disconnect(action), _translated(action):
             try:
                 await self.jetstream().publish(subject, body)
             except MaxPayloadError as exc:
@@ -727,7 +746,8 @@ class NatsJetStreamTransport(Transport):
 
         subject = queue_subject(self.subject_prefix, queue)
         js = self.jetstream()
-        with _translated(f"publish {key} once to {subject}"):
+        action = f"publish {key} once to {subject}"
+        with self._failing_on_disconnect(action), _translated(action):
             try:
                 ack = await js.publish(subject, body, headers={MSG_ID_HEADER: key})
             except MaxPayloadError as exc:

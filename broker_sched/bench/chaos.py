@@ -58,6 +58,10 @@ IN_PROCESS_FAULTS = ("container-crash",)
 INVOKERS = 2
 HTTP_THREADS = 128
 STATE_DIR_ENV = "BROKER_SCHED_STATE_DIR"
+RECORDING_S = 0.5
+"""How long before a controller kill a result it heard may still lack its record: the
+record is written after the result arrives, and the kill ends the writes under way."""
+
 RECONNECT_S = 6.0
 """How long after a broker is back its clients may still be away: the NATS client's
 reconnect backoff reaches 5 s, and a controller retries a failed channel after 1 s."""
@@ -492,7 +496,7 @@ def fault_action(
         os.killpg(deployment.controller.pid, signal.SIGKILL)
         await deployment.controller.wait()
         await deployment.start_controller(plan.ready_timeout_s)
-        unheard.append((killed_at, time.monotonic()))
+        unheard.append((killed_at - RECORDING_S, time.monotonic()))
 
     async def broker_kill() -> None:
         assert node is not None
