@@ -130,12 +130,12 @@ async def run_raw(
         run_ms=run_ms,
         warmup_s=warmup_s,
         duration_s=duration_s,
-        completed=summary["completed"],
-        tps=summary["tps"],
-        latency_ms=summary["latency_ms"],
-        starts=summary["starts"],
-        errors=summary["errors"],
-        cpu_share=summary["cpu_share"],
+        completed=summary.completed,
+        tps=summary.tps,
+        latency_ms=summary.latency_ms,
+        starts=summary.starts,
+        errors=summary.errors,
+        cpu_share=summary.cpu_share,
         series=recorder.series(),
     )
 

@@ -318,7 +318,7 @@ def analyse(transport: str, membership: str, plan: Plan, recorder: Recorder) -> 
         "rate_per_s": plan.rate_per_s,
         "steady": steady,
         "operations": operations,
-        **recorder.summary(),
+        **recorder.summary().to_json(),
         "series": recorder.series(),
         "events": recorder.events,
     }
