@@ -21,7 +21,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from broker_sched.bench.cell import delete_queues
@@ -426,20 +426,20 @@ async def run(base: Settings, transports: list[str], *, quick: bool, progress: P
             f"Closed-loop callers ({', '.join(map(str, plan.callers))}), "
             f"{plan.warmup_s:g} s warm-up, {plan.duration_s:g} s measured per side."
         ),
-        data={"rows": rows, "footprint": footprint},
+        data={"rows": rows, "footprint": asdict(footprint)},
     )
     report.tables.append(floor_table(rows))
     report.targets += floor_targets(rows)
     report.tables.append(
         Table(
-            f"Memory at {footprint['actions']:,} actions (memory transport, tracemalloc)",
+            f"Memory at {footprint.actions:,} actions (memory transport, tracemalloc)",
             ["actions", "warm proxies", "bytes per warm proxy", "bytes per idle action queue"],
             [
                 [
-                    footprint["actions"],
-                    footprint["warm_proxies"],
-                    footprint["bytes_per_warm_proxy"],
-                    footprint["bytes_per_idle_queue"],
+                    footprint.actions,
+                    footprint.warm_proxies,
+                    footprint.bytes_per_warm_proxy,
+                    footprint.bytes_per_idle_queue,
                 ]
             ],
             note=(
