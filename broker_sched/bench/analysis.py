@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Sequence
-from typing import Any
 
 from broker_sched.bench.histogram import LatencyHistogram
 from broker_sched.bench.recorder import Completion
@@ -31,7 +30,7 @@ def longest_gap(times_s: Sequence[float], start_s: float, end_s: float) -> tuple
 
 def window_latency(
     completions: Sequence[Completion], start_s: float, end_s: float
-) -> dict[str, Any]:
+) -> dict[str, float]:
     """Count, throughput and latency percentiles of what completed in ``[start_s, end_s)``."""
     latencies = [c.latency_ms for c in completions if start_s <= c.at_s < end_s]
     summary = LatencyHistogram.of(latencies).summary()

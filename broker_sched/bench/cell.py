@@ -30,6 +30,7 @@ from broker_sched.config import Settings
 from broker_sched.errors import BrokerSchedError, BrokerUnavailable, InvocationTimeout, Throttled
 from broker_sched.events import Timeline
 from broker_sched.model import Action
+from broker_sched.scheduler.controller import Controller
 from broker_sched.stack import Stack
 from broker_sched.topology import consumer_group, invoker_work_queue
 from transports.base import Transport
@@ -174,8 +175,6 @@ async def _drive(
     stack: Stack, workload: Workload, cell: Cell, actions: list[Action], progress: Progress
 ) -> Recorder:
     assert stack.controller is not None
-    controller = stack.controller
-    picker = Picker(workload, actions)
     settling = workload.settle_s > 0
     recorder = Recorder(
         max(workload.warmup_s, workload.max_warmup_s) if settling else workload.warmup_s,
@@ -186,11 +185,61 @@ async def _drive(
     def until() -> float:
         return recorder.t0_s + recorder.window_end_s
 
-    async def invoke(index: int, sent_s: float) -> bool:
+    picker = Picker(workload, actions)
+    invocations = _Invocations(stack.controller, picker, workload.timeout_s, recorder)
+    sampler = asyncio.create_task(_sample(stack, recorder))
+    settler = asyncio.create_task(_settle(stack, workload, recorder)) if settling else None
+    try:
+        async with progress.showing(cell.label, recorder):
+            if cell.users is not None:
+                cancelled = await closed_loop(
+                    cell.users, invocations.by_user, until=until, grace_s=GRACE_S
+                )
+            else:
+                cancelled = await open_loop(
+                    cell.rate_per_s or workload.rate_at,
+                    invocations.on_schedule,
+                    start_s=recorder.t0_s,
+                    until=until,
+                    grace_s=GRACE_S,
+                )
+    finally:
+        await stop_tasks([sampler] if settler is None else [sampler, settler], grace_s=0.0)
+    recorder.finish()
+    if cancelled:
+        recorder.errors["cancelled_at_end"] += cancelled
+    return recorder
+
+
+class _Invocations:
+    """The load's requests: each one invocation through the controller, its outcome in
+    the recorder."""
+
+    def __init__(
+        self, controller: Controller, picker: Picker, timeout_s: float, recorder: Recorder
+    ) -> None:
+        self.controller = controller
+        self.picker = picker
+        self.timeout_s = timeout_s
+        self.recorder = recorder
+        self.sent = 0
+
+    async def by_user(self, user: int) -> None:
+        """A closed-loop user backs off after a throttle rather than retrying at once."""
+        if not await self.invoke(user, time.monotonic()):
+            await asyncio.sleep(THROTTLE_BACKOFF_S)
+
+    async def on_schedule(self, intended_s: float) -> None:
+        """Open loop: latency counts from the intended send time, so a late send shows."""
+        self.sent += 1
+        await self.invoke(self.sent, intended_s)
+
+    async def invoke(self, index: int, sent_s: float) -> bool:
         """One invocation; False when it was throttled."""
-        action, payload, run_ms = picker.pick(index)
+        action, payload, run_ms = self.picker.pick(index)
+        recorder = self.recorder
         try:
-            result = await controller.invoke(action, payload, timeout_s=workload.timeout_s)
+            result = await self.controller.invoke(action, payload, timeout_s=self.timeout_s)
         except Throttled:
             recorder.fail("throttled")
             return False
@@ -211,40 +260,6 @@ async def _drive(
         else:
             recorder.fail(str(result.status))
         return True
-
-    async def user_request(user: int) -> None:
-        if not await invoke(user, time.monotonic()):
-            await asyncio.sleep(THROTTLE_BACKOFF_S)
-
-    sent = 0
-
-    async def scheduled_request(intended_s: float) -> None:
-        nonlocal sent
-        sent += 1
-        await invoke(sent, intended_s)
-
-    sampler = asyncio.create_task(_sample(stack, recorder))
-    settler = asyncio.create_task(_settle(stack, workload, recorder)) if settling else None
-    try:
-        async with progress.showing(cell.label, recorder):
-            if cell.users is not None:
-                cancelled = await closed_loop(
-                    cell.users, user_request, until=until, grace_s=GRACE_S
-                )
-            else:
-                cancelled = await open_loop(
-                    cell.rate_per_s or workload.rate_at,
-                    scheduled_request,
-                    start_s=recorder.t0_s,
-                    until=until,
-                    grace_s=GRACE_S,
-                )
-    finally:
-        await stop_tasks([sampler] if settler is None else [sampler, settler], grace_s=0.0)
-    recorder.finish()
-    if cancelled:
-        recorder.errors["cancelled_at_end"] += cancelled
-    return recorder
 
 
 async def _settle(stack: Stack, workload: Workload, recorder: Recorder) -> None:
@@ -390,15 +405,15 @@ def _result(workload: Workload, cell: Cell, recorder: Recorder, timeline: Timeli
         rate_per_s=cell.rate_per_s,
         warmup_s=round(recorder.warmup_s, 2),
         duration_s=workload.duration_s,
-        completed=summary["completed"],
-        tps=summary["tps"],
-        latency_ms=summary["latency_ms"],
-        starts=summary["starts"],
-        errors=summary["errors"],
-        cpu_share=summary["cpu_share"],
-        queue_wait_ms=summary.get("queue_wait_ms"),
-        overhead_ms=summary.get("overhead_ms"),
-        overhead_p99_by_action_ms=summary.get("overhead_p99_by_action_ms"),
+        completed=summary.completed,
+        tps=summary.tps,
+        latency_ms=summary.latency_ms,
+        starts=summary.starts,
+        errors=summary.errors,
+        cpu_share=summary.cpu_share,
+        queue_wait_ms=summary.queue_wait_ms,
+        overhead_ms=summary.overhead_ms,
+        overhead_p99_by_action_ms=summary.overhead_p99_by_action_ms,
         warm_latency_ms=warm.summary() if warm is not None else None,
         cold_starts=recorder.starts.get("cold", 0),
         containers_created=timeline.counts["container_created"],

@@ -30,7 +30,7 @@ import shutil
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -63,16 +63,58 @@ class _Phase:
     errors: list[str] = field(default_factory=list)
     duration_s: float = 0.0
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> PhaseResult:
         cycles = min((len(self.latencies_ms.get(op, [])) for op in self.ops), default=0)
-        return {
-            "cycles": cycles,
-            "duration_s": round(self.duration_s, 3),
-            "cycles_per_s": round(cycles / self.duration_s, 2) if self.duration_s else 0.0,
-            "errors": len(self.errors),
-            "first_error": self.errors[0] if self.errors else None,
-            "latency_ms": {op: summarize(self.latencies_ms.get(op, [])) for op in self.ops},
-        }
+        return PhaseResult(
+            cycles=cycles,
+            duration_s=round(self.duration_s, 3),
+            cycles_per_s=round(cycles / self.duration_s, 2) if self.duration_s else 0.0,
+            errors=len(self.errors),
+            first_error=self.errors[0] if self.errors else None,
+            latency_ms={op: summarize(self.latencies_ms.get(op, [])) for op in self.ops},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PhaseResult:
+    """One cycle kind at one concurrency level."""
+
+    cycles: int
+    """Complete cycles: the fewest of any of the cycle's operations."""
+    duration_s: float
+    cycles_per_s: float
+    errors: int
+    first_error: str | None
+    """Kept as text: the engine's own words say why an operation failed."""
+    latency_ms: dict[str, dict[str, float]]
+    """Per operation, :func:`summarize`'s figures."""
+
+
+@dataclass(frozen=True, slots=True)
+class Level:
+    concurrency: int
+    run_rm: PhaseResult
+    pause_unpause: PhaseResult
+
+
+@dataclass(frozen=True, slots=True)
+class Engine:
+    """What the costs depend on besides the concurrency, so a reader can compare runs."""
+
+    server_version: str
+    storage_driver: str
+    cpus: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class DockerOpsResult:
+    """What ``docker-ops.json`` holds, less the ``simulated`` costs derived from it."""
+
+    engine: Engine
+    image: str
+    ops_per_level: int
+    phase_budget_s: float
+    levels: list[Level]
 
 
 def percentile(sorted_values: Sequence[float], pct: float) -> float:
@@ -100,7 +142,7 @@ async def measure_docker_ops(
     *,
     phase_budget_s: float = PHASE_BUDGET_S,
     docker: str = "docker",
-) -> dict[str, Any]:
+) -> DockerOpsResult:
     """Time run→rm and pause→unpause cycles at each concurrency level.
 
     Each phase runs ``max(ops_per_level, concurrency)`` cycles, or fewer if it reaches
@@ -131,22 +173,16 @@ async def measure_docker_ops(
             cycles = max(ops_per_level, concurrency)
             run_rm = await bench.run_rm(concurrency, cycles)
             pause_unpause = await bench.pause_unpause(concurrency, cycles)
-            levels.append(
-                {
-                    "concurrency": concurrency,
-                    "run_rm": run_rm.summary(),
-                    "pause_unpause": pause_unpause.summary(),
-                }
-            )
+            levels.append(Level(concurrency, run_rm.summary(), pause_unpause.summary()))
     finally:
         await bench.clean_up()
-    return {
-        "engine": {"server_version": server, "storage_driver": driver, "cpus": os.cpu_count()},
-        "image": image,
-        "ops_per_level": ops_per_level,
-        "phase_budget_s": phase_budget_s,
-        "levels": levels,
-    }
+    return DockerOpsResult(
+        engine=Engine(server_version=server, storage_driver=driver, cpus=os.cpu_count()),
+        image=image,
+        ops_per_level=ops_per_level,
+        phase_budget_s=phase_budget_s,
+        levels=levels,
+    )
 
 
 class _Bench:
@@ -239,11 +275,11 @@ class _Bench:
         return out or ""
 
 
-def cost_level(result: dict[str, Any]) -> int:
+def cost_level(result: DockerOpsResult) -> int:
     """The level whose costs a simulation should use: the lowest with at least as many
     callers as the docker runtime runs ops at once (8) — an invoker busy creating and
     pausing, which is when costs matter — else the highest level measured."""
-    levels: list[int] = [level["concurrency"] for level in result["levels"]]
+    levels = [level.concurrency for level in result.levels]
     if not levels:
         raise ValueError("the result has no levels")
     busy = [c for c in levels if c >= DEFAULT_MAX_CONCURRENT_OPS]
@@ -251,17 +287,17 @@ def cost_level(result: dict[str, Any]) -> int:
 
 
 def simulated_costs(
-    result: dict[str, Any], concurrency: int | None = None
+    result: DockerOpsResult, concurrency: int | None = None
 ) -> dict[str, tuple[float, float]]:
     """``[simulated]`` cost ranges: p10..p90 of each operation at one concurrency level
     (default: :func:`cost_level`)."""
-    levels = {level["concurrency"]: level for level in result["levels"]}
+    levels = {level.concurrency: level for level in result.levels}
     if concurrency is None:
         concurrency = cost_level(result)
     if concurrency not in levels:
         raise ValueError(f"no level with concurrency {concurrency} (have {sorted(levels)})")
     level = levels[concurrency]
-    latencies = {**level["run_rm"]["latency_ms"], **level["pause_unpause"]["latency_ms"]}
+    latencies = {**level.run_rm.latency_ms, **level.pause_unpause.latency_ms}
     costs = {}
     for setting, op in SIMULATED_OPS.items():
         stats = latencies[op]
@@ -281,27 +317,26 @@ def simulated_toml(costs: dict[str, tuple[float, float]], source: str = "") -> s
     return "\n".join(lines) + "\n"
 
 
-def format_table(result: dict[str, Any]) -> str:
-    engine = result["engine"]
+def format_table(result: DockerOpsResult) -> str:
+    engine = result.engine
     head = (
-        f"Docker {engine['server_version']} ({engine['storage_driver']}, {engine['cpus']} CPUs), "
-        f"image {result['image']}; latencies in ms"
+        f"Docker {engine.server_version} ({engine.storage_driver}, {engine.cpus} CPUs), "
+        f"image {result.image}; latencies in ms"
     )
     header = f"{'callers':>7}  {'op':<8} {'n':>4} {'cycles/s':>9} " + " ".join(
         f"{name:>8}" for name in ("p50", "p90", "p99", "max")
     )
     rows = [head, "", header]
-    for level in result["levels"]:
-        for phase_name in ("run_rm", "pause_unpause"):
-            phase = level[phase_name]
-            for op, stats in phase["latency_ms"].items():
+    for level in result.levels:
+        for phase in (level.run_rm, level.pause_unpause):
+            for op, stats in phase.latency_ms.items():
                 rows.append(
-                    f"{level['concurrency']:>7}  {op:<8} {stats['n']:>4} "
-                    f"{phase['cycles_per_s']:>9.1f} "
+                    f"{level.concurrency:>7}  {op:<8} {stats['n']:>4} "
+                    f"{phase.cycles_per_s:>9.1f} "
                     + " ".join(f"{stats[k]:>8.1f}" for k in ("p50", "p90", "p99", "max"))
                 )
-            if phase["errors"]:
-                rows.append(f"{'':>7}  {phase['errors']} errors, first: {phase['first_error']}")
+            if phase.errors:
+                rows.append(f"{'':>7}  {phase.errors} errors, first: {phase.first_error}")
     return "\n".join(rows)
 
 
@@ -329,7 +364,7 @@ async def docker_ops_command(
         return 1
     concurrency = cost_level(result)
     costs = simulated_costs(result, concurrency)
-    document = {**result, "simulated": {"concurrency": concurrency, **costs}}
+    document = {**asdict(result), "simulated": {"concurrency": concurrency, **costs}}
     snippet = simulated_toml(costs, f"p10..p90 with {concurrency} concurrent callers")
     save(out, document, snippet)
     if json_output:

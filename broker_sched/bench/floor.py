@@ -21,8 +21,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import asdict, dataclass
 
 from broker_sched.bench.cell import delete_queues
 from broker_sched.bench.footprint import measure_footprint
@@ -35,7 +34,7 @@ from broker_sched.errors import BrokerSchedError
 from broker_sched.model import Activation, ActivationResult, Status, encode, now_ms
 from broker_sched.stack import Stack
 from broker_sched.topology import consumer_group
-from transports.base import Delivery, Listener
+from transports.base import Listener, Subscription, Transport
 from transports.registry import resolve, transport_from_settings
 
 TPS_RATIO_GOAL = 0.7
@@ -96,19 +95,51 @@ class Window:
         if self.start_s <= sent_s and done_s <= self.end_s:
             self.latencies_ms.append((done_s - sent_s) * 1000)
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> SideResult:
         ordered = sorted(self.latencies_ms)
         done = len(ordered)
         seconds = self.end_s - self.start_s
         cpu_s = self.cpu_end_s - self.cpu_start_s
-        return {
-            "completed": done,
-            "errors": self.errors,
-            "tps": done / seconds if seconds > 0 else 0.0,
-            "p50_ms": _quantile(ordered, 0.5),
-            "p99_ms": _quantile(ordered, 0.99),
-            "cpu_s_per_1k": cpu_s / done * 1000 if done else None,
-        }
+        return SideResult(
+            completed=done,
+            errors=self.errors,
+            tps=done / seconds if seconds > 0 else 0.0,
+            p50_ms=_quantile(ordered, 0.5),
+            p99_ms=_quantile(ordered, 0.99),
+            cpu_s_per_1k=cpu_s / done * 1000 if done else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SideResult:
+    """One side's measured window; the bare and scheduled sides compare field by field."""
+
+    completed: int
+    errors: int
+    tps: float
+    p50_ms: float | None
+    """None, like the other quantiles and the CPU figure, when nothing completed."""
+    p99_ms: float | None
+    cpu_s_per_1k: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduledResult(SideResult):
+    containers: int
+    """Warm at the end: how many the callers kept busy, which the bare side has no notion of."""
+
+
+@dataclass(frozen=True, slots=True)
+class FloorRow:
+    """Both sides at one number of callers, and the ratios the targets are set on."""
+
+    transport: str
+    callers: int
+    bare: SideResult
+    scheduled: ScheduledResult
+    tps_ratio: float | None
+    p50_ratio: float | None
+    cpu_ratio: float | None
 
 
 def _quantile(ordered: list[float], q: float) -> float | None:
@@ -167,53 +198,21 @@ def sample_sizes() -> tuple[int, int]:
 
 async def bare_side(
     settings: Settings, callers: int, *, warmup_s: float, duration_s: float
-) -> dict[str, Any]:
+) -> SideResult:
     tag = run_tag()
     queue, channel = f"bench-{tag}-floor", f"bench-{tag}-floor-replies"
-    request_bytes, reply_bytes = sample_sizes()
     transport = transport_from_settings(settings)
     waiting: dict[bytes, asyncio.Future[None]] = {}
-
-    async def call() -> None:
-        message_id = uuid.uuid4().hex.encode()
-        done = waiting[message_id] = asyncio.get_running_loop().create_future()
-        try:
-            body = message_id + b"\n" + b"x" * (request_bytes - len(message_id) - 1)
-            await transport.publish(queue, body, key=None)
-            async with asyncio.timeout(REPLY_TIMEOUT_S):
-                await done
-        finally:
-            waiting.pop(message_id, None)
-
-    def answer(delivery: Delivery) -> Awaitable[None]:
-        message_id = delivery.body.split(b"\n", 1)[0]
-        reply = message_id + b"\n" + b"y" * (reply_bytes - len(message_id) - 1)
-        return transport.reply_and_ack(delivery, channel, reply)
-
     async with transport:
         await transport.declare(queue)
         subscription = await transport.subscribe(queue, consumer_group(queue), f"floor-{tag}")
         listener = await transport.listen(channel)
-
-        answering: set[asyncio.Future[None]] = set()
-
-        async def consume() -> None:
-            """Fetch the next batch while the last one's replies and acks are on the way."""
-            while True:
-                free = BATCH - len(answering)
-                if free <= 0:
-                    await asyncio.wait(answering, return_when=asyncio.FIRST_COMPLETED)
-                    continue
-                for delivery in await subscription.fetch(free, 0.2):
-                    task = asyncio.ensure_future(answer(delivery))
-                    answering.add(task)
-                    task.add_done_callback(answering.discard)
-
         tasks = [
-            asyncio.create_task(consume()),
+            asyncio.create_task(_answer_batches(transport, subscription, channel)),
             asyncio.create_task(_dispatch(listener, waiting)),
         ]
         try:
+            call = _bare_call(transport, queue, waiting)
             window = await closed_loop_window(
                 callers, call, warmup_s=warmup_s, duration_s=duration_s
             )
@@ -226,6 +225,44 @@ async def bare_side(
             await subscription.close()
             await delete_queues(transport, [queue])
     return window.summary()
+
+
+def _bare_call(
+    transport: Transport, queue: str, waiting: dict[bytes, asyncio.Future[None]]
+) -> Callable[[], Awaitable[None]]:
+    """A caller's request: a message the size of an activation, done when its reply is
+    dispatched to ``waiting``."""
+    request_bytes, _ = sample_sizes()
+
+    async def call() -> None:
+        message_id = uuid.uuid4().hex.encode()
+        done = waiting[message_id] = asyncio.get_running_loop().create_future()
+        try:
+            body = message_id + b"\n" + b"x" * (request_bytes - len(message_id) - 1)
+            await transport.publish(queue, body, key=None)
+            async with asyncio.timeout(REPLY_TIMEOUT_S):
+                await done
+        finally:
+            waiting.pop(message_id, None)
+
+    return call
+
+
+async def _answer_batches(transport: Transport, subscription: Subscription, channel: str) -> None:
+    """Fetch the next batch while the last one's replies and acks are on the way."""
+    _, reply_bytes = sample_sizes()
+    answering: set[asyncio.Future[None]] = set()
+    while True:
+        free = BATCH - len(answering)
+        if free <= 0:
+            await asyncio.wait(answering, return_when=asyncio.FIRST_COMPLETED)
+            continue
+        for delivery in await subscription.fetch(free, 0.2):
+            message_id = delivery.body.split(b"\n", 1)[0]
+            reply = message_id + b"\n" + b"y" * (reply_bytes - len(message_id) - 1)
+            task = asyncio.ensure_future(transport.reply_and_ack(delivery, channel, reply))
+            answering.add(task)
+            task.add_done_callback(answering.discard)
 
 
 async def _dispatch(listener: Listener, waiting: dict[bytes, asyncio.Future[None]]) -> None:
@@ -270,7 +307,7 @@ def scheduled_settings(base: Settings, transport: str, callers: int, action: str
 
 async def scheduled_side(
     base: Settings, transport: str, callers: int, *, warmup_s: float, duration_s: float
-) -> dict[str, Any]:
+) -> ScheduledResult:
     action = f"noop-{run_tag()}"
     settings = scheduled_settings(base, transport, callers, action)
     async with Stack(settings) as stack:
@@ -286,12 +323,12 @@ async def scheduled_side(
         containers = sum(len(invoker.proxies) for invoker in stack.invokers)
     async with transport_from_settings(settings) as cleaner:
         await delete_queues(cleaner, [settings.queue_name("guest", action)])
-    return {**window.summary(), "containers": containers}
+    return ScheduledResult(**asdict(window.summary()), containers=containers)
 
 
 async def measure_transport(
     base: Settings, transport: str, plan: FloorPlan, progress: Progress
-) -> list[dict[str, Any]]:
+) -> list[FloorRow]:
     settings = derive(base, {"transport": transport})
     rows = []
     for callers in plan.callers:
@@ -305,21 +342,22 @@ async def measure_transport(
             warmup_s=plan.warmup_for(transport),
             duration_s=plan.duration_s,
         )
-        row = {
-            "transport": transport,
-            "callers": callers,
-            "bare": bare,
-            "scheduled": scheduled,
-            "tps_ratio": ratio(scheduled["tps"], bare["tps"]),
-            "p50_ratio": ratio(scheduled["p50_ms"], bare["p50_ms"]),
-            "cpu_ratio": ratio(scheduled["cpu_s_per_1k"], bare["cpu_s_per_1k"]),
-        }
         progress.note(
-            f"{transport} {callers} callers: bare {bare['tps']:.0f}/s p50 "
-            f"{bare['p50_ms'] or 0:.2f} ms; scheduled {scheduled['tps']:.0f}/s p50 "
-            f"{scheduled['p50_ms'] or 0:.2f} ms"
+            f"{transport} {callers} callers: bare {bare.tps:.0f}/s p50 "
+            f"{bare.p50_ms or 0:.2f} ms; scheduled {scheduled.tps:.0f}/s p50 "
+            f"{scheduled.p50_ms or 0:.2f} ms"
         )
-        rows.append(row)
+        rows.append(
+            FloorRow(
+                transport=transport,
+                callers=callers,
+                bare=bare,
+                scheduled=scheduled,
+                tps_ratio=ratio(scheduled.tps, bare.tps),
+                p50_ratio=ratio(scheduled.p50_ms, bare.p50_ms),
+                cpu_ratio=ratio(scheduled.cpu_s_per_1k, bare.cpu_s_per_1k),
+            )
+        )
     return rows
 
 
@@ -329,7 +367,7 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
     return numerator / denominator
 
 
-def floor_table(rows: list[dict[str, Any]]) -> Table:
+def floor_table(rows: list[FloorRow]) -> Table:
     return Table(
         "Scheduled path against the bare client loop (noop actions)",
         [
@@ -350,20 +388,20 @@ def floor_table(rows: list[dict[str, Any]]) -> Table:
         ],
         [
             [
-                r["transport"],
-                r["callers"],
-                r["bare"]["tps"],
-                r["bare"]["p50_ms"],
-                r["bare"]["p99_ms"],
-                r["bare"]["cpu_s_per_1k"],
-                r["scheduled"]["tps"],
-                r["scheduled"]["p50_ms"],
-                r["scheduled"]["p99_ms"],
-                r["scheduled"]["cpu_s_per_1k"],
-                r["scheduled"]["containers"],
-                r["tps_ratio"],
-                r["p50_ratio"],
-                r["cpu_ratio"],
+                r.transport,
+                r.callers,
+                r.bare.tps,
+                r.bare.p50_ms,
+                r.bare.p99_ms,
+                r.bare.cpu_s_per_1k,
+                r.scheduled.tps,
+                r.scheduled.p50_ms,
+                r.scheduled.p99_ms,
+                r.scheduled.cpu_s_per_1k,
+                r.scheduled.containers,
+                r.tps_ratio,
+                r.p50_ratio,
+                r.cpu_ratio,
             ]
             for r in rows
         ],
@@ -377,17 +415,17 @@ def floor_table(rows: list[dict[str, Any]]) -> Table:
     )
 
 
-def floor_targets(rows: list[dict[str, Any]]) -> list[Target]:
+def floor_targets(rows: list[FloorRow]) -> list[Target]:
     targets = []
     for row in rows:
-        if row["callers"] != TARGET_CALLERS:
+        if row.callers != TARGET_CALLERS:
             continue
-        transport = row["transport"]
+        transport = row.transport
         if transport == "memory":
             targets.append(
                 at_least(
                     "memory: scheduled activations/s",
-                    row["scheduled"]["tps"],
+                    row.scheduled.tps,
                     MEMORY_TPS_GOAL,
                     "the path is CPU-bound in one Python process",
                 )
@@ -396,13 +434,13 @@ def floor_targets(rows: list[dict[str, Any]]) -> list[Target]:
         targets += [
             at_least(
                 f"{transport}: scheduled TPS ÷ bare TPS at {TARGET_CALLERS} callers",
-                row["tps_ratio"],
+                row.tps_ratio,
                 TPS_RATIO_GOAL,
                 "controller, invoker and callers share one core's worth of Python",
             ),
             at_most(
                 f"{transport}: scheduled p50 ÷ bare p50 at {TARGET_CALLERS} callers",
-                row["p50_ratio"],
+                row.p50_ratio,
                 P50_RATIO_GOAL,
                 "the scheduled path has a hop per side the bare loop does not",
             ),
@@ -426,20 +464,20 @@ async def run(base: Settings, transports: list[str], *, quick: bool, progress: P
             f"Closed-loop callers ({', '.join(map(str, plan.callers))}), "
             f"{plan.warmup_s:g} s warm-up, {plan.duration_s:g} s measured per side."
         ),
-        data={"rows": rows, "footprint": footprint},
+        data={"rows": [asdict(row) for row in rows], "footprint": asdict(footprint)},
     )
     report.tables.append(floor_table(rows))
     report.targets += floor_targets(rows)
     report.tables.append(
         Table(
-            f"Memory at {footprint['actions']:,} actions (memory transport, tracemalloc)",
+            f"Memory at {footprint.actions:,} actions (memory transport, tracemalloc)",
             ["actions", "warm proxies", "bytes per warm proxy", "bytes per idle action queue"],
             [
                 [
-                    footprint["actions"],
-                    footprint["warm_proxies"],
-                    footprint["bytes_per_warm_proxy"],
-                    footprint["bytes_per_idle_queue"],
+                    footprint.actions,
+                    footprint.warm_proxies,
+                    footprint.bytes_per_warm_proxy,
+                    footprint.bytes_per_idle_queue,
                 ]
             ],
             note=(

@@ -18,7 +18,7 @@ import asyncio
 import gc
 import time
 import tracemalloc
-from typing import Any
+from dataclasses import dataclass
 
 from broker_sched.bench.settings import derive, run_tag
 from broker_sched.config import Settings
@@ -31,7 +31,19 @@ RETIRE_TIMEOUT_S = 30.0
 INVOKE_CONCURRENCY = 50
 
 
-async def measure_footprint(base: Settings, actions: int = ACTIONS) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class Footprint:
+    """Bytes per action at ``actions`` actions, warm and once idle."""
+
+    actions: int
+    warm_proxies: int
+    """Counted rather than assumed: the per-proxy figure divides by it."""
+    bytes_per_warm_proxy: float | None
+    """None when no proxy was left warm to divide by."""
+    bytes_per_idle_queue: float
+
+
+async def measure_footprint(base: Settings, actions: int = ACTIONS) -> Footprint:
     tag = run_tag()
     names = [f"fp-{tag}-{index}" for index in range(actions)]
     settings = derive(
@@ -81,12 +93,12 @@ async def measure_footprint(base: Settings, actions: int = ACTIONS) -> dict[str,
             idle = _allocated(stack)
     finally:
         tracemalloc.stop()
-    return {
-        "actions": actions,
-        "warm_proxies": proxies,
-        "bytes_per_warm_proxy": (warm - idle) / proxies if proxies else None,
-        "bytes_per_idle_queue": (idle - baseline) / actions,
-    }
+    return Footprint(
+        actions=actions,
+        warm_proxies=proxies,
+        bytes_per_warm_proxy=(warm - idle) / proxies if proxies else None,
+        bytes_per_idle_queue=(idle - baseline) / actions,
+    )
 
 
 def _allocated(stack: Stack | None = None) -> int:

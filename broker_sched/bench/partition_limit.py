@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from broker_sched.bench.analysis import longest_gap, window_latency
@@ -64,15 +64,77 @@ QUICK = Plan(
 )
 
 
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One consumer count, measured once every partition has an owner."""
+
+    consumers: int
+    settled: bool
+    """False when the group had not settled in time: the step measured a rebalance too."""
+    tps: float
+    p99_ms: float
+    idle_consumers: int
+    without_partitions: int | None
+    """None where the broker does not say which member owns what."""
+    ideal_tps: float
+    expected_tps: float
+    """What the partition count allows: the ideal, capped at one consumer per partition."""
+
+
+@dataclass(frozen=True, slots=True)
+class Resize:
+    """Growing the partitions to one per consumer, under load."""
+
+    from_partitions: int | None
+    to: int
+    call_ms: float
+    pause_ms: float
+    rebalances: int
+    settled_after_ms: float | None
+    """None when no rebalance finished within the window."""
+    tps_before: float
+    tps_after: float
+
+    def to_json(self) -> dict[str, Any]:
+        """As in ``results.json``, where the first key is ``from``."""
+        fields = asdict(self)
+        return {"from": fields.pop("from_partitions"), **fields}
+
+
+@dataclass(frozen=True, slots=True)
+class TransportResult:
+    """One transport (or its KIP-848 variant): the steps, then the resize."""
+
+    transport: str
+    partitions: int | None
+    per_consumer_tps: float
+    steps: list[Step]
+    ceiling_tps: float
+    resize: Resize
+    errors: dict[str, int]
+    series: dict[str, list[Any]]
+    """Per interval, as :meth:`Recorder.series` gives it (None where nothing completed)."""
+    events: list[dict[str, Any]]
+
+    def to_json(self) -> dict[str, Any]:
+        fields = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        return {
+            **fields,
+            "steps": [asdict(step) for step in self.steps],
+            "resize": self.resize.to_json(),
+        }
+
+
 async def run(ctx: BenchContext) -> Report:
     plan = QUICK if ctx.quick else FULL
-    results = {}
+    results: dict[str, TransportResult] = {}
     for transport in ctx.transports:
         for label, overrides in variants(ctx, transport):
             result = await run_transport(ctx, transport, plan, overrides, label)
             results[label] = result
-            steps = ", ".join(f"{s['consumers']}→{s['tps']:.0f}/s" for s in result["steps"])
-            ctx.progress.note(f"partition-limit {label}: {steps}; resize {result['resize']}")
+            steps = ", ".join(f"{s.consumers}→{s.tps:.0f}/s" for s in result.steps)
+            resize = result.resize.to_json()
+            ctx.progress.note(f"partition-limit {label}: {steps}; resize {resize}")
     report = Report(
         scenario="partition-limit",
         title="partition-limit: consumers beyond the partition count, and resizing under load",
@@ -92,7 +154,7 @@ async def run(ctx: BenchContext) -> Report:
                 "users": plan.users,
                 "step_s": plan.step_s,
             },
-            "transports": results,
+            "transports": {label: result.to_json() for label, result in results.items()},
         },
     )
     report.tables += [steps_table(results, plan), resize_table(results)]
@@ -115,36 +177,13 @@ async def run_transport(
     plan: Plan,
     overrides: dict[str, Any] | None = None,
     label: str | None = None,
-) -> dict[str, Any]:
+) -> TransportResult:
     transport = ctx.transport(name, overrides)
     queue = f"bench-{run_tag()}-plimit"
     total_s = (plan.step_s + 5) * len(plan.steps) + plan.resize_window_s
     recorder = Recorder(0.0, total_s, plan.interval_s)
-    waiting: dict[bytes, asyncio.Future[None]] = {}
+    requests = _Requests(transport, queue, recorder)
     stop = Deadline()
-
-    async def handle(body: bytes) -> None:
-        done = waiting.get(body.split(b"\n", 1)[0])
-        if done is not None and not done.done():
-            done.set_result(None)
-
-    async def request(user: int) -> None:
-        message_id = uuid.uuid4().hex.encode()
-        done = waiting[message_id] = asyncio.get_running_loop().create_future()
-        sent_s = time.monotonic()
-        try:
-            await transport.publish(queue, message_id + b"\n" + PADDING, key=message_id.decode())
-            await asyncio.wait_for(done, REQUEST_TIMEOUT_S)
-        except TimeoutError:
-            recorder.fail("timeout")
-            return
-        except BrokerSchedError as exc:
-            recorder.fail(type(exc).__name__)
-            return
-        finally:
-            waiting.pop(message_id, None)
-        recorder.record((time.monotonic() - sent_s) * 1000)
-
     async with (
         transport,
         settled_pool(
@@ -153,13 +192,13 @@ async def run_transport(
             partitions=plan.partitions,
             consumers=plan.steps[0],
             run_ms=plan.run_ms,
-            handle=handle,
+            handle=requests.answered,
             recorder=recorder,
         ) as pool,
     ):
         partitions = pool.partitions
         recorder.events.clear()
-        load = asyncio.create_task(closed_loop(plan.users, request, until=stop, grace_s=2.0))
+        load = asyncio.create_task(closed_loop(plan.users, requests.send, until=stop, grace_s=2.0))
         try:
             async with ctx.progress.showing(f"partition-limit {label or name}", recorder):
                 steps = await _steps(pool, plan, recorder)
@@ -170,20 +209,54 @@ async def run_transport(
         finally:
             stop.now()
             await stop_tasks([load], grace_s=5.0)
-    return {
-        "transport": name,
-        "partitions": partitions,
-        "per_consumer_tps": plan.per_consumer_tps,
-        "steps": steps,
-        "ceiling_tps": max(s["tps"] for s in steps),
-        "resize": resize,
-        "errors": dict(recorder.errors),
-        "series": recorder.series(),
-        "events": recorder.events,
-    }
+    return TransportResult(
+        transport=name,
+        partitions=partitions,
+        per_consumer_tps=plan.per_consumer_tps,
+        steps=steps,
+        ceiling_tps=max(s.tps for s in steps),
+        resize=resize,
+        errors=dict(recorder.errors),
+        series=recorder.series(),
+        events=recorder.events,
+    )
 
 
-async def _steps(pool: ConsumerPool, plan: Plan, recorder: Recorder) -> list[dict[str, Any]]:
+class _Requests:
+    """The closed loop's requests, each done when a consumer handles its message: the
+    queue has no reply channel, so the consumers' handler completes them."""
+
+    def __init__(self, transport: Transport, queue: str, recorder: Recorder) -> None:
+        self.transport = transport
+        self.queue = queue
+        self.recorder = recorder
+        self.waiting: dict[bytes, asyncio.Future[None]] = {}
+
+    async def answered(self, body: bytes) -> None:
+        done = self.waiting.get(body.split(b"\n", 1)[0])
+        if done is not None and not done.done():
+            done.set_result(None)
+
+    async def send(self, user: int) -> None:
+        message_id = uuid.uuid4().hex.encode()
+        done = self.waiting[message_id] = asyncio.get_running_loop().create_future()
+        sent_s = time.monotonic()
+        body = message_id + b"\n" + PADDING
+        try:
+            await self.transport.publish(self.queue, body, key=message_id.decode())
+            await asyncio.wait_for(done, REQUEST_TIMEOUT_S)
+        except TimeoutError:
+            self.recorder.fail("timeout")
+            return
+        except BrokerSchedError as exc:
+            self.recorder.fail(type(exc).__name__)
+            return
+        finally:
+            self.waiting.pop(message_id, None)
+        self.recorder.record((time.monotonic() - sent_s) * 1000)
+
+
+async def _steps(pool: ConsumerPool, plan: Plan, recorder: Recorder) -> list[Step]:
     steps = []
     for consumers in plan.steps:
         while len(pool.members) < consumers:
@@ -199,27 +272,27 @@ async def _steps(pool: ConsumerPool, plan: Plan, recorder: Recorder) -> list[dic
         idle = [name for name, m in pool.members.items() if m.completed == before.get(name, 0)]
         limit = consumers if pool.partitions is None else min(consumers, pool.partitions)
         steps.append(
-            {
-                "consumers": consumers,
-                "settled": settled,
-                "tps": window["tps"],
-                "p99_ms": window["p99_ms"],
-                "idle_consumers": len(idle),
-                "without_partitions": (
+            Step(
+                consumers=consumers,
+                settled=settled,
+                tps=window["tps"],
+                p99_ms=window["p99_ms"],
+                idle_consumers=len(idle),
+                without_partitions=(
                     sum(1 for m in pool.members.values() if not m.assigned)
                     if pool.observable
                     else None
                 ),
-                "ideal_tps": consumers * plan.per_consumer_tps,
-                "expected_tps": limit * plan.per_consumer_tps,
-            }
+                ideal_tps=consumers * plan.per_consumer_tps,
+                expected_tps=limit * plan.per_consumer_tps,
+            )
         )
     return steps
 
 
 async def _resize(
     transport: Transport, pool: ConsumerPool, queue: str, plan: Plan, recorder: Recorder
-) -> dict[str, Any]:
+) -> Resize:
     target = max(plan.steps)
     before = window_latency(recorder.completions, recorder.now() - plan.step_s, recorder.now())
     started_s = time.monotonic()
@@ -238,35 +311,35 @@ async def _resize(
     ]
     settled_s = float(finished[-1]["t_s"]) if finished else at_s
     after = window_latency(recorder.completions, max(settled_s, end_s - plan.step_s), end_s)
-    return {
-        "from": plan.partitions if pool.observable else None,
-        "to": now,
-        "call_ms": round(call_ms, 1),
-        "pause_ms": round(pause_s * 1000, 1),
-        "rebalances": sum(
+    return Resize(
+        from_partitions=plan.partitions if pool.observable else None,
+        to=now,
+        call_ms=round(call_ms, 1),
+        pause_ms=round(pause_s * 1000, 1),
+        rebalances=sum(
             1 for e in recorder.events if e["kind"] == "rebalance_started" and e["t_s"] >= at_s
         ),
-        "settled_after_ms": round((settled_s - at_s) * 1000, 1) if finished else None,
-        "tps_before": before["tps"],
-        "tps_after": after["tps"],
-    }
+        settled_after_ms=round((settled_s - at_s) * 1000, 1) if finished else None,
+        tps_before=before["tps"],
+        tps_after=after["tps"],
+    )
 
 
-def steps_table(results: dict[str, dict[str, Any]], plan: Plan) -> Table:
+def steps_table(results: dict[str, TransportResult], plan: Plan) -> Table:
     rows = [
         [
             t,
-            r["partitions"],
-            s["consumers"],
-            s["tps"],
-            s["expected_tps"],
-            s["ideal_tps"],
-            s["idle_consumers"],
-            s["without_partitions"],
-            s["p99_ms"],
+            r.partitions,
+            s.consumers,
+            s.tps,
+            s.expected_tps,
+            s.ideal_tps,
+            s.idle_consumers,
+            s.without_partitions,
+            s.p99_ms,
         ]
         for t, r in results.items()
-        for s in r["steps"]
+        for s in r.steps
     ]
     return Table(
         "Throughput per consumer count",
@@ -287,18 +360,18 @@ def steps_table(results: dict[str, dict[str, Any]], plan: Plan) -> Table:
     )
 
 
-def resize_table(results: dict[str, dict[str, Any]]) -> Table:
+def resize_table(results: dict[str, TransportResult]) -> Table:
     rows = [
         [
             t,
-            r["resize"]["from"],
-            r["resize"]["to"],
-            r["resize"]["call_ms"],
-            r["resize"]["pause_ms"],
-            r["resize"]["rebalances"],
-            r["resize"]["settled_after_ms"],
-            r["resize"]["tps_before"],
-            r["resize"]["tps_after"],
+            r.resize.from_partitions,
+            r.resize.to,
+            r.resize.call_ms,
+            r.resize.pause_ms,
+            r.resize.rebalances,
+            r.resize.settled_after_ms,
+            r.resize.tps_before,
+            r.resize.tps_after,
         ]
         for t, r in results.items()
     ]
@@ -320,22 +393,22 @@ def resize_table(results: dict[str, dict[str, Any]]) -> Table:
     )
 
 
-def steps_figure(results: dict[str, dict[str, Any]], plan: Plan) -> BarFigure:
+def steps_figure(results: dict[str, TransportResult], plan: Plan) -> BarFigure:
     return BarFigure(
         name="partition-limit-steps",
         title=f"TPS by consumers, {plan.partitions} partitions "
         f"({plan.per_consumer_tps:g}/s per consumer)",
         categories=[f"{c} consumers" for c in plan.steps],
-        groups={t: [s["tps"] for s in r["steps"]] for t, r in results.items()},
+        groups={t: [s.tps for s in r.steps] for t, r in results.items()},
         ylabel="TPS",
         reference=plan.partitions * plan.per_consumer_tps,
         reference_label="partition ceiling",
     )
 
 
-def timeline_figure(transport: str, result: dict[str, Any]) -> TimeFigure:
-    series = result["series"]
-    markers = [Marker(e["t_s"], e["kind"]) for e in result["events"] if e["kind"] in MARKED_EVENTS]
+def timeline_figure(transport: str, result: TransportResult) -> TimeFigure:
+    series = result.series
+    markers = [Marker(e["t_s"], e["kind"]) for e in result.events if e["kind"] in MARKED_EVENTS]
     return TimeFigure(
         name=f"partition-limit-{transport}",
         title=f"partition-limit on {transport}",

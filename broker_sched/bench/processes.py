@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import sys
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from broker_sched.bench.floor import (
     REPLY_TIMEOUT_S,
     TARGET_CALLERS,
     FloorPlan,
+    ScheduledResult,
     closed_loop_window,
     ratio,
     scheduled_settings,
@@ -41,6 +43,30 @@ STARTUP_TIMEOUT_S = 30.0
 CHILD_SETTINGS = ("transport", "runtime", "actions", "simulated", "invoker", "kafka")
 """What the children must agree on with this process; the rest comes from the same
 environment and config file they inherit."""
+
+
+@dataclass(frozen=True, slots=True)
+class SplitResult(ScheduledResult):
+    workers: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentRow:
+    """One deployment of the scheduled side, against the one-process one."""
+
+    transport: str
+    deployment: str
+    side: ScheduledResult
+    tps_vs_one: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        """As in ``results.json``: the side's fields inline, beside the deployment's."""
+        return {
+            "transport": self.transport,
+            "deployment": self.deployment,
+            **asdict(self.side),
+            "tps_vs_one": self.tps_vs_one,
+        }
 
 
 def child_environment(settings: Settings) -> dict[str, str]:
@@ -83,7 +109,7 @@ async def split_side(
     *,
     warmup_s: float,
     duration_s: float,
-) -> dict[str, Any]:
+) -> SplitResult:
     """The controller here, ``workers`` invoker processes beside it."""
     action = f"noop-{run_tag()}"
     settings = scheduled_settings(base, transport, callers, action)
@@ -128,12 +154,12 @@ async def split_side(
         await delete_queues(cleaner, [settings.queue_name("guest", action)])
     summary = window.summary()
     start, end = cpu_at.get("start"), cpu_at.get("end")
-    if summary["completed"] and start is not None and end is not None:
-        own = summary["cpu_s_per_1k"] or 0.0
-        summary["cpu_s_per_1k"] = own + (end - start) / summary["completed"] * 1000
-    else:
-        summary["cpu_s_per_1k"] = None
-    return {**summary, "containers": containers, "workers": workers}
+    cpu_s_per_1k = None
+    if summary.completed and start is not None and end is not None:
+        own = summary.cpu_s_per_1k or 0.0
+        cpu_s_per_1k = own + (end - start) / summary.completed * 1000
+    counted = replace(summary, cpu_s_per_1k=cpu_s_per_1k)
+    return SplitResult(**asdict(counted), containers=containers, workers=workers)
 
 
 async def add_processes(
@@ -146,7 +172,7 @@ async def add_processes(
         if transport != "memory" and plan.invoker_processes
         for row in await measure_processes(base, transport, plan, progress)
     ]
-    report.data["processes"] = rows
+    report.data["processes"] = [row.to_json() for row in rows]
     if rows:
         report.tables.append(processes_table(rows))
         report.targets += processes_targets(rows)
@@ -154,43 +180,42 @@ async def add_processes(
 
 async def measure_processes(
     base: Settings, transport: str, plan: FloorPlan, progress: Progress
-) -> list[dict[str, Any]]:
+) -> list[DeploymentRow]:
     """One process against the controller beside 1 and 2 invoker processes."""
     callers = TARGET_CALLERS
     warmup_s = plan.warmup_for(transport)
     one = await scheduled_side(
         base, transport, callers, warmup_s=warmup_s, duration_s=plan.duration_s
     )
-    rows = [{"transport": transport, "deployment": "one process", **one}]
+    sides: list[tuple[str, ScheduledResult]] = [("one process", one)]
     for workers in plan.invoker_processes:
         split = await split_side(
             base, transport, callers, workers, warmup_s=warmup_s, duration_s=plan.duration_s
         )
-        rows.append(
-            {"transport": transport, "deployment": f"controller + {workers} invoker proc", **split}
-        )
+        sides.append((f"controller + {workers} invoker proc", split))
         progress.note(
-            f"{transport} split ({workers} invoker processes): {split['tps']:.0f}/s, "
-            f"one process {one['tps']:.0f}/s"
+            f"{transport} split ({workers} invoker processes): {split.tps:.0f}/s, "
+            f"one process {one.tps:.0f}/s"
         )
-    for row in rows:
-        row["tps_vs_one"] = ratio(row["tps"], one["tps"])
-    return rows
+    return [
+        DeploymentRow(transport, deployment, side, ratio(side.tps, one.tps))
+        for deployment, side in sides
+    ]
 
 
-def processes_table(rows: list[dict[str, Any]]) -> Table:
+def processes_table(rows: list[DeploymentRow]) -> Table:
     return Table(
         f"One process against separate controller and invoker processes ({TARGET_CALLERS} callers)",
         ["transport", "deployment", "TPS", "p50 ms", "p99 ms", "CPU s/1k", "TPS ÷ one"],
         [
             [
-                r["transport"],
-                r["deployment"],
-                r["tps"],
-                r["p50_ms"],
-                r["p99_ms"],
-                r["cpu_s_per_1k"],
-                r["tps_vs_one"],
+                r.transport,
+                r.deployment,
+                r.side.tps,
+                r.side.p50_ms,
+                r.side.p99_ms,
+                r.side.cpu_s_per_1k,
+                r.tps_vs_one,
             ]
             for r in rows
         ],
@@ -202,13 +227,13 @@ def processes_table(rows: list[dict[str, Any]]) -> Table:
     )
 
 
-def processes_targets(rows: list[dict[str, Any]]) -> list[Target]:
+def processes_targets(rows: list[DeploymentRow]) -> list[Target]:
     best: dict[str, float | None] = {}
     for row in rows:
-        if row["deployment"] != "one process":
-            ratio = row["tps_vs_one"]
-            current = best.get(row["transport"])
-            best[row["transport"]] = ratio if current is None or (ratio or 0) > current else current
+        if row.deployment != "one process":
+            ratio = row.tps_vs_one
+            current = best.get(row.transport)
+            best[row.transport] = ratio if current is None or (ratio or 0) > current else current
     return [
         at_least(
             f"{transport}: best multi-process TPS ÷ one process",

@@ -23,7 +23,7 @@ from broker_sched.bench.recorder import Recorder
 from broker_sched.bench.settings import run_tag
 from broker_sched.config import Settings
 from broker_sched.errors import BrokerUnavailable
-from transports.base import Listener
+from transports.base import Listener, Transport
 from transports.registry import transport_from_settings
 
 PADDING = b"x" * 240
@@ -71,34 +71,16 @@ async def run_raw(
     queue = f"bench-{tag}-raw"
     channel = f"bench-{tag}-raw-replies"
     transport = transport_from_settings(settings)
-    waiting: dict[bytes, asyncio.Future[None]] = {}
-
     recorder = Recorder(warmup_s, duration_s, interval_s)
+    requests = _Requests(transport, queue, recorder)
 
     async def reply(body: bytes) -> None:
         await transport.send(channel, body.split(b"\n", 1)[0])
 
-    async def request(user: int) -> None:
-        message_id = uuid.uuid4().hex.encode()
-        done = waiting[message_id] = asyncio.get_running_loop().create_future()
-        sent_s = time.monotonic()
-        try:
-            await transport.publish(queue, message_id + b"\n" + PADDING, key=None)
-            await asyncio.wait_for(done, REPLY_TIMEOUT_S)
-        except TimeoutError:
-            recorder.fail("timeout")
-            return
-        except BrokerUnavailable:
-            recorder.fail("broker_unavailable")
-            return
-        finally:
-            waiting.pop(message_id, None)
-        recorder.record((time.monotonic() - sent_s) * 1000)
-
     async with transport:
         broker = await transport.ping()
         listener = await transport.listen(channel)
-        dispatcher = asyncio.create_task(_dispatch(listener, waiting))
+        dispatcher = asyncio.create_task(requests.dispatch(listener))
         try:
             async with settled_pool(
                 transport,
@@ -113,7 +95,7 @@ async def run_raw(
                 async with progress.showing(label, recorder):
                     await closed_loop(
                         users,
-                        request,
+                        requests.send,
                         until=lambda: recorder.t0_s + recorder.window_end_s,
                         grace_s=GRACE_S,
                     )
@@ -130,21 +112,47 @@ async def run_raw(
         run_ms=run_ms,
         warmup_s=warmup_s,
         duration_s=duration_s,
-        completed=summary["completed"],
-        tps=summary["tps"],
-        latency_ms=summary["latency_ms"],
-        starts=summary["starts"],
-        errors=summary["errors"],
-        cpu_share=summary["cpu_share"],
+        completed=summary.completed,
+        tps=summary.tps,
+        latency_ms=summary.latency_ms,
+        starts=summary.starts,
+        errors=summary.errors,
+        cpu_share=summary.cpu_share,
         series=recorder.series(),
     )
 
 
-async def _dispatch(listener: Listener, waiting: dict[bytes, asyncio.Future[None]]) -> None:
-    while True:
-        message_id = await listener.receive(1.0)
-        if message_id is None:
-            continue
-        done = waiting.get(message_id)
-        if done is not None and not done.done():
-            done.set_result(None)
+class _Requests:
+    """The users' requests, each done when its id comes back on the reply channel."""
+
+    def __init__(self, transport: Transport, queue: str, recorder: Recorder) -> None:
+        self.transport = transport
+        self.queue = queue
+        self.recorder = recorder
+        self.waiting: dict[bytes, asyncio.Future[None]] = {}
+
+    async def send(self, user: int) -> None:
+        message_id = uuid.uuid4().hex.encode()
+        done = self.waiting[message_id] = asyncio.get_running_loop().create_future()
+        sent_s = time.monotonic()
+        try:
+            await self.transport.publish(self.queue, message_id + b"\n" + PADDING, key=None)
+            await asyncio.wait_for(done, REPLY_TIMEOUT_S)
+        except TimeoutError:
+            self.recorder.fail("timeout")
+            return
+        except BrokerUnavailable:
+            self.recorder.fail("broker_unavailable")
+            return
+        finally:
+            self.waiting.pop(message_id, None)
+        self.recorder.record((time.monotonic() - sent_s) * 1000)
+
+    async def dispatch(self, listener: Listener) -> None:
+        while True:
+            message_id = await listener.receive(1.0)
+            if message_id is None:
+                continue
+            done = self.waiting.get(message_id)
+            if done is not None and not done.done():
+                done.set_result(None)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from broker_sched.bench.analysis import longest_gap, ratio, window_latency
@@ -32,7 +32,7 @@ from broker_sched.bench.consumers import ConsumerPool, settled_pool
 from broker_sched.bench.context import BenchContext
 from broker_sched.bench.load import open_loop, stop_tasks
 from broker_sched.bench.plots import Line, Marker, Panel, TimeFigure
-from broker_sched.bench.recorder import Completion, Recorder
+from broker_sched.bench.recorder import Completion, Recorder, Summary
 from broker_sched.bench.report import Report, Table
 from broker_sched.bench.settings import run_tag
 from broker_sched.errors import BrokerSchedError
@@ -106,17 +106,71 @@ def variants(ctx: BenchContext, transport: str, tag: str) -> list[tuple[str, dic
     return found
 
 
+@dataclass(frozen=True, slots=True)
+class OperationResult:
+    """One operation, over the messages sent until the next one."""
+
+    operation: Operation
+    t_s: float
+    consumers: int | None
+    """After the operation; None if its event was not recorded."""
+    pause_ms: float
+    pause_from_s: float
+    p99_ms: float
+    max_ms: float
+    p99_spike: float | None
+    """``p99_ms`` over the steady state's: the delay the operation added."""
+    rebalances: int
+    rebalance_ms: float | None
+    """None where nothing rebalanced (every broker but Kafka)."""
+
+
+@dataclass(frozen=True, slots=True)
+class VariantResult:
+    """One transport with one kind of group membership, through the plan's operations."""
+
+    transport: str
+    membership: str
+    partitions: int
+    rate_per_s: float
+    steady: dict[str, float]
+    """Before the first operation: :func:`window_latency`'s figures and ``pause_ms``."""
+    operations: list[OperationResult]
+    summary: Summary
+    series: dict[str, list[Any]]
+    events: list[dict[str, Any]]
+    published: int
+    unfinished: int
+    """Published but never consumed: a partition still without an owner at the end."""
+    duplicates: int
+
+    def to_json(self) -> dict[str, Any]:
+        """As in ``results.json``: the recorder's summary inline, after the operations."""
+        return {
+            "transport": self.transport,
+            "membership": self.membership,
+            "partitions": self.partitions,
+            "rate_per_s": self.rate_per_s,
+            "steady": self.steady,
+            "operations": [asdict(operation) for operation in self.operations],
+            **self.summary.to_json(),
+            "series": self.series,
+            "events": self.events,
+            "published": self.published,
+            "unfinished": self.unfinished,
+            "duplicates": self.duplicates,
+        }
+
+
 async def run(ctx: BenchContext) -> Report:
     plan = QUICK if ctx.quick else FULL
-    runs: list[dict[str, Any]] = []
+    runs: list[VariantResult] = []
     for transport in ctx.transports:
         tag = run_tag()
         for membership, overrides in variants(ctx, transport, tag):
             result = await run_variant(ctx, transport, membership, overrides, plan)
             runs.append(result)
-            pauses = ", ".join(
-                f"{op['operation']} {op['pause_ms']:.0f} ms" for op in result["operations"]
-            )
+            pauses = ", ".join(f"{op.operation} {op.pause_ms:.0f} ms" for op in result.operations)
             ctx.progress.note(f"rebalance {transport} ({membership}): pauses {pauses}")
     report = Report(
         scenario="rebalance",
@@ -151,10 +205,10 @@ def plan_json(plan: Plan) -> dict[str, Any]:
     }
 
 
-def _by_transport(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    grouped: dict[str, Any] = {}
+def _by_transport(runs: list[VariantResult]) -> dict[str, dict[str, dict[str, Any]]]:
+    grouped: dict[str, dict[str, dict[str, Any]]] = {}
     for result in runs:
-        grouped.setdefault(result["transport"], {})[result["membership"]] = result
+        grouped.setdefault(result.transport, {})[result.membership] = result.to_json()
     return grouped
 
 
@@ -164,36 +218,11 @@ async def run_variant(
     membership: str,
     overrides: dict[str, Any],
     plan: Plan,
-) -> dict[str, Any]:
+) -> VariantResult:
     transport = ctx.transport(transport_name, overrides)
     queue = f"bench-{run_tag()}-rebalance"
     recorder = Recorder(plan.warmup_s, plan.end_s - plan.warmup_s, plan.interval_s)
-    published = 0
-    publishing_done = False
-    drained = asyncio.Event()
-    seen: set[bytes] = set()
-    duplicates = 0
-
-    async def handle(body: bytes) -> None:
-        nonlocal duplicates
-        stamp = body.split(b"\n", 1)[0]
-        if stamp in seen:  # at-least-once: redelivered after a rebalance
-            duplicates += 1
-            return
-        seen.add(stamp)
-        recorder.record((time.monotonic() - float(stamp)) * 1000)
-        if publishing_done and len(recorder.completions) >= published:
-            drained.set()
-
-    async def publish(intended_s: float) -> None:
-        nonlocal published
-        try:
-            await transport.publish(queue, f"{intended_s:.6f}\n".encode() + PADDING)
-        except BrokerSchedError as exc:
-            recorder.fail(type(exc).__name__)
-            return
-        published += 1
-
+    flow = _Flow(transport, queue, recorder)
     async with (
         transport,
         settled_pool(
@@ -202,7 +231,7 @@ async def run_variant(
             partitions=plan.partitions,
             consumers=plan.initial_consumers,
             run_ms=plan.run_ms,
-            handle=handle,
+            handle=flow.consumed,
             recorder=recorder,
         ) as pool,
     ):
@@ -213,24 +242,72 @@ async def run_variant(
             async with ctx.progress.showing(f"rebalance {transport_name} {membership}", recorder):
                 await open_loop(
                     plan.rate_per_s,
-                    publish,
+                    flow.publish,
                     start_s=recorder.t0_s,
                     until=lambda: recorder.t0_s + plan.end_s,
                     grace_s=GRACE_S,
                 )
                 await operator
-                publishing_done = True
-                if len(recorder.completions) < published:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(drained.wait(), DRAIN_S)
+                await flow.drain()
         finally:
             await stop_tasks([operator, sampler], grace_s=0.0)
         recorder.finish()
-    result = analyse(transport_name, membership, plan, recorder)
-    result["published"] = published
-    result["unfinished"] = published - len(recorder.completions)
-    result["duplicates"] = duplicates
-    return result
+    steady, operations = analyse(plan, recorder)
+    return VariantResult(
+        transport=transport_name,
+        membership=membership,
+        partitions=plan.partitions,
+        rate_per_s=plan.rate_per_s,
+        steady=steady,
+        operations=operations,
+        summary=recorder.summary(),
+        series=recorder.series(),
+        events=recorder.events,
+        published=flow.published,
+        unfinished=flow.published - len(recorder.completions),
+        duplicates=flow.duplicates,
+    )
+
+
+class _Flow:
+    """The open loop's messages, stamped with their intended send time, and their
+    consumption: at-least-once, so a message redelivered after a rebalance is counted
+    once and tallied as a duplicate."""
+
+    def __init__(self, transport: Transport, queue: str, recorder: Recorder) -> None:
+        self.transport = transport
+        self.queue = queue
+        self.recorder = recorder
+        self.published = 0
+        self.duplicates = 0
+        self.seen: set[bytes] = set()
+        self.publishing_done = False
+        self.drained = asyncio.Event()
+
+    async def publish(self, intended_s: float) -> None:
+        try:
+            await self.transport.publish(self.queue, f"{intended_s:.6f}\n".encode() + PADDING)
+        except BrokerSchedError as exc:
+            self.recorder.fail(type(exc).__name__)
+            return
+        self.published += 1
+
+    async def consumed(self, body: bytes) -> None:
+        stamp = body.split(b"\n", 1)[0]
+        if stamp in self.seen:
+            self.duplicates += 1
+            return
+        self.seen.add(stamp)
+        self.recorder.record((time.monotonic() - float(stamp)) * 1000)
+        if self.publishing_done and len(self.recorder.completions) >= self.published:
+            self.drained.set()
+
+    async def drain(self) -> None:
+        """Once the load has ended, wait (a while) for what is still on its way."""
+        self.publishing_done = True
+        if len(self.recorder.completions) < self.published:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.drained.wait(), DRAIN_S)
 
 
 async def _sample(transport: Transport, queue: str, pool: ConsumerPool, recorder: Recorder) -> None:
@@ -266,7 +343,7 @@ async def _operate(pool: ConsumerPool, plan: Plan, recorder: Recorder) -> None:
         )
 
 
-def analyse(transport: str, membership: str, plan: Plan, recorder: Recorder) -> dict[str, Any]:
+def analyse(plan: Plan, recorder: Recorder) -> tuple[dict[str, float], list[OperationResult]]:
     """Per operation, over the messages *sent* until the next operation (a message delayed
     by an operation may complete after the next one) and the completions in that time."""
     times = [c.at_s for c in recorder.completions]
@@ -291,10 +368,10 @@ def analyse(transport: str, membership: str, plan: Plan, recorder: Recorder) -> 
             e for e in recorder.events if e["kind"] == "rebalance_finished" and at_s <= e["t_s"]
         ]
         operations.append(
-            {
-                "operation": operation,
-                "t_s": at_s,
-                "consumers": next(
+            OperationResult(
+                operation=operation,
+                t_s=at_s,
+                consumers=next(
                     (
                         e["detail"]["consumers"]
                         for e in recorder.events
@@ -302,45 +379,35 @@ def analyse(transport: str, membership: str, plan: Plan, recorder: Recorder) -> 
                     ),
                     None,
                 ),
-                "pause_ms": round(pause_s * 1000, 1),
-                "pause_from_s": round(pause_from_s, 3),
-                "p99_ms": window["p99_ms"],
-                "max_ms": window["max_ms"],
-                "p99_spike": ratio(window["p99_ms"], steady["p99_ms"]),
-                "rebalances": len(started),
-                "rebalance_ms": finished[0]["detail"]["took_ms"] if started and finished else None,
-            }
+                pause_ms=round(pause_s * 1000, 1),
+                pause_from_s=round(pause_from_s, 3),
+                p99_ms=window["p99_ms"],
+                max_ms=window["max_ms"],
+                p99_spike=ratio(window["p99_ms"], steady["p99_ms"]),
+                rebalances=len(started),
+                rebalance_ms=finished[0]["detail"]["took_ms"] if started and finished else None,
+            )
         )
-    return {
-        "transport": transport,
-        "membership": membership,
-        "partitions": plan.partitions,
-        "rate_per_s": plan.rate_per_s,
-        "steady": steady,
-        "operations": operations,
-        **recorder.summary(),
-        "series": recorder.series(),
-        "events": recorder.events,
-    }
+    return steady, operations
 
 
-def operations_table(runs: list[dict[str, Any]]) -> Table:
+def operations_table(runs: list[VariantResult]) -> Table:
     rows = [
         [
-            result["transport"],
-            result["membership"],
-            op["operation"],
-            op["t_s"],
-            op["consumers"],
-            op["pause_ms"],
-            op["p99_ms"],
-            op["p99_spike"],
-            op["max_ms"],
-            op["rebalances"],
-            op["rebalance_ms"],
+            result.transport,
+            result.membership,
+            op.operation,
+            op.t_s,
+            op.consumers,
+            op.pause_ms,
+            op.p99_ms,
+            op.p99_spike,
+            op.max_ms,
+            op.rebalances,
+            op.rebalance_ms,
         ]
         for result in runs
-        for op in result["operations"]
+        for op in result.operations
     ]
     return Table(
         "Per operation: stop, delays and rebalances until the next operation",
@@ -366,20 +433,20 @@ def operations_table(runs: list[dict[str, Any]]) -> Table:
     )
 
 
-def steady_table(runs: list[dict[str, Any]]) -> Table:
+def steady_table(runs: list[VariantResult]) -> Table:
     rows = [
         [
-            r["transport"],
-            r["membership"],
-            r["steady"]["tps"],
-            r["steady"]["p50_ms"],
-            r["steady"]["p99_ms"],
-            r["steady"]["pause_ms"],
-            r["latency_ms"]["p99"],
-            r["latency_ms"]["max"],
-            r["published"],
-            r["unfinished"],
-            r["duplicates"],
+            r.transport,
+            r.membership,
+            r.steady["tps"],
+            r.steady["p50_ms"],
+            r.steady["p99_ms"],
+            r.steady["pause_ms"],
+            r.summary.latency_ms["p99"],
+            r.summary.latency_ms["max"],
+            r.published,
+            r.unfinished,
+            r.duplicates,
         ]
         for r in runs
     ]
@@ -406,9 +473,9 @@ def steady_table(runs: list[dict[str, Any]]) -> Table:
     )
 
 
-def variant_figure(result: dict[str, Any], plan: Plan) -> TimeFigure:
-    series = result["series"]
-    markers = [Marker(e["t_s"], e["kind"]) for e in result["events"] if e["kind"] in MARKED_EVENTS]
+def variant_figure(result: VariantResult, plan: Plan) -> TimeFigure:
+    series = result.series
+    markers = [Marker(e["t_s"], e["kind"]) for e in result.events if e["kind"] in MARKED_EVENTS]
     latency = Panel(
         title="latency per interval (from intended send time)",
         ylabel="ms",
@@ -429,9 +496,9 @@ def variant_figure(result: dict[str, Any], plan: Plan) -> TimeFigure:
         throughput.lines.append(
             Line("backlog", series["t_s"], series["backlog"], "-", "tab:orange")
         )
-    name = f"rebalance-{result['transport']}-{result['membership']}"
+    name = f"rebalance-{result.transport}-{result.membership}"
     return TimeFigure(
         name=name,
-        title=f"rebalance on {result['transport']} ({result['membership']} membership)",
+        title=f"rebalance on {result.transport} ({result.membership} membership)",
         panels=[latency, throughput],
     )

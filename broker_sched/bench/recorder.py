@@ -190,25 +190,53 @@ class Recorder:
             series[kind] = counts
         return series
 
-    def summary(self) -> dict[str, Any]:
-        completed = self.measured.count
-        summary: dict[str, Any] = {
-            "completed": completed,
-            "tps": round(completed / self.duration_s, 1),
-            "latency_ms": self.measured.summary(),
-            "starts": dict(self.starts),
-            "errors": dict(self.errors),
-            "cpu_share": self.cpu_share,
+    def summary(self) -> Summary:
+        overhead = self.overhead.count > 0
+        return Summary(
+            completed=self.measured.count,
+            tps=round(self.measured.count / self.duration_s, 1),
+            latency_ms=self.measured.summary(),
+            starts=dict(self.starts),
+            errors=dict(self.errors),
+            cpu_share=self.cpu_share,
+            queue_wait_ms=self.queue_wait.summary() if self.queue_wait.count else None,
+            overhead_ms=self.overhead.summary() if overhead else None,
+            overhead_p99_by_action_ms=(
+                {
+                    action: round(histogram.percentile(99), 3)
+                    for action, histogram in sorted(self.overhead_by_action.items())
+                }
+                if overhead
+                else None
+            ),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """The measurement window's aggregates, which each typed result copies its fields from."""
+
+    completed: int
+    tps: float
+    latency_ms: dict[str, float]
+    starts: dict[str, int]
+    """Completions by start kind: cold, warm, resumed, prewarm."""
+    errors: dict[str, int]
+    cpu_share: float | None
+    """Of one core, by this process; None until :meth:`Recorder.finish`."""
+    queue_wait_ms: dict[str, float] | None
+    """None when no request said how long it waited in the broker."""
+    overhead_ms: dict[str, float] | None
+    overhead_p99_by_action_ms: dict[str, float] | None
+
+    def to_json(self) -> dict[str, Any]:
+        """As in ``results.json``: the optional summaries only where measured."""
+        optional = ("queue_wait_ms", "overhead_ms", "overhead_p99_by_action_ms")
+        return {
+            name: getattr(self, name)
+            for name in self.__dataclass_fields__
+            if not (name in optional and getattr(self, name) is None)
         }
-        if self.queue_wait.count:
-            summary["queue_wait_ms"] = self.queue_wait.summary()
-        if self.overhead.count:
-            summary["overhead_ms"] = self.overhead.summary()
-            summary["overhead_p99_by_action_ms"] = {
-                action: round(histogram.percentile(99), 3)
-                for action, histogram in sorted(self.overhead_by_action.items())
-            }
-        return summary
 
 
 def _at(completion: Completion) -> float:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from dataclasses import asdict, dataclass
 
 from broker_sched.bench.context import BenchContext
 from broker_sched.bench.report import Report, Table
@@ -45,7 +45,7 @@ async def run(ctx: BenchContext) -> Report:
         measured = await _measure(runtime, samples)
     finally:
         await runtime.close()
-    tiers = {tier: _summary(values) for tier, values in measured.items()}
+    tiers = {tier: TierResult.of(values) for tier, values in measured.items()}
     report = Report(
         scenario="warm-tiers",
         title=f"warm-tiers: what each kind of start costs on the {runtime.name} runtime",
@@ -54,20 +54,18 @@ async def run(ctx: BenchContext) -> Report:
             f"{samples} samples per tier, one at a time, of a no-op handler on the "
             f"{runtime.name} runtime (no broker, no scheduler)."
         ),
-        data={"runtime": runtime.name, "samples": samples, "tiers": tiers},
+        data={
+            "runtime": runtime.name,
+            "samples": samples,
+            "tiers": {tier: asdict(result) for tier, result in tiers.items()},
+        },
     )
     report.tables.append(
         Table(
             f"Per start, ms ({runtime.name})",
             ["start", "container p50", "container p90", "with the run p50", "with the run p90"],
             [
-                [
-                    tier,
-                    t["container_p50_ms"],
-                    t["container_p90_ms"],
-                    t["total_p50_ms"],
-                    t["total_p90_ms"],
-                ]
+                [tier, t.container_p50_ms, t.container_p90_ms, t.total_p50_ms, t.total_p90_ms]
                 for tier, t in tiers.items()
             ],
         )
@@ -125,15 +123,26 @@ async def _with_run(container: Container, started_s: float) -> Sample:
     return (ready_s - started_s) * 1000, (time.perf_counter() - started_s) * 1000
 
 
-def _summary(values: list[Sample]) -> dict[str, Any]:
-    own = sorted(value[0] for value in values)
-    total = sorted(value[1] for value in values)
-    return {
-        "container_p50_ms": round(statistics.median(own), 2),
-        "container_p90_ms": round(_p90(own), 2),
-        "total_p50_ms": round(statistics.median(total), 2),
-        "total_p90_ms": round(_p90(total), 2),
-    }
+@dataclass(frozen=True, slots=True)
+class TierResult:
+    """One kind of start: the container's own cost apart from the run, since the run is
+    the same whatever the start."""
+
+    container_p50_ms: float
+    container_p90_ms: float
+    total_p50_ms: float
+    total_p90_ms: float
+
+    @classmethod
+    def of(cls, values: list[Sample]) -> TierResult:
+        own = sorted(value[0] for value in values)
+        total = sorted(value[1] for value in values)
+        return cls(
+            container_p50_ms=round(statistics.median(own), 2),
+            container_p90_ms=round(_p90(own), 2),
+            total_p50_ms=round(statistics.median(total), 2),
+            total_p90_ms=round(_p90(total), 2),
+        )
 
 
 def _p90(ordered: list[float]) -> float:

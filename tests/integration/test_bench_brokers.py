@@ -89,16 +89,16 @@ async def test_overhead_floor_and_scheduled_path(
         rebalance_warmup_s=1.0,
     )
     [row] = await floor.measure_transport(settings_of(name), name, plan, Progress(None))
-    for side in ("bare", "scheduled"):
-        assert row[side]["errors"] == 0
-        assert row[side]["tps"] > 20
-        assert row[side]["cpu_s_per_1k"] > 0
-    assert row["tps_ratio"] > 0
+    for side in (row.bare, row.scheduled):
+        assert side.errors == 0
+        assert side.tps > 20
+        assert side.cpu_s_per_1k > 0
+    assert row.tps_ratio > 0
 
 
 async def test_invokers_in_worker_processes(settings_of: Callable[[str], Settings]) -> None:
     """`run --role invoker --workers 2` beside a controller-only stack serves activations."""
     result = await split_side(settings_of("redis"), "redis", 4, 2, warmup_s=1.0, duration_s=1.0)
-    assert result["errors"] == 0
-    assert result["tps"] > 20
-    assert result["workers"] == 2
+    assert result.errors == 0
+    assert result.tps > 20
+    assert result.workers == 2

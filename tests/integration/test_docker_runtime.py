@@ -235,13 +235,13 @@ async def test_close_removes_every_container(docker_engine: None) -> None:
 @pytest.mark.docker
 async def test_docker_ops_measures_every_operation(docker_engine: None) -> None:
     result = await measure_docker_ops((1, 2), ops_per_level=2, image=BENCH_IMAGE)
-    assert [level["concurrency"] for level in result["levels"]] == [1, 2]
-    for level in result["levels"]:
-        for phase in (level["run_rm"], level["pause_unpause"]):
-            assert phase["errors"] == 0, phase["first_error"]
-            assert phase["cycles"] == 2
-            assert phase["cycles_per_s"] > 0
-            for stats in phase["latency_ms"].values():
+    assert [level.concurrency for level in result.levels] == [1, 2]
+    for level in result.levels:
+        for phase in (level.run_rm, level.pause_unpause):
+            assert phase.errors == 0, phase.first_error
+            assert phase.cycles == 2
+            assert phase.cycles_per_s > 0
+            for stats in phase.latency_ms.values():
                 assert 0 < stats["p50"] <= stats["max"]
     SimulatedRuntimeSettings.model_validate(simulated_costs(result))
     assert await containers_labelled(BENCH_LABEL) == []

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import math
 import tomllib
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from broker_sched.bench.docker_ops import (
     RESULTS_FILE,
+    DockerOpsResult,
+    Engine,
+    Level,
+    PhaseResult,
     cost_level,
     format_table,
     percentile,
@@ -23,33 +27,31 @@ from broker_sched.config import SimulatedRuntimeSettings, load_settings
 from broker_sched.errors import ConfigError
 
 
-def level(concurrency: int, scale: float) -> dict[str, Any]:
-    def phase(ops: tuple[str, str]) -> dict[str, Any]:
-        return {
-            "cycles": 10,
-            "duration_s": 1.0,
-            "cycles_per_s": 10.0,
-            "errors": 0,
-            "first_error": None,
-            "latency_ms": {
+def level(concurrency: int, scale: float) -> Level:
+    def phase(ops: tuple[str, str]) -> PhaseResult:
+        return PhaseResult(
+            cycles=10,
+            duration_s=1.0,
+            cycles_per_s=10.0,
+            errors=0,
+            first_error=None,
+            latency_ms={
                 op: summarize([scale * base * (1 + i / 10) for i in range(10)])
                 for op, base in zip(ops, (100.0, 40.0), strict=True)
             },
-        }
+        )
 
-    return {
-        "concurrency": concurrency,
-        "run_rm": phase(("run", "rm")),
-        "pause_unpause": phase(("pause", "unpause")),
-    }
+    return Level(concurrency, phase(("run", "rm")), phase(("pause", "unpause")))
 
 
-def result(*levels: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "engine": {"server_version": "20.10", "storage_driver": "overlay2", "cpus": 2},
-        "image": "img",
-        "levels": list(levels),
-    }
+def result(*levels: Level) -> DockerOpsResult:
+    return DockerOpsResult(
+        engine=Engine(server_version="20.10", storage_driver="overlay2", cpus=2),
+        image="img",
+        ops_per_level=10,
+        phase_budget_s=10.0,
+        levels=list(levels),
+    )
 
 
 def test_percentile_interpolates_between_ranks() -> None:
@@ -78,9 +80,9 @@ def test_cost_level_is_the_first_level_as_busy_as_the_runtime() -> None:
 def test_simulated_costs_take_p10_to_p90_of_the_matching_operations() -> None:
     measured = result(level(1, 1.0), level(16, 2.0))
     costs = simulated_costs(measured)
-    run = measured["levels"][1]["run_rm"]["latency_ms"]["run"]
+    run = measured.levels[1].run_rm.latency_ms["run"]
     assert costs["create_ms"] == (run["p10"], run["p90"])
-    unpause = measured["levels"][1]["pause_unpause"]["latency_ms"]["unpause"]
+    unpause = measured.levels[1].pause_unpause.latency_ms["unpause"]
     assert costs["resume_ms"] == (unpause["p10"], unpause["p90"])
     assert simulated_costs(measured, 1)["remove_ms"][0] < costs["remove_ms"][0]
     with pytest.raises(ValueError, match="concurrency 3"):
@@ -106,7 +108,7 @@ def test_the_table_has_a_row_per_level_and_operation() -> None:
 def test_the_simulated_runtime_reads_costs_from_a_saved_run(tmp_path: Path) -> None:
     measured = result(level(1, 1.0), level(16, 2.0))
     costs = simulated_costs(measured)
-    save(tmp_path, {**measured, "simulated": {"concurrency": 16, **costs}}, "")
+    save(tmp_path, {**asdict(measured), "simulated": {"concurrency": 16, **costs}}, "")
 
     settings = load_settings(
         runtime="simulated", simulated={"from_docker_ops": str(tmp_path / RESULTS_FILE)}
