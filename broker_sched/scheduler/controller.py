@@ -129,10 +129,20 @@ class Controller:
         *args: *SpawnArgs,
     ) -> None:
         """Run ``func(*args)`` in the controller's task group, so that work outliving the
-        call that started it (a non-blocking sequence, a pre-warm) ends with the controller."""
+        call that started it (a non-blocking sequence, a pre-warm) ends with the controller.
+
+        Its failure (a broker error while asking for a container, say) is logged: it must
+        not end the controller's other tasks."""
         if self._group is None:
             raise RuntimeError(f"controller {self.id} is not serving")
-        self._group.start_soon(func, *args)
+
+        async def contained() -> None:
+            try:
+                await func(*args)
+            except Exception:
+                log.exception("controller %s: %s failed", self.id, func.__qualname__)
+
+        self._group.start_soon(contained)
 
     @property
     def monitor(self) -> BacklogMonitor | None:
