@@ -369,12 +369,14 @@ class KafkaTransport(Transport):
         )
         async with _broker_errors(f"create topic {topic!r}", self._timeout_s):
             response = await clients.admin.create_topics([new], timeout_ms=self.request_timeout_ms)
+            settled = 1
             for name, code, message in response.topic_errors:
                 if code == _INVALID_TOPIC:
                     raise ConfigError(f"invalid Kafka topic name {name!r}: {message}")
                 if code not in (0, _TOPIC_EXISTS):
                     raise _response_error(code, f"create topic {name!r}: {message}")
-            await clients.offsets.await_partitions(topic, 1)
+                settled = partitions if code == 0 else 1
+            await clients.offsets.await_partitions(topic, settled)
         self._topics.add(topic)
 
     async def _ensure_topic(self, topic: str) -> None:
@@ -443,7 +445,7 @@ class KafkaTransport(Transport):
         headers = [(ATTEMPT_HEADER, str(attempt).encode())] if attempt is not None else None
         try:
             async with _broker_errors(f"publish to {topic!r}", self._timeout_s * 2):
-                await producer.send_and_wait(topic, body, key=key, headers=headers)
+                await _send_past_leader_moves(producer, topic, body, key, headers)
         except TransportError as exc:
             if isinstance(exc.__cause__, MessageSizeTooLargeError):
                 raise PayloadTooLarge(len(body), self.max_message_bytes) from exc.__cause__
@@ -1186,6 +1188,32 @@ def _response_error(code: int, what: str) -> TransportError:
     retryable = getattr(error, "retriable", False)
     cls = BrokerUnavailable if retryable else TransportError
     return cls(f"kafka: {what} failed: {error.__name__}")
+
+
+async def _send_past_leader_moves(
+    producer: AIOKafkaProducer,
+    topic: str,
+    body: bytes,
+    key: bytes | None,
+    headers: list[tuple[str, bytes]] | None,
+) -> None:
+    """Send again while the broker answers that a partition has no leader here.
+
+    The producer retries such an answer only until its batch is ``request_timeout_ms``
+    old. A partition whose leader is still being elected, on a new topic or after a
+    node died, can take longer than that on a loaded machine. The refusal means
+    nothing was written, so sending again cannot duplicate; the caller's deadline
+    bounds the whole.
+    """
+    from aiokafka.errors import LeaderNotAvailableError, NotLeaderForPartitionError
+
+    while True:
+        try:
+            await producer.send_and_wait(topic, body, key=key, headers=headers)
+            return
+        except (NotLeaderForPartitionError, LeaderNotAvailableError):
+            log.info("kafka: %s has no leader yet; sending again", topic)
+            await asyncio.sleep(_METADATA_BACKOFF_MAX_S)
 
 
 @contextlib.asynccontextmanager

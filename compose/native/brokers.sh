@@ -250,6 +250,8 @@ transaction.state.log.min.isr=1
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
+# The log cleaner's 128 MB default buffer alone can exhaust a small heap at start.
+log.cleaner.dedupe.buffer.size=8388608
 EOF
 }
 
@@ -478,6 +480,8 @@ transaction.state.log.min.isr=1
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
+# The log cleaner's 128 MB default buffer alone can exhaust a small heap at start.
+log.cleaner.dedupe.buffer.size=8388608
 EOF
 }
 
@@ -649,6 +653,8 @@ transaction.state.log.min.isr=2
 share.coordinator.state.topic.replication.factor=3
 share.coordinator.state.topic.min.isr=2
 group.initial.rebalance.delay.ms=0
+# The log cleaner's 128 MB default buffer alone can exhaust a small heap at start.
+log.cleaner.dedupe.buffer.size=8388608
 EOF
 }
 

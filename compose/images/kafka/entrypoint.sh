@@ -42,6 +42,8 @@ transaction.state.log.min.isr=1
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
+# The log cleaner's 128 MB default buffer alone can exhaust a small heap at start.
+log.cleaner.dedupe.buffer.size=8388608
 PROPS
     # Later lines win in a properties file, so the environment overrides the defaults.
     for var in $(compgen -e | grep '^KAFKA_'); do
