@@ -299,6 +299,7 @@ async def _run(settings: Settings, *, role: str, invokers: int, api: str) -> int
         anyio.create_task_group() as serving,
     ):
         serving.start_soon(stack.serve_forever)
+        serving.start_soon(_stop_on_signal, serving.cancel_scope)
         where = ""
         if stack.controller is not None and api != "off":
             host, _, port = api.rpartition(":")
@@ -313,6 +314,16 @@ async def _run(settings: Settings, *, role: str, invokers: int, api: str) -> int
             flush=True,
         )
     return 0
+
+
+async def _stop_on_signal(scope: anyio.CancelScope) -> None:
+    """Stop gracefully on SIGTERM as on SIGINT: what an init system or an orchestrator
+    sends to end a service, and a background job started by a shell ignores SIGINT."""
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for received in signals:
+            print(f"broker-sched: {received.name}, stopping", file=sys.stderr, flush=True)
+            scope.cancel()
+            return
 
 
 async def _run_workers(args: argparse.Namespace, settings: Settings) -> int:
@@ -345,13 +356,14 @@ async def _run_workers(args: argparse.Namespace, settings: Settings) -> int:
     def stop_all() -> None:
         for worker in workers:
             if worker.returncode is None:
-                worker.send_signal(signal.SIGINT)
+                worker.send_signal(signal.SIGTERM)
 
     async def wait_then_stop_all(worker: asyncio.subprocess.Process) -> None:
         await worker.wait()
         stop_all()
 
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop_all)
+    for stopping in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(stopping, stop_all)
     try:
         async with anyio.create_task_group() as waiting:
             for worker in workers:
