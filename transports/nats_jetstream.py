@@ -929,22 +929,42 @@ class NatsJetStreamTransport(Transport):
         bucket = await self._records(None)
         if bucket is None or limit <= 0:
             return []
-        keys: list[str] = []
         with _translated(f"records of {scope}"):
-            # A server-side filter (KeyValue.keys filters client-side, over the bucket).
-            watcher = await bucket.watch(f"{scope}.>", ignore_deletes=True, meta_only=True)
-            try:
-                async for entry in watcher:
-                    if entry is None:  # the end of what is stored now
-                        break
-                    keys.append(entry.key)
-            finally:
-                await watcher.stop()  # type: ignore[no-untyped-call]
+            keys = await self._record_keys(f"{scope}.>")
         newest = sorted(keys, reverse=True)[:limit]
         bodies = await asyncio.gather(
             *(self.get_record(scope, name.partition(".")[2]) for name in newest)
         )
         return [body for body in bodies if body is not None]
+
+    async def _record_keys(self, pattern: str) -> list[str]:
+        """The records' keys matching ``pattern``, from the bucket stream's subject
+        counts, page by page.
+
+        Not a KV watch (``KeyValue.keys``): a watch ends at a marker that nats-py can
+        place before the entries already delivered when the client is slow, and then
+        lists nothing for a bucket full of records.
+        """
+        from nats.js.errors import APIError
+
+        stream = f"KV_{self.stream}_RECORDS"
+        subject_prefix = f"$KV.{self.stream}_RECORDS."
+        nc = self.client()
+        keys: list[str] = []
+        while True:
+            request = {"subjects_filter": subject_prefix + pattern, "offset": len(keys)}
+            reply = await nc.request(
+                f"$JS.API.STREAM.INFO.{stream}",
+                json.dumps(request).encode(),
+                timeout=self.request_timeout_s,
+            )
+            page = json.loads(reply.data)
+            if "error" in page:
+                raise APIError.from_error(page["error"])
+            subjects = (page.get("state") or {}).get("subjects") or {}
+            keys += [subject.removeprefix(subject_prefix) for subject in subjects]
+            if not subjects or len(keys) >= page.get("total", 0):
+                return keys
 
     # -- channels -------------------------------------------------------------------
 
