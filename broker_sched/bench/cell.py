@@ -23,7 +23,7 @@ from pydantic import JsonValue
 from broker_sched.bench.analysis import longest_gap
 from broker_sched.bench.load import closed_loop, open_loop, stop_tasks
 from broker_sched.bench.progress import Progress
-from broker_sched.bench.recorder import Recorder
+from broker_sched.bench.recorder import Recorder, Summary, inline_summary
 from broker_sched.bench.settings import derive, run_tag
 from broker_sched.bench.workload import ActionClass, ActionsSpec, Cell, Workload
 from broker_sched.config import Settings
@@ -357,18 +357,7 @@ class CellResult:
     rate_per_s: float | None
     warmup_s: float
     duration_s: float
-    completed: int
-    tps: float
-    latency_ms: dict[str, float]
-    """Percentiles (``p50`` … ``p99.9``), ``max`` and ``mean`` of the measured window."""
-    starts: dict[str, int]
-    errors: dict[str, int]
-    cpu_share: float | None
-    """This process's CPU time over the cell's wall time (1.0 = one core)."""
-    queue_wait_ms: dict[str, float] | None
-    overhead_ms: dict[str, float] | None
-    """Latency minus the activation's own run time, when runs were timed."""
-    overhead_p99_by_action_ms: dict[str, float] | None
+    summary: Summary
     warm_latency_ms: dict[str, float] | None
     cold_starts: int
     containers_created: int
@@ -383,17 +372,11 @@ class CellResult:
     load_average: list[float]
 
     def to_json(self) -> dict[str, Any]:
-        """As in ``results.json``: the optional summaries only where measured."""
-        optional = ("queue_wait_ms", "overhead_ms", "overhead_p99_by_action_ms")
-        return {
-            name: getattr(self, name)
-            for name in self.__dataclass_fields__
-            if not (name in optional and getattr(self, name) is None)
-        }
+        """As in ``results.json``: the cell's load, then its summary inline, then the rest."""
+        return inline_summary(self)
 
 
 def _result(workload: Workload, cell: Cell, recorder: Recorder, timeline: Timeline) -> CellResult:
-    summary = recorder.summary()
     containers = [values["containers"] for _, values in recorder.samples if "containers" in values]
     warm = recorder.by_start.get("warm")
     return CellResult(
@@ -405,15 +388,7 @@ def _result(workload: Workload, cell: Cell, recorder: Recorder, timeline: Timeli
         rate_per_s=cell.rate_per_s,
         warmup_s=round(recorder.warmup_s, 2),
         duration_s=workload.duration_s,
-        completed=summary.completed,
-        tps=summary.tps,
-        latency_ms=summary.latency_ms,
-        starts=summary.starts,
-        errors=summary.errors,
-        cpu_share=summary.cpu_share,
-        queue_wait_ms=summary.queue_wait_ms,
-        overhead_ms=summary.overhead_ms,
-        overhead_p99_by_action_ms=summary.overhead_p99_by_action_ms,
+        summary=recorder.summary(),
         warm_latency_ms=warm.summary() if warm is not None else None,
         cold_starts=recorder.starts.get("cold", 0),
         containers_created=timeline.counts["container_created"],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from broker_sched.bench.cell import CellResult, run_cell
 from broker_sched.bench.context import BenchContext
 from broker_sched.bench.plots import BarFigure, Line, Marker, Panel, TimeFigure
@@ -19,8 +21,8 @@ async def run(ctx: BenchContext, workload: Workload) -> Report:
         result = await run_cell(ctx.base, plan, cell, progress=ctx.progress)
         results.append(result)
         ctx.progress.note(
-            f"[{index}/{len(cells)}] {cell.label}: {result.tps:.0f} TPS, "
-            f"p99 {result.latency_ms['p99']:.1f} ms"
+            f"[{index}/{len(cells)}] {cell.label}: {result.summary.tps:.0f} TPS, "
+            f"p99 {result.summary.latency_ms['p99']:.1f} ms"
         )
     report = Report(
         scenario=plan.name,
@@ -59,24 +61,27 @@ def cells_table(results: list[CellResult]) -> Table:
             "peak containers",
             "errors",
         ],
-        [
-            [
-                r.label,
-                r.tps,
-                r.latency_ms["p50"],
-                r.latency_ms["p95"],
-                r.latency_ms["p99"],
-                r.latency_ms["p99.9"],
-                r.latency_ms["max"],
-                r.cold_starts,
-                r.containers_created,
-                r.containers_evicted,
-                r.containers_peak,
-                sum(r.errors.values()),
-            ]
-            for r in results
-        ],
+        [_cell_row(result) for result in results],
     )
+
+
+def _cell_row(result: CellResult) -> list[Any]:
+    summary = result.summary
+    latency = summary.latency_ms
+    return [
+        result.label,
+        summary.tps,
+        latency["p50"],
+        latency["p95"],
+        latency["p99"],
+        latency["p99.9"],
+        latency["max"],
+        result.cold_starts,
+        result.containers_created,
+        result.containers_evicted,
+        result.containers_peak,
+        sum(summary.errors.values()),
+    ]
 
 
 def latency_figure(name: str, results: list[CellResult], warmup_s: float) -> TimeFigure:
@@ -105,6 +110,6 @@ def tps_figure(name: str, results: list[CellResult]) -> BarFigure:
         name=f"{name}-tps",
         title=f"{name}: TPS per cell",
         categories=[r.label for r in results],
-        groups={"TPS": [r.tps for r in results]},
+        groups={"TPS": [r.summary.tps for r in results]},
         ylabel="TPS",
     )

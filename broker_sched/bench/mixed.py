@@ -85,10 +85,11 @@ async def run(ctx: BenchContext) -> Report:
     for index, (load, plan, cell) in enumerate(runs, start=1):
         result = await run_cell(ctx.base, plan, cell, progress=ctx.progress)
         results.append(MixedCell(load, result, starvation(result)))
-        overhead = result.overhead_ms or {}
+        summary = result.summary
+        overhead = summary.overhead_ms or {}
         ctx.progress.note(
-            f"[{index}/{len(runs)}] {load}: {cell.label}: {result.tps:.0f} TPS, "
-            f"overhead p99 {overhead.get('p99', 0):.0f} ms, errors {result.errors}"
+            f"[{index}/{len(runs)}] {load}: {cell.label}: {summary.tps:.0f} TPS, "
+            f"overhead p99 {overhead.get('p99', 0):.0f} ms, errors {summary.errors}"
         )
     capacity = slot_capacity_per_s()
     report = Report(
@@ -130,7 +131,7 @@ def starvation(result: CellResult) -> float | None:
     than a 5 ms one in any overloaded cluster, and the median of a half-short,
     half-long mix would fall between the two and say nothing.
     """
-    by_action = result.overhead_p99_by_action_ms or {}
+    by_action = result.summary.overhead_p99_by_action_ms or {}
     ratios = []
     for spec in CLASSES:
         p99s = [v for name, v in by_action.items() if name.split("/")[-1][:-3] == spec.name]
@@ -147,21 +148,22 @@ def cells_table(results: list[MixedCell], capacity: float) -> Table:
     rows = []
     for r in results:
         cell = r.cell
-        overhead = cell.overhead_ms or {}
+        summary = cell.summary
+        overhead = summary.overhead_ms or {}
         rows.append(
             [
                 r.load,
                 cell.transport,
                 cell.policy,
-                cell.tps,
-                round(cell.tps / offered_per_s(cell, capacity), 2),
+                summary.tps,
+                round(summary.tps / offered_per_s(cell, capacity), 2),
                 overhead.get("p50"),
                 overhead.get("p99"),
                 r.starvation,
                 cell.cold_starts,
                 cell.containers_evicted,
                 cell.containers_peak,
-                sum(cell.errors.values()),
+                sum(summary.errors.values()),
             ]
         )
     return Table(
@@ -198,9 +200,8 @@ def _find(results: list[MixedCell], transport: str, policy: str, load: str) -> M
 
 
 def _p99(result: MixedCell | None) -> float | None:
-    if result is None or result.cell.overhead_ms is None:
-        return None
-    return float(result.cell.overhead_ms["p99"])
+    overhead = None if result is None else result.cell.summary.overhead_ms
+    return None if overhead is None else float(overhead["p99"])
 
 
 def targets(transport: str, results: list[MixedCell], capacity: float) -> list[Target]:
@@ -229,7 +230,7 @@ def targets(transport: str, results: list[MixedCell], capacity: float) -> list[T
         found.append(
             at_least(
                 f"{transport} {load}: acs TPS ÷ {'offered' if load == 'below' else 'ideal'}",
-                round(acs.cell.tps / offered_per_s(acs.cell, capacity), 3),
+                round(acs.cell.summary.tps / offered_per_s(acs.cell, capacity), 3),
                 share,
                 "the process is CPU-bound (2 cores run load, scheduler and containers)",
             )
@@ -243,6 +244,6 @@ def targets(transport: str, results: list[MixedCell], capacity: float) -> list[T
                     "some action waited far longer than the others",
                 )
             )
-        errors = sum(acs.cell.errors.values())
+        errors = sum(acs.cell.summary.errors.values())
         found.append(at_most(f"{transport} {load}: acs lost or failed", errors, 0, "see errors"))
     return found

@@ -60,7 +60,8 @@ class Side:
 
     @classmethod
     def of(cls, result: CellResult | FloorResult) -> Side:
-        return cls(result.tps, result.latency_ms, result.completed, result.errors)
+        summary = result.summary
+        return cls(summary.tps, summary.latency_ms, summary.completed, summary.errors)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,13 +13,13 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from broker_sched.bench.consumers import settled_pool
 from broker_sched.bench.load import closed_loop, stop_tasks
 from broker_sched.bench.progress import Progress
-from broker_sched.bench.recorder import Recorder
+from broker_sched.bench.recorder import Recorder, Summary, inline_summary
 from broker_sched.bench.settings import run_tag
 from broker_sched.config import Settings
 from broker_sched.errors import BrokerUnavailable
@@ -44,16 +44,14 @@ class FloorResult:
     run_ms: float
     warmup_s: float
     duration_s: float
-    completed: int
-    tps: float
-    latency_ms: dict[str, float]
-    starts: dict[str, int]
-    errors: dict[str, int]
-    cpu_share: float | None
+    summary: Summary
+    """The recorder's, less its overhead: with no scheduler in the way and no run time
+    subtracted, that would only be the latency again."""
     series: dict[str, list[Any]]
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """As in ``results.json``: the run's setup, then its summary inline, then the series."""
+        return inline_summary(self)
 
 
 async def run_raw(
@@ -103,7 +101,6 @@ async def run_raw(
         finally:
             await stop_tasks([dispatcher], grace_s=0.0)
             await listener.close()
-    summary = recorder.summary()
     return FloorResult(
         transport=settings.transport,
         broker=broker,
@@ -112,12 +109,7 @@ async def run_raw(
         run_ms=run_ms,
         warmup_s=warmup_s,
         duration_s=duration_s,
-        completed=summary.completed,
-        tps=summary.tps,
-        latency_ms=summary.latency_ms,
-        starts=summary.starts,
-        errors=summary.errors,
-        cpu_share=summary.cpu_share,
+        summary=replace(recorder.summary(), overhead_ms=None, overhead_p99_by_action_ms=None),
         series=recorder.series(),
     )
 

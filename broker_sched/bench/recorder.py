@@ -17,11 +17,14 @@ import math
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any
 
 from broker_sched.bench.histogram import LatencyHistogram
 from broker_sched.events import Event
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 MAX_EVENTS = 5_000
 """Events kept per run; the count of the rest is reported, so a long run stays readable."""
@@ -214,19 +217,25 @@ class Recorder:
 
 @dataclass(frozen=True, slots=True)
 class Summary:
-    """The measurement window's aggregates, which each typed result copies its fields from."""
+    """The measurement window's aggregates: every typed result holds one, and
+    ``results.json`` lists its fields inline (:func:`inline_summary`), so each result
+    names them alike."""
 
     completed: int
     tps: float
     latency_ms: dict[str, float]
+    """Percentiles (``p50`` … ``p99.9``), ``max`` and ``mean`` of the measured window."""
     starts: dict[str, int]
     """Completions by start kind: cold, warm, resumed, prewarm."""
     errors: dict[str, int]
     cpu_share: float | None
-    """Of one core, by this process; None until :meth:`Recorder.finish`."""
+    """This process's CPU time ÷ the wall time from the recorder's creation to
+    :meth:`Recorder.finish`, warm-up included (1.0 = one core); None until then."""
     queue_wait_ms: dict[str, float] | None
     """None when no request said how long it waited in the broker."""
     overhead_ms: dict[str, float] | None
+    """Latency less the activation's own run time, as the caller gave it: what
+    scheduling added; None when nothing completed in the window."""
     overhead_p99_by_action_ms: dict[str, float] | None
 
     def to_json(self) -> dict[str, Any]:
@@ -237,6 +246,19 @@ class Summary:
             for name in self.__dataclass_fields__
             if not (name in optional and getattr(self, name) is None)
         }
+
+
+def inline_summary(result: DataclassInstance) -> dict[str, Any]:
+    """``result``'s fields as in ``results.json``, its :class:`Summary`'s spread where the
+    summary sits: readers of the file find ``tps`` beside ``label``, not under a key."""
+    document: dict[str, Any] = {}
+    for item in fields(result):
+        value = getattr(result, item.name)
+        if isinstance(value, Summary):
+            document.update(value.to_json())
+        else:
+            document[item.name] = value
+    return document
 
 
 def _at(completion: Completion) -> float:

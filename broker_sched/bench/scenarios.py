@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from broker_sched.bench import (
     bursty,
@@ -63,23 +64,25 @@ async def raw(ctx: BenchContext) -> Report:
         Table(
             "Floor: one consumer per user",
             ["transport", "broker", "users", "TPS", "p50 ms", "p99 ms", "p99.9 ms", "max ms"],
-            [
-                [
-                    t,
-                    f.broker,
-                    f.users,
-                    f.tps,
-                    f.latency_ms["p50"],
-                    f.latency_ms["p99"],
-                    f.latency_ms["p99.9"],
-                    f.latency_ms["max"],
-                ]
-                for t, f in floors.items()
-            ],
+            [_floor_row(floor) for floor in floors.values()],
         )
     )
     report.figures.append(_series_figure(floors))
     return report
+
+
+def _floor_row(floor: FloorResult) -> list[Any]:
+    latency = floor.summary.latency_ms
+    return [
+        floor.transport,
+        floor.broker,
+        floor.users,
+        floor.summary.tps,
+        latency["p50"],
+        latency["p99"],
+        latency["p99.9"],
+        latency["max"],
+    ]
 
 
 def _series_figure(floors: dict[str, FloorResult]) -> TimeFigure:

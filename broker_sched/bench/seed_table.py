@@ -82,14 +82,15 @@ async def run(ctx: BenchContext) -> Report:
     for index, (plan, cell) in enumerate(cells, start=1):
         result = await run_cell(ctx.base, plan, cell, progress=ctx.progress)
         results[cell.transport].policies[cell.policy].cells.append(result)
+        summary = result.summary
         ctx.progress.note(
-            f"[{index}/{len(cells)}] {cell.label}: {result.tps:.0f} TPS, "
-            f"p50 {result.latency_ms['p50']:.1f} ms, p99 {result.latency_ms['p99']:.1f} ms, "
+            f"[{index}/{len(cells)}] {cell.label}: {summary.tps:.0f} TPS, "
+            f"p50 {summary.latency_ms['p50']:.1f} ms, p99 {summary.latency_ms['p99']:.1f} ms, "
             f"cold {result.cold_starts}, evicted {result.containers_evicted}"
         )
     for per_transport in results.values():
-        for summary in per_transport.policies.values():
-            summary.tps_ratio_100_to_1 = headline_ratio(summary.cells)
+        for policy_cells in per_transport.policies.values():
+            policy_cells.tps_ratio_100_to_1 = headline_ratio(policy_cells.cells)
     plan = plans[ctx.transports[0]]
     report = Report(
         scenario="seed-table",
@@ -152,7 +153,7 @@ class TransportCells:
 
 
 def headline_ratio(cells: list[CellResult]) -> float | None:
-    tps = {c.actions: c.tps for c in cells if c.users == HEADLINE_USERS}
+    tps = {c.actions: c.summary.tps for c in cells if c.users == HEADLINE_USERS}
     return ratio(tps.get(100), tps.get(1))
 
 
@@ -162,9 +163,9 @@ def _cell(cells: list[CellResult], actions: int, users: int | None) -> CellResul
 
 def targets(transport: str, per_transport: TransportCells) -> list[Target]:
     found: list[Target] = []
-    for policy, summary in per_transport.policies.items():
-        cells = summary.cells
-        value = summary.tps_ratio_100_to_1
+    for policy, policy_cells in per_transport.policies.items():
+        cells = policy_cells.cells
+        value = policy_cells.tps_ratio_100_to_1
         one, many = _cell(cells, 1, HEADLINE_USERS), _cell(cells, 100, HEADLINE_USERS)
         if policy == "acs":
             found.append(
@@ -188,19 +189,19 @@ def targets(transport: str, per_transport: TransportCells) -> list[Target]:
 
 
 def _wait(cell: CellResult, percentile: str) -> float:
-    return float((cell.queue_wait_ms or {}).get(percentile, 0.0))
+    return float((cell.summary.queue_wait_ms or {}).get(percentile, 0.0))
 
 
 def _acs_why(one: CellResult | None, many: CellResult | None) -> str:
     if one is None or many is None:
         return "a headline cell is missing"
     return (
-        f"TPS went from {one.tps:.0f} (1 action, {one.containers_peak:.0f} containers) "
-        f"to {many.tps:.0f} (100 actions, {many.containers_peak:.0f} containers). "
-        "The whole stack and the load generator share one Python process, which used "
-        f"{many.cpu_share} of a core, and 100 actions cost more CPU per activation (a "
-        "consumer per action, a monitor tick over 100 actions every 100 ms). Queue-wait "
-        f"p99 went from {_wait(one, 'p99'):.0f} to {_wait(many, 'p99'):.0f} ms "
+        f"TPS went from {one.summary.tps:.0f} (1 action, {one.containers_peak:.0f} "
+        f"containers) to {many.summary.tps:.0f} (100 actions, {many.containers_peak:.0f} "
+        "containers). The whole stack and the load generator share one Python process, "
+        f"which used {many.summary.cpu_share} of a core, and 100 actions cost more CPU per "
+        "activation (a consumer per action, a monitor tick over 100 actions every 100 ms). "
+        f"Queue-wait p99 went from {_wait(one, 'p99'):.0f} to {_wait(many, 'p99'):.0f} ms "
         f"({many.cold_starts} activations in the window started a container); a closed "
         "loop turns that latency into lost throughput"
     )
@@ -210,7 +211,7 @@ def _sharding_why(one: CellResult | None, many: CellResult | None) -> str:
     if one is None or many is None:
         return "a headline cell is missing"
     return (
-        f"TPS went from {one.tps:.0f} to {many.tps:.0f} with "
+        f"TPS went from {one.summary.tps:.0f} to {many.summary.tps:.0f} with "
         f"{many.containers_evicted} evictions and {many.cold_starts} cold starts in "
         "the 100-action cell. The collapsed TPS is set by cold starts (each costs a user "
         "500-1300 ms), the 1-action TPS by what this one process can push through the "
@@ -222,17 +223,17 @@ def _sharding_why(one: CellResult | None, many: CellResult | None) -> str:
 def headline_table(results: dict[str, TransportCells]) -> Table:
     rows = []
     for transport, per_transport in results.items():
-        for policy, summary in per_transport.policies.items():
-            one = _cell(summary.cells, 1, HEADLINE_USERS)
-            many = _cell(summary.cells, 100, HEADLINE_USERS)
+        for policy, policy_cells in per_transport.policies.items():
+            one = _cell(policy_cells.cells, 1, HEADLINE_USERS)
+            many = _cell(policy_cells.cells, 100, HEADLINE_USERS)
             goal = f">= {ACS_RATIO_GOAL}" if policy == "acs" else f"<= {SHARDING_RATIO_GOAL}"
             rows.append(
                 [
                     transport,
                     policy,
-                    one.tps if one else None,
-                    many.tps if many else None,
-                    summary.tps_ratio_100_to_1,
+                    one.summary.tps if one else None,
+                    many.summary.tps if many else None,
+                    policy_cells.tps_ratio_100_to_1,
                     goal,
                 ]
             )
@@ -245,24 +246,9 @@ def headline_table(results: dict[str, TransportCells]) -> Table:
 
 def cells_table(transport: str, per_transport: TransportCells) -> Table:
     rows = [
-        [
-            c.actions,
-            c.users,
-            policy,
-            c.tps,
-            c.latency_ms["p50"],
-            c.latency_ms["p99"],
-            _wait(c, "p50"),
-            _wait(c, "p99"),
-            c.cold_starts,
-            c.containers_created,
-            c.containers_evicted,
-            c.containers_peak,
-            sum(c.errors.values()),
-            c.cpu_share,
-        ]
-        for policy, summary in per_transport.policies.items()
-        for c in summary.cells
+        _cell_row(policy, cell)
+        for policy, policy_cells in per_transport.policies.items()
+        for cell in policy_cells.cells
     ]
     rows.sort(key=lambda row: (row[0], row[1], row[2]))
     return Table(
@@ -291,6 +277,26 @@ def cells_table(transport: str, per_transport: TransportCells) -> Table:
     )
 
 
+def _cell_row(policy: str, cell: CellResult) -> list[Any]:
+    summary = cell.summary
+    return [
+        cell.actions,
+        cell.users,
+        policy,
+        summary.tps,
+        summary.latency_ms["p50"],
+        summary.latency_ms["p99"],
+        _wait(cell, "p50"),
+        _wait(cell, "p99"),
+        cell.cold_starts,
+        cell.containers_created,
+        cell.containers_evicted,
+        cell.containers_peak,
+        sum(summary.errors.values()),
+        summary.cpu_share,
+    ]
+
+
 COLORS = {"sharding": "tab:red", "acs": "tab:blue"}
 
 
@@ -305,8 +311,8 @@ def latency_figure(transport: str, per_transport: TransportCells, plan: Workload
                 log_y=True,
                 shade_until_s=plan.warmup_s,
             )
-            for policy, summary in per_transport.policies.items():
-                cell = _cell(summary.cells, actions, count)
+            for policy, policy_cells in per_transport.policies.items():
+                cell = _cell(policy_cells.cells, actions, count)
                 if cell is None:
                     continue
                 series = cell.series
@@ -329,13 +335,17 @@ def tps_figure(transport: str, per_transport: TransportCells) -> BarFigure:
     categories: list[str] = []
     groups: dict[str, list[float | None]] = {p: [] for p in per_transport.policies}
     keys = sorted(
-        {(c.actions, c.users) for summary in per_transport.policies.values() for c in summary.cells}
+        {
+            (c.actions, c.users)
+            for policy_cells in per_transport.policies.values()
+            for c in policy_cells.cells
+        }
     )
     for actions, users in keys:
         categories.append(f"{actions} act x {users} users")
-        for policy, summary in per_transport.policies.items():
-            cell = _cell(summary.cells, actions, users)
-            groups[policy].append(cell.tps if cell else None)
+        for policy, policy_cells in per_transport.policies.items():
+            cell = _cell(policy_cells.cells, actions, users)
+            groups[policy].append(cell.summary.tps if cell else None)
     return BarFigure(
         name=f"seed-table-{transport}-tps",
         title=f"seed-table on {transport}: TPS per cell",

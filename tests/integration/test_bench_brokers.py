@@ -52,9 +52,10 @@ async def test_raw_floor(name: str, settings_of: Callable[[str], Settings]) -> N
         interval_s=0.25,
         progress=Progress(None),
     )
-    assert result.errors == {}
-    assert result.tps > 50
-    assert 2.0 < result.latency_ms["p50"] < 500
+    summary = result.summary
+    assert summary.errors == {}
+    assert summary.tps > 50
+    assert 2.0 < summary.latency_ms["p50"] < 500
     assert result.broker
 
 

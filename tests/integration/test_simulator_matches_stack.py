@@ -55,4 +55,4 @@ async def test_simulator_and_stack_agree(name: str) -> None:
         simulated,
         real.event_counts,
     )
-    assert simulated.completed == pytest.approx(real.completed, rel=0.1)
+    assert simulated.completed == pytest.approx(real.summary.completed, rel=0.1)
