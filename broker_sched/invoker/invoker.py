@@ -20,6 +20,7 @@ import anyio.abc
 from broker_sched.config import Settings
 from broker_sched.errors import BrokerUnavailable, ConfigError, MalformedMessage, TransportError
 from broker_sched.events import Timeline
+from broker_sched.invoker.policy import invoker_side
 from broker_sched.invoker.prewarm_pool import PrewarmPool
 from broker_sched.invoker.proxy import ContainerProxy
 from broker_sched.invoker.pulling import Puller
@@ -34,7 +35,6 @@ from broker_sched.model import (
     fqn,
     new_id,
 )
-from broker_sched.policy import invoker_side
 from broker_sched.runtime.base import (
     Container,
     ContainerCrashed,

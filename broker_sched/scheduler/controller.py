@@ -43,9 +43,9 @@ from broker_sched.model import (
     new_id,
     now_ms,
 )
-from broker_sched.policy import AcsController, controller_side
 from broker_sched.scheduler.cluster import ClusterView
 from broker_sched.scheduler.monitor import BacklogMonitor
+from broker_sched.scheduler.policy import AcsController, controller_side
 from broker_sched.sequences import Sequences
 from broker_sched.topology import HEARTBEATS, control_replies_channel, results_channel
 from transports.base import Listener, Transport

@@ -1,37 +1,33 @@
-"""The scheduling-policy seam: what differs between `acs` and `sharding`, in one place.
+"""The controller's side of the scheduling-policy seam: what differs between `acs` and
+`sharding` for a controller, in one place.
 
-A controller and an invoker each hold the side of the policy that concerns them and
-never branch on its name. `acs` publishes to the action's own queue, admits or rejects
-by the backlog monitor's verdict and runs that monitor; its invokers make containers on
-request and let each container's proxy pull. `sharding` (the classic baseline) pushes
-each activation to the queue of the invoker its hash picks and holds a slot there until
-the result; its invokers run a push pool. A new policy is one more pair of classes and
-one more entry in :func:`controller_side` and :data:`INVOKER_SIDES`.
+`acs` publishes to the action's own queue, admits or rejects by the backlog monitor's
+verdict and runs that monitor. `sharding` (the classic baseline) pushes each activation
+to the queue of the invoker its hash picks and holds a slot there until the result. The
+invoker's side is :mod:`broker_sched.invoker.policy`; a new policy is one class in each
+and one entry in each one's selection, and neither the controller nor the invoker
+branches on a policy's name.
 """
 
 from __future__ import annotations
 
 import random
 from abc import ABC, abstractmethod
-from collections import Counter
 from collections.abc import Callable, Coroutine, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from broker_sched.config import Settings
-from broker_sched.errors import ConfigError, NoInvokers
+from broker_sched.errors import NoInvokers
 from broker_sched.events import Timeline
-from broker_sched.model import Action, ActivationResult, ContainerReply, Heartbeat
+from broker_sched.model import Action, ActivationResult, ContainerReply
 from broker_sched.scheduler.balancer import ShardingBalancer
 from broker_sched.scheduler.cluster import ClusterView
 from broker_sched.scheduler.monitor import BacklogMonitor
 from broker_sched.topology import invoker_work_queue
 from transports.base import Transport
 
-if TYPE_CHECKING:
-    from broker_sched.invoker.invoker import Invoker
-
 Loop = Callable[[], Coroutine[Any, Any, None]]
-"""A background loop, started in the owner's task group."""
+"""A background loop, started in the controller's task group."""
 
 
 class ControllerSide(ABC):
@@ -68,23 +64,6 @@ class ControllerSide(ABC):
     @abstractmethod
     def work_queues(self, actions: Iterable[Action], invoker_ids: Iterable[str]) -> list[str]:
         """Where activations wait under this policy (for backlog readers such as bench)."""
-
-
-class InvokerSide(ABC):
-    """What an invoker runs and reports under one policy."""
-
-    takes_stem_cells = False
-    """Whether its containers are made by container requests, which a prewarm pool serves."""
-
-    @abstractmethod
-    def heartbeat(self) -> Heartbeat: ...
-
-    @abstractmethod
-    def containers(self) -> int:
-        """Containers this invoker holds now."""
-
-    def loops(self) -> list[Loop]:
-        return []
 
 
 class AcsController(ControllerSide):
@@ -150,64 +129,6 @@ class ShardingController(ControllerSide):
         return [invoker_work_queue(invoker_id) for invoker_id in invoker_ids]
 
 
-class AcsInvoker(InvokerSide):
-    takes_stem_cells = True
-
-    def __init__(self, invoker: Invoker) -> None:
-        self.invoker = invoker
-
-    def containers(self) -> int:
-        return len(self.invoker.proxies)
-
-    def heartbeat(self) -> Heartbeat:
-        invoker = self.invoker
-        proxies = invoker.proxies
-        idle_s: dict[str, list[float]] = {}
-        for proxy in proxies:
-            if not proxy.busy and not proxy.leaving:
-                idle_s.setdefault(proxy.action, []).append(round(proxy.idle_s, 3))
-        return Heartbeat(
-            invoker_id=invoker.id,
-            free_slots=invoker.free_slots,
-            free_memory_mb=invoker.free_memory_mb,
-            containers=dict(Counter(p.action for p in proxies if not p.leaving)),
-            paused=dict(Counter(p.action for p in proxies if p.paused)),
-            idle_s=idle_s,
-            draining=dict(invoker.drainer.remaining) if invoker.drainer is not None else {},
-        )
-
-
-class ShardingInvoker(InvokerSide):
-    def __init__(self, invoker: Invoker) -> None:
-        from broker_sched.invoker.push_pool import PushPool
-
-        self.invoker = invoker
-        self.push_pool = PushPool(
-            transport=invoker.transport,
-            runtime=invoker.runtime,
-            settings=invoker.settings,
-            actions=invoker.actions,
-            invoker_id=invoker.id,
-            work_queue=invoker_work_queue(invoker.id),
-            timeline=invoker.timeline,
-        )
-
-    def containers(self) -> int:
-        return len(self.push_pool.slots)
-
-    def heartbeat(self) -> Heartbeat:
-        pool = self.push_pool
-        return Heartbeat(
-            invoker_id=self.invoker.id,
-            free_slots=pool.capacity - len(pool.slots),
-            free_memory_mb=self.invoker.free_memory_mb,
-            containers=pool.containers_by_action(),
-        )
-
-    def loops(self) -> list[Loop]:
-        return [self.push_pool.serve]
-
-
 def controller_side(
     settings: Settings,
     *,
@@ -232,16 +153,3 @@ def controller_side(
         rng=rng,
     )
     return AcsController(monitor, settings)
-
-
-INVOKER_SIDES: dict[str, Callable[[Invoker], InvokerSide]] = {
-    "acs": AcsInvoker,
-    "sharding": ShardingInvoker,
-}
-
-
-def invoker_side(invoker: Invoker) -> InvokerSide:
-    try:
-        return INVOKER_SIDES[invoker.settings.policy](invoker)
-    except KeyError:
-        raise ConfigError(f"unknown policy {invoker.settings.policy!r}") from None
