@@ -15,9 +15,10 @@ command -v docker-compose >/dev/null || {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null
 }
 
-# How long a cluster may take to pass its checks after `up`: generous, for a loaded
-# 2-core machine (Kafka's three JVMs take about 25 s there).
-readonly CLUSTER_TIMEOUT_S=${BROKER_SCHED_CHECK_CLUSTER_TIMEOUT:-240}
+# How long the clusters may take to pass their checks after `up`: generous, for a loaded
+# 2-core machine (Kafka's three JVMs take about 30 s there). Not a BROKER_SCHED_ name:
+# broker-sched refuses settings it does not know in its environment.
+readonly CLUSTER_TIMEOUT_S=${CHECK_COMPOSE_CLUSTER_TIMEOUT:-240}
 readonly CLUSTERS=(kafka-cluster nats-cluster redis-sentinel)
 
 compose() { # project compose-args...
