@@ -12,7 +12,8 @@
 #   4. run the conformance suite, the distributed end-to-end test and the docker-runtime
 #      end-to-end test again, with every broker started by testcontainers from the local
 #      images
-#   5. bring up compose/docker-compose.yml with the local images and `doctor` each broker
+#   5. bring up compose/docker-compose.yml with the local images and `doctor` each broker,
+#      then the three clusters' compose files (compose/*-cluster, compose/redis-sentinel)
 #   6. fail if any container of ours is left running
 #
 # Arguments go to pytest in step 3, e.g. `bash scripts/test-all.sh -k conformance`.
@@ -81,7 +82,7 @@ env -u BROKER_SCHED_TEST_KAFKA -u BROKER_SCHED_TEST_REDIS -u BROKER_SCHED_TEST_N
   pytest tests/conformance tests/integration/test_distributed.py \
   tests/integration/test_docker_runtime.py::test_activations_through_a_broker_run_in_docker_containers
 
-step "docker-compose with the local images"
+step "docker-compose with the local images: single nodes and clusters"
 bash scripts/check-compose.sh
 
 step "no containers left running"
