@@ -50,7 +50,6 @@ from broker_sched.limits import NamespaceLimiter
 from broker_sched.metrics import CONTENT_TYPE, controller_families, exposition
 from broker_sched.model import ActivationResult, fqn, new_id
 from broker_sched.openapi import document
-from broker_sched.records import ActivationRecords
 from broker_sched.scheduler.controller import Controller
 
 ERROR_STATUS: list[tuple[type[BrokerSchedError], HTTPStatus]] = [
@@ -79,8 +78,7 @@ class Api:
             per_minute=self.settings.invocations_per_minute,
             concurrent=self.settings.concurrent_invocations,
         )
-        self.records = ActivationRecords(controller.transport, self.settings.record_ttl_s)
-        controller.result_listeners.append(self.records.keep)
+        self.records = controller.records
         self._unfinished: dict[str, tuple[str, str, float]] = {}
         """Non-blocking activation id -> namespace, limiter token, deadline."""
         self.registry = CollectorRegistry(auto_describe=False)

@@ -88,6 +88,12 @@ class InvokerSettings(_Section):
     keep_alive_s: float = Field(default=10.0, gt=0)
     pause_grace_s: float = Field(default=1.0, ge=0)
     fetch_timeout_s: float = Field(default=0.5, gt=0)
+    record_ttl_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="how long activation records stay in the transport for any controller "
+        "(written by the invoker that answers; formerly api.record_ttl_s, still read)",
+    )
 
 
 class SimulatedRuntimeSettings(_Section):
@@ -253,11 +259,6 @@ class ApiSettings(_Section):
     concurrent_invocations: int = Field(
         default=30, ge=1, description="per namespace, as OpenWhisk's actionInvokeConcurrent"
     )
-    record_ttl_s: float = Field(
-        default=3600.0,
-        gt=0,
-        description="how long activation records stay in the transport for any controller",
-    )
     max_header_bytes: int = Field(
         default=16_384, ge=1024, description="request line and headers; beyond: 400, closed"
     )
@@ -322,6 +323,24 @@ class CoreSettings(BaseSettings):
     retention: RetentionSettings = RetentionSettings()
     migration: MigrationSettings = MigrationSettings()
     api: ApiSettings = ApiSettings()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _record_ttl_from_api(cls, data: Any) -> Any:
+        """``api.record_ttl_s`` is ``invoker.record_ttl_s`` since invokers write the
+        records: a config that sets the old key keeps meaning what it did (the new key
+        wins when both are set)."""
+        if not isinstance(data, dict):
+            return data
+        api = data.get("api")
+        if not isinstance(api, Mapping) or "record_ttl_s" not in api:
+            return data
+        api = dict(api)
+        ttl_s = api.pop("record_ttl_s")
+        invoker = data.get("invoker", {})
+        if isinstance(invoker, Mapping):
+            invoker = {"record_ttl_s": ttl_s, **invoker}
+        return {**data, "api": api, "invoker": invoker}
 
     @classmethod
     def settings_customise_sources(

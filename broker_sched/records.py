@@ -1,15 +1,17 @@
 """Activation records any controller can serve, kept in the deployment's own broker.
 
-The controller that receives a result puts its record through the transport's record
-contract (``put_record``: a Redis key with a TTL, a NATS KV bucket, a compacted Kafka
-topic, or memory), scoped by namespace and keyed by activation id, which sorts by time.
-So ``GET …/activations/{id}`` and the listing work on every controller and across
-restarts, for ``api.record_ttl_s``, and need no database beside the broker the
-deployment already runs and secures.
+Records go through the transport's record contract (``put_record``: a Redis key with a
+TTL, a NATS KV bucket, a compacted Kafka topic, or memory), scoped by namespace and
+keyed by activation id, which sorts by time. So ``GET …/activations/{id}`` and the
+listing work on every controller and across restarts, for ``invoker.record_ttl_s``,
+and need no database beside the broker the deployment already runs and secures.
 
-Writes happen off the result path, in background tasks: a slow store delays no
-blocking caller, and a failed write is retried for about 16 s, then logged and costs
-only that record.
+The invoker that answers an activation puts its record before it acks the work
+(:func:`broker_sched.invoker.replies.answer`), so a record cannot be lost with the
+reply. This class reads them, and writes the few records a controller makes itself (a
+sequence's own) off the result path, in background tasks: a slow store delays no
+caller, and a failed write is retried for about 16 s, then logged and costs only that
+record.
 """
 
 from __future__ import annotations

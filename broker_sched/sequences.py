@@ -168,7 +168,8 @@ class Sequences:
         value: JsonValue,
         error: str | None = None,
     ) -> ActivationResult:
-        """The sequence's own record, passed to the controller's result listeners."""
+        """The sequence's own result: its record is the controller's to keep (the
+        invokers keep only their steps'), and it goes to the result listeners."""
         result = ActivationResult(
             activation_id=activation_id,
             namespace=sequence.namespace,
@@ -182,6 +183,7 @@ class Sequences:
             steps=[step.activation_id for step in ran],
         )
         self.controller.results[activation_id] = result
+        self.controller.records.keep(result)
         for listener in self.controller.result_listeners:
             listener(result)
         return result

@@ -11,8 +11,9 @@ Two kinds of channel cross the broker:
   in normal operation; backends may support more.
 * **Channels** are ephemeral fan-out subjects for replies and heartbeats: a listener
   receives what is sent after :meth:`Transport.listen` returns, nothing earlier, and
-  nothing survives a broker restart. Losing a reply is recoverable (the caller times out
-  and the result is recorded), losing work is not, hence the split.
+  nothing survives a broker restart. Losing a reply is recoverable (the answer's record
+  is durable before its work is acked, and the caller reads it), losing work is not,
+  hence the split.
 
 Backends translate their client's exceptions into :mod:`broker_sched.errors` at this
 boundary and import their client lazily, so the core never depends on a broker client.
@@ -23,6 +24,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -34,10 +36,12 @@ import anyio
 import anyio.lowlevel
 from pydantic import BaseModel, ConfigDict
 
-from broker_sched.errors import PayloadTooLarge
+from broker_sched.errors import BrokerSchedError, PayloadTooLarge
 
 if TYPE_CHECKING:
     from broker_sched.config import Settings
+
+log = logging.getLogger(__name__)
 
 DEAD_LETTER_SUFFIX = ".dlq"
 _PLAIN_ID = re.compile(r"[\x21-\x7e]{1,200}")
@@ -75,6 +79,17 @@ class Backlog:
     @property
     def total(self) -> int:
         return self.pending + self.in_flight
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A record for :meth:`Transport.put_record`: ``body`` under ``scope``/``key``,
+    kept for ``ttl_s``."""
+
+    scope: str
+    key: str
+    body: bytes
+    ttl_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,11 +345,46 @@ class Transport(ABC):
 
     async def reply_and_ack(self, delivery: Delivery, channel: str, body: bytes) -> None:
         """Send ``body`` on ``channel``, then ack ``delivery``: the reply always reaches
-        the broker before the ack (a crash in between re-runs the work, never loses its
-        reply). Backends override it to do both in one round trip; this default takes two.
+        the broker before the ack (a crash in between re-runs the work), though a broker
+        that dies before passing the reply on keeps the ack and loses the reply. The bare
+        request-reply floor ``bench overhead`` measures; activations are answered with
+        :meth:`record_reply_and_ack`, which keeps what this can lose. Backends override
+        it to do both in one round trip; this default takes two.
         """
         await self.send(channel, body)
         await delivery.ack()
+
+    async def record_reply_and_ack(
+        self, delivery: Delivery, record: Record, channel: str = ""
+    ) -> None:
+        """Put ``record``, send its body on ``channel`` (none when empty), and ack
+        ``delivery`` once the record is durable: an answer acked is an answer kept, even
+        when the broker dies before the reply reaches its listener (a crash before the
+        ack re-runs the work instead). The reply is a courtesy to a caller waiting on
+        the channel, who reads the record when it does not come, so a failed send is
+        logged and does not stop the ack. Backends override it to take one round trip;
+        this default sends the reply while the record is put, then acks.
+        """
+        failure: Exception | None = None
+        async with anyio.create_task_group() as replying:
+            if channel:
+                replying.start_soon(self._reply, channel, record.body)
+            try:
+                await self.put_record(record.scope, record.key, record.body, record.ttl_s)
+                await delivery.ack()
+            except Exception as exc:  # raised below as itself, not in an ExceptionGroup
+                failure = exc
+                replying.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
+
+    async def _reply(self, channel: str, body: bytes) -> None:
+        try:
+            await self.send(channel, body)
+        except BrokerSchedError as exc:
+            log.warning(
+                "%s: a reply on %s was not sent (its record was kept): %s", self.name, channel, exc
+            )
 
     async def dead_letter(self, queue: str, body: bytes, reason: str) -> None:
         """Park an unusable message with the reason, keeping its bytes intact."""

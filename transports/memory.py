@@ -33,6 +33,7 @@ from transports.base import (
     Capabilities,
     Delivery,
     Listener,
+    Record,
     Subscription,
     Transport,
 )
@@ -315,6 +316,15 @@ class MemoryTransport(Transport):
             del records[oldest]
         records.pop(key, None)
         records[key] = (now_s + ttl_s, body)
+
+    async def record_reply_and_ack(
+        self, delivery: Delivery, record: Record, channel: str = ""
+    ) -> None:
+        """In turn, with no task beside it: nothing here waits, so nothing overlaps."""
+        await self.put_record(record.scope, record.key, record.body, record.ttl_s)
+        if channel:
+            await self.send(channel, record.body)
+        await delivery.ack()
 
     async def get_record(self, scope: str, key: str) -> bytes | None:
         self.broker.check()

@@ -100,6 +100,7 @@ from transports.base import (
     Capabilities,
     Delivery,
     Listener,
+    Record,
     Subscription,
     Transport,
 )
@@ -910,6 +911,17 @@ class NatsJetStreamTransport(Transport):
         expiry_ms = int((time.time() + ttl_s) * 1000)
         with _translated(f"put record {scope}/{key}"):
             await bucket.put(f"{scope}.{key}", b"%d\n" % expiry_ms + body)
+
+    async def record_reply_and_ack(
+        self, delivery: Delivery, record: Record, channel: str = ""
+    ) -> None:
+        """The reply first: the client only buffers it, and it leaves with the KV put's
+        request, so the two overlap with no task beside them; the ack once the server
+        confirmed the put."""
+        if channel:
+            await self.send(channel, record.body)
+        await self.put_record(record.scope, record.key, record.body, record.ttl_s)
+        await delivery.ack()
 
     async def get_record(self, scope: str, key: str) -> bytes | None:
         from nats.js.errors import KeyNotFoundError

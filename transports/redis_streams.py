@@ -15,10 +15,14 @@ Features
       blocking read, which is one command of its own per fetch. ``Delivery.id`` is the
       entry id, which stays the same across redeliveries; ``attempt`` is the group's
       delivery count for the entry.
-    * ``reply_and_ack``: the reply's PUBLISH and the ack travel in one pipeline (not
-      MULTI), reply first; Redis runs a connection's commands in order, so the reply is
-      out before the ack. A PUBLISH that Redis rejects (an ACL, say) does not stop the
-      ack: replies are channel messages, whose loss the caller's timeout covers.
+    * ``record_reply_and_ack``: one Lua script puts the record and then acks, so Redis
+      applies both together and writes them to the append-only file as one transaction
+      (a script's effects are replicated wrapped in MULTI/EXEC); the reply's PUBLISH
+      follows in the same pipeline. A broker killed at any point keeps either the
+      record and the ack or neither (the work is then redelivered), and a lost PUBLISH
+      costs the caller only a record read. A group deleted meanwhile still gets its
+      record. ``reply_and_ack`` (the reply's PUBLISH, then the ack, in one pipeline)
+      stays for the bare floor of ``bench overhead``.
     * hot-path commands (XADD, PUBLISH, ack, the fetch script) from concurrent callers
       are coalesced: those issued while a pipeline is on the wire go together in the next
       one (at most ``PIPELINES_IN_FLIGHT`` at once). redis-py spends far more CPU per
@@ -116,6 +120,7 @@ from transports.base import (
     Capabilities,
     Delivery,
     Listener,
+    Record,
     Subscription,
     Transport,
 )
@@ -438,6 +443,29 @@ class RedisStreamsTransport(Transport):
                 before=("PUBLISH", channel_key(channel), body),
             )
 
+    async def record_reply_and_ack(
+        self, delivery: Delivery, record: Record, channel: str = ""
+    ) -> None:
+        """The record and the ack in one script, then the PUBLISH, in one pipeline (see
+        the module's notes)."""
+        if not isinstance(delivery, RedisDelivery):
+            await super().record_reply_and_ack(delivery, record, channel)
+            return
+        subscription = delivery.subscription
+        now_ms = int(time.time() * 1000)
+        ttl_ms = max(1, int(record.ttl_s * 1000))
+        keys = [
+            f"{RECORD_PREFIX}{record.scope}:{record.key}",
+            RECORD_INDEX_PREFIX + record.scope,
+            subscription.key,
+        ]
+        args = [record.body, ttl_ms, now_ms + ttl_ms, record.key, now_ms]
+        args += [subscription.group, delivery.id]
+        publish = ("PUBLISH", channel_key(channel), record.body) if channel else None
+        where = f"{subscription.queue}/{subscription.group}"
+        with translated(f"record and ack {where}"), _group_may_be_gone():
+            await self.eval_hot(self.scripts.record_ack, keys, args, after=publish)
+
     async def eval_hot(
         self,
         script: AsyncScript,
@@ -445,19 +473,22 @@ class RedisStreamsTransport(Transport):
         args: list[Any],
         *,
         before: tuple[Any, ...] | None = None,
+        after: tuple[Any, ...] | None = None,
     ) -> Any:
-        """Run ``script`` through the coalesced pipelines, after ``before`` if given; a
-        script Redis lost (restart, SCRIPT FLUSH) is loaded again and run alone."""
+        """Run ``script`` through the coalesced pipelines, between ``before`` and
+        ``after`` if given, and return its reply; a script Redis lost (restart, SCRIPT
+        FLUSH) is loaded again and run alone."""
         from redis.exceptions import NoScriptError
 
         call = ("EVALSHA", script.sha, len(keys), *keys, *args)
-        commands = (call,) if before is None else (before, call)
+        commands = tuple(c for c in (before, call, after) if c is not None)
         try:
             replies = await self.hot.run(*commands)
         except NoScriptError:
             script.sha = await self._commands.script_load(script.script)
             replies = await self.hot.run(("EVALSHA", script.sha, len(keys), *keys, *args))
-        return replies[-1]
+            return replies[-1]
+        return replies[0 if before is None else 1]
 
     async def listen(self, channel: str) -> RedisListener:
         """Subscribe and wait for the server's confirmation, so nothing sent after this
@@ -755,6 +786,7 @@ class _Scripts:
         self.declare: AsyncScript = client.register_script(DECLARE_LUA)
         self.fetch: AsyncScript = client.register_script(FETCH_LUA)
         self.ack: AsyncScript = client.register_script(ACK_LUA)
+        self.record_ack: AsyncScript = client.register_script(RECORD_ACK_LUA)
         self.move: AsyncScript = client.register_script(MOVE_LUA)
         self.release: AsyncScript = client.register_script(RELEASE_LUA)
         self.backlog: AsyncScript = client.register_script(BACKLOG_LUA)
@@ -802,6 +834,21 @@ ACK_LUA = """
 -- Ack entry ARGV[2] for group ARGV[1]; delete it when no other group may still need it.
 if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
 if #redis.call('XINFO', 'GROUPS', KEYS[1]) == 1 then redis.call('XDEL', KEYS[1], ARGV[2]) end
+return 1
+"""
+
+RECORD_ACK_LUA = """
+-- Keep record KEYS[1] = ARGV[1] for ARGV[2] ms, listed in index KEYS[2] under ARGV[4]
+-- scored by its expiry ARGV[3] (index trimmed of what expired by ARGV[5], and living as
+-- long as its longest-lived record); then ack entry ARGV[7] of group ARGV[6] of stream
+-- KEYS[3] as ACK_LUA does. Record first: a NOGROUP from the ack still leaves it kept.
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[5])
+redis.call('PEXPIRE', KEYS[2], ARGV[2], 'NX')
+redis.call('PEXPIRE', KEYS[2], ARGV[2], 'GT')
+if redis.call('XACK', KEYS[3], ARGV[6], ARGV[7]) == 0 then return 0 end
+if #redis.call('XINFO', 'GROUPS', KEYS[3]) == 1 then redis.call('XDEL', KEYS[3], ARGV[7]) end
 return 1
 """
 

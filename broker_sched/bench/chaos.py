@@ -58,13 +58,6 @@ IN_PROCESS_FAULTS = ("container-crash",)
 INVOKERS = 2
 HTTP_THREADS = 128
 STATE_DIR_ENV = "BROKER_SCHED_STATE_DIR"
-RECORDING_S = 0.5
-"""How long before a controller kill a result it heard may still lack its record: the
-record is written after the result arrives, and the kill ends the writes under way."""
-
-RECONNECT_S = 6.0
-"""How long after a broker is back its clients may still be away: the NATS client's
-reconnect backoff reaches 5 s, and a controller retries a failed channel after 1 s."""
 
 
 @dataclass(frozen=True)
@@ -463,12 +456,8 @@ def fault_action(
     deployment: Deployment | None,
     plan: ChaosPlan,
     node: BrokerNode | None,
-    unheard: list[tuple[float, float]],
 ) -> Callable[[], Awaitable[None]]:
-    """The fault as a coroutine function; in-process (``deployment`` None) only crashes.
-
-    A controller kill adds to ``unheard`` the time when no controller listened, a broker
-    kill the time until the controller can have listened again."""
+    """The fault as a coroutine function; in-process (``deployment`` None) only crashes."""
 
     async def invoker_kill() -> None:
         assert deployment is not None
@@ -492,19 +481,15 @@ def fault_action(
     async def controller_kill() -> None:
         assert deployment is not None
         assert deployment.controller is not None
-        killed_at = time.monotonic()
         os.killpg(deployment.controller.pid, signal.SIGKILL)
         await deployment.controller.wait()
         await deployment.start_controller(plan.ready_timeout_s)
-        unheard.append((killed_at - RECORDING_S, time.monotonic()))
 
     async def broker_kill() -> None:
         assert node is not None
-        killed_at = time.monotonic()
         os.kill(node.pid(), signal.SIGKILL)
         await asyncio.sleep(plan.outage_s)
         await node.restart()
-        unheard.append((killed_at, time.monotonic() + RECONNECT_S))
 
     return {
         "invoker-kill": invoker_kill,
@@ -554,11 +539,10 @@ async def run_fault(
         )
         await asyncio.sleep(3 * settings.invoker.heartbeat_interval_s)  # the controller's view
         invoke = http_invoker(deployment.api, action, plan.run_ms, plan.drain_s + 5)
-        unheard: list[tuple[float, float]] = []
         calls, fault_at, notes = await open_loop(
-            invoke, plan, fault_action(fault, deployment, plan, node, unheard)
+            invoke, plan, fault_action(fault, deployment, plan, node)
         )
-        accounting = await _settle(observing, observer, calls, action, plan, fault_at, unheard)
+        accounting = await _settle(observing, observer, calls, action, plan, fault_at)
         return Row(transport, fault, accounting, notes)
     finally:
         if deployment is not None:
@@ -594,18 +578,12 @@ async def _in_process(
     observer: Observer,
     transport: str,
 ) -> Row:
-    from broker_sched.records import ActivationRecords
-
     async with Stack(settings, invokers=INVOKERS, transport=observer.transport) as stack:
         assert stack.controller is not None
-        records = ActivationRecords(stack.transport, settings.api.record_ttl_s)
-        stack.controller.result_listeners.append(records.keep)
         invoke = stack_invoker(stack, action, plan.run_ms)
-        calls, fault_at, notes = await open_loop(
-            invoke, plan, fault_action(fault, None, plan, None, [])
-        )
-        accounting = await _settle(stack.transport, observer, calls, action, plan, fault_at, [])
-        await records.flush()
+        fault_now = fault_action(fault, None, plan, None)
+        calls, fault_at, notes = await open_loop(invoke, plan, fault_now)
+        accounting = await _settle(stack.transport, observer, calls, action, plan, fault_at)
     return Row(transport, fault, accounting, notes)
 
 
@@ -616,12 +594,11 @@ async def _settle(
     action: Action,
     plan: ChaosPlan,
     fault_at: float,
-    unheard: list[tuple[float, float]],
 ) -> Accounting:
     """Wait (bounded) for every accepted activation's result, then account."""
     with contextlib.suppress(TimeoutError):
         await observer.wait_until(lambda: observer.finished(calls), plan.drain_s)
-    await asyncio.sleep(1.0)  # late copies (duplicates) and the last record writes
+    await asyncio.sleep(1.0)  # late copies (duplicates)
     ids = {c.activation_id for c in calls if c.activation_id} | {
         s.activation_id for s in observer.seen
     }
@@ -633,7 +610,6 @@ async def _settle(
         recorded,
         fault_s=fault_at,
         warmup_s=start + plan.warmup_s,
-        unheard=unheard,
     )
 
 
@@ -652,7 +628,7 @@ def format_rows(rows: list[Row]) -> str:
         lines.append(
             f"{row.transport:<10} {row.fault:<16} {a.sent:>5} {a.accepted:>8} "
             f"{a.completed:>9} {sum(a.failed.values()):>6} {sum(a.refused.values()):>7} "
-            f"{a.lost:>4} {a.duplicates:>5} {_unrecorded(a):>10} "
+            f"{a.lost:>4} {a.duplicates:>5} {a.unrecorded:>10} "
             f"{_ms(a.steady_p99_s):>13} {_s(a.recovery_s):>10} {_within(a.refused_within_s):>12}"
         )
     for row in rows:
@@ -666,11 +642,6 @@ def format_rows(rows: list[Row]) -> str:
             lines.append(f"  {row.transport}/{row.fault} lost seqs: {a.lost_seqs[:20]}")
         lines += [f"  {row.transport}/{row.fault} {note}" for note in row.notes]
     return "\n".join(lines)
-
-
-def _unrecorded(a: Accounting) -> str:
-    """Unrecorded results, with how many of them came while no controller listened."""
-    return f"{a.unrecorded} ({a.unrecorded_unheard} unheard)" if a.unrecorded else "0"
 
 
 def _ms(value: float | None) -> str:

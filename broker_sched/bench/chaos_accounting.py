@@ -4,9 +4,11 @@ The load generator records each call it made (`Call`), the observer each result 
 on the controller's results channel (`Seen`), and after the run the activation records
 the store holds are listed. From those three alone, with no I/O, `account` says how many
 invocations were sent, accepted, completed and failed (and why), which accepted ones
-never got a result (lost), how many results came twice (reruns the controller drops as
-duplicates) and how long p99 latency took to come back to its steady value after the
-fault. Keeping it pure is what lets the arithmetic be tested to the activation.
+never got a result nor a record (lost), which results have no record (unrecorded: the
+invoker keeps it before acking, so there should be none), how many results came twice
+(reruns the controller drops as duplicates) and how long p99 latency took to come back
+to its steady value after the fault. Keeping it pure is what lets the arithmetic be
+tested to the activation.
 """
 
 from __future__ import annotations
@@ -59,8 +61,6 @@ class Accounting:
     duplicates: int
     unrecorded: int
     """Results that came (the observer saw them) but have no activation record."""
-    unrecorded_unheard: int
-    """Of those, the ones whose result came while no controller listened for it."""
     refused_within_s: float | None
     """The slowest refusal of a call sent after the fault: how fast an outage is told."""
     steady_p99_s: float | None
@@ -132,10 +132,8 @@ def account(
     *,
     fault_s: float,
     warmup_s: float = 0.0,
-    unheard: Sequence[tuple[float, float]] = (),
 ) -> Accounting:
-    """The fate of every call: see the module docstring for the terms. ``unheard`` are
-    the spans when no controller listened for results (it had been killed)."""
+    """The fate of every call: see the module docstring for the terms."""
     first: dict[str, Seen] = {}
     duplicates = 0
     for copy in sorted(seen, key=lambda s: s.at_s):
@@ -149,7 +147,7 @@ def account(
     refused: Counter[str] = Counter()
     refused_after: list[float] = []
     lost_seqs: list[int] = []
-    unrecorded = unrecorded_unheard = 0
+    unrecorded = 0
     accepted = 0
     latencies: list[tuple[float, float]] = []
     for call in calls:
@@ -177,7 +175,6 @@ def account(
             failed[f"{result.status}: {result.error or ''}".rstrip(": ")] += 1
         if result.activation_id not in recorded:
             unrecorded += 1
-            unrecorded_unheard += any(start <= result.at_s <= end for start, end in unheard)
         latencies.append((call.sent_s, result.at_s - call.sent_s))
     # Steady: calls after the warm-up whose result came before the fault, so none of
     # them is one the fault held up.
@@ -197,7 +194,6 @@ def account(
         lost=len(lost_seqs),
         duplicates=duplicates,
         unrecorded=unrecorded,
-        unrecorded_unheard=unrecorded_unheard,
         refused_within_s=max(refused_after) if refused_after else None,
         steady_p99_s=steady_p99,
         recovery_s=recovery,

@@ -182,6 +182,7 @@ class ContainerProxy:
                     delivery,
                     str(exc),
                     invoker_id=self.invoker_id,
+                    record_ttl_s=self.settings.record_ttl_s,
                     container_id=self.container.id,
                 )
             except Exception:
@@ -202,7 +203,13 @@ class ContainerProxy:
             self._run_finished.set()
 
     async def _process(self, delivery: Delivery, fetched_s: float) -> None:
-        accepted = await accept(self.transport, self.queue, delivery, invoker_id=self.invoker_id)
+        accepted = await accept(
+            self.transport,
+            self.queue,
+            delivery,
+            invoker_id=self.invoker_id,
+            record_ttl_s=self.settings.record_ttl_s,
+        )
         if accepted is None:
             return
         activation, received_ms = accepted
@@ -224,6 +231,7 @@ class ContainerProxy:
             start=start,
             init_ms=init_ms,
             invoker_id=self.invoker_id,
+            record_ttl_s=self.settings.record_ttl_s,
             service_since_s=fetched_s,
             previous_answer_ms=self._last_answer_ms,
         )

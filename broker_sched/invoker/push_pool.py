@@ -72,6 +72,10 @@ class PushPool:
     def capacity(self) -> int:
         return self.settings.invoker.slots
 
+    @property
+    def record_ttl_s(self) -> float:
+        return self.settings.invoker.record_ttl_s
+
     def containers_by_action(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for slot in self.slots:
@@ -107,7 +111,11 @@ class PushPool:
 
     async def _run(self, delivery: Delivery) -> None:
         accepted = await accept(
-            self.transport, self.work_queue, delivery, invoker_id=self.invoker_id
+            self.transport,
+            self.work_queue,
+            delivery,
+            invoker_id=self.invoker_id,
+            record_ttl_s=self.record_ttl_s,
         )
         if accepted is None:
             return
@@ -120,6 +128,7 @@ class PushPool:
                 activation,
                 Status.SYSTEM_ERROR,
                 invoker_id=self.invoker_id,
+                record_ttl_s=self.record_ttl_s,
                 error=f"unknown action {activation.fqn!r}",
             )
             return
@@ -138,6 +147,7 @@ class PushPool:
                 start=start,
                 init_ms=init_ms,
                 invoker_id=self.invoker_id,
+                record_ttl_s=self.record_ttl_s,
             )
         except ContainerCrashed as exc:
             await self._discard(slot)
@@ -147,6 +157,7 @@ class PushPool:
                 delivery,
                 str(exc),
                 invoker_id=self.invoker_id,
+                record_ttl_s=self.record_ttl_s,
                 container_id=slot.container.id,
             )
             return

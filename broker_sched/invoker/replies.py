@@ -1,11 +1,11 @@
-"""Sending an activation's result back to the controller that asked for it."""
+"""Answering an activation: its record kept, its result sent to the controller that asked."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from broker_sched.model import Activation, ActivationResult, Status, encode
-from transports.base import Delivery, Transport
+from transports.base import Delivery, Record, Transport
 
 
 async def answer(
@@ -15,17 +15,18 @@ async def answer(
     status: Status,
     *,
     invoker_id: str,
+    record_ttl_s: float,
     container_id: str = "",
     **fields: Any,
 ) -> None:
-    """Send the result, then ack ``delivery``: the reply is out before the ack (a crash in
-    between re-runs the activation instead of losing its result), in one round trip on
-    transports that can (:meth:`Transport.reply_and_ack`)."""
-    if not activation.reply_to:
-        await delivery.ack()
-        return
+    """Put the activation's record, send the result to the caller, and ack ``delivery``
+    once the record is durable (:meth:`Transport.record_reply_and_ack`, one round trip
+    where the transport can). An acked activation keeps its record even when the broker
+    loses the reply on its way (the caller reads the record instead); a crash before the
+    ack re-runs the activation rather than losing it."""
     result = _result(activation, status, invoker_id, container_id, fields)
-    await transport.reply_and_ack(delivery, activation.reply_to, encode(result))
+    record = Record(activation.namespace, activation.id, encode(result), record_ttl_s)
+    await transport.record_reply_and_ack(delivery, record, activation.reply_to)
 
 
 def _result(

@@ -9,7 +9,8 @@ these rules:
   without running: its caller has stopped waiting;
 * the run gets what is left of the deadline when it got its container, at most the
   action's own timeout (nothing left: answered ``timeout`` without running);
-* the result is sent before the delivery is acked (:func:`~.replies.answer`);
+* the activation's record is durable before the delivery is acked, and the result is
+  sent to the caller beside it (:func:`~.replies.answer`);
 * a crashed container gives its activation back to the queue for another container,
   until ``MAX_ATTEMPTS`` containers crashed on it: then it is answered ``system_error``,
   so one poisonous payload cannot take down containers forever.
@@ -30,7 +31,12 @@ MAX_ATTEMPTS = 3
 
 
 async def accept(
-    transport: Transport, queue: str, delivery: Delivery, *, invoker_id: str
+    transport: Transport,
+    queue: str,
+    delivery: Delivery,
+    *,
+    invoker_id: str,
+    record_ttl_s: float,
 ) -> tuple[Activation, int] | None:
     """The delivery's activation and when it was received (ms), or None when it was
     settled here: dead-lettered as malformed, or answered as past its deadline."""
@@ -48,6 +54,7 @@ async def accept(
             activation,
             Status.TIMEOUT,
             invoker_id=invoker_id,
+            record_ttl_s=record_ttl_s,
             error="deadline passed while queued",
         )
         return None
@@ -64,6 +71,7 @@ async def run_activation(
     start: Start,
     init_ms: float,
     invoker_id: str,
+    record_ttl_s: float,
     service_since_s: float | None = None,
     previous_answer_ms: float = 0.0,
 ) -> float:
@@ -84,6 +92,7 @@ async def run_activation(
             activation,
             Status.TIMEOUT,
             invoker_id=invoker_id,
+            record_ttl_s=record_ttl_s,
             error="deadline passed while waiting for a container",
         )
         return 0.0
@@ -104,6 +113,7 @@ async def run_activation(
         init_ms=init_ms,
         run_ms=outcome.run_ms,
         invoker_id=invoker_id,
+        record_ttl_s=record_ttl_s,
         container_id=container.id,
         **service,
     )
@@ -111,7 +121,13 @@ async def run_activation(
 
 
 async def give_back(
-    transport: Transport, delivery: Delivery, reason: str, *, invoker_id: str, container_id: str
+    transport: Transport,
+    delivery: Delivery,
+    reason: str,
+    *,
+    invoker_id: str,
+    record_ttl_s: float,
+    container_id: str,
 ) -> None:
     """The work of a crashed container: redelivered, or after ``MAX_ATTEMPTS`` answered
     with a system error."""
@@ -130,5 +146,6 @@ async def give_back(
         Status.SYSTEM_ERROR,
         error=f"container crashed on {delivery.attempt} attempts: {reason}",
         invoker_id=invoker_id,
+        record_ttl_s=record_ttl_s,
         container_id=container_id,
     )

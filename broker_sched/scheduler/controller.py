@@ -8,6 +8,13 @@ activation waits in the queue like any other.
 
 Results are reported once per activation id even when at-least-once delivery runs an
 activation twice (a crash after the run but before the ack): later copies are dropped.
+
+The invoker that answers an activation keeps its record before acking it, so the
+result on this controller's ephemeral channel is only the fast way to hear it: a
+blocking caller whose result was lost (a broker that died before passing it on, or
+sent while this controller's channel was down) is answered from the record when its
+deadline comes, or as soon as the channel is back after an outage. This controller
+writes only the records no invoker does: a sequence's own.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from pydantic import JsonValue
 
 from broker_sched.config import Settings
 from broker_sched.errors import (
+    BrokerSchedError,
     BrokerUnavailable,
     InvocationTimeout,
     MalformedMessage,
@@ -43,6 +51,7 @@ from broker_sched.model import (
     new_id,
     now_ms,
 )
+from broker_sched.records import ActivationRecords
 from broker_sched.scheduler.cluster import ClusterView
 from broker_sched.scheduler.monitor import BacklogMonitor
 from broker_sched.scheduler.policy import AcsController, controller_side
@@ -58,6 +67,9 @@ SEEN_RESULTS = 100_000
 """How many finished activation ids are remembered to drop duplicate results."""
 
 CLOSE_TIMEOUT_S = 5.0
+
+RECORD_READ_TIMEOUT_S = 5.0
+"""How long a caller whose result did not come waits on top for its record."""
 """How long closing the listeners may hold up a shutdown."""
 
 
@@ -92,9 +104,11 @@ class Controller:
             rng=rng,
         )
         self.results: OrderedDict[str, ActivationResult] = OrderedDict()
+        self.records = ActivationRecords(transport, settings.invoker.record_ttl_s)
         self.result_listeners: list[Callable[[ActivationResult], None]] = []
-        """Called with each first result (the API persists activation records)."""
-        self._waiting: dict[str, asyncio.Future[ActivationResult]] = {}
+        """Called with each first result."""
+        self._waiting: dict[str, tuple[str, asyncio.Future[ActivationResult]]] = {}
+        """Blocking activation id -> its namespace, and the future its caller awaits."""
         self._declared: set[str] = set()
         self._ready = anyio.Event()
         self._group: anyio.abc.TaskGroup | None = None
@@ -108,7 +122,7 @@ class Controller:
         try:
             async with anyio.create_task_group() as group:
                 self._group = group
-                group.start_soon(self._drain, results, self._on_result)
+                group.start_soon(self._drain, results, self._on_result, self._results_back)
                 group.start_soon(self._drain, replies, self._on_reply)
                 group.start_soon(self._drain, beats, self._on_heartbeat)
                 for loop in self.policy.loops():
@@ -205,7 +219,8 @@ class Controller:
             self._declared.add(queue)
         waiter: asyncio.Future[ActivationResult] | None = None
         if blocking:
-            waiter = self._waiting[activation.id] = asyncio.get_running_loop().create_future()
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiting[activation.id] = (activation.namespace, waiter)
         try:
             await self.transport.publish(queue, body, key=activation.id)
         except BaseException:
@@ -223,6 +238,9 @@ class Controller:
             async with asyncio.timeout(timeout_s):
                 return await waiter
         except TimeoutError:
+            recorded = await self._recorded(activation.namespace, activation.id)
+            if recorded is not None:
+                return recorded
             self.policy.release(activation.id)
             raise InvocationTimeout(
                 f"no result for {definition.fqn} activation {activation.id} in {timeout_s:.1f} s"
@@ -237,14 +255,26 @@ class Controller:
             raise UnknownAction(name)
         return definition
 
-    async def _drain(self, listener: Listener, handle: Callable[[bytes], None]) -> None:
+    async def _drain(
+        self,
+        listener: Listener,
+        handle: Callable[[bytes], None],
+        back: Callable[[], None] | None = None,
+    ) -> None:
+        """Hand each message to ``handle``; ``back`` is called when the channel works
+        again after the broker was unavailable."""
+        down = False
         while True:
             try:
                 body = await listener.receive(1.0)
             except BrokerUnavailable as exc:
                 log.warning("controller %s: broker unavailable: %s", self.id, exc)
+                down = True
                 await anyio.sleep(1.0)
                 continue
+            if down and back is not None:
+                back()
+            down = False
             if body is None:
                 continue
             try:
@@ -252,8 +282,36 @@ class Controller:
             except MalformedMessage as exc:
                 log.warning("controller %s: dropped a malformed message: %s", self.id, exc)
 
+    def _results_back(self) -> None:
+        """Results sent while the channel was down never come: read the records of
+        the callers still waiting."""
+        for activation_id, (namespace, _) in list(self._waiting.items()):
+            self.spawn(self._settle_from_record, namespace, activation_id)
+
+    async def _settle_from_record(self, namespace: str, activation_id: str) -> None:
+        await self._recorded(namespace, activation_id)
+
+    async def _recorded(self, namespace: str, activation_id: str) -> ActivationResult | None:
+        """The activation's result from its record, reported as if heard (None: no
+        record, or the store could not be read in time)."""
+        if activation_id in self.results:
+            return self.results[activation_id]
+        try:
+            async with asyncio.timeout(RECORD_READ_TIMEOUT_S):
+                result = await self.records.get(namespace, activation_id)
+        except (TimeoutError, BrokerSchedError) as exc:
+            log.warning("controller %s: record %s not read: %r", self.id, activation_id, exc)
+            return None
+        if result is None:
+            return None
+        if activation_id not in self.results:  # unless it was heard meanwhile
+            self._report(result)
+        return self.results.get(activation_id)
+
     def _on_result(self, body: bytes) -> None:
-        result = decode(ActivationResult, body)
+        self._report(decode(ActivationResult, body))
+
+    def _report(self, result: ActivationResult) -> None:
         if result.activation_id in self.results:
             self.timeline.record("duplicate_result", f"{result.namespace}/{result.action}")
             return
@@ -264,9 +322,9 @@ class Controller:
         for listener in self.result_listeners:
             listener(result)
         self.policy.release(result.activation_id)
-        waiter = self._waiting.get(result.activation_id)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(result)
+        waiting = self._waiting.get(result.activation_id)
+        if waiting is not None and not waiting[1].done():
+            waiting[1].set_result(result)
 
     def _on_reply(self, body: bytes) -> None:
         self.policy.on_reply(decode(ContainerReply, body))

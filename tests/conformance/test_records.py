@@ -7,7 +7,7 @@ import uuid
 
 from brokers import TransportFactory
 
-from transports.base import Transport
+from transports.base import Record, Transport
 
 TTL_S = 600.0
 
@@ -59,3 +59,59 @@ async def test_a_record_is_gone_after_its_own_ttl(
             await asyncio.sleep(0.2)
     assert await writer.recent_records(scope, 10) == [b"long-lived"]
     assert await (await make_transport()).get_record(scope, "0000") == b"long-lived"
+
+
+async def test_an_answer_keeps_its_record_sends_its_reply_and_finishes_the_work(
+    transport: Transport, make_transport: TransportFactory
+) -> None:
+    """Many at once too: backends that batch commands must keep every caller's three."""
+    scope = new_scope()
+    queue, channel, group = f"{scope}-work", f"{scope}-replies", f"{scope}-group"
+    bodies = [f"work {index:02d}".encode() for index in range(30)]
+    await transport.declare(queue)
+    for body in bodies:
+        await transport.publish(queue, body)
+    reader = await make_transport()
+    try:
+        async with (
+            await transport.listen(channel) as listener,
+            await transport.subscribe(queue, group, "m1") as member,
+        ):
+            answered = 0
+            loop = asyncio.get_running_loop()
+            deadline_s = loop.time() + 30.0
+            while answered < len(bodies) and loop.time() < deadline_s:
+                deliveries = await member.fetch(len(bodies) - answered, 0.5)
+                await asyncio.gather(
+                    *(
+                        transport.record_reply_and_ack(
+                            d,
+                            Record(scope, d.body.decode()[-2:], b"done: " + d.body, TTL_S),
+                            channel,
+                        )
+                        for d in deliveries
+                    )
+                )
+                answered += len(deliveries)
+            assert answered == len(bodies)
+            replies = set()
+            while len(replies) < len(bodies):
+                reply = await listener.receive(5.0)
+                assert reply is not None, f"only {len(replies)} of {len(bodies)} replies came"
+                replies.add(reply)
+            assert replies == {b"done: " + body for body in bodies}
+            assert await member.fetch(1, 0.5) == [], "acked work is not redelivered"
+        for body in bodies:
+            key = body.decode()[-2:]
+            assert await reader.get_record(scope, key) == b"done: " + body
+        # No channel: the record and the ack alone.
+        await transport.publish(queue, b"quiet")
+        async with await transport.subscribe(queue, group, "m2") as member:
+            deliveries = []
+            while not deliveries and loop.time() < deadline_s:
+                deliveries = await member.fetch(1, 0.5)
+            await transport.record_reply_and_ack(deliveries[0], Record(scope, "zz", b"q", TTL_S))
+            assert await member.fetch(1, 0.5) == []
+        assert await reader.get_record(scope, "zz") == b"q"
+    finally:
+        await transport.delete(queue)

@@ -22,7 +22,7 @@ import pytest
 
 from broker_sched.config import Settings, load_settings
 from broker_sched.errors import BrokerSchedError
-from broker_sched.model import Action, Status
+from broker_sched.model import Action, ActivationResult, Status, decode
 from broker_sched.stack import Stack
 from transports.base import Transport
 from transports.registry import transport_from_settings
@@ -59,10 +59,24 @@ async def run_an_activation(settings: Settings) -> None:
         assert stack.controller is not None
         result = await stack.controller.invoke(action.name, {"x": 1}, timeout_s=60)
         assert (result.status, result.result) == (Status.SUCCESS, {"x": 1})
-        await stack.transport.put_record("guest", result.activation_id, b"{}", 60)
+        kept = await kept_record(stack.transport, result.activation_id)
+        assert decode(ActivationResult, kept) == result
+        # As long-lived as the invoker's records, so this one is the scope's newest.
+        ttl_s = settings.invoker.record_ttl_s
+        await stack.transport.put_record("guest", result.activation_id, b"{}", ttl_s)
         assert await stack.transport.get_record("guest", result.activation_id) == b"{}"
         assert await stack.transport.recent_records("guest", 1) == [b"{}"]
         await stack.transport.delete(settings.queue_name("guest", action.name))
+
+
+async def kept_record(transport: Transport, activation_id: str) -> bytes:
+    """The invoker's record of the activation: put beside the reply, so on some
+    transports readable a moment after the result came."""
+    deadline_s = time.monotonic() + FAILS_WITHIN_S
+    while (kept := await transport.get_record("guest", activation_id)) is None:
+        assert time.monotonic() < deadline_s, "the invoker keeps the activation's record"
+        await asyncio.sleep(0.1)
+    return kept
 
 
 async def use(transport: Transport) -> None:

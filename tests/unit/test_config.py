@@ -126,3 +126,15 @@ def test_secrets_do_not_leak_into_repr(tmp_path: Path) -> None:
     assert "hunter2" not in repr(settings)
     assert settings.redis.password is not None
     assert settings.redis.password.get_secret_value() == "hunter2"
+
+
+def test_the_old_api_record_ttl_still_sets_the_record_ttl(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Records moved to the invokers with their ttl: a config from before keeps working."""
+    old = write(tmp_path, "[api]\nrecord_ttl_s = 120\n")
+    assert load_settings(old).invoker.record_ttl_s == 120.0
+    both = write(tmp_path, "[api]\nrecord_ttl_s = 120\n[invoker]\nrecord_ttl_s = 60\n")
+    assert load_settings(both).invoker.record_ttl_s == 60.0, "the new key wins"
+    monkeypatch.setenv("BROKER_SCHED_API__RECORD_TTL_S", "77")
+    assert load_settings().invoker.record_ttl_s == 77.0
