@@ -222,6 +222,12 @@ class MemoryListener(Listener):
 
 class MemorySettings(BackendSettings):
     ack_wait_s: float = Field(default=30.0, gt=0)
+    max_records: int = Field(
+        default=100_000,
+        ge=1,
+        description="activation records kept per namespace, oldest dropped first: the "
+        "store is this process's memory, which an hour of records at full speed would fill",
+    )
 
 
 class MemoryTransport(Transport):
@@ -236,17 +242,21 @@ class MemoryTransport(Transport):
         *,
         ack_wait_s: float = 30.0,
         max_message_bytes: int = 1_048_576,
+        max_records: int = 100_000,
     ) -> None:
         super().__init__(max_message_bytes=max_message_bytes)
         self.broker = broker if broker is not None else MemoryBroker()
         self.ack_wait_s = ack_wait_s
+        self.max_records = max_records
         self.subscriptions: set[MemorySubscription] = set()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
+        memory = settings.section(MemorySettings)
         return cls(
-            ack_wait_s=settings.section(MemorySettings).ack_wait_s,
+            ack_wait_s=memory.ack_wait_s,
             max_message_bytes=settings.max_payload_bytes,
+            max_records=memory.max_records,
         )
 
     async def close(self) -> None:
@@ -316,6 +326,8 @@ class MemoryTransport(Transport):
             del records[oldest]
         records.pop(key, None)
         records[key] = (now_s + ttl_s, body)
+        if len(records) > self.max_records:
+            del records[next(iter(records))]
 
     async def record_reply_and_ack(
         self, delivery: Delivery, record: Record, channel: str = ""

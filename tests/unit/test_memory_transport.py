@@ -132,3 +132,18 @@ def test_from_settings_uses_memory_section_and_payload_limit() -> None:
     transport = MemoryTransport.from_settings(settings)
     assert transport.ack_wait_s == 4.5
     assert transport.max_message_bytes == 2048
+
+
+async def test_records_beyond_max_records_drop_the_oldest(broker: MemoryBroker) -> None:
+    async with MemoryTransport(broker, max_records=3) as transport:
+        for key in ("a1", "a2", "a3", "a4"):
+            await transport.put_record("guest", key, key.encode(), 60.0)
+        await transport.put_record("other", "b1", b"b1", 60.0)
+        assert await transport.recent_records("guest", 10) == [b"a4", b"a3", b"a2"]
+        assert await transport.get_record("guest", "a1") is None
+        assert await transport.get_record("other", "b1") == b"b1"
+
+
+def test_max_records_is_read_from_the_memory_section() -> None:
+    settings = load_settings(memory={"max_records": 7})
+    assert MemoryTransport.from_settings(settings).max_records == 7
