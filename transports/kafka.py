@@ -33,7 +33,10 @@ Features
       consumer, up to the end offset of the moment, before answering a get or a listing,
       so it sees every record put before the call.
     * every broker call is bounded (``request_timeout_ms``, constructor, default 5 s):
-      an unreachable broker raises :class:`BrokerUnavailable` instead of hanging.
+      an unreachable broker raises :class:`BrokerUnavailable` instead of hanging. A
+      publish is refused so (within 0.5 s) before the producer buffers it when its
+      partition's leader cannot be reached; a keyed one keeps its key's partition, a
+      keyless one goes to a partition a live node leads.
     * rebalance events per subscription (:attr:`KafkaSubscription.events`,
       :attr:`KafkaSubscription.on_rebalance`) so a benchmark can time the pause.
 
@@ -1253,7 +1256,9 @@ async def _writable_partition(
                     for tp in cluster.partitions_for_broker(node) or ()
                     if tp.topic == topic
                 }
-                available = cluster.available_partitions_for_topic(topic) or set()
+                available = (
+                    cluster.available_partitions_for_topic(topic) or set() if key is None else set()
+                )
                 partition = choose_partition(key, partitions, available, shunned)
                 if partition is not None:
                     leader = cluster.leader_for_partition(TopicPartition(topic, partition))

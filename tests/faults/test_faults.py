@@ -34,7 +34,8 @@ CLUSTERS = [
 OUTAGE_REFUSES = {"redis": True, "nats": True, "kafka": True}
 """Whether a single-node outage refuses invocations (503) at once. On Kafka a publish
 whose partition leader cannot be reached is refused before the producer buffers it; one
-buffered before the kill still waits for its deadline, since it may yet be written."""
+buffered before the kill still waits for its 10 s deadline, since it may yet be written:
+the call sent at the instant of the kill can be refused that late (docs/reliability.md)."""
 
 
 def in_transit_at_the_kill() -> frozenset[int]:
