@@ -33,7 +33,10 @@ Features
       consumer, up to the end offset of the moment, before answering a get or a listing,
       so it sees every record put before the call.
     * every broker call is bounded (``request_timeout_ms``, constructor, default 5 s):
-      an unreachable broker raises :class:`BrokerUnavailable` instead of hanging.
+      an unreachable broker raises :class:`BrokerUnavailable` instead of hanging. A
+      publish is refused so (within 0.5 s) before the producer buffers it when its
+      partition's leader cannot be reached; a keyed one keeps its key's partition, a
+      keyless one goes to a partition a live node leads.
     * rebalance events per subscription (:attr:`KafkaSubscription.events`,
       :attr:`KafkaSubscription.on_rebalance`) so a benchmark can time the pause.
 
@@ -75,10 +78,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import re
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Self
 
@@ -125,6 +130,7 @@ _METADATA_BACKOFF_S = 0.01
 _METADATA_BACKOFF_MAX_S = 0.2
 _REPUBLISH_TRIES = 3
 _REPUBLISH_BACKOFF_S = 0.2
+_LEADER_PROBE_S = 0.5
 _INVALID_TOPIC_CHARS = re.compile(r"[^A-Za-z0-9._-]")
 
 RebalanceKind = Literal["revoked", "assigned"]
@@ -1208,12 +1214,105 @@ async def _send_past_leader_moves(
     from aiokafka.errors import LeaderNotAvailableError, NotLeaderForPartitionError
 
     while True:
+        partition = await _writable_partition(producer, topic, key)
         try:
-            await producer.send_and_wait(topic, body, key=key, headers=headers)
+            await producer.send_and_wait(topic, body, key=key, partition=partition, headers=headers)
             return
         except (NotLeaderForPartitionError, LeaderNotAvailableError):
             log.info("kafka: %s has no leader yet; sending again", topic)
             await asyncio.sleep(_METADATA_BACKOFF_MAX_S)
+
+
+async def _writable_partition(
+    producer: AIOKafkaProducer, topic: str, key: bytes | None
+) -> int | None:
+    """The partition to send to, once its leader is known to be reachable.
+
+    The producer buffers a message for an unreachable leader until its deadline, and a
+    buffered message may still be written after the caller was told it failed: so a
+    publish whose leader cannot be reached is refused here, before anything is buffered,
+    with :class:`BrokerUnavailable`. A connected leader costs a lookup in the client's
+    connections; a lost one costs a connect attempt (a dead port refuses at once) and a
+    metadata refresh, which finds a leader that moved. Refusal needs evidence: when the
+    cluster answers but names no leader (one is being elected) or does not list the topic
+    yet, ``None`` hands the choice to the producer, which waits for it within the
+    publish deadline as before.
+    """
+    from aiokafka.structs import TopicPartition
+
+    client = producer.client
+    cluster = client.cluster
+    unreachable: set[int] = set()
+    refreshed = False
+    try:
+        async with asyncio.timeout(_LEADER_PROBE_S):
+            while True:
+                partitions = cluster.partitions_for_topic(topic)
+                if partitions is None:
+                    return None
+                shunned = {
+                    tp.partition
+                    for node in unreachable
+                    for tp in cluster.partitions_for_broker(node) or ()
+                    if tp.topic == topic
+                }
+                available = (
+                    cluster.available_partitions_for_topic(topic) or set() if key is None else set()
+                )
+                partition = choose_partition(key, partitions, available, shunned)
+                if partition is not None:
+                    leader = cluster.leader_for_partition(TopicPartition(topic, partition))
+                    if leader is None or leader < 0:
+                        return None
+                    if leader not in unreachable and await client.ready(leader):
+                        return partition
+                    unreachable.add(leader)
+                    if key is None:
+                        continue  # a partition another node leads may do
+                elif not unreachable:
+                    return None
+                if refreshed:
+                    raise BrokerUnavailable(
+                        f"kafka: publish to {topic!r} refused: its leader is unreachable "
+                        f"({_nodes(cluster, unreachable)})"
+                    )
+                if not await client.force_metadata_update():
+                    raise BrokerUnavailable(
+                        f"kafka: publish to {topic!r} refused: no broker is reachable "
+                        f"({_nodes(cluster, unreachable)} down)"
+                    )
+                refreshed = True  # the leader may have moved to a live node
+    except TimeoutError as exc:
+        raise BrokerUnavailable(
+            f"kafka: publish to {topic!r} refused: no reachable leader within {_LEADER_PROBE_S} s"
+        ) from exc
+
+
+def _nodes(cluster: Any, nodes: Iterable[int]) -> str:
+    """Name nodes by address, as an operator knows them."""
+    named = []
+    for node in sorted(nodes):
+        broker = cluster.broker_metadata(node)
+        named.append(f"node {node} at {broker.host}:{broker.port}" if broker else f"node {node}")
+    return ", ".join(named)
+
+
+def choose_partition(
+    key: bytes | None,
+    partitions: AbstractSet[int],
+    available: AbstractSet[int],
+    shunned: AbstractSet[int],
+) -> int | None:
+    """A key's partition is the producer's (murmur2 over all partitions), so a key keeps
+    its partition even while that partition's leader is down; a keyless message goes to a
+    random partition with a leader, avoiding ``shunned`` ones (led by nodes found
+    unreachable). ``None``: no partition qualifies."""
+    from aiokafka.partitioner import DefaultPartitioner
+
+    if key is not None:
+        return int(DefaultPartitioner()(key, sorted(partitions), []))
+    candidates = [p for p in available if p not in shunned]
+    return random.choice(candidates) if candidates else None
 
 
 @contextlib.asynccontextmanager
