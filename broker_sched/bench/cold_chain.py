@@ -43,9 +43,10 @@ from broker_sched.stack import Stack
 
 HANDLER = "broker_sched.bench.chain_step:step"
 MODES = ("without", "with")
-KEEP_ALIVE_S = 2.0
-"""Idle containers leave soon, so each measured run starts cold; a pre-warmed one,
-asked for a lead ahead of its step, is used well within it."""
+KEEP_ALIVE_S = 3.0
+"""Idle containers leave soon, so each measured run starts cold; a pre-warmed one waits
+for its step the lead plus at most the spread of the measured cold starts (up to 1.3 s
+each way on Docker here), within it."""
 GONE_TIMEOUT_S = 60.0
 
 
