@@ -3,13 +3,15 @@
 The timing is :func:`~broker_sched.scheduler.prewarm.prewarm_asks`; this carries it
 out against the backlog monitor, which sends the container requests as for any
 other demand. A step is *reached* when the sequence invokes it; the asks not made yet
-are planned again from that moment, which is known rather than estimated. When the chain stops
-before a warmed step (a step failed, the deadline passed), that container is released
-``prewarm_ttl_s`` later — unless the action got work meanwhile, when it is someone
-else's container by then — so a failing chain holds warmed containers for a bounded
-time only. What warming cost is counted in a :class:`WarmingLedger`: the
-container-seconds a warmed container waited for its step (from when it was expected
-ready: the ask plus the step's cold start), or until it was released.
+are planned again from that moment, which is known rather than estimated. An ask no
+invoker had room for (or none was heard from in time) is made again every ``retry_s``
+until its step is reached. When the chain stops before a warmed step (a step failed,
+the deadline passed), that container is released ``prewarm_ttl_s`` later — unless the
+action got work meanwhile, when it is someone else's container by then — so a failing
+chain holds warmed containers for a bounded time only. What warming cost is counted
+in a :class:`WarmingLedger`: the container-seconds a warmed container waited for its
+step (from when it was expected ready: the ask plus the step's cold start), or until
+it was released.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ class ChainWarmer:
         sequence: str,
         steps: list[Action],
         ledger: WarmingLedger,
+        retry_s: float,
     ) -> None:
         self.monitor = monitor
         self.settings = settings
@@ -63,6 +66,8 @@ class ChainWarmer:
         self.steps = steps
         self.ledger = ledger
         self.started_s = time.monotonic()
+        self.retry_s = retry_s
+        """A refused ask is made again this much later, until its step is reached."""
         self._reached = 0
         self._reached_at_s = 0.0
         self._reach = anyio.Event()
@@ -84,13 +89,12 @@ class ChainWarmer:
                 estimates, timing, reached=self._reached, reached_at_s=self._reached_at_s
             ):
                 due = min(asks, key=lambda ask: ask.at_s)
-                reach = self._reach
-                with anyio.move_on_after(self.started_s + due.at_s - time.monotonic()):
-                    await reach.wait()
-                if reach.is_set():
+                if not await self._until(self.started_s + due.at_s):
                     continue
-                estimates[due.step] = _asked(estimates[due.step])
-                await self._ask(due)
+                if await self._ask(due):
+                    estimates[due.step] = _asked(estimates[due.step])
+                else:
+                    await self._until(time.monotonic() + self.retry_s)
 
     def reached(self, index: int) -> None:
         """The sequence invokes step ``index`` now."""
@@ -124,17 +128,29 @@ class ChainWarmer:
         ready_s = self.monitor.warmed_ready_s.pop(warmed.request_id, None)
         return 0.0 if ready_s is None else max(0.0, time.monotonic() - ready_s)
 
-    async def _ask(self, ask: PrewarmAsk) -> None:
+    async def _until(self, at_s: float) -> bool:
+        """Wait until monotonic ``at_s``; False when a step was reached first, since the
+        plan is then made again."""
+        reach = self._reach
+        with anyio.move_on_after(at_s - time.monotonic()):
+            await reach.wait()
+        return not reach.is_set()
+
+    async def _ask(self, ask: PrewarmAsk) -> bool:
+        """Ask for the step's container; False when no invoker had room for it (or none
+        was heard from in time), to be tried again."""
         action = self.steps[ask.step]
         needed = "unknown" if ask.needed_s is None else f"{ask.needed_s:.3g}s"
         reason = f"pre-warm: {self.sequence} step {ask.step + 1}, expected at {needed}"
         request_id = await self.monitor.prewarm(action, reason)
-        if request_id is not None:
-            self.ledger.asked += 1
-            self._warmed[ask.step] = _Warmed(ask, action, request_id)
+        if request_id is None:
+            return self.monitor.estimate(action).warm
+        self.ledger.asked += 1
+        self._warmed[ask.step] = _Warmed(ask, action, request_id)
+        return True
 
 
 def _asked(estimate: StepEstimate) -> StepEstimate:
-    """A step whose container was asked for has one on its way, whatever the answer:
-    it is not asked for again."""
+    """A step whose container was asked for, or found up, has one: it is not asked for
+    again."""
     return replace(estimate, warm=True)
