@@ -209,6 +209,13 @@ class SequenceSettings(_Section):
     prewarm_lead_s: float = Field(
         default=0.25, ge=0, description="ask this much earlier than the estimate says"
     )
+    prewarm_cold_start_quantile: float = Field(
+        default=0.9,
+        gt=0,
+        le=1,
+        description="a later step is asked for as if its cold start took this quantile of "
+        "its recent ones (of the whole chain's, below three of its own)",
+    )
     prewarm_ttl_s: float = Field(
         default=2.0,
         gt=0,

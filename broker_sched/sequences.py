@@ -154,6 +154,7 @@ class Sequences:
             sequence=sequence.fqn,
             steps=steps,
             ledger=self.ledger,
+            retry_s=self.controller.settings.scheduler.check_interval_s,
         )
         self.controller.spawn(warmer.ask_in_time)
         return warmer

@@ -24,6 +24,7 @@ from broker_sched.bench.context import BenchContext
 from broker_sched.bench.histogram import LatencyHistogram
 from broker_sched.bench.report import Report, Table
 from broker_sched.bench.settings import derive, run_tag
+from broker_sched.config import Settings
 from broker_sched.model import Action
 from broker_sched.stack import Stack
 
@@ -72,7 +73,11 @@ async def run(ctx: BenchContext) -> Report:
             f"{plan.gap_s:g} s of quiet apart, keep_alive_s = {plan.keep_alive_s:g}; simulated "
             f"runtime, {transport} transport. Retentions bridge the gap ({2 * plan.gap_s:g} s)."
         ),
-        data={"plan": dataclasses.asdict(plan), "transport": transport, "variants": variants},
+        data={
+            "plan": dataclasses.asdict(plan),
+            "transport": transport,
+            "variants": {name: v.to_json() for name, v in variants.items()},
+        },
     )
     report.tables.append(_table(variants))
     return report
@@ -80,9 +85,39 @@ async def run(ctx: BenchContext) -> Report:
 
 async def _run_variant(
     ctx: BenchContext, transport: str, plan: Plan, retention: dict[str, float]
-) -> dict[str, Any]:
+) -> VariantResult:
+    settings = _variant_settings(ctx, transport, plan, retention)
+    action = Action(name="bursty", max_containers=plan.size)
+    starts: Counter[str] = Counter()
+    latency = LatencyHistogram()
+    async with Stack(settings, actions={action.fqn: action}) as stack:
+        controller = stack.controller
+        assert controller is not None
+        bursts_over = asyncio.Event()
+        sampler = asyncio.create_task(_container_seconds(stack, plan, bursts_over))
+
+        async def one() -> None:
+            sent_s = time.monotonic()
+            result = await controller.invoke(action.name, {"sleep_ms": plan.run_ms})
+            latency.record((time.monotonic() - sent_s) * 1000)
+            starts[str(result.start)] += 1
+
+        for index in range(plan.bursts):
+            await asyncio.gather(*(one() for _ in range(plan.size)))
+            if index < plan.bursts - 1:
+                await asyncio.sleep(plan.gap_s)
+        bursts_over.set()
+        held_s = await sampler
+        await delete_queues(stack.transport, [settings.queue_name(action.namespace, action.name)])
+    ctx.progress.note(f"bursty {retention or 'keep-alive only'}: {dict(starts)}")
+    return VariantResult(retention, dict(starts), latency.summary(), round(held_s, 1))
+
+
+def _variant_settings(
+    ctx: BenchContext, transport: str, plan: Plan, retention: dict[str, float]
+) -> Settings:
     tag = run_tag()
-    settings = derive(
+    return derive(
         ctx.settings_for(transport),
         {
             "runtime": "simulated",
@@ -91,67 +126,56 @@ async def _run_variant(
             "retention": retention,
         },
     )
-    action = Action(name="bursty", max_containers=plan.size)
-    starts: Counter[str] = Counter()
-    latency = LatencyHistogram()
+
+
+async def _container_seconds(stack: Stack, plan: Plan, bursts_over: asyncio.Event) -> float:
+    """Containers up, every interval, until the last has left after the bursts."""
     held_s = 0.0
-    async with Stack(settings, actions={action.fqn: action}) as stack:
-        controller = stack.controller
-        assert controller is not None
-        bursts_over = asyncio.Event()
-        tail_s = plan.keep_alive_s + 2 * plan.gap_s + GONE_MARGIN_S
-
-        async def sample() -> None:
-            """Containers up, every interval, until the last has left after the bursts."""
-            nonlocal held_s
-            deadline_s = float("inf")
-            while time.monotonic() < deadline_s:
-                live = sum(len(i.proxies) for i in stack.invokers)
-                if bursts_over.is_set():
-                    if not live:
-                        return
-                    deadline_s = min(deadline_s, time.monotonic() + tail_s)
-                held_s += SAMPLE_INTERVAL_S * live
-                await asyncio.sleep(SAMPLE_INTERVAL_S)
-
-        async def one() -> None:
-            sent_s = time.monotonic()
-            result = await controller.invoke(action.name, {"sleep_ms": plan.run_ms})
-            latency.record((time.monotonic() - sent_s) * 1000)
-            starts[str(result.start)] += 1
-
-        sampler = asyncio.create_task(sample())
-        for index in range(plan.bursts):
-            await asyncio.gather(*(one() for _ in range(plan.size)))
-            if index < plan.bursts - 1:
-                await asyncio.sleep(plan.gap_s)
-        bursts_over.set()
-        await sampler
-        await delete_queues(stack.transport, [settings.queue_name(action.namespace, action.name)])
-    ctx.progress.note(f"bursty {retention or 'keep-alive only'}: {dict(starts)}")
-    return {
-        "retention": retention,
-        "starts": dict(starts),
-        "latency_ms": latency.summary(),
-        "container_s": round(held_s, 1),
-    }
+    tail_s = plan.keep_alive_s + 2 * plan.gap_s + GONE_MARGIN_S
+    deadline_s = float("inf")
+    while time.monotonic() < deadline_s:
+        live = sum(len(i.proxies) for i in stack.invokers)
+        if bursts_over.is_set():
+            if not live:
+                break
+            deadline_s = min(deadline_s, time.monotonic() + tail_s)
+        held_s += SAMPLE_INTERVAL_S * live
+        await asyncio.sleep(SAMPLE_INTERVAL_S)
+    return held_s
 
 
-def _table(variants: dict[str, dict[str, Any]]) -> Table:
+@dataclasses.dataclass(frozen=True, slots=True)
+class VariantResult:
+    """One retention's run: how the activations started and what holding cost."""
+
+    retention: dict[str, float]
+    starts: dict[str, int]
+    """Activations by start (cold, resumed, warm, ...)."""
+    latency_ms: dict[str, float]
+    container_s: float
+    """Containers up, integrated from the first burst until the last left."""
+
+    @property
+    def cold_starts(self) -> int:
+        return self.starts.get("cold", 0)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _table(variants: dict[str, VariantResult]) -> Table:
     baseline = variants["keep-alive only"]
     rows = []
     for name, v in variants.items():
-        saved = baseline["starts"].get("cold", 0) - v["starts"].get("cold", 0)
-        extra_s = v["container_s"] - baseline["container_s"]
         rows.append(
             [
                 name,
-                v["starts"].get("cold", 0),
-                ", ".join(f"{k} {n}" for k, n in sorted(v["starts"].items())),
-                f"{v['latency_ms']['p50']:.0f} / {v['latency_ms']['max']:.0f}",
-                v["container_s"],
-                saved,
-                f"{extra_s:+.1f}",
+                v.cold_starts,
+                ", ".join(f"{k} {n}" for k, n in sorted(v.starts.items())),
+                f"{v.latency_ms['p50']:.0f} / {v.latency_ms['max']:.0f}",
+                v.container_s,
+                baseline.cold_starts - v.cold_starts,
+                f"{v.container_s - baseline.container_s:+.1f}",
             ]
         )
     return Table(

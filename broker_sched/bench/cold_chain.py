@@ -38,13 +38,15 @@ from broker_sched.bench.settings import derive, run_tag
 from broker_sched.config import Settings
 from broker_sched.errors import ConfigError
 from broker_sched.model import Action, ActivationResult, Start
+from broker_sched.scheduler.chain_warmer import WarmingLedger
 from broker_sched.stack import Stack
 
 HANDLER = "broker_sched.bench.chain_step:step"
 MODES = ("without", "with")
-KEEP_ALIVE_S = 2.0
-"""Idle containers leave soon, so each measured run starts cold; a pre-warmed one,
-asked for a lead ahead of its step, is used well within it."""
+KEEP_ALIVE_S = 3.0
+"""Idle containers leave soon, so each measured run starts cold; a pre-warmed one waits
+for its step the lead plus at most the spread of the measured cold starts (up to 1.3 s
+each way on Docker here), within it."""
 GONE_TIMEOUT_S = 60.0
 
 
@@ -65,8 +67,7 @@ async def run(ctx: BenchContext) -> Report:
     if runtime == "simulated":
         raise ConfigError("cold-chain runs real handlers: use the process or docker runtime")
     transport = ctx.transports[0]
-    modes = await _run_modes(ctx, transport, plan)
-    result = _compare(modes)
+    result = ColdChainResult.of(await _run_modes(ctx, transport, plan))
     steps = " / ".join(f"{s:g} s" for s in plan.steps_s)
     report = Report(
         scenario="cold-chain",
@@ -83,7 +84,7 @@ async def run(ctx: BenchContext) -> Report:
             "runtime": runtime,
             "transport": transport,
             "plan": dataclasses.asdict(plan),
-            **result,
+            **result.to_json(),
         },
     )
     report.tables.append(_table(result))
@@ -109,13 +110,13 @@ def _settings(ctx: BenchContext, transport: str, plan: Plan, mode: str) -> Setti
     )
 
 
-async def _run_modes(ctx: BenchContext, transport: str, plan: Plan) -> dict[str, dict[str, Any]]:
+async def _run_modes(ctx: BenchContext, transport: str, plan: Plan) -> dict[str, ModeResult]:
     """Both modes' stacks at once, their runs taking turns, so that drift in what else
     the machine and its Docker engine are doing hits both modes alike."""
     steps = [Action(name=f"step{i + 1}", handler=HANDLER) for i in range(len(plan.steps_s))]
     chain = Action(name="chain", sequence=tuple(step.name for step in steps))
     actions = {a.fqn: a for a in [*steps, chain]}
-    runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in MODES}
+    runs: dict[str, list[ChainRun]] = {mode: [] for mode in MODES}
     with _init_cost(plan.init_s):
         async with contextlib.AsyncExitStack() as exits:
             stacks: dict[str, Stack] = {}
@@ -128,13 +129,15 @@ async def _run_modes(ctx: BenchContext, transport: str, plan: Plan) -> dict[str,
                         await _until_no_container(each, steps)
                     measured = await _run_once(stack, plan)
                     label = "warm-up run" if index == 0 else f"run {index}"
-                    ctx.progress.note(f"cold-chain {mode}: {label} {measured['end_to_end_s']} s")
+                    ctx.progress.note(f"cold-chain {mode}: {label} {measured.end_to_end_s} s")
                     if index:
                         runs[mode].append(measured)
             for stack in stacks.values():
                 queues = [stack.settings.queue_name(a.namespace, a.name) for a in steps]
                 await delete_queues(stack.transport, queues)
-    return {mode: {"runs": measured, **_means(measured)} for mode, measured in runs.items()}
+            return {
+                mode: ModeResult.of(runs[mode], _ledger(stack)) for mode, stack in stacks.items()
+            }
 
 
 @contextlib.contextmanager
@@ -151,7 +154,13 @@ def _init_cost(init_s: float) -> Iterator[None]:
             os.environ[INIT_ENV] = previous
 
 
-async def _run_once(stack: Stack, plan: Plan) -> dict[str, Any]:
+def _ledger(stack: Stack) -> WarmingLedger:
+    controller = stack.controller
+    assert controller is not None
+    return controller.sequences.ledger
+
+
+async def _run_once(stack: Stack, plan: Plan) -> ChainRun:
     controller = stack.controller
     assert controller is not None
     ledger = controller.sequences.ledger
@@ -162,7 +171,7 @@ async def _run_once(stack: Stack, plan: Plan) -> dict[str, Any]:
     took_s = time.monotonic() - started_s
     if not result.ok:
         raise RuntimeError(f"cold-chain: the chain failed: {result.error}")
-    return _measured(
+    return ChainRun.of(
         took_s,
         [controller.results[step_id] for step_id in result.steps],
         ledger.wasted_s - wasted_before_s,
@@ -184,61 +193,21 @@ async def _until_no_container(stack: Stack, steps: list[Action]) -> None:
         await asyncio.sleep(0.05)
 
 
-def _measured(
-    took_s: float, steps: list[ActivationResult], wasted_s: float, asked: int
-) -> dict[str, Any]:
-    waited = [step.start in (Start.COLD, Start.PREWARM) for step in steps]
-    return {
-        "end_to_end_s": round(took_s, 3),
-        "starts": [str(step.start) for step in steps],
-        "cold_starts": sum(waited),
-        "container_wait_s": [round(step.init_ms / 1000, 3) for step in steps],
-        "later_container_wait_s": round(sum(step.init_ms for step in steps[1:]) / 1000, 3),
-        "after_first_start_s": round(took_s - steps[0].init_ms / 1000, 3),
-        "wasted_container_s": round(wasted_s, 3),
-        "asked": asked,
-    }
-
-
-def _means(runs: list[dict[str, Any]]) -> dict[str, float]:
-    keys = (
-        "end_to_end_s",
-        "after_first_start_s",
-        "cold_starts",
-        "later_container_wait_s",
-        "wasted_container_s",
-    )
-    return {f"mean_{key}": round(statistics.fmean(run[key] for run in runs), 3) for key in keys}
-
-
-def _compare(modes: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    without, with_ = modes["without"], modes["with"]
-    saving_s = without["mean_end_to_end_s"] - with_["mean_end_to_end_s"]
-    later_saving_s = without["mean_after_first_start_s"] - with_["mean_after_first_start_s"]
-    later_cold_s = without["mean_later_container_wait_s"]
-    return {
-        "modes": modes,
-        "saving_s": round(saving_s, 3),
-        "saving_after_first_start_s": round(later_saving_s, 3),
-        "later_cold_starts_s": later_cold_s,
-        "saving_per_later_cold_start": round(saving_s / later_cold_s, 3) if later_cold_s else None,
-    }
-
-
-def _table(result: dict[str, Any]) -> Table:
+def _table(result: ColdChainResult) -> Table:
     rows = []
-    for mode, measured in result["modes"].items():
-        saving = f"{result['saving_s']:.2f}" if mode == "with" else "-"
+    for mode, measured in result.modes.items():
+        saving = f"{result.saving_s:.2f}" if mode == "with" else "-"
         rows.append(
             [
                 f"{mode} pre-warming",
-                len(measured["runs"]),
-                f"{measured['mean_end_to_end_s']:.2f}",
-                f"{measured['mean_after_first_start_s']:.2f}",
-                f"{measured['mean_cold_starts']:.1f}",
-                f"{measured['mean_later_container_wait_s']:.2f}",
+                len(measured.runs),
+                f"{measured.mean_end_to_end_s:.2f}",
+                f"{measured.mean_after_first_start_s:.2f}",
+                f"{measured.mean_cold_starts:.1f}",
+                f"{measured.mean_later_container_wait_s:.2f}",
                 saving,
-                f"{measured['mean_wasted_container_s']:.2f}",
+                f"{measured.mean_wasted_container_s:.2f}",
+                measured.released,
             ]
         )
     return Table(
@@ -252,20 +221,111 @@ def _table(result: dict[str, Any]) -> Table:
             "later steps' container wait s",
             "saving s",
             "wasted container-s",
+            "released",
         ],
         rows,
         note=(
-            f"later steps' cold starts without pre-warming: {result['later_cold_starts_s']:.2f} s; "
+            f"later steps' cold starts without pre-warming: {result.later_cold_starts_s:.2f} s; "
             f"saving after step 1's own start (which pre-warming does not touch): "
-            f"{result['saving_after_first_start_s']:.2f} s"
+            f"{result.saving_after_first_start_s:.2f} s"
         ),
     )
 
 
-def _target(result: dict[str, Any]) -> Target:
+def _target(result: ColdChainResult) -> Target:
     return at_least(
         "saving ÷ the later steps' cold starts",
-        result["saving_per_later_cold_start"],
+        result.saving_per_later_cold_start,
         1.0,
         "pre-warming left part of the later steps' cold starts on the chain's path",
     )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ChainRun:
+    """One run of the chain, as it went: each step's start and wait for its container."""
+
+    end_to_end_s: float
+    starts: list[str]
+    cold_starts: int
+    """Steps that waited for a container (a cold or a stem cell's start)."""
+    container_wait_s: list[float]
+    later_container_wait_s: float
+    after_first_start_s: float
+    """End to end less step 1's wait for its own container, which pre-warming cannot save."""
+    wasted_container_s: float
+    asked: int
+
+    @classmethod
+    def of(
+        cls, took_s: float, steps: list[ActivationResult], wasted_s: float, asked: int
+    ) -> ChainRun:
+        return cls(
+            end_to_end_s=round(took_s, 3),
+            starts=[str(step.start) for step in steps],
+            cold_starts=sum(step.start in (Start.COLD, Start.PREWARM) for step in steps),
+            container_wait_s=[round(step.init_ms / 1000, 3) for step in steps],
+            later_container_wait_s=round(sum(step.init_ms for step in steps[1:]) / 1000, 3),
+            after_first_start_s=round(took_s - steps[0].init_ms / 1000, 3),
+            wasted_container_s=round(wasted_s, 3),
+            asked=asked,
+        )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ModeResult:
+    """One mode's measured runs and their means."""
+
+    runs: list[ChainRun]
+    mean_end_to_end_s: float
+    mean_after_first_start_s: float
+    mean_cold_starts: float
+    mean_later_container_wait_s: float
+    mean_wasted_container_s: float
+    released: int
+    """Warmed containers released unused over the whole bench, warm-up run included."""
+
+    @classmethod
+    def of(cls, runs: list[ChainRun], ledger: WarmingLedger) -> ModeResult:
+        def mean(key: str) -> float:
+            return round(statistics.fmean(getattr(run, key) for run in runs), 3)
+
+        return cls(
+            runs=runs,
+            mean_end_to_end_s=mean("end_to_end_s"),
+            mean_after_first_start_s=mean("after_first_start_s"),
+            mean_cold_starts=mean("cold_starts"),
+            mean_later_container_wait_s=mean("later_container_wait_s"),
+            mean_wasted_container_s=mean("wasted_container_s"),
+            released=ledger.released,
+        )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ColdChainResult:
+    """Both modes, and what pre-warming saved against what it could."""
+
+    modes: dict[str, ModeResult]
+    saving_s: float
+    saving_after_first_start_s: float
+    later_cold_starts_s: float
+    """The later steps' waits for their containers without pre-warming: what it can save."""
+    saving_per_later_cold_start: float | None
+
+    @classmethod
+    def of(cls, modes: dict[str, ModeResult]) -> ColdChainResult:
+        without, with_ = modes["without"], modes["with"]
+        saving_s = without.mean_end_to_end_s - with_.mean_end_to_end_s
+        later_cold_s = without.mean_later_container_wait_s
+        return cls(
+            modes=modes,
+            saving_s=round(saving_s, 3),
+            saving_after_first_start_s=round(
+                without.mean_after_first_start_s - with_.mean_after_first_start_s, 3
+            ),
+            later_cold_starts_s=later_cold_s,
+            saving_per_later_cold_start=round(saving_s / later_cold_s, 3) if later_cold_s else None,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

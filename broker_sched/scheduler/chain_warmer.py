@@ -2,19 +2,22 @@
 
 The timing is :func:`~broker_sched.scheduler.prewarm.prewarm_asks`; this carries it
 out against the backlog monitor, which sends the container requests as for any
-other demand. A step is *reached* when the sequence invokes it. When the chain stops
-before a warmed step (a step failed, the deadline passed), that container is released
-``prewarm_ttl_s`` later — unless the action got work meanwhile, when it is someone
-else's container by then — so a failing chain holds warmed containers for a bounded
-time only. What warming cost is counted in a :class:`WarmingLedger`: the
-container-seconds a warmed container waited for its step (from when it was expected
-ready: the ask plus the step's cold start), or until it was released.
+other demand. A step is *reached* when the sequence invokes it; the asks not made yet
+are planned again from that moment, which is known rather than estimated. An ask no
+invoker had room for (or none was heard from in time) is made again every ``retry_s``
+until its step is reached. When the chain stops before a warmed step (a step failed,
+the deadline passed), that container is released ``prewarm_ttl_s`` later — unless the
+action got work meanwhile, when it is someone else's container by then — so a failing
+chain holds warmed containers for a bounded time only. What warming cost is counted
+in a :class:`WarmingLedger`: the container-seconds a warmed container waited for its
+step (from when it was expected ready: the ask plus the step's cold start), or until
+it was released.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import anyio
 
@@ -22,7 +25,7 @@ from broker_sched.config import SequenceSettings
 from broker_sched.model import Action
 from broker_sched.scheduler.decision import DEFAULT_COLD_START_S
 from broker_sched.scheduler.monitor import BacklogMonitor
-from broker_sched.scheduler.prewarm import PrewarmAsk, prewarm_asks
+from broker_sched.scheduler.prewarm import PrewarmAsk, PrewarmTiming, StepEstimate, prewarm_asks
 
 
 @dataclass(slots=True)
@@ -55,6 +58,7 @@ class ChainWarmer:
         sequence: str,
         steps: list[Action],
         ledger: WarmingLedger,
+        retry_s: float,
     ) -> None:
         self.monitor = monitor
         self.settings = settings
@@ -62,27 +66,42 @@ class ChainWarmer:
         self.steps = steps
         self.ledger = ledger
         self.started_s = time.monotonic()
+        self.retry_s = retry_s
+        """A refused ask is made again this much later, until its step is reached."""
         self._reached = 0
+        self._reached_at_s = 0.0
+        self._reach = anyio.Event()
         self._warmed: dict[int, _Warmed] = {}
         self._asking = anyio.CancelScope()
 
     async def ask_in_time(self) -> None:
-        """Plan the asks from what the monitor knows now and make each at its time,
-        until :meth:`finish` cancels those still waiting."""
+        """Make each ask at its time, planned from what the monitor knew when the
+        sequence started and from the last step reached, until every ask is made or
+        :meth:`finish` cancels the rest."""
         estimates = [self.monitor.estimate(step) for step in self.steps]
-        asks = prewarm_asks(
-            estimates,
+        timing = PrewarmTiming(
             lead_s=self.settings.prewarm_lead_s,
+            quantile=self.settings.prewarm_cold_start_quantile,
             default_cold_start_s=DEFAULT_COLD_START_S,
         )
         with self._asking:
-            async with anyio.create_task_group() as asking:
-                for ask in asks:
-                    asking.start_soon(self._ask, ask)
+            while asks := prewarm_asks(
+                estimates, timing, reached=self._reached, reached_at_s=self._reached_at_s
+            ):
+                due = min(asks, key=lambda ask: ask.at_s)
+                if not await self._until(self.started_s + due.at_s):
+                    continue
+                if await self._ask(due):
+                    estimates[due.step] = _asked(estimates[due.step])
+                else:
+                    await self._until(time.monotonic() + self.retry_s)
 
     def reached(self, index: int) -> None:
         """The sequence invokes step ``index`` now."""
         self._reached = index
+        self._reached_at_s = time.monotonic() - self.started_s
+        self._reach.set()
+        self._reach = anyio.Event()
         warmed = self._warmed.pop(index, None)
         if warmed is not None:
             self.ledger.used += 1
@@ -109,16 +128,29 @@ class ChainWarmer:
         ready_s = self.monitor.warmed_ready_s.pop(warmed.request_id, None)
         return 0.0 if ready_s is None else max(0.0, time.monotonic() - ready_s)
 
-    async def _ask(self, ask: PrewarmAsk) -> None:
-        delay_s = self.started_s + ask.at_s - time.monotonic()
-        if delay_s > 0:
-            await anyio.sleep(delay_s)
-        if self._reached >= ask.step:
-            return
+    async def _until(self, at_s: float) -> bool:
+        """Wait until monotonic ``at_s``; False when a step was reached first, since the
+        plan is then made again."""
+        reach = self._reach
+        with anyio.move_on_after(at_s - time.monotonic()):
+            await reach.wait()
+        return not reach.is_set()
+
+    async def _ask(self, ask: PrewarmAsk) -> bool:
+        """Ask for the step's container; False when no invoker had room for it (or none
+        was heard from in time), to be tried again."""
         action = self.steps[ask.step]
         needed = "unknown" if ask.needed_s is None else f"{ask.needed_s:.3g}s"
         reason = f"pre-warm: {self.sequence} step {ask.step + 1}, expected at {needed}"
         request_id = await self.monitor.prewarm(action, reason)
-        if request_id is not None:
-            self.ledger.asked += 1
-            self._warmed[ask.step] = _Warmed(ask, action, request_id)
+        if request_id is None:
+            return self.monitor.estimate(action).warm
+        self.ledger.asked += 1
+        self._warmed[ask.step] = _Warmed(ask, action, request_id)
+        return True
+
+
+def _asked(estimate: StepEstimate) -> StepEstimate:
+    """A step whose container was asked for, or found up, has one: it is not asked for
+    again."""
+    return replace(estimate, warm=True)

@@ -158,7 +158,7 @@ class BacklogMonitor:
         return StepEstimate(
             action=name,
             run_s=None if stats is None else stats.run_s.value,
-            cold_start_s=None if stats is None else stats.cold_start_s.value,
+            cold_starts_s=() if stats is None else stats.cold_start_s.samples,
             warm=bool(self.cluster.running(name) + self.cluster.creating(name)),
         )
 

@@ -89,6 +89,11 @@ class MovingAverage:
             return None
         return math.fsum(self._samples) / len(self._samples)
 
+    @property
+    def samples(self) -> tuple[float, ...]:
+        """The samples the mean is of, oldest first."""
+        return tuple(self._samples)
+
     def __len__(self) -> int:
         return len(self._samples)
 

@@ -105,6 +105,39 @@ async def test_pre_warming_gives_later_steps_warm_starts_and_counts_the_waste() 
         assert any(e.detail["reason"].startswith("pre-warm: guest/chain step 3") for e in requested)
 
 
+async def test_a_measured_chain_times_its_asks_and_its_later_steps_still_start_warm() -> None:
+    chain = Action(name="chain", sequence=("echo", "slow", "guest/slow2"))
+    slow2 = Action(name="slow2")
+    settings = embedded_settings(
+        **simulated(prewarm=True, prewarm_lead_s=0.5), invoker={"pause_grace_s": 5.0}
+    )
+    async with stack_with([ECHO, SLOW, slow2, chain], settings=settings) as stack:
+        controller = stack.controller
+        assert controller is not None
+        await controller.invoke("chain", {"sleep_ms": 1000})
+        names = ("guest/echo", "guest/slow", "guest/slow2")
+        await eventually(
+            lambda: (
+                not any(i.proxies for i in stack.invokers)
+                and not any(
+                    controller.cluster.running(n) + controller.cluster.creating(n) for n in names
+                )
+            ),
+            timeout_s=30.0,
+        )
+        asked_before = len(stack.timeline.events)
+        result = await controller.invoke("chain", {"sleep_ms": 1000})
+        starts = [controller.results[step].start for step in result.steps]
+        assert starts == [Start.COLD, Start.WARM, Start.WARM]
+        reasons = [
+            e.detail["reason"]
+            for e in list(stack.timeline.events)[asked_before:]
+            if e.kind == "container_requested" and e.detail["reason"].startswith("pre-warm")
+        ]
+        assert len(reasons) == 2
+        assert not any("unknown" in reason for reason in reasons)
+
+
 async def test_without_pre_warming_every_step_is_a_cold_start() -> None:
     chain = Action(name="chain", sequence=("echo", "slow"))
     settings = embedded_settings(**simulated(prewarm=False))
