@@ -109,7 +109,9 @@ async def test_a_measured_chain_times_its_asks_and_its_later_steps_still_start_w
     chain = Action(name="chain", sequence=("echo", "slow", "guest/slow2"))
     slow2 = Action(name="slow2")
     settings = embedded_settings(
-        **simulated(prewarm=True, prewarm_lead_s=0.5), invoker={"pause_grace_s": 5.0}
+        **simulated(prewarm=True, prewarm_lead_s=0.5),
+        # A warmed container waits up to about 1 s for its step: room for a loaded machine.
+        invoker={"keep_alive_s": 3.0, "pause_grace_s": 5.0},
     )
     async with stack_with([ECHO, SLOW, slow2, chain], settings=settings) as stack:
         controller = stack.controller
