@@ -20,6 +20,12 @@ from dataclasses import dataclass, field
 
 SUCCESS = "success"
 
+FAULT_SETTLES_S = 0.5
+"""How long after a fault a call may still have been on its way before anyone knew: a
+client learns that a killed broker is gone only when the socket closes under it, so a
+publish handed over in that instant waits out its own deadline. How fast an outage is
+told (``refused_within_s``) is measured on the calls sent after this."""
+
 
 @dataclass(frozen=True)
 class Call:
@@ -62,7 +68,8 @@ class Accounting:
     unrecorded: int
     """Results that came (the observer saw them) but have no activation record."""
     refused_within_s: float | None
-    """The slowest refusal of a call sent after the fault: how fast an outage is told."""
+    """The slowest refusal of a call sent once the fault had settled (`FAULT_SETTLES_S`):
+    how fast an outage is told."""
     steady_p99_s: float | None
     recovery_s: float | None
     lost_seqs: list[int] = field(default_factory=list)
@@ -157,7 +164,7 @@ def account(
         activation_id = call.activation_id or (result.activation_id if result else None)
         if not call.accepted and result is None:
             refused[call.error or "refused"] += 1
-            if call.answered_s is not None and call.sent_s >= fault_s:
+            if call.answered_s is not None and call.sent_s >= fault_s + FAULT_SETTLES_S:
                 refused_after.append(call.answered_s - call.sent_s)
             latencies.append((call.sent_s, math.inf))
             continue

@@ -6,7 +6,14 @@ import math
 
 import pytest
 
-from broker_sched.bench.chaos_accounting import Call, Seen, account, percentile, recovery_s
+from broker_sched.bench.chaos_accounting import (
+    FAULT_SETTLES_S,
+    Call,
+    Seen,
+    account,
+    percentile,
+    recovery_s,
+)
 
 
 def test_percentile_is_nearest_rank() -> None:
@@ -41,7 +48,7 @@ def test_every_call_is_accounted_once() -> None:
     assert result.completed == 3
     assert result.failed == {"system_error: container crashed": 1}
     assert result.refused == {"503": 1}
-    assert result.refused_within_s == pytest.approx(0.3)
+    assert result.refused_within_s is None  # seq 2 was sent before the fault settled
     assert result.lost == 2
     assert result.lost_seqs == [4, 6]
     assert result.duplicates == 1
@@ -74,3 +81,22 @@ def test_recovery_after_a_run_with_no_fault_is_zero() -> None:
     assert result.steady_p99_s == pytest.approx(0.02)
     assert result.recovery_s == 0.0
     assert result.p99_by_second == pytest.approx([0.02] * 4)
+
+
+def test_a_refusal_is_timed_only_for_calls_sent_once_the_fault_settled() -> None:
+    """A publish handed over as the broker died waits out its deadline: not the outage's
+    answer time."""
+    calls = [
+        Call(seq=0, sent_s=1.0, blocking=True, accepted=False, error="503", answered_s=11.0),
+        Call(
+            seq=1,
+            sent_s=1.0 + FAULT_SETTLES_S,
+            blocking=True,
+            accepted=False,
+            error="503",
+            answered_s=1.6,
+        ),
+    ]
+    result = account(calls, [], set(), fault_s=1.0)
+    assert result.refused == {"503": 2}
+    assert result.refused_within_s == pytest.approx(0.1)
