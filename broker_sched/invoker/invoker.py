@@ -46,7 +46,7 @@ from broker_sched.topology import HEARTBEATS, consumer_group, invoker_control_qu
 from transports.base import Delivery, Transport
 
 if TYPE_CHECKING:
-    from broker_sched.migration.drain import Drainer
+    from broker_sched.invoker.drain import Drainer
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class Invoker:
         self._group: anyio.abc.TaskGroup | None = None
         self.drainer: Drainer | None = None
         if settings.migration.drain_from is not None:
-            from broker_sched.migration.drain import Drainer
+            from broker_sched.invoker.drain import Drainer
 
             self.drainer = Drainer(self, transport=drain_transport)
         if settings.prewarm.pools and not runtime.makes_stem_cells:

@@ -55,7 +55,7 @@ from broker_sched.records import ActivationRecords
 from broker_sched.scheduler.cluster import ClusterView
 from broker_sched.scheduler.monitor import BacklogMonitor
 from broker_sched.scheduler.policy import AcsController, controller_side
-from broker_sched.sequences import Sequences
+from broker_sched.scheduler.sequences import Sequences
 from broker_sched.topology import HEARTBEATS, control_replies_channel, results_channel
 from transports.base import Listener, Transport
 

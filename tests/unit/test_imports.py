@@ -43,3 +43,37 @@ def test_no_module_imports_one_that_imports_it_back(graph: grimp.ImportGraph) ->
         and (back := graph.find_shortest_chain(importer=imported, imported=module))
     ]
     assert not cycles, "\n".join(" -> ".join(cycle) for cycle in cycles)
+
+
+def package_of(module: str) -> str:
+    """A subpackage of ours (``broker_sched.invoker``) or a top-level module, as a unit."""
+    return ".".join(module.split(".")[:2])
+
+
+def test_no_package_imports_one_that_imports_it_back(graph: grimp.ImportGraph) -> None:
+    """The layers of docs/architecture.md are packages: a loop between two of them would
+    make either unreadable without the other, even with no loop between modules."""
+    ours = [m for m in graph.modules if m.partition(".")[0] in ("broker_sched", "transports")]
+    imports: dict[str, set[str]] = {}
+    for importer in ours:
+        for imported in graph.find_modules_directly_imported_by(importer):
+            if imported.partition(".")[0] in ("broker_sched", "transports"):
+                imports.setdefault(package_of(importer), set()).add(package_of(imported))
+    loops = [
+        f"{package} -> {back}"
+        for package, imported in sorted(imports.items())
+        for back in sorted(imported - {package})
+        if package in reachable(imports, back)
+    ]
+    assert not loops, "\n".join(loops)
+
+
+def reachable(imports: dict[str, set[str]], start: str) -> set[str]:
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        package = todo.pop()
+        if package not in seen:
+            seen.add(package)
+            todo += imports.get(package, set())
+    return seen

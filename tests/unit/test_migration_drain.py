@@ -16,8 +16,8 @@ from embedded import eventually
 from broker_sched.config import Settings, load_settings
 from broker_sched.errors import ConfigError
 from broker_sched.events import Timeline
+from broker_sched.invoker.drain import DrainWatch
 from broker_sched.invoker.invoker import Invoker
-from broker_sched.migration.drain import DrainWatch
 from broker_sched.model import Action, Activation, ActivationResult, decode, encode, now_ms
 from broker_sched.runtime.simulated import SimulatedRuntime
 from transports.base import Transport
