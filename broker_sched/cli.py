@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import anyio
+import anyio.abc
 
 from broker_sched.config import ENV_PREFIX, Settings, load_settings
 from broker_sched.errors import BrokerSchedError, ConfigError, ExtraNotInstalled
@@ -299,7 +300,7 @@ async def _run(settings: Settings, *, role: str, invokers: int, api: str) -> int
         anyio.create_task_group() as serving,
     ):
         serving.start_soon(stack.serve_forever)
-        serving.start_soon(_stop_on_signal, serving.cancel_scope)
+        await serving.start(_stop_on_signal, serving.cancel_scope)
         where = ""
         if stack.controller is not None and api != "off":
             host, _, port = api.rpartition(":")
@@ -316,10 +317,14 @@ async def _run(settings: Settings, *, role: str, invokers: int, api: str) -> int
     return 0
 
 
-async def _stop_on_signal(scope: anyio.CancelScope) -> None:
+async def _stop_on_signal(
+    scope: anyio.CancelScope, *, task_status: anyio.abc.TaskStatus[None]
+) -> None:
     """Stop gracefully on SIGTERM as on SIGINT: what an init system or an orchestrator
-    sends to end a service, and a background job started by a shell ignores SIGINT."""
+    sends to end a service, and a background job started by a shell ignores SIGINT.
+    Started before the process says it runs, so a signal sent after that is handled."""
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        task_status.started()
         async for received in signals:
             print(f"broker-sched: {received.name}, stopping", file=sys.stderr, flush=True)
             scope.cancel()
