@@ -68,7 +68,7 @@ env "${fault_env[@]}" bash compose/native/brokers.sh up "${fault_nodes[@]}"
 # A case may be re-run twice: a kill lands at a random point of real processes on a
 # loaded machine, and a rare timing is worth a second look, not a red build; the summary
 # lists every rerun.
-env "${fault_env[@]}" BROKER_SCHED_TEST_FAULTS=tests/faults/configs pytest tests/faults --reruns 2
+env "${fault_env[@]}" BROKER_SCHED_TEST_FAULTS=tests/faults/configs pytest tests/faults --reruns 2 -raR
 fault_down
 trap - EXIT
 echo "fault suite: $((SECONDS - fault_started)) s"
