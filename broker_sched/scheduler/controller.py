@@ -67,10 +67,10 @@ SEEN_RESULTS = 100_000
 """How many finished activation ids are remembered to drop duplicate results."""
 
 CLOSE_TIMEOUT_S = 5.0
+"""How long closing the listeners may hold up a shutdown."""
 
 RECORD_READ_TIMEOUT_S = 5.0
 """How long a caller whose result did not come waits on top for its record."""
-"""How long closing the listeners may hold up a shutdown."""
 
 
 class Controller:
