@@ -2,7 +2,8 @@
 # The whole test suite, with everything it needs, on a fresh Debian machine with Python
 # 3.11+, Java 17+ and Maven. Safe to re-run; what it installs and builds is cached.
 #
-#   1. install the package with every extra; lint and type-check
+#   1. install the package with every extra from the lock (scripts/uv.sh); lint and
+#      type-check, against the locked versions and against pyproject's lower bounds
 #   2. start real brokers natively (compose/native/brokers.sh: the default ones and the
 #      secured listeners beside them) and a Docker engine with locally built images
 #      (compose/images/)
@@ -23,16 +24,22 @@ cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*"; }
 
 step "install"
-python3 -m venv .venv
+bash scripts/uv.sh sync --locked --quiet --extra dev
 # shellcheck disable=SC1091
 . .venv/bin/activate
-pip install --quiet --upgrade pip
-pip install --quiet -e '.[dev]'
 
 step "lint and type-check"
 ruff check .
 ruff format --check .
 mypy
+# pyproject's ranges are what a library user gets: their floors must type-check too. The
+# resolution sees only releases from before uv.lock's last commit, so it is as fixed as
+# the lock and moves with it.
+locked_at=$(git log -1 --format=%cI -- uv.lock 2>/dev/null || true)
+bash scripts/uv.sh venv --quiet --allow-existing .venv-floors
+VIRTUAL_ENV=.venv-floors bash scripts/uv.sh pip install --quiet --resolution lowest-direct \
+  --exclude-newer "${locked_at:-$(date -u +%FT%TZ)}" -e '.[dev]'
+mypy --python-executable .venv-floors/bin/python
 
 step "brokers and Docker"
 bash compose/native/brokers.sh up
