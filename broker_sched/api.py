@@ -47,7 +47,8 @@ from broker_sched.errors import (
     UnknownAction,
 )
 from broker_sched.limits import NamespaceLimiter
-from broker_sched.metrics import CONTENT_TYPE, controller_families, exposition
+from broker_sched.live import live_routes
+from broker_sched.metrics import CONTENT_TYPE, ActivationTimes, controller_families, exposition
 from broker_sched.model import ActivationResult, fqn, new_id
 from broker_sched.openapi import document
 from broker_sched.scheduler.controller import Controller
@@ -94,6 +95,7 @@ class Api:
             ["endpoint"],
             registry=self.registry,
         )
+        ActivationTimes(self.registry).watch(controller)
         routes = [
             Route(NAMESPACES + "/actions/{action}", self.invoke, methods=["POST"]),
             Route(NAMESPACES + "/activations", self.activations, methods=["GET"]),
@@ -101,6 +103,7 @@ class Api:
             Route("/api/v1/openapi.json", self.openapi, methods=["GET"]),
             Route("/health", self.health, methods=["GET"]),
             Route("/metrics", self.metrics, methods=["GET"]),
+            *live_routes(controller, keyring),
         ]
         self.app: ASGIApp = self._measured(
             Starlette(routes=routes, exception_handlers={HTTPException: _error})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import importlib.util
 import json
 import logging
@@ -59,6 +60,12 @@ def _parser() -> argparse.ArgumentParser:
         "--api",
         default="127.0.0.1:3233",
         help="HOST:PORT of the controller's HTTP API, or 'off' (default %(default)s)",
+    )
+    run.add_argument(
+        "--metrics",
+        default="off",
+        help="HOST:PORT where each invoker of this process serves GET /metrics, the next "
+        "invoker (or --workers process) on the next port; 'off' (default) serves none",
     )
 
     invoke = commands.add_parser("invoke", help="invoke an action through a controller's API")
@@ -185,7 +192,9 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "run" and args.workers != 1:
         return await _run_workers(args, settings)
     if args.command == "run":
-        return await _run(settings, role=args.role, invokers=args.invokers, api=args.api)
+        return await _run(
+            settings, role=args.role, invokers=args.invokers, api=args.api, metrics=args.metrics
+        )
     if args.command == "invoke":
         from broker_sched.api_client import client_auth, invoke
 
@@ -290,9 +299,10 @@ async def _demo(settings: Settings, *, json_output: bool) -> int:
     return 0 if summary["succeeded"] else 1
 
 
-async def _run(settings: Settings, *, role: str, invokers: int, api: str) -> int:
+async def _run(settings: Settings, *, role: str, invokers: int, api: str, metrics: str) -> int:
     from broker_sched.api import Api
     from broker_sched.api_keys import load_keyring
+    from broker_sched.metrics import invoker_exposition, metrics_server
     from broker_sched.stack import Stack
 
     async with (
@@ -309,6 +319,13 @@ async def _run(settings: Settings, *, role: str, invokers: int, api: str) -> int
             serving.start_soon(server.serve_forever)
             keys = f"{len(keyring)} API keys" if keyring is not None else "no authentication"
             where = f", API on {server.url} ({keys})"
+        if stack.invokers and metrics != "off":
+            host, _, port = metrics.rpartition(":")
+            for index, invoker in enumerate(stack.invokers):
+                render = functools.partial(invoker_exposition, invoker)
+                exposed = await metrics_server(render, host, int(port) + index)
+                serving.start_soon(exposed.serve_forever)
+            where += f", invoker metrics from {host}:{port}"
         print(
             f"broker-sched {role} running on {settings.transport}{where}",
             file=sys.stderr,
@@ -353,10 +370,14 @@ async def _run_workers(args: argparse.Namespace, settings: Settings) -> int:
     command += ["run", "--role", "invoker", "--invokers", str(args.invokers), "--api", "off"]
     workers = []
     for index in range(args.workers):
+        metrics = ["--metrics", "off"]
+        if args.metrics != "off":
+            host, _, port = args.metrics.rpartition(":")
+            metrics = ["--metrics", f"{host}:{int(port) + index * args.invokers}"]
         env = dict(os.environ)
         if settings.invoker.id:
             env[f"{ENV_PREFIX}INVOKER__ID"] = f"{settings.invoker.id}-w{index}"
-        workers.append(await asyncio.create_subprocess_exec(*command, env=env))
+        workers.append(await asyncio.create_subprocess_exec(*command, *metrics, env=env))
 
     def stop_all() -> None:
         for worker in workers:

@@ -25,6 +25,7 @@ from broker_sched.invoker.prewarm_pool import PrewarmPool
 from broker_sched.invoker.proxy import ContainerProxy
 from broker_sched.invoker.pulling import Puller
 from broker_sched.invoker.retention import may_leave
+from broker_sched.metrics import InvokerMetrics
 from broker_sched.model import (
     Action,
     ContainerReply,
@@ -72,6 +73,7 @@ class Invoker:
         self.id = invoker_id or settings.invoker.id or new_id()[-8:]
         self.timeline = timeline if timeline is not None else Timeline()
         self.proxies: set[ContainerProxy] = set()
+        self.metrics = InvokerMetrics()
         self.reserved_slots = 0
         self.reserved_memory_mb = 0
         self._group: anyio.abc.TaskGroup | None = None
@@ -256,6 +258,7 @@ class Invoker:
         )
         self.proxies.add(proxy)
         self._spawn().start_soon(self._run_proxy, proxy)
+        self.metrics.observe_cold_start(str(timings.start), timings.create_ms, timings.init_ms)
         self.timeline.record(
             "container_created",
             name,

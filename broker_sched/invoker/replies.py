@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from broker_sched.errors import BrokerSchedError
+from broker_sched.metrics import RECORDS_NOT_WRITTEN
 from broker_sched.model import Activation, ActivationResult, Status, encode
 from transports.base import Delivery, Record, Transport
 
@@ -26,7 +28,11 @@ async def answer(
     ack re-runs the activation rather than losing it."""
     result = _result(activation, status, invoker_id, container_id, fields)
     record = Record(activation.namespace, activation.id, encode(result), record_ttl_s)
-    await transport.record_reply_and_ack(delivery, record, activation.reply_to)
+    try:
+        await transport.record_reply_and_ack(delivery, record, activation.reply_to)
+    except BrokerSchedError:
+        RECORDS_NOT_WRITTEN.inc()
+        raise
 
 
 def _result(

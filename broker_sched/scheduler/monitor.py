@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections import Counter
 from dataclasses import dataclass, field, replace
 
 import anyio
@@ -84,6 +85,8 @@ class BacklogMonitor:
         self.rng = rng or random.Random()
         self.stats: dict[str, ActionStats] = {}
         self.last_decision: Decision | None = None
+        self.rules_decided: Counter[str] = Counter()
+        """Per-action decisions of every tick so far, by rule (for the metrics)."""
         self.room = True
         """Whether an action with no container could get one (the last tick's verdict)."""
         self._wake = anyio.Event()
@@ -219,6 +222,7 @@ class BacklogMonitor:
         )
         decision = decide(snapshot, self.settings.scheduler)
         self.last_decision = decision
+        self.rules_decided.update(decided.rule for decided in decision.actions)
         self.room = decision.room
         invokers = self.cluster.views()
         for eviction in decision.evictions:

@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter
+import re
+import time
 
-from broker_sched.metrics import Family, exposition
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.parser import text_string_to_metric_families
+
+from broker_sched.config import load_settings
+from broker_sched.metrics import (
+    PROCESS,
+    RECORDS_NOT_WRITTEN,
+    ActivationTimes,
+    Family,
+    InvokerMetrics,
+    controller_families,
+    exposition,
+)
+from broker_sched.model import Action, ActivationResult, Heartbeat, Start, Status
+from broker_sched.scheduler.controller import Controller
+from transports.base import Backlog
+from transports.memory import MemoryTransport
 
 
 def lines(text: bytes) -> list[str]:
@@ -59,3 +76,122 @@ def test_a_registry_of_live_metrics_comes_first() -> None:
     assert text.index("broker_sched_api_requests_total 1.0") < text.index(
         "# TYPE broker_sched_invokers gauge"
     )
+
+
+def controller_with(action_count: int, invoker_count: int = 3) -> Controller:
+    """A controller (not serving) that tracks ``action_count`` actions, each with
+    containers on every invoker, and has decided and acted for each."""
+    actions = {
+        a.fqn: a
+        for a in (Action(name=f"action-{n}", namespace="team") for n in range(action_count))
+    }
+    settings = load_settings(transport="memory")
+    controller = Controller(transport=MemoryTransport(), settings=settings, actions=actions)
+    monitor = controller.monitor
+    assert monitor is not None
+    for action in actions.values():
+        stats = monitor.track(action)
+        stats.backlog = Backlog(pending=2, in_flight=1)
+        stats.backlog_since_s = time.monotonic() - 1.0
+        stats.arrivals.record(time.monotonic())
+        monitor.rules_decided.update(["sustained", "steady", "burst-drain"])
+        controller.timeline.record("container_requested", action.fqn, reason="sustained: ...")
+    for n in range(invoker_count):
+        controller.cluster.on_heartbeat(
+            Heartbeat(
+                invoker_id=f"invoker-{n}",
+                free_slots=4,
+                free_memory_mb=1024,
+                containers=dict.fromkeys(actions, 2),
+                paused=dict.fromkeys(actions, 1),
+            )
+        )
+    times = ActivationTimes(CollectorRegistry())
+    for start in Start:
+        times.observe(
+            ActivationResult(
+                activation_id=f"a-{start}",
+                namespace="team",
+                action="action-0",
+                status=Status.SUCCESS,
+                start=start,
+                wait_ms=12.0,
+            )
+        )
+    return controller
+
+
+def series(text: bytes) -> dict[str, int]:
+    """Samples per metric family in an exposition."""
+    return {
+        family.name: len(family.samples) for family in text_string_to_metric_families(text.decode())
+    }
+
+
+def test_series_grow_with_actions_and_invokers_only_where_labelled_by_them() -> None:
+    few = series(exposition(controller_families(controller_with(10))))
+    many = series(exposition(controller_families(controller_with(1000))))
+
+    per_action = {
+        "broker_sched_backlog_pending": 1,
+        "broker_sched_backlog_in_flight": 1,
+        "broker_sched_backlog_age_seconds": 1,
+        "broker_sched_arrival_rate_per_s": 1,
+        "broker_sched_throttled": 1,
+        "broker_sched_containers": 3,
+    }
+    for name, per in per_action.items():
+        assert (few[name], many[name]) == (10 * per, 1000 * per), name
+    for name in few.keys() - per_action.keys():
+        assert few[name] == many[name], f"{name} grows with the number of actions"
+    assert many["broker_sched_decisions"] == 3
+    assert sum(many.values()) < 1000 * sum(per_action.values()) + 100
+
+
+def test_names_carry_units_and_counters_end_in_total() -> None:
+    registry = CollectorRegistry()
+    ActivationTimes(registry)
+    text = exposition(controller_families(controller_with(2)), registry)
+    for family in text_string_to_metric_families(text.decode()):
+        assert family.name.startswith("broker_sched_")
+        if family.type == "counter":
+            assert all(s.name.endswith(("_total", "_created")) for s in family.samples)
+        if re.search(r"\b(seconds|time to)\b", family.documentation, re.IGNORECASE):
+            assert family.name.endswith("_seconds"), family.name
+
+
+def test_queue_wait_is_observed_per_start_kind_only() -> None:
+    registry = CollectorRegistry()
+    times = ActivationTimes(registry)
+    for n in range(1000):
+        times.observe(
+            ActivationResult(
+                activation_id=f"a-{n}",
+                namespace="team",
+                action=f"action-{n}",
+                status=Status.SUCCESS,
+                start=Start.WARM if n % 2 else Start.COLD,
+                wait_ms=n,
+            )
+        )
+    times.observe(
+        ActivationResult(
+            activation_id="never-ran", namespace="team", action="x", status=Status.TIMEOUT
+        )
+    )
+    count = registry.get_sample_value
+    assert count("broker_sched_queue_wait_seconds_count", {"start": "warm"}) == 500
+    assert count("broker_sched_queue_wait_seconds_count", {"start": "cold"}) == 500
+    assert count("broker_sched_queue_wait_seconds_bucket", {"start": "cold", "le": "0.1"}) == 51
+
+
+def test_an_invokers_cold_starts_and_record_failures_are_exposed() -> None:
+    metrics = InvokerMetrics()
+    metrics.observe_cold_start("cold", create_ms=300.0, init_ms=150.0)
+    metrics.observe_cold_start("prewarm", create_ms=0.0, init_ms=20.0)
+    count = metrics.registry.get_sample_value
+    assert count("broker_sched_cold_start_seconds_sum", {"start": "cold"}) == 0.45
+    assert count("broker_sched_cold_start_seconds_bucket", {"start": "prewarm", "le": "0.025"}) == 1
+    before = PROCESS.get_sample_value("broker_sched_record_write_failures_total")
+    RECORDS_NOT_WRITTEN.inc()
+    assert PROCESS.get_sample_value("broker_sched_record_write_failures_total") == (before or 0) + 1
