@@ -6,8 +6,12 @@
 #      type-check, against the locked versions and against pyproject's lower bounds
 #   2. start real brokers natively (compose/native/brokers.sh: the default ones and the
 #      secured listeners beside them) and a Docker engine with locally built images
-#      (compose/images/)
-#   3. run the whole suite against the native brokers; missing brokers are errors
+#      (compose/images/); Debian's prometheus (with promtool) and chromium for the
+#      observability tests (compose/prometheus/prometheus.sh install: no service started)
+#   3. run the whole suite against the native brokers; missing brokers are errors. It
+#      includes tests/observability: a real Prometheus on 127.0.0.1:${PROMETHEUS_PORT:-9090}
+#      scraping a controller and invokers under load, the dashboard's queries, the alert
+#      rules' promtool tests, and the live view in headless Chromium
 #   3b. the fault suite (tests/faults): brokers of its own — single-node ones, a 3-node
 #      NATS cluster and Redis with replicas and Sentinels — killed and restarted under load
 #   4. run the conformance suite, the distributed end-to-end test and the docker-runtime
@@ -45,6 +49,7 @@ step "brokers and Docker"
 bash compose/native/brokers.sh up
 bash compose/images/engine.sh start
 bash compose/images/build.sh
+bash compose/prometheus/prometheus.sh install
 export BROKER_SCHED_REQUIRE_BROKERS=1
 # The secured listeners' generated credentials, for tests/security.
 state_dir=${BROKER_SCHED_STATE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/broker-sched}
