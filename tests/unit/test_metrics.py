@@ -179,6 +179,8 @@ def test_queue_wait_is_observed_per_start_kind_only() -> None:
             activation_id="never-ran", namespace="team", action="x", status=Status.TIMEOUT
         )
     )
+    (family,) = registry.collect()
+    assert {sample.labels["start"] for sample in family.samples} == {"warm", "cold"}
     count = registry.get_sample_value
     assert count("broker_sched_queue_wait_seconds_count", {"start": "warm"}) == 500
     assert count("broker_sched_queue_wait_seconds_count", {"start": "cold"}) == 500
