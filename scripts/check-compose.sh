@@ -56,7 +56,7 @@ fail() { # project message
 # ------------------------------------------------------------------ single node
 
 export KAFKA_PORT=19092 KAFKA_CONTROLLER_PORT=19093 REDIS_PORT=16379 NATS_PORT=14222 \
-  NATS_MONITOR_PORT=18222
+  NATS_MONITOR_PORT=18222 PROMETHEUS_PORT=19090
 compose single config --quiet
 compose single up -d
 
@@ -73,6 +73,22 @@ for transport in kafka redis nats; do
   done
   compose single logs "$transport" | tail -20 >&2
   exit 1
+done
+# Prometheus beside them: up, with every shipped rule loaded and healthy.
+prometheus_rules_ok() {
+  python3 - "http://127.0.0.1:$PROMETHEUS_PORT/api/v1/rules" <<'EOF'
+import json, sys, urllib.request
+groups = json.load(urllib.request.urlopen(sys.argv[1], timeout=5))["data"]["groups"]
+rules = [rule for group in groups for rule in group["rules"]]
+print(f"prometheus: {len(rules)} rules loaded")
+sys.exit(0 if rules and all(rule["health"] != "err" for rule in rules) else 1)
+EOF
+}
+for attempt in $(seq 30); do
+  prometheus_rules_ok 2>/dev/null && break
+  ((attempt < 30)) || fail single "prometheus did not load its rules"
+  echo "prometheus not ready yet (attempt $attempt)" >&2
+  sleep 2
 done
 down single
 

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Build broker-sched's local Docker images; no registry is used, nothing is pulled.
 #
-#   build.sh [--force] [base|kafka|redis|nats|action-python ...]   (default: all)
+#   build.sh [--force] [base|kafka|redis|nats|prometheus|action-python ...]   (default: all)
 #
 # base           Debian bookworm from `debootstrap --variant=minbase`, via `docker import`
 # kafka          Apache Kafka $KAFKA_VERSION (KRaft) from Maven Central jars + Java 17
 # redis, nats    Debian's redis-server and nats-server (JetStream)
+# prometheus     Debian's prometheus, for compose/docker-compose.yml beside the brokers
 # action-python  python3 + broker_sched/runtime/action_server.py (the docker runtime's image)
 #
 # Image names are in images.env. Every image carries the hash of its inputs in the label
@@ -30,7 +31,7 @@ KAFKA_VERSION=${KAFKA_VERSION:-4.3.1}
 readonly CACHE="$STATE_DIR/images"
 readonly SUITE=bookworm
 readonly KAFKA_LIBS="$STATE_DIR/kafka-$KAFKA_VERSION/libs"
-readonly ALL_IMAGES=(base kafka redis nats action-python)
+readonly ALL_IMAGES=(base kafka redis nats prometheus action-python)
 readonly LABEL=broker-sched.inputs
 FORCE=0
 
@@ -292,6 +293,7 @@ build_kafka() {
 
 build_redis() { build_dockerfile redis "$REDIS_IMAGE" "$(stage redis)"; }
 build_nats() { build_dockerfile nats "$NATS_IMAGE" "$(stage nats)"; }
+build_prometheus() { build_dockerfile prometheus "$PROMETHEUS_IMAGE" "$(stage prometheus)"; }
 
 build_action-python() {
   build_dockerfile action-python "$ACTION_PYTHON_IMAGE" \
@@ -303,7 +305,7 @@ main() {
   for arg; do
     case $arg in
       --force) FORCE=1 ;;
-      base | kafka | redis | nats | action-python) names+=("$arg") ;;
+      base | kafka | redis | nats | prometheus | action-python) names+=("$arg") ;;
       -h | --help) sed -n '2,4p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 0 ;;
       *) die "unknown argument $arg (see build.sh --help)" ;;
     esac

@@ -29,6 +29,8 @@ readonly PID_FILE="$RUN_DIR/prometheus.pid"
 readonly LOG_FILE="$RUN_DIR/prometheus.log"
 
 info() { printf '%s\n' "$*" >&2; }
+# Whether a GET of the URL answers 2xx (python3: on every machine broker-sched runs on).
+http_ok() { python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' "$1" 2>/dev/null; }
 as_root() { if ((EUID == 0)); then "$@"; else sudo "$@"; fi; }
 
 # Installs Debian packages that are missing, with no recommends and no service started.
@@ -111,7 +113,7 @@ cmd_up() {
   echo $! >"$PID_FILE"
   local _
   for _ in {1..100}; do
-    if curl -fsS "http://$HOST:$PROMETHEUS_PORT/-/ready" >/dev/null 2>&1; then
+    if http_ok "http://$HOST:$PROMETHEUS_PORT/-/ready"; then
       info "prometheus up on http://$HOST:$PROMETHEUS_PORT (pid $(<"$PID_FILE"), log $LOG_FILE)"
       return 0
     fi
