@@ -19,16 +19,18 @@ from collections import defaultdict
 from http import HTTPStatus
 from importlib.resources import files
 from itertools import islice
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from broker_sched.api_keys import Keyring
 from broker_sched.metrics import Family, controller_families
-from broker_sched.scheduler.controller import Controller
+
+if TYPE_CHECKING:
+    from broker_sched.api_keys import Keyring
+    from broker_sched.scheduler.controller import Controller
 
 RECENT_EVENTS = 30
 """How many of the latest reasoned timeline events the page lists."""

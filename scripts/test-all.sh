@@ -9,8 +9,8 @@
 #      (compose/images/); Debian's prometheus (with promtool) and chromium for the
 #      observability tests (compose/prometheus/prometheus.sh install: no service started)
 #   3. run the whole suite against the native brokers; missing brokers are errors. It
-#      includes tests/observability: a real Prometheus on 127.0.0.1:${PROMETHEUS_PORT:-9090}
-#      scraping a controller and invokers under load, the dashboard's queries, the alert
+#      includes tests/observability: a real Prometheus on 127.0.0.1 ($PROMETHEUS_PORT, or
+#      a free port) scraping a controller and invokers under load, the dashboard's queries, the alert
 #      rules' promtool tests, and the live view in headless Chromium
 #   3b. the fault suite (tests/faults): brokers of its own — single-node ones, a 3-node
 #      NATS cluster and Redis with replicas and Sentinels — killed and restarted under load

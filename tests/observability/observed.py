@@ -3,8 +3,9 @@
 One ``broker-sched run`` process (controller and two invokers, as an operator starts
 them, on Redis) with its API and the invokers' ``--metrics`` ports, load from threads
 calling the API, and Debian's Prometheus on 127.0.0.1 scraping all three every second
-with the shipped rules (compose/prometheus/rules) loaded. The scrape, dashboard and
-browser tests share it: it is started once per session.
+with the shipped rules (compose/prometheus/rules) loaded, on ``$PROMETHEUS_PORT`` or
+else a free port. The scrape, dashboard and browser tests share it: it is started once
+per session.
 """
 
 from __future__ import annotations
@@ -287,7 +288,7 @@ def observed_stack(redis_url: str, directory: Path) -> Iterator[Observed]:
     stack = start_stack(config, api_port, metrics_port, log)
     api = f"http://{HOST}:{api_port}"
     invokers = [f"{HOST}:{metrics_port + n}" for n in range(INVOKERS)]
-    prometheus_port = int(os.environ.get("PROMETHEUS_PORT", "9090"))
+    prometheus_port = int(os.environ.get("PROMETHEUS_PORT") or free_port())
     prometheus: subprocess.Popen[bytes] | None = None
     try:
 
