@@ -26,6 +26,7 @@ from broker_sched.events import Timeline
 from broker_sched.invoker.pulling import Puller
 from broker_sched.invoker.replies import answer
 from broker_sched.invoker.run_activation import accept, give_back, run_activation
+from broker_sched.metrics import InvokerMetrics
 from broker_sched.model import Action, Start, Status, now_ms
 from broker_sched.runtime.base import Container, ContainerCrashed, Runtime
 from broker_sched.topology import consumer_group
@@ -55,7 +56,10 @@ class PushPool:
         invoker_id: str,
         work_queue: str,
         timeline: Timeline,
+        metrics: InvokerMetrics | None = None,
     ) -> None:
+        """``metrics``: the invoker's, where its cold starts are observed (metrics of its
+        own when none is given, as for a bare pool in a benchmark)."""
         self.transport = transport
         self.runtime = runtime
         self.settings = settings
@@ -63,6 +67,7 @@ class PushPool:
         self.invoker_id = invoker_id
         self.work_queue = work_queue
         self.timeline = timeline
+        self.metrics = metrics or InvokerMetrics()
         self.slots: list[_Slot] = []
         self.creating = 0
         self._freed = anyio.Condition()
@@ -192,6 +197,7 @@ class PushPool:
             container, timings = await self.runtime.create(action)
         finally:
             self.creating -= 1
+        self.metrics.observe_cold_start(str(Start.COLD), timings.create_ms, timings.init_ms)
         self.timeline.record(
             "container_created",
             action.fqn,
