@@ -17,8 +17,9 @@
 #   4. run the conformance suite, the distributed end-to-end test and the docker-runtime
 #      end-to-end test again, with every broker started by testcontainers from the local
 #      images
-#   5. bring up compose/docker-compose.yml with the local images and `doctor` each broker,
-#      then the three clusters' compose files (compose/*-cluster, compose/redis-sentinel)
+#   5. bring up compose/docker-compose.yml with the local images, `doctor` each broker and
+#      check that Prometheus beside them loaded its rules; then the three clusters' compose
+#      files (compose/*-cluster, compose/redis-sentinel)
 #   6. fail if any container of ours is left running
 #
 # Arguments go to pytest in step 3, e.g. `bash scripts/test-all.sh -k conformance`.
