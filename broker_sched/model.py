@@ -115,6 +115,12 @@ class ActivationResult(_Wire):
     invoker_id: str = ""
     steps: list[str] = Field(default_factory=list)
     """A sequence's record: the activation ids of the steps that ran, in order."""
+    logs: list[str] = Field(default_factory=list)
+    """What the run wrote to stdout and stderr, bounded (see the runtime's logs)."""
+    start_ms: int = 0
+    end_ms: int = 0
+    """When the run started and ended (ms since the epoch; 0 when it never ran): an
+    OpenWhisk activation's ``start`` and ``end``."""
 
     @property
     def ok(self) -> bool:

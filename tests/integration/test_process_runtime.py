@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import signal
 import sys
 import time
@@ -15,8 +16,13 @@ import pytest
 from pydantic import JsonValue
 
 from broker_sched.model import Action, Start, Status
-from broker_sched.runtime.base import ContainerCrashed
-from broker_sched.runtime.process import ProcessContainer, ProcessRuntime, ProcessStemCell
+from broker_sched.runtime.base import LOG_LIMIT_BYTES, ContainerCrashed
+from broker_sched.runtime.process import (
+    UNCOLLECTED_LOGS,
+    ProcessContainer,
+    ProcessRuntime,
+    ProcessStemCell,
+)
 
 TIMEOUT_S = 10.0
 
@@ -359,3 +365,91 @@ async def test_closing_the_runtime_kills_its_stem_cells() -> None:
     await runtime.close()
     assert not cell.alive
     assert not exists(pid)
+
+
+FUNCTIONS = str(Path(__file__).parent.parent / "functions")
+LOG_LINE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z +std(out|err): ")
+"""OpenWhisk's log line: ISO time in UTC padded to 30 columns, the stream, the text."""
+
+
+@pytest.fixture
+def functions_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Worker processes can import the test functions in ``tests/functions``."""
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [FUNCTIONS, os.environ.get("PYTHONPATH")]))
+    )
+
+
+@pytest.mark.parametrize(("concurrency", "main"), [(1, True), (3, False)])
+async def test_a_sync_handler_runs_in_the_main_thread_when_its_concurrency_is_1(
+    runtime: ProcessRuntime, functions_path: None, concurrency: int, main: bool
+) -> None:
+    action = Action(name="thread", handler="seeded_graph:thread", concurrency=concurrency)
+    container = await start(runtime, action)
+    outcome = await container.run({}, TIMEOUT_S)
+    assert outcome.result == {"main": main}
+
+
+@pytest.mark.parametrize("start_from", ["cold", "stem cell"])
+async def test_a_seeded_graph_is_the_same_as_from_a_direct_call(
+    runtime: ProcessRuntime, functions_path: None, start_from: str
+) -> None:
+    sys.path.insert(0, FUNCTIONS)
+    try:
+        import seeded_graph
+    finally:
+        sys.path.remove(FUNCTIONS)
+    action = Action(name="bfs", handler="seeded_graph:bfs")
+    if start_from == "cold":
+        container = await start(runtime, action)
+    else:
+        cell = await runtime.start_stem_cell("python", 256)
+        made, _ = await runtime.initialise(cell, action)
+        assert isinstance(made, ProcessContainer)
+        container = made
+    for seed in (1, 2, 3):
+        outcome = await container.run({"seed": seed, "size": 100}, TIMEOUT_S)
+        assert outcome.result == seeded_graph.bfs({"seed": seed, "size": 100})
+
+
+async def test_each_run_keeps_its_own_stdout_and_stderr(
+    runtime: ProcessRuntime, functions_path: None
+) -> None:
+    container = await start(runtime, Action(name="chatty", handler="seeded_graph:chatty"))
+    first = await container.run({"lines": 2, "tag": "a"}, TIMEOUT_S)
+    second = await container.run({"lines": 1, "tag": "b"}, TIMEOUT_S)
+    texts = [line.split(" ", 1)[1].strip() for line in first.logs]
+    assert sorted(texts) == sorted(
+        ["stdout: out a 0", "stdout: out a 1", "stdout: no newline", "stderr: err a"]
+    )
+    assert all("a" not in line.split(": ", 1)[1] for line in second.logs if "out" in line)
+    assert len(second.logs) == 3
+    assert all(LOG_LINE.match(line) for line in first.logs + second.logs)
+
+
+async def test_a_failing_run_keeps_its_traceback_as_logs(runtime: ProcessRuntime) -> None:
+    container = await start(runtime, sample("fail", "fail"))
+    outcome = await container.run({}, TIMEOUT_S)
+    assert outcome.status is Status.ACTION_ERROR
+    assert any("stderr: Traceback" in line for line in outcome.logs)
+
+
+async def test_logs_past_the_limit_are_cut_with_a_last_line_saying_so(
+    runtime: ProcessRuntime, functions_path: None
+) -> None:
+    container = await start(runtime, Action(name="chatty", handler="seeded_graph:chatty"))
+    outcome = await container.run({"lines": 5000, "tag": "x" * 20}, TIMEOUT_S)
+    assert outcome.status is Status.SUCCESS
+    assert sum(len(line.encode()) for line in outcome.logs[:-1]) <= LOG_LIMIT_BYTES
+    assert outcome.logs[-1].endswith(
+        f"Logs were truncated because the total bytes size exceeds the limit of "
+        f"{LOG_LIMIT_BYTES} bytes."
+    )
+    after = await container.run({"lines": 1, "tag": "y"}, TIMEOUT_S)
+    assert len(after.logs) == 3
+
+
+async def test_logs_of_concurrent_runs_are_not_attributed(runtime: ProcessRuntime) -> None:
+    container = await start(runtime, sample("echo", "echo", concurrency=2))
+    outcome = await container.run({"a": 1}, TIMEOUT_S)
+    assert outcome.logs == (UNCOLLECTED_LOGS,)
