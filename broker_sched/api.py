@@ -1,21 +1,30 @@
 """The controller's HTTP front door, with OpenWhisk's paths and status codes.
 
-    POST /api/v1/namespaces/{namespace}/actions/{action}?blocking=true   body: JSON payload
-    GET  /api/v1/namespaces/{namespace}/activations?limit=30
+    POST /api/v1/namespaces/{namespace}/actions/{action}?blocking=true&result=false
+    GET  /api/v1/namespaces/{namespace}/activations?limit=30&docs=false
     GET  /api/v1/namespaces/{namespace}/activations/{activation_id}
+    GET  /api/v1/namespaces/{namespace}/activations/{activation_id}/result
+    GET  /api/v1/namespaces/{namespace}/activations/{activation_id}/logs
     GET  /api/v1/openapi.json                                             this API, described
     GET  /health
     GET  /metrics                                                         Prometheus text
 
 Every ``/api/v1/namespaces`` call needs the namespace's key as HTTP basic auth
 (``uuid:key``, as ``wsk`` sends it; ``_`` in the path stands for the key's namespace):
-401 without a valid key, 403 for another namespace. A blocking call answers 200 with the
-activation record (or 502 when the action failed), a non-blocking one 202 with the
-activation id. Errors map to the codes clients of such platforms already handle: 400 a
-body that is not JSON, 404 unknown action, 413 payload too large, 429 a namespace limit
-or the scheduler's throttle (with ``Retry-After``), 503 broker unavailable, 504 no
-result in time. The routes are Starlette's, the HTTP is uvicorn's
-(:mod:`broker_sched.api_server`); this module is only what is particular to the API.
+401 without a valid key, 403 for another namespace. Answers are OpenWhisk's, as its
+controller gives them (:func:`~broker_sched.records.openwhisk_activation`): a blocking
+call answers 200 with the activation (``?result=true``: its result only), 502 when the
+action failed (its own error, a crash, its time limit), 500 for a system error; past
+the blocking wait (``api.blocking_wait_s``, OpenWhisk's 60 s, at most the activation's
+deadline ``invocation_timeout_s``) it answers 202 with the activation id, as a
+non-blocking call does at once, and the activation runs on to its deadline. Every
+answer that has an activation carries its id in the ``x-openwhisk-activation-id``
+header. Errors map to the codes
+clients of such platforms already handle: 400 a body that is not JSON, 404 unknown
+action, 413 payload too large, 429 a namespace limit or the scheduler's throttle (with
+``Retry-After``), 503 broker unavailable, 504 a sequence with no result in time. The
+routes are Starlette's, the HTTP is uvicorn's (:mod:`broker_sched.api_server`); this
+module is only what is particular to the API.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from http import HTTPStatus
+from typing import Any, NoReturn
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.applications import Starlette
@@ -48,8 +58,13 @@ from broker_sched.errors import (
 )
 from broker_sched.limits import NamespaceLimiter
 from broker_sched.metrics import CONTENT_TYPE, controller_families, exposition
-from broker_sched.model import ActivationResult, fqn, new_id
+from broker_sched.model import Action, ActivationResult, Status, fqn, new_id
 from broker_sched.openapi import document
+from broker_sched.records import (
+    openwhisk_activation,
+    openwhisk_response,
+    openwhisk_summary,
+)
 from broker_sched.scheduler.controller import Controller
 
 ERROR_STATUS: list[tuple[type[BrokerSchedError], HTTPStatus]] = [
@@ -62,6 +77,17 @@ ERROR_STATUS: list[tuple[type[BrokerSchedError], HTTPStatus]] = [
     (InvocationTimeout, HTTPStatus.GATEWAY_TIMEOUT),
 ]
 NAMESPACES = "/api/v1/namespaces/{namespace}"
+ACTIVATION_ID_HEADER = "x-openwhisk-activation-id"
+"""The header OpenWhisk's controller puts the activation id in on every invoke answer."""
+FAILED_STATUS = {
+    Status.APPLICATION_ERROR: HTTPStatus.BAD_GATEWAY,
+    Status.ACTION_ERROR: HTTPStatus.BAD_GATEWAY,
+    Status.TIMEOUT: HTTPStatus.BAD_GATEWAY,
+    Status.SYSTEM_ERROR: HTTPStatus.INTERNAL_SERVER_ERROR,
+}
+"""A blocking call's answer when the activation did not succeed, as OpenWhisk's: 502
+for the action's own failures (a reported error, a crash, its time limit), 500 for the
+platform's."""
 DEFAULT_LIST_LIMIT = 30
 MAX_LIST_LIMIT = 200
 
@@ -98,6 +124,16 @@ class Api:
             Route(NAMESPACES + "/actions/{action}", self.invoke, methods=["POST"]),
             Route(NAMESPACES + "/activations", self.activations, methods=["GET"]),
             Route(NAMESPACES + "/activations/{activation_id}", self.activation, methods=["GET"]),
+            Route(
+                NAMESPACES + "/activations/{activation_id}/result",
+                self.activation_result,
+                methods=["GET"],
+            ),
+            Route(
+                NAMESPACES + "/activations/{activation_id}/logs",
+                self.activation_logs,
+                methods=["GET"],
+            ),
             Route("/api/v1/openapi.json", self.openapi, methods=["GET"]),
             Route("/health", self.health, methods=["GET"]),
             Route("/metrics", self.metrics, methods=["GET"]),
@@ -128,6 +164,7 @@ class Api:
         except (ValueError, RecursionError) as exc:
             raise HTTPException(HTTPStatus.BAD_REQUEST, f"body is not JSON: {exc}") from None
         blocking = request.query_params.get("blocking", "false") == "true"
+        result_only = request.query_params.get("result", "false") == "true"
         token, now_s = new_id(), time.monotonic()
         self._settle(now_s)
         deadline_s = now_s + self.controller.settings.invocation_timeout_s
@@ -141,34 +178,79 @@ class Api:
         try:
             if not blocking:
                 activation_id = await self.controller.invoke(action, payload, blocking=False)
-                self._unfinished[activation_id] = (namespace, token, deadline_s)
-                return JSONResponse({"activationId": activation_id}, HTTPStatus.ACCEPTED)
-            result = await self.controller.invoke(action, payload)
-        except BrokerSchedError as exc:
-            self.limiter.finish(namespace, token)
-            status = next(
-                (code for kind, code in ERROR_STATUS if isinstance(exc, kind)),
-                HTTPStatus.INTERNAL_SERVER_ERROR,
+                return self._accepted(activation_id, namespace, token, deadline_s)
+            result = await self.controller.invoke(
+                action, payload, wait_s=self.settings.blocking_wait_s
             )
-            refused = status in (HTTPStatus.TOO_MANY_REQUESTS, HTTPStatus.SERVICE_UNAVAILABLE)
-            retry = {"Retry-After": "1"} if refused else None
-            raise HTTPException(status, str(exc), retry) from None
+        except InvocationTimeout as exc:
+            if exc.activation_id and not self.controller.actions[action].sequence:
+                return self._accepted(exc.activation_id, namespace, token, deadline_s)
+            self._refuse(namespace, token, exc)
+        except BrokerSchedError as exc:
+            self._refuse(namespace, token, exc)
         self.limiter.finish(namespace, token)
-        status = HTTPStatus.OK if result.ok else HTTPStatus.BAD_GATEWAY
-        return JSONResponse(result.model_dump(mode="json"), status)
+        answer: Any = openwhisk_activation(result, self.controller.actions.get(action))
+        if result_only:
+            answer = answer["response"]["result"]
+        elif isinstance(result.result, list):
+            answer = result.result  # OpenWhisk answers an array result as itself
+        status = HTTPStatus.OK if result.ok else FAILED_STATUS[result.status]
+        return JSONResponse(answer, status, {ACTIVATION_ID_HEADER: result.activation_id})
+
+    def _accepted(
+        self, activation_id: str, namespace: str, token: str, deadline_s: float
+    ) -> Response:
+        """202 with the id: a non-blocking call, or a blocking one past its wait; the
+        namespace's concurrency slot is held until the result or the deadline."""
+        self._unfinished[activation_id] = (namespace, token, deadline_s)
+        return JSONResponse(
+            {"activationId": activation_id},
+            HTTPStatus.ACCEPTED,
+            {ACTIVATION_ID_HEADER: activation_id},
+        )
+
+    def _refuse(self, namespace: str, token: str, exc: BrokerSchedError) -> NoReturn:
+        self.limiter.finish(namespace, token)
+        status = next(
+            (code for kind, code in ERROR_STATUS if isinstance(exc, kind)),
+            HTTPStatus.INTERNAL_SERVER_ERROR,
+        )
+        refused = status in (HTTPStatus.TOO_MANY_REQUESTS, HTTPStatus.SERVICE_UNAVAILABLE)
+        retry = {"Retry-After": "1"} if refused else None
+        raise HTTPException(status, str(exc), retry) from None
 
     async def activations(self, request: Request) -> Response:
+        """The namespace's newest activations: OpenWhisk's summaries, or whole
+        activations with ``docs=true``."""
         namespace = self._authorize(request)
         try:
             limit = int(request.query_params.get("limit", DEFAULT_LIST_LIMIT))
         except ValueError:
             raise HTTPException(HTTPStatus.BAD_REQUEST, "limit must be a number") from None
         limit = max(0, min(limit, MAX_LIST_LIMIT))
+        view = (
+            openwhisk_activation
+            if request.query_params.get("docs", "false") == "true"
+            else openwhisk_summary
+        )
         with _unavailable("activation records"):
             records = await self.records.recent(namespace, limit)
-        return JSONResponse([record.model_dump(mode="json") for record in records])
+        return JSONResponse([view(record, self._action_of(record)) for record in records])
 
     async def activation(self, request: Request) -> Response:
+        record = await self._record(request)
+        return JSONResponse(openwhisk_activation(record, self._action_of(record)))
+
+    async def activation_result(self, request: Request) -> Response:
+        """The activation's ``response``: ``{"result", "status", "success"}``."""
+        return JSONResponse(openwhisk_response(await self._record(request)))
+
+    async def activation_logs(self, request: Request) -> Response:
+        """``{"logs": [...]}``: what the run wrote, one line each (a sequence: its steps)."""
+        record = await self._record(request)
+        return JSONResponse({"logs": openwhisk_activation(record, None)["logs"]})
+
+    async def _record(self, request: Request) -> ActivationResult:
         """This controller's own recent results first, then the shared records."""
         namespace = self._authorize(request)
         activation_id: str = request.path_params["activation_id"]
@@ -178,7 +260,10 @@ class Api:
                 result = await self.records.get(namespace, activation_id)
         if result is None or result.namespace != namespace:
             raise HTTPException(HTTPStatus.NOT_FOUND, "no result for that activation (yet)")
-        return JSONResponse(result.model_dump(mode="json"))
+        return result
+
+    def _action_of(self, record: ActivationResult) -> Action | None:
+        return self.controller.actions.get(fqn(record.namespace, record.action))
 
     async def openapi(self, request: Request) -> Response:
         return JSONResponse(self._openapi)

@@ -129,4 +129,11 @@ class NoInvokers(InvocationError):
 
 
 class InvocationTimeout(InvocationError):
+    """No result within the caller's wait; ``activation_id`` names the activation when
+    one was published (its record may still come), so an API can answer with it."""
+
     retryable = True
+
+    def __init__(self, message: str, activation_id: str = "") -> None:
+        super().__init__(message)
+        self.activation_id = activation_id

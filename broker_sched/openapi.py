@@ -2,8 +2,8 @@
 
 Written as data beside the routes rather than generated from them: the routes read raw
 bodies (a payload is any JSON, its size checked while it streams), so there are no
-request models to generate from. The activation record's schema comes from the model
-itself, so the one part that changes with the code cannot drift.
+request models to generate from, and the answers are OpenWhisk's shapes
+(:mod:`broker_sched.records`), described here as OpenWhisk's API document describes them.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from broker_sched import __version__
-from broker_sched.model import ActivationResult
+from broker_sched.records import OPENWHISK_STATUS
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
@@ -32,20 +32,104 @@ _AUTH_ERRORS = {
     "401": _response("no valid API key (HTTP basic auth, uuid:key)"),
     "403": _response("the key's namespace is another one"),
 }
-_RECORD = {"$ref": "#/components/schemas/ActivationResult"}
+_ACTIVATION = {"$ref": "#/components/schemas/Activation"}
+_ACTIVATION_ID = {"$ref": "#/components/schemas/ActivationId"}
+_ID_HEADER = {
+    "x-openwhisk-activation-id": {
+        "description": "the activation's id, on every answer that has an activation",
+        "schema": {"type": "string"},
+    }
+}
+_ACTIVATION_PATH = "/api/v1/namespaces/{namespace}/activations/{activationId}"
+_ACTIVATION_ID_PARAMETER = {
+    "name": "activationId",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+}
+
+
+def _with_id(response: dict[str, Any]) -> dict[str, Any]:
+    return {**response, "headers": _ID_HEADER}
+
+
+def _schemas() -> dict[str, Any]:
+    """OpenWhisk's activation, its response and its summary, as its controller answers."""
+    statuses = sorted({text for _, text in OPENWHISK_STATUS.values()})
+    response = {
+        "type": "object",
+        "properties": {
+            "result": {"description": "the action's result, or {error} when it failed"},
+            "status": {"type": "string", "enum": statuses},
+            "success": {"type": "boolean"},
+        },
+        "required": ["result", "status", "success"],
+    }
+    common = {
+        "activationId": {"type": "string"},
+        "namespace": {"type": "string"},
+        "name": {"type": "string"},
+        "subject": {"type": "string"},
+        "version": {"type": "string"},
+        "publish": {"type": "boolean"},
+        "start": {"type": "integer", "description": "ms since the epoch"},
+        "end": {"type": "integer", "description": "ms since the epoch"},
+        "duration": {"type": "integer", "description": "ms"},
+        "annotations": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"key": {"type": "string"}, "value": {}},
+                "required": ["key", "value"],
+            },
+            "description": "path, kind, limits, waitTime, initTime (cold starts), timeout",
+        },
+    }
+    logs = {
+        "type": "array",
+        "items": {"type": "string"},
+        "description": "`<ISO time> stdout|stderr: <text>` lines (a sequence: its steps' ids)",
+    }
+    return {
+        "ActivationResponse": response,
+        "Activation": {
+            "type": "object",
+            "properties": {
+                **common,
+                "response": {"$ref": "#/components/schemas/ActivationResponse"},
+                "logs": logs,
+            },
+            "required": [*common, "response", "logs"],
+        },
+        "ActivationSummary": {
+            "type": "object",
+            "properties": {
+                **common,
+                "statusCode": {"type": "integer", "description": "0 success ... 3 system error"},
+            },
+            "required": [*common, "statusCode"],
+        },
+        "ActivationId": {
+            "type": "object",
+            "properties": {"activationId": {"type": "string"}},
+            "required": ["activationId"],
+        },
+        "ActivationLogs": {
+            "type": "object",
+            "properties": {"logs": logs},
+            "required": ["logs"],
+        },
+    }
 
 
 def document() -> dict[str, Any]:
-    record = ActivationResult.model_json_schema(ref_template="#/components/schemas/{model}")
-    definitions = record.pop("$defs", {})
     return {
         "openapi": "3.1.0",
         "info": {"title": "broker-sched controller API", "version": __version__},
         "components": {
             "securitySchemes": {"basic": {"type": "http", "scheme": "basic"}},
             "schemas": {
-                **definitions,
-                "ActivationResult": record,
+                **_schemas(),
                 "Error": {
                     "type": "object",
                     "properties": {"error": {"type": "string"}},
@@ -69,7 +153,13 @@ def document() -> dict[str, Any]:
                         {
                             "name": "blocking",
                             "in": "query",
-                            "description": "wait for the result",
+                            "description": "wait for the result, at most invocation_timeout_s",
+                            "schema": {"type": "boolean", "default": False},
+                        },
+                        {
+                            "name": "result",
+                            "in": "query",
+                            "description": "blocking: answer with the result only",
                             "schema": {"type": "boolean", "default": False},
                         },
                     ],
@@ -78,10 +168,18 @@ def document() -> dict[str, Any]:
                         "content": {"application/json": {"schema": {}}},
                     },
                     "responses": {
-                        "200": _response("blocking: the action succeeded", _RECORD),
-                        "202": _response(
-                            "non-blocking: accepted",
-                            {"type": "object", "properties": {"activationId": {"type": "string"}}},
+                        "200": _with_id(
+                            _response(
+                                "blocking: the action succeeded; its activation, or with "
+                                "result=true its result (an array result is answered as itself)",
+                                {},
+                            )
+                        ),
+                        "202": _with_id(
+                            _response(
+                                "non-blocking, or blocking past the wait: accepted, its id",
+                                _ACTIVATION_ID,
+                            )
                         ),
                         "400": _response("the body is not JSON, or not JSON a payload can carry"),
                         **_AUTH_ERRORS,
@@ -90,9 +188,18 @@ def document() -> dict[str, Any]:
                         "429": _response(
                             "a namespace limit or the scheduler's throttle; see Retry-After"
                         ),
-                        "502": _response("blocking: the action failed", _RECORD),
+                        "500": _with_id(
+                            _response("blocking: a system error ran the activation", {})
+                        ),
+                        "502": _with_id(
+                            _response(
+                                "blocking: the action failed (its own error, a crash, its time "
+                                "limit); its activation, or with result=true its result",
+                                {},
+                            )
+                        ),
                         "503": _response("broker unavailable or no invoker"),
-                        "504": _response("blocking: no result in time"),
+                        "504": _response("blocking: a sequence with no result in time"),
                     },
                 }
             },
@@ -104,29 +211,64 @@ def document() -> dict[str, Any]:
                         {
                             "name": "limit",
                             "in": "query",
-                            "schema": {"type": "integer", "default": 30},
+                            "schema": {"type": "integer", "default": 30, "maximum": 200},
+                        },
+                        {
+                            "name": "docs",
+                            "in": "query",
+                            "description": "whole activations instead of summaries",
+                            "schema": {"type": "boolean", "default": False},
                         },
                     ],
                     "responses": {
-                        "200": _response("records", {"type": "array", "items": _RECORD}),
+                        "200": _response(
+                            "summaries, or whole activations with docs=true",
+                            {
+                                "type": "array",
+                                "items": {
+                                    "oneOf": [
+                                        {"$ref": "#/components/schemas/ActivationSummary"},
+                                        _ACTIVATION,
+                                    ]
+                                },
+                            },
+                        ),
                         **_AUTH_ERRORS,
                     },
                 }
             },
-            "/api/v1/namespaces/{namespace}/activations/{activationId}": {
+            _ACTIVATION_PATH: {
                 "get": {
-                    "summary": "One activation's record",
-                    "parameters": [
-                        _NAMESPACE,
-                        {
-                            "name": "activationId",
-                            "in": "path",
-                            "required": True,
-                            "schema": {"type": "string"},
-                        },
-                    ],
+                    "summary": "One activation",
+                    "parameters": [_NAMESPACE, _ACTIVATION_ID_PARAMETER],
                     "responses": {
-                        "200": _response("the record", _RECORD),
+                        "200": _response("the activation", _ACTIVATION),
+                        **_AUTH_ERRORS,
+                        "404": _response("no record (yet, or no longer)"),
+                    },
+                }
+            },
+            _ACTIVATION_PATH + "/result": {
+                "get": {
+                    "summary": "One activation's response: result, status, success",
+                    "parameters": [_NAMESPACE, _ACTIVATION_ID_PARAMETER],
+                    "responses": {
+                        "200": _response(
+                            "the response", {"$ref": "#/components/schemas/ActivationResponse"}
+                        ),
+                        **_AUTH_ERRORS,
+                        "404": _response("no record (yet, or no longer)"),
+                    },
+                }
+            },
+            _ACTIVATION_PATH + "/logs": {
+                "get": {
+                    "summary": "What one activation's run wrote to stdout and stderr",
+                    "parameters": [_NAMESPACE, _ACTIVATION_ID_PARAMETER],
+                    "responses": {
+                        "200": _response(
+                            "the logs", {"$ref": "#/components/schemas/ActivationLogs"}
+                        ),
                         **_AUTH_ERRORS,
                         "404": _response("no record (yet, or no longer)"),
                     },
