@@ -44,11 +44,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from broker_sched.action_store import ActionStore, action_document, action_from_document
 from broker_sched.api_keys import Keyring
 from broker_sched.api_server import ApiServer, start
 from broker_sched.errors import (
     BrokerSchedError,
     BrokerUnavailable,
+    InvalidAction,
     InvalidPayload,
     InvocationTimeout,
     NoInvokers,
@@ -65,6 +67,8 @@ from broker_sched.records import (
     openwhisk_response,
     openwhisk_summary,
 )
+from broker_sched.runtime.base import ContainerCrashed
+from broker_sched.runtime.process import ProcessRuntime
 from broker_sched.scheduler.controller import Controller
 
 ERROR_STATUS: list[tuple[type[BrokerSchedError], HTTPStatus]] = [
@@ -105,6 +109,7 @@ class Api:
             concurrent=self.settings.concurrent_invocations,
         )
         self.records = controller.records
+        self.store = ActionStore(controller.transport, controller.settings.invoker.record_ttl_s)
         self._unfinished: dict[str, tuple[str, str, float]] = {}
         """Non-blocking activation id -> namespace, limiter token, deadline."""
         self.registry = CollectorRegistry(auto_describe=False)
@@ -121,7 +126,11 @@ class Api:
             registry=self.registry,
         )
         routes = [
+            Route(NAMESPACES + "/actions", self.list_actions, methods=["GET"]),
             Route(NAMESPACES + "/actions/{action}", self.invoke, methods=["POST"]),
+            Route(NAMESPACES + "/actions/{action}", self.put_action, methods=["PUT"]),
+            Route(NAMESPACES + "/actions/{action}", self.get_action, methods=["GET"]),
+            Route(NAMESPACES + "/actions/{action}", self.delete_action, methods=["DELETE"]),
             Route(NAMESPACES + "/activations", self.activations, methods=["GET"]),
             Route(NAMESPACES + "/activations/{activation_id}", self.activation, methods=["GET"]),
             Route(
@@ -265,6 +274,85 @@ class Api:
     def _action_of(self, record: ActivationResult) -> Action | None:
         return self.controller.actions.get(fqn(record.namespace, record.action))
 
+    async def put_action(self, request: Request) -> Response:
+        """Create or (``?overwrite=true``) update an action from OpenWhisk's document.
+
+        Code is loaded once in a throwaway worker process before it is stored, so code
+        that fails to import or has no callable ``main`` is refused here, not at its
+        first activation. The settings' actions (no revision: never stored) are fixed: 409.
+        """
+        namespace = self._authorize(request)
+        name: str = request.path_params["action"]
+        key = fqn(namespace, name)
+        try:
+            document = json.loads(await self._body(request) or b"null")
+        except (ValueError, RecursionError) as exc:
+            raise HTTPException(HTTPStatus.BAD_REQUEST, f"body is not JSON: {exc}") from None
+        existing = self.controller.actions.get(key)
+        if existing is not None and not existing.revision:
+            raise HTTPException(
+                HTTPStatus.CONFLICT, f"{key} is defined in the settings; it cannot be changed here"
+            )
+        overwrite = request.query_params.get("overwrite", "false") == "true"
+        if existing is not None and not overwrite:
+            raise HTTPException(
+                HTTPStatus.CONFLICT, f"{key} exists: PUT with ?overwrite=true to update it"
+            )
+        try:
+            action = action_from_document(namespace, name, document)
+            missing = [step for step in action.sequence if step not in self.controller.actions]
+            if missing:
+                raise InvalidAction(f"the sequence's components do not exist: {missing}")
+            if action.code:
+                await _trial_load(action, self.controller.settings.scheduler.create_timeout_s)
+        except InvalidAction as exc:
+            status = (
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+                if "more than the limit" in str(exc)
+                else HTTPStatus.BAD_REQUEST
+            )
+            raise HTTPException(status, str(exc)) from None
+        with _unavailable("the action store"):
+            stored = await self.store.put(action)
+        self.controller.actions[key] = stored
+        return JSONResponse(action_document(stored))
+
+    async def get_action(self, request: Request) -> Response:
+        return JSONResponse(action_document(self._action(request)))
+
+    async def list_actions(self, request: Request) -> Response:
+        """The namespace's actions, without their code, as OpenWhisk lists them."""
+        namespace = self._authorize(request)
+        listed = []
+        for action in sorted(self.controller.actions.values(), key=lambda a: a.name):
+            if action.namespace == namespace:
+                document = action_document(action)
+                document["exec"].pop("code", None)
+                listed.append(document)
+        return JSONResponse(listed)
+
+    async def delete_action(self, request: Request) -> Response:
+        """Delete an API-made action: new invocations get 404 at once; what is already
+        queued is run by the containers it still has, which then leave."""
+        action = self._action(request)
+        if not action.revision:
+            raise HTTPException(
+                HTTPStatus.CONFLICT,
+                f"{action.fqn} is defined in the settings; it cannot be deleted here",
+            )
+        with _unavailable("the action store"):
+            await self.store.delete(action.namespace, action.name)
+        self.controller.actions.pop(action.fqn, None)
+        return JSONResponse(action_document(action))
+
+    def _action(self, request: Request) -> Action:
+        namespace = self._authorize(request)
+        key = fqn(namespace, request.path_params["action"])
+        action = self.controller.actions.get(key)
+        if action is None:
+            raise HTTPException(HTTPStatus.NOT_FOUND, str(UnknownAction(key)))
+        return action
+
     async def openapi(self, request: Request) -> Response:
         return JSONResponse(self._openapi)
 
@@ -337,6 +425,18 @@ class Api:
                 self._seconds.labels(endpoint).observe(time.perf_counter() - started_s)
 
         return measured
+
+
+async def _trial_load(action: Action, timeout_s: float) -> None:
+    """Load ``action``'s code once in a worker process of its own, then stop it;
+    :class:`InvalidAction` with the load error when it fails."""
+    runtime = ProcessRuntime(init_timeout_s=timeout_s, stop_timeout_s=1.0)
+    try:
+        await runtime.create(action)
+    except ContainerCrashed as exc:
+        raise InvalidAction(f"the action's code does not load: {exc.reason}") from None
+    finally:
+        await runtime.close()
 
 
 @contextlib.contextmanager

@@ -109,6 +109,10 @@ class ProcessRuntime(Runtime):
         self._closed = False
 
     async def create(self, action: Action) -> tuple[Container, ContainerTimings]:
+        if action.code:  # too large for a command line: the code goes in an init line
+            cell = await self.start_stem_cell(action.kind, action.memory_mb)
+            container, timings = await self.initialise(cell, action)
+            return container, ContainerTimings(create_ms=cell.create_ms, init_ms=timings.init_ms)
         started_s = time.perf_counter()
         worker = await self._spawn("--concurrency", str(action.concurrency), "--", action.handler)
         spawned_s = time.perf_counter()
@@ -152,6 +156,8 @@ class ProcessRuntime(Runtime):
         started_s = time.perf_counter()
         container = self._adopt(action, cell.take_worker())
         init = {"init": action.handler, "concurrency": action.concurrency}
+        if action.code:
+            init.update(code=action.code, binary=action.binary, main=action.main, name=action.name)
         try:
             await container.send_line(json.dumps(init).encode() + b"\n")
         except BaseException:

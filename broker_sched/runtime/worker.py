@@ -11,6 +11,8 @@ stdout:
 
     worker → parent   {"stem": true}                        stem cell only: up, no handler
     parent → worker   {"init": "module:function", "concurrency": 4}   stem cell only
+                      {"init": "", "code": "...", "binary": false, "main": "main",
+                       "name": "hello", "concurrency": 1}      an action with its own code
     worker → parent   {"ready": true}                       handler imported
                       {"ready": false, "error": "..."}      import failed; exit code 1
     parent → worker   {"id": 7, "payload": <json>}
@@ -37,6 +39,11 @@ With a higher concurrency, sync handlers run in a pool of ``--concurrency`` thre
 ``async def`` handlers always run on the worker's event loop in the main thread; either
 way at most ``--concurrency`` run at once.
 
+An action's own code (OpenWhisk's ``exec.code``) is Python source, run as a module of
+its own, or a base64 zip of pure-Python files with ``__main__.py``, extracted to a
+temporary directory put first on ``sys.path`` (so its other modules import); either
+way ``main`` names the function to run.
+
 This module imports nothing outside the standard library so a cold start pays only for
 the interpreter and the handler's own imports.
 """
@@ -56,8 +63,10 @@ import stat
 import sys
 import threading
 import traceback
+import types
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import reduce
 from typing import Any, BinaryIO
 
@@ -87,6 +96,70 @@ def load_handler(spec: str) -> Handler:
     return handler
 
 
+@dataclass(frozen=True, slots=True)
+class Init:
+    """What a worker is to run: a handler reference, or an action's own code."""
+
+    spec: str
+    concurrency: int = 1
+    code: str = ""
+    binary: bool = False
+    main: str = "main"
+    name: str = "action"
+
+    def describe(self) -> str:
+        return f"{self.name}'s {self.main}" if self.code else repr(self.spec)
+
+
+def load(init: Init) -> Handler:
+    """The function ``init`` names; its import or load error as raised."""
+    if not init.code:
+        return load_handler(init.spec)
+    module = _zip_module(init) if init.binary else _source_module(init)
+    handler = getattr(module, init.main, None)
+    if handler is None:
+        raise AttributeError(f"the action's code defines no {init.main!r}")
+    if not callable(handler):
+        raise TypeError(f"{init.main} is a {type(handler).__name__}, not a function")
+    loaded: Handler = handler
+    return loaded
+
+
+def _source_module(init: Init) -> types.ModuleType:
+    module = types.ModuleType("__action__")
+    module.__file__ = f"<action {init.name}>"
+    sys.modules["__action__"] = module
+    exec(compile(init.code, module.__file__, "exec"), module.__dict__)
+    return module
+
+
+def _zip_module(init: Init) -> types.ModuleType:
+    """Extract the zip and import its ``__main__.py`` as module ``__action__``.
+
+    Imported here: most workers never load a zip, and every import is cold-start time.
+    """
+    import base64
+    import importlib.util
+    import io
+    import tempfile
+    import zipfile
+
+    directory = tempfile.mkdtemp(prefix=f"action-{init.name}-")
+    with zipfile.ZipFile(io.BytesIO(base64.b64decode(init.code, validate=True))) as archive:
+        archive.extractall(directory)
+    entry = os.path.join(directory, "__main__.py")
+    if not os.path.isfile(entry):
+        raise FileNotFoundError("the action's zip has no __main__.py")
+    sys.path.insert(0, directory)
+    spec = importlib.util.spec_from_file_location("__action__", entry)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["__action__"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m broker_sched.runtime.worker")
     parser.add_argument("--concurrency", type=int, default=1)
@@ -101,20 +174,21 @@ def main(argv: list[str]) -> int:
         print("worker: stdin must be a pipe; the process runtime starts this", file=sys.stderr)
         return 2
     protocol_in, protocol_out = _take_protocol_fds(args.stdout_fd)
-    spec, concurrency = args.handler, args.concurrency
-    if spec is None:
+    init = Init(args.handler or "", args.concurrency)
+    if args.handler is None:
         os.write(protocol_out, _encode({"stem": True}))
         try:
-            spec, concurrency = _await_init(protocol_in)
+            init = _await_init(protocol_in)
         except (ValueError, KeyError, TypeError) as exc:
             print(f"worker: a stem cell needs an init line first: {exc}", file=sys.stderr)
             return 2
+    concurrency = init.concurrency
     with open(protocol_in, "rb") as pipe_in, open(protocol_out, "wb") as out:
         try:
-            handler = load_handler(spec)
+            handler = load(init)
         except (Exception, SystemExit) as exc:
             traceback.print_exc()
-            error = f"cannot load handler {spec!r}: {type(exc).__name__}: {exc}"
+            error = f"cannot load {init.describe()}: {type(exc).__name__}: {exc}"
             _write(out, _encode({"ready": False, "error": error}))
             return 1
         _write(out, _encode({"ready": True}))
@@ -147,7 +221,7 @@ def _die_with_parent(parent_pid: int) -> bool:
     return os.getppid() == parent_pid
 
 
-def _await_init(protocol_in: int) -> tuple[str, int]:
+def _await_init(protocol_in: int) -> Init:
     """Block until the parent names the handler: a stem cell's first protocol line.
 
     Read a byte at a time from the raw descriptor, so nothing after the line is taken
@@ -160,11 +234,19 @@ def _await_init(protocol_in: int) -> tuple[str, int]:
             raise ValueError("stdin closed before the init line")
         line += byte
     message = json.loads(line)
-    spec = message["init"]
-    concurrency = message.get("concurrency", 1)
-    if not isinstance(spec, str) or not isinstance(concurrency, int):
+    init = Init(
+        message["init"],
+        message.get("concurrency", 1),
+        message.get("code", ""),
+        message.get("binary", False),
+        message.get("main", "main"),
+        message.get("name", "action"),
+    )
+    if not all(isinstance(getattr(init, f), str) for f in ("spec", "code", "main", "name")) or (
+        not isinstance(init.concurrency, int) or not isinstance(init.binary, bool)
+    ):
         raise TypeError(f"bad init line: {bytes(line[:200])!r}")
-    return spec, concurrency
+    return init
 
 
 def _take_protocol_fds(stdout_fd: int | None) -> tuple[int, int]:

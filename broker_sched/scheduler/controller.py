@@ -205,6 +205,7 @@ class Controller:
         on, and the error names its id.
         """
         definition = self._lookup(action)
+        payload = definition.with_parameters(payload)
         timeout_s = timeout_s or self.settings.invocation_timeout_s
         if definition.sequence:
             return await self.sequences.invoke(
