@@ -1,5 +1,9 @@
 """The controller's HTTP front door, with OpenWhisk's paths and status codes.
 
+    GET    /api/v1/namespaces/{namespace}/actions                  the namespace's actions
+    PUT    /api/v1/namespaces/{namespace}/actions/{action}?overwrite=true   action document
+    GET    /api/v1/namespaces/{namespace}/actions/{action}
+    DELETE /api/v1/namespaces/{namespace}/actions/{action}
     POST /api/v1/namespaces/{namespace}/actions/{action}?blocking=true&result=false
     GET  /api/v1/namespaces/{namespace}/activations?limit=30&docs=false
     GET  /api/v1/namespaces/{namespace}/activations/{activation_id}

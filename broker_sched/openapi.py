@@ -49,6 +49,49 @@ _ACTIVATION_ID_PARAMETER = {
 }
 
 
+_ACTION = {"$ref": "#/components/schemas/Action"}
+_ACTION_NAME = {"name": "action", "in": "path", "required": True, "schema": {"type": "string"}}
+_EXEC = {
+    "type": "object",
+    "description": "python: {kind: python:3, code, main, binary} (binary: a base64 zip with "
+    "__main__.py) or {kind: python:3, handler: module:function}; "
+    "sequence: {kind: sequence, components: [/namespace/name, ...]}",
+    "properties": {
+        "kind": {"type": "string"},
+        "code": {"type": "string"},
+        "main": {"type": "string", "default": "main"},
+        "binary": {"type": "boolean", "default": False},
+        "handler": {"type": "string"},
+        "components": {"type": "array", "items": {"type": "string"}},
+    },
+    "required": ["kind"],
+}
+_PARAMETERS = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "properties": {"key": {"type": "string"}, "value": {}},
+        "required": ["key", "value"],
+    },
+    "description": "default parameters, merged under an object payload",
+}
+_LIMITS = {
+    "type": "object",
+    "properties": {
+        "timeout": {"type": "integer", "minimum": 100, "maximum": 300000, "description": "ms"},
+        "memory": {"type": "integer", "minimum": 128, "maximum": 8192, "description": "MB"},
+        "concurrency": {"type": "integer", "minimum": 1, "maximum": 500},
+        "logs": {"type": "integer", "minimum": 0, "maximum": 10, "description": "MB"},
+    },
+    "additionalProperties": False,
+}
+_ACTION_PUT = {
+    "type": "object",
+    "properties": {"exec": _EXEC, "parameters": _PARAMETERS, "limits": _LIMITS},
+    "required": ["exec"],
+}
+
+
 def _with_id(response: dict[str, Any]) -> dict[str, Any]:
     return {**response, "headers": _ID_HEADER}
 
@@ -114,6 +157,21 @@ def _schemas() -> dict[str, Any]:
             "properties": {"activationId": {"type": "string"}},
             "required": ["activationId"],
         },
+        "Action": {
+            "type": "object",
+            "properties": {
+                "namespace": {"type": "string"},
+                "name": {"type": "string"},
+                "version": {"type": "string"},
+                "publish": {"type": "boolean"},
+                "exec": _EXEC,
+                "parameters": _PARAMETERS,
+                "limits": _LIMITS,
+                "annotations": common["annotations"],
+                "revision": {"type": "string", "description": "the stored version's id"},
+            },
+            "required": ["namespace", "name", "exec", "parameters", "limits"],
+        },
         "ActivationLogs": {
             "type": "object",
             "properties": {"logs": logs},
@@ -139,17 +197,71 @@ def document() -> dict[str, Any]:
         },
         "security": [{"basic": []}],
         "paths": {
+            "/api/v1/namespaces/{namespace}/actions": {
+                "get": {
+                    "summary": "The namespace's actions, without their code",
+                    "parameters": [_NAMESPACE],
+                    "responses": {
+                        "200": _response("actions", {"type": "array", "items": _ACTION}),
+                        **_AUTH_ERRORS,
+                    },
+                }
+            },
             "/api/v1/namespaces/{namespace}/actions/{action}": {
+                "put": {
+                    "summary": "Create or update an action (OpenWhisk's action document)",
+                    "parameters": [
+                        _NAMESPACE,
+                        _ACTION_NAME,
+                        {
+                            "name": "overwrite",
+                            "in": "query",
+                            "description": "update an existing action",
+                            "schema": {"type": "boolean", "default": False},
+                        },
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ACTION_PUT}},
+                    },
+                    "responses": {
+                        "200": _response("the stored action", _ACTION),
+                        "400": _response(
+                            "the document is wrong, or its code does not compile or load"
+                        ),
+                        **_AUTH_ERRORS,
+                        "409": _response(
+                            "the action exists (no overwrite), or is defined in the settings"
+                        ),
+                        "413": _response("the code is larger than the limit"),
+                        "503": _response("the action store is unavailable"),
+                    },
+                },
+                "get": {
+                    "summary": "One action, with its code",
+                    "parameters": [_NAMESPACE, _ACTION_NAME],
+                    "responses": {
+                        "200": _response("the action", _ACTION),
+                        **_AUTH_ERRORS,
+                        "404": _response("no such action"),
+                    },
+                },
+                "delete": {
+                    "summary": "Delete an action made through the API",
+                    "parameters": [_NAMESPACE, _ACTION_NAME],
+                    "responses": {
+                        "200": _response("the deleted action", _ACTION),
+                        **_AUTH_ERRORS,
+                        "404": _response("no such action"),
+                        "409": _response("the action is defined in the settings"),
+                        "503": _response("the action store is unavailable"),
+                    },
+                },
                 "post": {
                     "summary": "Invoke an action",
                     "parameters": [
                         _NAMESPACE,
-                        {
-                            "name": "action",
-                            "in": "path",
-                            "required": True,
-                            "schema": {"type": "string"},
-                        },
+                        _ACTION_NAME,
                         {
                             "name": "blocking",
                             "in": "query",
@@ -201,7 +313,7 @@ def document() -> dict[str, Any]:
                         "503": _response("broker unavailable or no invoker"),
                         "504": _response("blocking: a sequence with no result in time"),
                     },
-                }
+                },
             },
             "/api/v1/namespaces/{namespace}/activations": {
                 "get": {

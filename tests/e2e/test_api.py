@@ -145,7 +145,10 @@ async def test_openapi_document_describes_the_paths() -> None:
         activation,
         activation + "/result",
         activation + "/logs",
+        "/api/v1/namespaces/{namespace}/actions",
     } <= set(spec["paths"])
+    actions = spec["paths"]["/api/v1/namespaces/{namespace}/actions/{action}"]
+    assert {"put", "get", "delete", "post"} <= set(actions)
     assert spec["components"]["securitySchemes"]["basic"]["scheme"] == "basic"
 
 
