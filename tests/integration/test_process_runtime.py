@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import io
 import logging
 import os
 import re
 import signal
 import sys
 import time
+import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -453,3 +456,66 @@ async def test_logs_of_concurrent_runs_are_not_attributed(runtime: ProcessRuntim
     container = await start(runtime, sample("echo", "echo", concurrency=2))
     outcome = await container.run({"a": 1}, TIMEOUT_S)
     assert outcome.logs == (UNCOLLECTED_LOGS,)
+
+
+SOURCE = """
+import threading
+
+def main(args):
+    return {"main": threading.current_thread() is threading.main_thread(), **args}
+"""
+
+
+def zipped(files: dict[str, str]) -> str:
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for name, text in files.items():
+            zipped.writestr(name, text)
+    return base64.b64encode(archive.getvalue()).decode()
+
+
+@pytest.mark.parametrize("start_from", ["cold", "stem cell"])
+async def test_an_action_with_its_own_code_runs_it(
+    runtime: ProcessRuntime, start_from: str
+) -> None:
+    action = Action(name="own", code=SOURCE)
+    if start_from == "cold":
+        container, timings = await runtime.create(action)
+        assert timings.start is Start.COLD
+    else:
+        cell = await runtime.start_stem_cell("python", 256)
+        container, timings = await runtime.initialise(cell, action)
+        assert timings.start is Start.PREWARM
+    outcome = await container.run({"x": 1}, TIMEOUT_S)
+    assert outcome.result == {"main": True, "x": 1}
+
+
+async def test_a_zipped_action_imports_its_other_modules(runtime: ProcessRuntime) -> None:
+    code = zipped(
+        {
+            "__main__.py": "from lib.helper import twice\ndef run(args):\n    return twice(args)\n",
+            "lib/__init__.py": "",
+            "lib/helper.py": "def twice(args):\n    return {'n': args['n'] * 2}\n",
+        }
+    )
+    container, _ = await runtime.create(Action(name="zipped", code=code, binary=True, main="run"))
+    outcome = await container.run({"n": 4}, TIMEOUT_S)
+    assert outcome.result == {"n": 8}
+
+
+@pytest.mark.parametrize(
+    ("code", "binary", "error"),
+    [
+        ("import no_such_module\ndef main(a): return a", False, "ModuleNotFoundError"),
+        ("main = 3", False, "TypeError: main is a int, not a function"),
+        ("def other(a): return a", False, "defines no 'main'"),
+        ("raise SystemExit(3)\n", False, "SystemExit"),
+        (zipped({"other.py": ""}), True, "no __main__.py"),
+    ],
+    ids=["import failure", "not callable", "no main", "exits while loading", "zip without main"],
+)
+async def test_code_that_cannot_load_crashes_the_container_with_its_error(
+    runtime: ProcessRuntime, code: str, binary: bool, error: str
+) -> None:
+    with pytest.raises(ContainerCrashed, match=error):
+        await runtime.create(Action(name="bad", code=code, binary=binary))
