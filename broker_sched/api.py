@@ -33,6 +33,7 @@ module is only what is particular to the API.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
@@ -74,6 +75,7 @@ from broker_sched.records import (
 from broker_sched.runtime.base import ContainerCrashed
 from broker_sched.runtime.process import ProcessRuntime
 from broker_sched.scheduler.controller import Controller
+from broker_sched.topology import consumer_group
 
 ERROR_STATUS: list[tuple[type[BrokerSchedError], HTTPStatus]] = [
     (UnknownAction, HTTPStatus.NOT_FOUND),
@@ -113,6 +115,8 @@ class Api:
             concurrent=self.settings.concurrent_invocations,
         )
         self.records = controller.records
+        self._deleting: set[str] = set()
+        """Actions whose delete waits for their queue to drain: not invoked any more."""
         self.store = ActionStore(controller.transport, controller.settings.invoker.record_ttl_s)
         self._unfinished: dict[str, tuple[str, str, float]] = {}
         """Non-blocking activation id -> namespace, limiter token, deadline."""
@@ -169,6 +173,8 @@ class Api:
         action = fqn(namespace, request.path_params["action"])
         if action not in self.controller.actions:
             raise HTTPException(HTTPStatus.NOT_FOUND, str(UnknownAction(action)))
+        if action in self._deleting:
+            raise HTTPException(HTTPStatus.NOT_FOUND, f"{action} is being deleted")
         body = await self._body(request)
         try:
             payload = json.loads(body) if body else {}
@@ -336,18 +342,45 @@ class Api:
         return JSONResponse(listed)
 
     async def delete_action(self, request: Request) -> Response:
-        """Delete an API-made action: new invocations get 404 at once; what is already
-        queued is run by the containers it still has, which then leave."""
+        """Delete an API-made action once its queue is drained.
+
+        New invocations through this controller get 404 at once; the action stays
+        deployed while what is already queued runs (containers are still made for
+        it), for at most ``invocation_timeout_s``, by when every queued activation has
+        been answered or passed its deadline. Then the deletion is stored.
+        """
         action = self._action(request)
         if not action.revision:
             raise HTTPException(
                 HTTPStatus.CONFLICT,
                 f"{action.fqn} is defined in the settings; it cannot be deleted here",
             )
-        with _unavailable("the action store"):
-            await self.store.delete(action.namespace, action.name)
-        self.controller.actions.pop(action.fqn, None)
+        if action.fqn in self._deleting:
+            raise HTTPException(HTTPStatus.CONFLICT, f"{action.fqn} is being deleted")
+        self._deleting.add(action.fqn)
+        try:
+            with _unavailable("the action's queue"):
+                await self._drained(action)
+            with _unavailable("the action store"):
+                await self.store.delete(action.namespace, action.name)
+            self.controller.actions.pop(action.fqn, None)
+        finally:
+            self._deleting.discard(action.fqn)
         return JSONResponse(action_document(action))
+
+    async def _drained(self, action: Action) -> None:
+        """Wait until the action's queue has nothing pending or in flight, or for
+        ``invocation_timeout_s`` (a queue shared by actions, as ``sharding``'s per
+        invoker, is not waited for)."""
+        queues = self.controller.policy.work_queues([action], [])
+        pairs = [(queue, consumer_group(queue)) for queue in queues]
+        interval_s = self.controller.settings.scheduler.check_interval_s
+        deadline_s = time.monotonic() + self.controller.settings.invocation_timeout_s
+        while pairs and time.monotonic() < deadline_s:
+            backlogs = await self.controller.transport.backlogs(pairs)
+            if all(backlog.total == 0 for backlog in backlogs):
+                return
+            await asyncio.sleep(interval_s)
 
     def _action(self, request: Request) -> Action:
         namespace = self._authorize(request)

@@ -197,3 +197,41 @@ async def test_an_update_lets_running_activations_finish_on_the_old_version() ->
         status, newer = await http(base, "POST", ACTIONS + "v?blocking=true&result=true", {})
         assert (status, newer) == (200, {"version": 2})
         assert await running == (200, {"version": 1})
+
+
+SLEEPY = """
+import time
+def main(args):
+    time.sleep(0.3)
+    return {"n": args["n"]}
+"""
+
+
+async def test_a_delete_drains_the_queue_first_and_refuses_new_invocations() -> None:
+    async with api_on([], embedded_settings()) as server:
+        base = server.url
+        document = python(SLEEPY, limits={"concurrency": 1})
+        status, _ = await http(base, "PUT", ACTIONS + "sleepy", document)
+        assert status == 200
+        ids = []
+        for n in range(5):
+            status, accepted = await http(base, "POST", ACTIONS + "sleepy", {"n": n})
+            assert status == 202
+            ids.append(accepted["activationId"])
+        deleting = asyncio.create_task(http(base, "DELETE", ACTIONS + "sleepy"))
+        await asyncio.sleep(0.2)
+        status, answer = await http(base, "POST", ACTIONS + "sleepy?blocking=true", {"n": 9})
+        assert status == 404, answer
+        assert not deleting.done(), "five runs of 0.3 s take longer than the wait"
+        assert answer["error"] == "guest/sleepy is being deleted"
+        status, _ = await deleting
+        assert status == 200
+        for n, activation_id in enumerate(ids):
+            status, result = await http(
+                base, "GET", f"/api/v1/namespaces/_/activations/{activation_id}/result"
+            )
+            assert (status, result["result"]) == (200, {"n": n}), (
+                "queued work ran before the delete"
+            )
+        status, _ = await http(base, "POST", ACTIONS + "sleepy?blocking=true", {"n": 9})
+        assert status == 404
