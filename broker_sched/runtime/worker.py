@@ -108,7 +108,7 @@ class Init:
     name: str = "action"
 
     def describe(self) -> str:
-        return f"{self.name}'s {self.main}" if self.code else repr(self.spec)
+        return f"{self.name}'s {self.main}" if self.code else f"handler {self.spec!r}"
 
 
 def load(init: Init) -> Handler:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 import logging
 import os
@@ -371,6 +372,7 @@ async def test_closing_the_runtime_kills_its_stem_cells() -> None:
 
 
 FUNCTIONS = str(Path(__file__).parent.parent / "functions")
+IGRAPH_IMPORT_S = 60.0
 LOG_LINE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z +std(out|err): ")
 """OpenWhisk's log line: ISO time in UTC padded to 30 columns, the stream, the text."""
 
@@ -395,8 +397,16 @@ async def test_a_sync_handler_runs_in_the_main_thread_when_its_concurrency_is_1(
 
 @pytest.mark.parametrize("start_from", ["cold", "stem cell"])
 async def test_a_seeded_graph_is_the_same_as_from_a_direct_call(
-    runtime: ProcessRuntime, functions_path: None, start_from: str
+    functions_path: None, start_from: str
 ) -> None:
+    async with contextlib.AsyncExitStack() as exits:
+        # Importing igraph may take long on a loaded machine.
+        runtime = ProcessRuntime(init_timeout_s=IGRAPH_IMPORT_S, stop_timeout_s=1.0)
+        exits.push_async_callback(runtime.close)
+        await _compare_seeded_graphs(runtime, start_from)
+
+
+async def _compare_seeded_graphs(runtime: ProcessRuntime, start_from: str) -> None:
     sys.path.insert(0, FUNCTIONS)
     try:
         import seeded_graph
