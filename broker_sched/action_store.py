@@ -18,16 +18,20 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import os
+import time
 import zipfile
 from typing import Any
 
 from pydantic import ValidationError
 
 from broker_sched.errors import InvalidAction, MalformedMessage
-from broker_sched.model import Action, Name, _Wire, decode, encode, new_id
+from broker_sched.model import Action, Name, _Wire, decode, encode
 from transports.base import Transport
 
-SCOPE = "actions"
+SCOPE = "-actions"
+"""The records' scope: activation records are scoped by namespace, and a namespace
+name cannot start with ``-``, so no namespace's records share it."""
 MAX_ACTIONS = 10_000
 """The most actions a deployment holds (a load reads them all)."""
 MAX_CODE_BYTES = 512 * 1024
@@ -213,10 +217,18 @@ class ActionStore:
     def __init__(self, transport: Transport, ttl_s: float) -> None:
         self.transport = transport
         self.ttl_s = ttl_s
+        self._last_ns = 0
+
+    def _revision(self) -> str:
+        """A revision later than every one this store made before: nanoseconds since
+        the epoch (bumped when the clock has not moved), then random digits, so
+        revisions from different processes differ and sort by time."""
+        self._last_ns = max(time.time_ns(), self._last_ns + 1)
+        return f"{self._last_ns:020d}{os.urandom(4).hex()}"
 
     async def put(self, action: Action) -> Action:
         """Store ``action`` as a new revision; returns it with that revision."""
-        stored = action.model_copy(update={"revision": new_id()})
+        stored = action.model_copy(update={"revision": self._revision()})
         await self._put(
             StoredAction(
                 namespace=action.namespace,
@@ -228,7 +240,7 @@ class ActionStore:
         return stored
 
     async def delete(self, namespace: str, name: str) -> None:
-        await self._put(StoredAction(namespace=namespace, name=name, revision=new_id()))
+        await self._put(StoredAction(namespace=namespace, name=name, revision=self._revision()))
 
     async def load(self) -> dict[str, Action]:
         """Every stored action by ``namespace/name`` (deleted ones left out)."""
@@ -258,7 +270,7 @@ class ActionStore:
                 StoredAction(
                     namespace=action.namespace,
                     name=action.name,
-                    revision=action.revision or new_id(),
+                    revision=action.revision or self._revision(),
                     action=action,
                 )
             )
