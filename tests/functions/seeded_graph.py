@@ -9,7 +9,6 @@ handler runs as it would on its own.
 from __future__ import annotations
 
 import random
-import threading
 from typing import Any
 
 import igraph
@@ -35,20 +34,3 @@ def pagerank(event: dict[str, Any]) -> dict[str, Any]:
 
 def mst(event: dict[str, Any]) -> dict[str, Any]:
     return {"edges": _graph(event).spanning_tree(None, False)}
-
-
-def thread(event: Any) -> dict[str, bool]:
-    """Whether the handler runs in its process's main thread."""
-    return {"main": threading.current_thread() is threading.main_thread()}
-
-
-def chatty(event: dict[str, Any]) -> dict[str, int]:
-    """Prints ``lines`` lines to stdout and one to stderr, the last without a newline."""
-    import sys
-
-    lines = int(event.get("lines", 1))
-    for i in range(lines):
-        print(f"out {event.get('tag', '')} {i}")
-    print(f"err {event.get('tag', '')}", file=sys.stderr)
-    sys.stdout.write("no newline")
-    return {"printed": lines}

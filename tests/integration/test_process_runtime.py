@@ -389,7 +389,7 @@ def functions_path(monkeypatch: pytest.MonkeyPatch) -> None:
 async def test_a_sync_handler_runs_in_the_main_thread_when_its_concurrency_is_1(
     runtime: ProcessRuntime, functions_path: None, concurrency: int, main: bool
 ) -> None:
-    action = Action(name="thread", handler="seeded_graph:thread", concurrency=concurrency)
+    action = Action(name="thread", handler="plain:thread", concurrency=concurrency)
     container = await start(runtime, action)
     outcome = await container.run({}, TIMEOUT_S)
     assert outcome.result == {"main": main}
@@ -428,7 +428,7 @@ async def _compare_seeded_graphs(runtime: ProcessRuntime, start_from: str) -> No
 async def test_each_run_keeps_its_own_stdout_and_stderr(
     runtime: ProcessRuntime, functions_path: None
 ) -> None:
-    container = await start(runtime, Action(name="chatty", handler="seeded_graph:chatty"))
+    container = await start(runtime, Action(name="chatty", handler="plain:chatty"))
     first = await container.run({"lines": 2, "tag": "a"}, TIMEOUT_S)
     second = await container.run({"lines": 1, "tag": "b"}, TIMEOUT_S)
     texts = [line.split(" ", 1)[1].strip() for line in first.logs]
@@ -450,7 +450,7 @@ async def test_a_failing_run_keeps_its_traceback_as_logs(runtime: ProcessRuntime
 async def test_logs_past_the_limit_are_cut_with_a_last_line_saying_so(
     runtime: ProcessRuntime, functions_path: None
 ) -> None:
-    container = await start(runtime, Action(name="chatty", handler="seeded_graph:chatty"))
+    container = await start(runtime, Action(name="chatty", handler="plain:chatty"))
     outcome = await container.run({"lines": 5000, "tag": "x" * 20}, TIMEOUT_S)
     assert outcome.status is Status.SUCCESS
     assert sum(len(line.encode()) for line in outcome.logs[:-1]) <= LOG_LIMIT_BYTES
