@@ -1,30 +1,45 @@
 """The controller's HTTP front door, with OpenWhisk's paths and status codes.
 
-    POST /api/v1/namespaces/{namespace}/actions/{action}?blocking=true   body: JSON payload
-    GET  /api/v1/namespaces/{namespace}/activations?limit=30
+    GET    /api/v1/namespaces/{namespace}/actions                  the namespace's actions
+    PUT    /api/v1/namespaces/{namespace}/actions/{action}?overwrite=true   action document
+    GET    /api/v1/namespaces/{namespace}/actions/{action}
+    DELETE /api/v1/namespaces/{namespace}/actions/{action}
+    POST /api/v1/namespaces/{namespace}/actions/{action}?blocking=true&result=false
+    GET  /api/v1/namespaces/{namespace}/activations?limit=30&docs=false
     GET  /api/v1/namespaces/{namespace}/activations/{activation_id}
+    GET  /api/v1/namespaces/{namespace}/activations/{activation_id}/result
+    GET  /api/v1/namespaces/{namespace}/activations/{activation_id}/logs
     GET  /api/v1/openapi.json                                             this API, described
     GET  /health
     GET  /metrics                                                         Prometheus text
 
 Every ``/api/v1/namespaces`` call needs the namespace's key as HTTP basic auth
 (``uuid:key``, as ``wsk`` sends it; ``_`` in the path stands for the key's namespace):
-401 without a valid key, 403 for another namespace. A blocking call answers 200 with the
-activation record (or 502 when the action failed), a non-blocking one 202 with the
-activation id. Errors map to the codes clients of such platforms already handle: 400 a
-body that is not JSON, 404 unknown action, 413 payload too large, 429 a namespace limit
-or the scheduler's throttle (with ``Retry-After``), 503 broker unavailable, 504 no
-result in time. The routes are Starlette's, the HTTP is uvicorn's
-(:mod:`broker_sched.api_server`); this module is only what is particular to the API.
+401 without a valid key, 403 for another namespace. Answers are OpenWhisk's, as its
+controller gives them (:func:`~broker_sched.records.openwhisk_activation`): a blocking
+call answers 200 with the activation (``?result=true``: its result only), 502 when the
+action failed (its own error, a crash, its time limit), 500 for a system error; past
+the blocking wait (``api.blocking_wait_s``, OpenWhisk's 60 s, at most the activation's
+deadline ``invocation_timeout_s``) it answers 202 with the activation id, as a
+non-blocking call does at once, and the activation runs on to its deadline. Every
+answer that has an activation carries its id in the ``x-openwhisk-activation-id``
+header. Errors map to the codes
+clients of such platforms already handle: 400 a body that is not JSON, 404 unknown
+action, 413 payload too large, 429 a namespace limit or the scheduler's throttle (with
+``Retry-After``), 503 broker unavailable, 504 a sequence with no result in time. The
+routes are Starlette's, the HTTP is uvicorn's (:mod:`broker_sched.api_server`); this
+module is only what is particular to the API.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from http import HTTPStatus
+from typing import Any, NoReturn
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.applications import Starlette
@@ -34,11 +49,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from broker_sched.action_store import ActionStore, action_document, action_from_document
 from broker_sched.api_keys import Keyring
 from broker_sched.api_server import ApiServer, start
 from broker_sched.errors import (
     BrokerSchedError,
     BrokerUnavailable,
+    InvalidAction,
     InvalidPayload,
     InvocationTimeout,
     NoInvokers,
@@ -49,9 +66,17 @@ from broker_sched.errors import (
 from broker_sched.limits import NamespaceLimiter
 from broker_sched.live import live_routes
 from broker_sched.metrics import CONTENT_TYPE, ActivationTimes, controller_families, exposition
-from broker_sched.model import ActivationResult, fqn, new_id
+from broker_sched.model import Action, ActivationResult, Status, fqn, new_id
 from broker_sched.openapi import document
+from broker_sched.records import (
+    openwhisk_activation,
+    openwhisk_response,
+    openwhisk_summary,
+)
+from broker_sched.runtime.base import ContainerCrashed
+from broker_sched.runtime.process import ProcessRuntime
 from broker_sched.scheduler.controller import Controller
+from broker_sched.topology import consumer_group
 
 ERROR_STATUS: list[tuple[type[BrokerSchedError], HTTPStatus]] = [
     (UnknownAction, HTTPStatus.NOT_FOUND),
@@ -63,6 +88,17 @@ ERROR_STATUS: list[tuple[type[BrokerSchedError], HTTPStatus]] = [
     (InvocationTimeout, HTTPStatus.GATEWAY_TIMEOUT),
 ]
 NAMESPACES = "/api/v1/namespaces/{namespace}"
+ACTIVATION_ID_HEADER = "x-openwhisk-activation-id"
+"""The header OpenWhisk's controller puts the activation id in on every invoke answer."""
+FAILED_STATUS = {
+    Status.APPLICATION_ERROR: HTTPStatus.BAD_GATEWAY,
+    Status.ACTION_ERROR: HTTPStatus.BAD_GATEWAY,
+    Status.TIMEOUT: HTTPStatus.BAD_GATEWAY,
+    Status.SYSTEM_ERROR: HTTPStatus.INTERNAL_SERVER_ERROR,
+}
+"""A blocking call's answer when the activation did not succeed, as OpenWhisk's: 502
+for the action's own failures (a reported error, a crash, its time limit), 500 for the
+platform's."""
 DEFAULT_LIST_LIMIT = 30
 MAX_LIST_LIMIT = 200
 
@@ -80,6 +116,9 @@ class Api:
             concurrent=self.settings.concurrent_invocations,
         )
         self.records = controller.records
+        self._deleting: set[str] = set()
+        """Actions whose delete waits for their queue to drain: not invoked any more."""
+        self.store = ActionStore(controller.transport, controller.settings.invoker.record_ttl_s)
         self._unfinished: dict[str, tuple[str, str, float]] = {}
         """Non-blocking activation id -> namespace, limiter token, deadline."""
         self.registry = CollectorRegistry(auto_describe=False)
@@ -97,9 +136,23 @@ class Api:
         )
         ActivationTimes(self.registry).watch(controller)
         routes = [
+            Route(NAMESPACES + "/actions", self.list_actions, methods=["GET"]),
             Route(NAMESPACES + "/actions/{action}", self.invoke, methods=["POST"]),
+            Route(NAMESPACES + "/actions/{action}", self.put_action, methods=["PUT"]),
+            Route(NAMESPACES + "/actions/{action}", self.get_action, methods=["GET"]),
+            Route(NAMESPACES + "/actions/{action}", self.delete_action, methods=["DELETE"]),
             Route(NAMESPACES + "/activations", self.activations, methods=["GET"]),
             Route(NAMESPACES + "/activations/{activation_id}", self.activation, methods=["GET"]),
+            Route(
+                NAMESPACES + "/activations/{activation_id}/result",
+                self.activation_result,
+                methods=["GET"],
+            ),
+            Route(
+                NAMESPACES + "/activations/{activation_id}/logs",
+                self.activation_logs,
+                methods=["GET"],
+            ),
             Route("/api/v1/openapi.json", self.openapi, methods=["GET"]),
             Route("/health", self.health, methods=["GET"]),
             Route("/metrics", self.metrics, methods=["GET"]),
@@ -123,6 +176,8 @@ class Api:
         action = fqn(namespace, request.path_params["action"])
         if action not in self.controller.actions:
             raise HTTPException(HTTPStatus.NOT_FOUND, str(UnknownAction(action)))
+        if action in self._deleting:
+            raise HTTPException(HTTPStatus.NOT_FOUND, f"{action} is being deleted")
         body = await self._body(request)
         try:
             payload = json.loads(body) if body else {}
@@ -131,6 +186,7 @@ class Api:
         except (ValueError, RecursionError) as exc:
             raise HTTPException(HTTPStatus.BAD_REQUEST, f"body is not JSON: {exc}") from None
         blocking = request.query_params.get("blocking", "false") == "true"
+        result_only = request.query_params.get("result", "false") == "true"
         token, now_s = new_id(), time.monotonic()
         self._settle(now_s)
         deadline_s = now_s + self.controller.settings.invocation_timeout_s
@@ -144,34 +200,79 @@ class Api:
         try:
             if not blocking:
                 activation_id = await self.controller.invoke(action, payload, blocking=False)
-                self._unfinished[activation_id] = (namespace, token, deadline_s)
-                return JSONResponse({"activationId": activation_id}, HTTPStatus.ACCEPTED)
-            result = await self.controller.invoke(action, payload)
-        except BrokerSchedError as exc:
-            self.limiter.finish(namespace, token)
-            status = next(
-                (code for kind, code in ERROR_STATUS if isinstance(exc, kind)),
-                HTTPStatus.INTERNAL_SERVER_ERROR,
+                return self._accepted(activation_id, namespace, token, deadline_s)
+            result = await self.controller.invoke(
+                action, payload, wait_s=self.settings.blocking_wait_s
             )
-            refused = status in (HTTPStatus.TOO_MANY_REQUESTS, HTTPStatus.SERVICE_UNAVAILABLE)
-            retry = {"Retry-After": "1"} if refused else None
-            raise HTTPException(status, str(exc), retry) from None
+        except InvocationTimeout as exc:
+            if exc.activation_id and not self.controller.actions[action].sequence:
+                return self._accepted(exc.activation_id, namespace, token, deadline_s)
+            self._refuse(namespace, token, exc)
+        except BrokerSchedError as exc:
+            self._refuse(namespace, token, exc)
         self.limiter.finish(namespace, token)
-        status = HTTPStatus.OK if result.ok else HTTPStatus.BAD_GATEWAY
-        return JSONResponse(result.model_dump(mode="json"), status)
+        answer: Any = openwhisk_activation(result, self.controller.actions.get(action))
+        if result_only:
+            answer = answer["response"]["result"]
+        elif isinstance(result.result, list):
+            answer = result.result  # OpenWhisk answers an array result as itself
+        status = HTTPStatus.OK if result.ok else FAILED_STATUS[result.status]
+        return JSONResponse(answer, status, {ACTIVATION_ID_HEADER: result.activation_id})
+
+    def _accepted(
+        self, activation_id: str, namespace: str, token: str, deadline_s: float
+    ) -> Response:
+        """202 with the id: a non-blocking call, or a blocking one past its wait; the
+        namespace's concurrency slot is held until the result or the deadline."""
+        self._unfinished[activation_id] = (namespace, token, deadline_s)
+        return JSONResponse(
+            {"activationId": activation_id},
+            HTTPStatus.ACCEPTED,
+            {ACTIVATION_ID_HEADER: activation_id},
+        )
+
+    def _refuse(self, namespace: str, token: str, exc: BrokerSchedError) -> NoReturn:
+        self.limiter.finish(namespace, token)
+        status = next(
+            (code for kind, code in ERROR_STATUS if isinstance(exc, kind)),
+            HTTPStatus.INTERNAL_SERVER_ERROR,
+        )
+        refused = status in (HTTPStatus.TOO_MANY_REQUESTS, HTTPStatus.SERVICE_UNAVAILABLE)
+        retry = {"Retry-After": "1"} if refused else None
+        raise HTTPException(status, str(exc), retry) from None
 
     async def activations(self, request: Request) -> Response:
+        """The namespace's newest activations: OpenWhisk's summaries, or whole
+        activations with ``docs=true``."""
         namespace = self._authorize(request)
         try:
             limit = int(request.query_params.get("limit", DEFAULT_LIST_LIMIT))
         except ValueError:
             raise HTTPException(HTTPStatus.BAD_REQUEST, "limit must be a number") from None
         limit = max(0, min(limit, MAX_LIST_LIMIT))
+        view = (
+            openwhisk_activation
+            if request.query_params.get("docs", "false") == "true"
+            else openwhisk_summary
+        )
         with _unavailable("activation records"):
             records = await self.records.recent(namespace, limit)
-        return JSONResponse([record.model_dump(mode="json") for record in records])
+        return JSONResponse([view(record, self._action_of(record)) for record in records])
 
     async def activation(self, request: Request) -> Response:
+        record = await self._record(request)
+        return JSONResponse(openwhisk_activation(record, self._action_of(record)))
+
+    async def activation_result(self, request: Request) -> Response:
+        """The activation's ``response``: ``{"result", "status", "success"}``."""
+        return JSONResponse(openwhisk_response(await self._record(request)))
+
+    async def activation_logs(self, request: Request) -> Response:
+        """``{"logs": [...]}``: what the run wrote, one line each (a sequence: its steps)."""
+        record = await self._record(request)
+        return JSONResponse({"logs": openwhisk_activation(record, None)["logs"]})
+
+    async def _record(self, request: Request) -> ActivationResult:
         """This controller's own recent results first, then the shared records."""
         namespace = self._authorize(request)
         activation_id: str = request.path_params["activation_id"]
@@ -181,7 +282,116 @@ class Api:
                 result = await self.records.get(namespace, activation_id)
         if result is None or result.namespace != namespace:
             raise HTTPException(HTTPStatus.NOT_FOUND, "no result for that activation (yet)")
-        return JSONResponse(result.model_dump(mode="json"))
+        return result
+
+    def _action_of(self, record: ActivationResult) -> Action | None:
+        return self.controller.actions.get(fqn(record.namespace, record.action))
+
+    async def put_action(self, request: Request) -> Response:
+        """Create or (``?overwrite=true``) update an action from OpenWhisk's document.
+
+        Code is loaded once in a throwaway worker process before it is stored, so code
+        that fails to import or has no callable ``main`` is refused here, not at its
+        first activation. The settings' actions (no revision: never stored) are fixed: 409.
+        """
+        namespace = self._authorize(request)
+        name: str = request.path_params["action"]
+        key = fqn(namespace, name)
+        try:
+            document = json.loads(await self._body(request) or b"null")
+        except (ValueError, RecursionError) as exc:
+            raise HTTPException(HTTPStatus.BAD_REQUEST, f"body is not JSON: {exc}") from None
+        existing = self.controller.actions.get(key)
+        if existing is not None and not existing.revision:
+            raise HTTPException(
+                HTTPStatus.CONFLICT, f"{key} is defined in the settings; it cannot be changed here"
+            )
+        overwrite = request.query_params.get("overwrite", "false") == "true"
+        if existing is not None and not overwrite:
+            raise HTTPException(
+                HTTPStatus.CONFLICT, f"{key} exists: PUT with ?overwrite=true to update it"
+            )
+        try:
+            action = action_from_document(namespace, name, document)
+            missing = [step for step in action.sequence if step not in self.controller.actions]
+            if missing:
+                raise InvalidAction(f"the sequence's components do not exist: {missing}")
+            if action.code:
+                await _trial_load(action, self.controller.settings.scheduler.create_timeout_s)
+        except InvalidAction as exc:
+            status = (
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+                if "more than the limit" in str(exc)
+                else HTTPStatus.BAD_REQUEST
+            )
+            raise HTTPException(status, str(exc)) from None
+        with _unavailable("the action store"):
+            stored = await self.store.put(action)
+        self.controller.actions[key] = stored
+        return JSONResponse(action_document(stored))
+
+    async def get_action(self, request: Request) -> Response:
+        return JSONResponse(action_document(self._action(request)))
+
+    async def list_actions(self, request: Request) -> Response:
+        """The namespace's actions, without their code, as OpenWhisk lists them."""
+        namespace = self._authorize(request)
+        listed = []
+        for action in sorted(self.controller.actions.values(), key=lambda a: a.name):
+            if action.namespace == namespace:
+                document = action_document(action)
+                document["exec"].pop("code", None)
+                listed.append(document)
+        return JSONResponse(listed)
+
+    async def delete_action(self, request: Request) -> Response:
+        """Delete an API-made action once its queue is drained.
+
+        New invocations through this controller get 404 at once; the action stays
+        deployed while what is already queued runs (containers are still made for
+        it), for at most ``invocation_timeout_s``, by when every queued activation has
+        been answered or passed its deadline. Then the deletion is stored.
+        """
+        action = self._action(request)
+        if not action.revision:
+            raise HTTPException(
+                HTTPStatus.CONFLICT,
+                f"{action.fqn} is defined in the settings; it cannot be deleted here",
+            )
+        if action.fqn in self._deleting:
+            raise HTTPException(HTTPStatus.CONFLICT, f"{action.fqn} is being deleted")
+        self._deleting.add(action.fqn)
+        try:
+            with _unavailable("the action's queue"):
+                await self._drained(action)
+            with _unavailable("the action store"):
+                await self.store.delete(action.namespace, action.name)
+            self.controller.actions.pop(action.fqn, None)
+        finally:
+            self._deleting.discard(action.fqn)
+        return JSONResponse(action_document(action))
+
+    async def _drained(self, action: Action) -> None:
+        """Wait until the action's queue has nothing pending or in flight, or for
+        ``invocation_timeout_s`` (a queue shared by actions, as ``sharding``'s per
+        invoker, is not waited for)."""
+        queues = self.controller.policy.work_queues([action], [])
+        pairs = [(queue, consumer_group(queue)) for queue in queues]
+        interval_s = self.controller.settings.scheduler.check_interval_s
+        deadline_s = time.monotonic() + self.controller.settings.invocation_timeout_s
+        while pairs and time.monotonic() < deadline_s:
+            backlogs = await self.controller.transport.backlogs(pairs)
+            if all(backlog.total == 0 for backlog in backlogs):
+                return
+            await asyncio.sleep(interval_s)
+
+    def _action(self, request: Request) -> Action:
+        namespace = self._authorize(request)
+        key = fqn(namespace, request.path_params["action"])
+        action = self.controller.actions.get(key)
+        if action is None:
+            raise HTTPException(HTTPStatus.NOT_FOUND, str(UnknownAction(key)))
+        return action
 
     async def openapi(self, request: Request) -> Response:
         return JSONResponse(self._openapi)
@@ -255,6 +465,18 @@ class Api:
                 self._seconds.labels(endpoint).observe(time.perf_counter() - started_s)
 
         return measured
+
+
+async def _trial_load(action: Action, timeout_s: float) -> None:
+    """Load ``action``'s code once in a worker process of its own, then stop it;
+    :class:`InvalidAction` with the load error when it fails."""
+    runtime = ProcessRuntime(init_timeout_s=timeout_s, stop_timeout_s=1.0)
+    try:
+        await runtime.create(action)
+    except ContainerCrashed as exc:
+        raise InvalidAction(f"the action's code does not load: {exc.reason}") from None
+    finally:
+        await runtime.close()
 
 
 @contextlib.contextmanager

@@ -31,14 +31,35 @@ def client_auth(settings: ApiSettings, auth_file: Path | None) -> str | None:
     return auth
 
 
-async def invoke(api: str, action: str, payload: str, *, blocking: bool, auth: str | None) -> int:
-    """POST the payload; prints the response body and returns 0 for a 2xx status."""
+async def invoke(
+    api: str,
+    action: str,
+    payload: str,
+    *,
+    blocking: bool,
+    auth: str | None,
+    result_only: bool = False,
+) -> int:
+    """POST the payload; prints the response body and returns 0 for a 2xx status.
+
+    The body is OpenWhisk's activation (or only its result with ``result_only``); a
+    blocking call that outlived the controller's wait prints ``{"activationId": ...}``
+    and the hint to fetch it later.
+    """
     try:
         json.loads(payload)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"payload is not JSON: {exc}") from exc
-    status, body = await post(api, action, payload.encode(), blocking=blocking, auth=auth)
+    status, body = await post(
+        api, action, payload.encode(), blocking=blocking, auth=auth, result_only=result_only
+    )
     print(body)
+    if status == 202 and blocking:
+        print(
+            "broker-sched: no result within the controller's wait; the activation runs on: "
+            "GET /api/v1/namespaces/_/activations/<activationId> reads it later",
+            file=sys.stderr,
+        )
     if status == 401:
         print(
             "broker-sched: the API wants a key: set api.auth_file (or --auth-file) to a file "
@@ -49,7 +70,13 @@ async def invoke(api: str, action: str, payload: str, *, blocking: bool, auth: s
 
 
 async def post(
-    api: str, action: str, payload: bytes, *, blocking: bool, auth: str | None
+    api: str,
+    action: str,
+    payload: bytes,
+    *,
+    blocking: bool,
+    auth: str | None,
+    result_only: bool = False,
 ) -> tuple[int, str]:
     """One invocation: the status (0 when unreachable) and the body.
 
@@ -58,7 +85,7 @@ async def post(
     namespace, _, name = action.rpartition("/")
     url = (
         f"http://{api}/api/v1/namespaces/{quote(namespace or '_')}/actions/{quote(name)}"
-        f"?blocking={'true' if blocking else 'false'}"
+        f"?blocking={'true' if blocking else 'false'}&result={'true' if result_only else 'false'}"
     )
     headers = {"Content-Type": "application/json"}
     if auth is not None:

@@ -74,6 +74,9 @@ def _parser() -> argparse.ArgumentParser:
     invoke.add_argument("--api", default="127.0.0.1:3233", help="HOST:PORT of the controller")
     invoke.add_argument("--async", dest="blocking", action="store_false", help="do not wait")
     invoke.add_argument(
+        "-r", "--result", action="store_true", help="wait, and print only the result (as wsk -r)"
+    )
+    invoke.add_argument(
         "--auth-file",
         type=Path,
         help="a .wskprops-style file with AUTH=uuid:key (default: the api.auth_file setting)",
@@ -199,7 +202,14 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from broker_sched.api_client import client_auth, invoke
 
         auth = client_auth(settings.api, args.auth_file)
-        return await invoke(args.api, args.action, args.payload, blocking=args.blocking, auth=auth)
+        return await invoke(
+            args.api,
+            args.action,
+            args.payload,
+            blocking=args.blocking or args.result,
+            result_only=args.result,
+            auth=auth,
+        )
     if args.command == "keys":
         from broker_sched.api_keys import add_key, keys_path, new_auth, write_auth_file
 

@@ -266,6 +266,12 @@ class ApiSettings(_Section):
     concurrent_invocations: int = Field(
         default=30, ge=1, description="per namespace, as OpenWhisk's actionInvokeConcurrent"
     )
+    blocking_wait_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="a blocking invoke waits at most this (and invocation_timeout_s), then "
+        "answers 202 with the activation id, as OpenWhisk's controller does after 60 s",
+    )
     max_header_bytes: int = Field(
         default=16_384, ge=1024, description="request line and headers; beyond: 400, closed"
     )

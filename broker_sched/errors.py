@@ -7,6 +7,7 @@ whether trying the same thing again later can succeed.
     BrokerSchedError
     ├── ConfigError                 fatal: bad or unknown setting
     ├── ExtraNotInstalled           fatal: a command's optional libraries are missing
+    ├── InvalidAction               fatal: an action document that cannot be deployed
     ├── TransportError
     │   ├── UnknownTransport        fatal: no backend by that name ("did you mean …")
     │   ├── TransportNotInstalled   fatal: the backend's extra is missing
@@ -43,6 +44,10 @@ class ExtraNotInstalled(BrokerSchedError):
     def __init__(self, command: str, extra: str) -> None:
         super().__init__(f"{command} needs its libraries: pip install 'broker-sched[{extra}]'")
         self.extra = extra
+
+
+class InvalidAction(BrokerSchedError):
+    """An action put through the API that cannot be deployed: what is wrong, in one line."""
 
 
 class TransportError(BrokerSchedError):
@@ -129,4 +134,11 @@ class NoInvokers(InvocationError):
 
 
 class InvocationTimeout(InvocationError):
+    """No result within the caller's wait; ``activation_id`` names the activation when
+    one was published (its record may still come), so an API can answer with it."""
+
     retryable = True
+
+    def __init__(self, message: str, activation_id: str = "") -> None:
+        super().__init__(message)
+        self.activation_id = activation_id

@@ -35,13 +35,25 @@ def new_id() -> str:
 
 
 class Action(BaseModel):
-    """A deployable function. ``handler`` is ``module:function`` for the process runtime."""
+    """A deployable function. ``handler`` is ``module:function`` for the process runtime,
+    unless the action carries its own ``code`` (created through the API)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: Name
     namespace: Name = "guest"
     handler: str = "broker_sched.samples:echo"
+    code: str = ""
+    """OpenWhisk's ``exec.code``: Python source defining ``main``, or with ``binary`` a
+    base64 zip of pure-Python files with ``__main__.py``; empty: ``handler`` is run."""
+    binary: bool = False
+    main: str = "main"
+    """The function in ``code`` to run, as OpenWhisk's ``exec.main``."""
+    parameters: dict[str, JsonValue] = Field(default_factory=dict)
+    """Default parameters, merged under an object payload (the payload's keys win)."""
+    revision: str = ""
+    """Which stored version this is (the action store's id of the put); empty for an
+    action defined only in the settings."""
     kind: str = Field(default="python", min_length=1)
     """The runtime kind the handler needs; a prewarmed stem cell of this kind and
     ``memory_mb`` can become this action's container."""
@@ -56,6 +68,17 @@ class Action(BaseModel):
     @property
     def fqn(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+    def with_parameters(self, payload: JsonValue) -> JsonValue:
+        """``payload`` over the default parameters, as OpenWhisk merges them: only an
+        object payload (or none) takes them."""
+        if not self.parameters:
+            return payload
+        if payload is None:
+            return dict(self.parameters)
+        if isinstance(payload, dict):
+            return {**self.parameters, **payload}
+        return payload
 
 
 def fqn(namespace: str, action: str) -> str:
@@ -115,6 +138,12 @@ class ActivationResult(_Wire):
     invoker_id: str = ""
     steps: list[str] = Field(default_factory=list)
     """A sequence's record: the activation ids of the steps that ran, in order."""
+    logs: list[str] = Field(default_factory=list)
+    """What the run wrote to stdout and stderr, bounded (see the runtime's logs)."""
+    start_ms: int = 0
+    end_ms: int = 0
+    """When the run started and ended (ms since the epoch; 0 when it never ran): an
+    OpenWhisk activation's ``start`` and ``end``."""
 
     @property
     def ok(self) -> bool:

@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
+
+from pydantic import JsonValue
 
 from broker_sched.errors import BrokerSchedError, MalformedMessage
-from broker_sched.model import ActivationResult, decode, encode
+from broker_sched.model import Action, ActivationResult, Start, Status, decode, encode
 from transports.base import Transport
 
 log = logging.getLogger(__name__)
@@ -77,3 +80,98 @@ class ActivationRecords:
         except MalformedMessage as exc:
             log.warning("skipped an unreadable activation record: %s", exc)
             return None
+
+
+OPENWHISK_STATUS: dict[Status, tuple[int, str]] = {
+    Status.SUCCESS: (0, "success"),
+    Status.APPLICATION_ERROR: (1, "application error"),
+    Status.ACTION_ERROR: (2, "action developer error"),
+    Status.TIMEOUT: (2, "action developer error"),
+    Status.SYSTEM_ERROR: (3, "whisk internal error"),
+}
+"""Each status as OpenWhisk's activation response gives it: its ``statusCode`` and the
+``status`` text. OpenWhisk counts a run past its time limit as the developer's error
+(and says so in its ``timeout`` annotation)."""
+
+VERSION = "0.0.1"
+"""OpenWhisk's default semantic version of an action, which its activations carry."""
+
+
+def openwhisk_response(result: ActivationResult) -> dict[str, Any]:
+    """The activation's ``response`` as OpenWhisk's API shows it (without the internal
+    ``statusCode``): ``{"result", "status", "success"}``; a failure the handler did not
+    report itself has ``{"error": ...}`` as its result, as in OpenWhisk."""
+    _, status = OPENWHISK_STATUS[result.status]
+    value: JsonValue = result.result
+    if result.status not in (Status.SUCCESS, Status.APPLICATION_ERROR):
+        value = {"error": result.error or status}
+    return {"result": value, "status": status, "success": result.ok}
+
+
+def openwhisk_activation(result: ActivationResult, action: Action | None) -> dict[str, Any]:
+    """The activation record in OpenWhisk's shape (its controller's ``toExtendedJson``).
+
+    ``start`` is when the run began, less its container's init on a cold or prewarm
+    start, as OpenWhisk counts init in an activation's interval; an activation that
+    never ran starts and ends when it was answered, or, for lack of that, at the time
+    in its id. ``annotations`` are OpenWhisk's (``path``, ``kind``, ``limits``,
+    ``waitTime``, ``initTime``, ``timeout``) where the action is known. A sequence's
+    ``logs`` are its steps' activation ids, as OpenWhisk gives them.
+    """
+    end_ms = result.end_ms or _id_ms(result.activation_id)
+    start_ms = result.start_ms or end_ms
+    if result.start_ms and result.start in (Start.COLD, Start.PREWARM):
+        start_ms -= round(result.init_ms)
+    annotations: list[dict[str, Any]] = [
+        {"key": "path", "value": f"{result.namespace}/{result.action}"},
+        {"key": "waitTime", "value": round(result.wait_ms)},
+        {"key": "timeout", "value": result.status is Status.TIMEOUT},
+    ]
+    if result.start in (Start.COLD, Start.PREWARM):
+        annotations.append({"key": "initTime", "value": round(result.init_ms)})
+    if action is not None:
+        annotations += [
+            {"key": "kind", "value": "sequence" if action.sequence else action.kind},
+            {"key": "limits", "value": openwhisk_limits(action)},
+        ]
+    return {
+        "activationId": result.activation_id,
+        "namespace": result.namespace,
+        "name": result.action,
+        "subject": result.namespace,
+        "version": VERSION,
+        "publish": False,
+        "start": start_ms,
+        "end": end_ms,
+        "duration": max(0, end_ms - start_ms),
+        "response": openwhisk_response(result),
+        "logs": list(result.steps) if result.steps else list(result.logs),
+        "annotations": annotations,
+    }
+
+
+def openwhisk_summary(result: ActivationResult, action: Action | None) -> dict[str, Any]:
+    """An activation as OpenWhisk lists it without ``docs=true``: no result or logs,
+    the response's ``statusCode`` instead."""
+    full = openwhisk_activation(result, action)
+    summary = {key: value for key, value in full.items() if key not in ("response", "logs")}
+    summary["statusCode"] = OPENWHISK_STATUS[result.status][0]
+    return summary
+
+
+def openwhisk_limits(action: Action) -> dict[str, int]:
+    """An action's limits in OpenWhisk's units: ms, MB, and the intra-container
+    concurrency (the log limit is the runtime's, the same for every action)."""
+    return {
+        "timeout": round(action.timeout_s * 1000),
+        "memory": action.memory_mb,
+        "concurrency": action.concurrency,
+    }
+
+
+def _id_ms(activation_id: str) -> int:
+    """The creation time an activation id starts with (:func:`~broker_sched.model.new_id`)."""
+    try:
+        return int(activation_id[:12], 16)
+    except ValueError:
+        return 0

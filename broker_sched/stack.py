@@ -7,13 +7,17 @@ process, sharing a network broker) are the same code wired differently.
 
 from __future__ import annotations
 
+import itertools
+import logging
 from types import TracebackType
 from typing import Literal, Self
 
 import anyio
 import anyio.abc
 
+from broker_sched.action_store import ActionStore
 from broker_sched.config import Settings
+from broker_sched.errors import BrokerSchedError
 from broker_sched.events import Timeline
 from broker_sched.invoker.invoker import Invoker
 from broker_sched.model import Action
@@ -22,6 +26,8 @@ from broker_sched.runtime.base import Runtime
 from broker_sched.scheduler.controller import Controller
 from transports.base import CLOSE_TIMEOUT_S, Transport
 from transports.registry import transport_from_settings
+
+log = logging.getLogger(__name__)
 
 Role = Literal["all", "controller", "invoker"]
 
@@ -57,9 +63,12 @@ class Stack:
         self.settings = settings
         self.role = role
         self.actions = actions if actions is not None else actions_of(settings)
+        self.fixed_actions = dict(self.actions)
+        """The actions this stack was given (the settings'): the store cannot change them."""
         self.transport = transport or transport_from_settings(settings)
         self._owns_transport = transport is None
         self.runtime = runtime or runtime_from_settings(settings)
+        self.store = ActionStore(self.transport, settings.invoker.record_ttl_s)
         self.timeline = timeline if timeline is not None else Timeline()
         self.controller: Controller | None = None
         self.invokers: list[Invoker] = []
@@ -98,6 +107,13 @@ class Stack:
     async def _start(self) -> None:
         group = self._group = anyio.create_task_group()
         await group.__aenter__()
+        try:
+            if self.controller is not None:
+                await self.store.seed(self.fixed_actions)
+            self.apply_stored(await self.store.load())
+        except BrokerSchedError as exc:  # the settings' actions still run
+            log.warning("the action store could not be read at start: %s", exc)
+        group.start_soon(self._refresh_actions)
         if self.controller is not None:
             group.start_soon(self.controller.serve)
             await self.controller.ready()
@@ -105,6 +121,44 @@ class Stack:
             group.start_soon(invoker.serve)
         if self.controller is not None and self.invokers:
             await self._wait_for_invokers(timeout_s=10 * self.settings.invoker.heartbeat_interval_s)
+
+    def apply_stored(self, stored: dict[str, Action]) -> None:
+        """Make the shared actions map the settings' actions plus the stored ones.
+
+        The map is the one the controller and invokers hold, changed in place. This
+        stack's containers of an action's older revision (updated here, or through
+        this controller's API since the last call) are retired: each leaves after its
+        current runs, which finish on the old code, and new activations get
+        containers of the new one.
+        """
+        wanted = {**stored, **self.fixed_actions}
+        for name in [name for name in self.actions if name not in wanted]:
+            del self.actions[name]
+        self.actions.update(wanted)
+        for invoker in self.invokers:
+            for proxy in invoker.proxies:
+                current = self.actions.get(proxy.action)
+                if current is None or proxy.leaving:
+                    continue  # a deleted action's containers drain its queue, then leave
+                if proxy.container.action.revision != current.revision:
+                    proxy.stop("the action was updated")
+
+    async def _refresh_actions(self) -> None:
+        """Every heartbeat interval, the store's actions; a controller also keeps the
+        records of the API's actions from expiring."""
+        interval_s = self.settings.invoker.heartbeat_interval_s
+        keep_every = max(1, int(self.store.ttl_s / 4 / interval_s))
+        for tick in itertools.count(1):
+            await anyio.sleep(interval_s)
+            try:
+                stored = await self.store.load()
+                self.apply_stored(stored)
+                if self.controller is not None and tick % keep_every == 0:
+                    await self.store.keep_alive(
+                        {k: a for k, a in stored.items() if k not in self.fixed_actions}
+                    )
+            except BrokerSchedError as exc:
+                log.warning("the action store could not be read: %s", exc)
 
     async def _wait_for_invokers(self, timeout_s: float) -> None:
         assert self.controller is not None

@@ -96,6 +96,7 @@ async def run_activation(
             error="deadline passed while waiting for a container",
         )
         return 0.0
+    started_ms = now_ms()
     outcome = await container.run(activation.payload, min(container.action.timeout_s, remaining_s))
     answering_s = time.monotonic()
     service = {}
@@ -112,6 +113,9 @@ async def run_activation(
         wait_ms=max(0.0, received_ms - activation.published_ms),
         init_ms=init_ms,
         run_ms=outcome.run_ms,
+        logs=list(outcome.logs),
+        start_ms=started_ms,
+        end_ms=now_ms(),
         invoker_id=invoker_id,
         record_ttl_s=record_ttl_s,
         container_id=container.id,

@@ -18,8 +18,13 @@ function in it (default ``main``); broker-sched itself never sends code, since m
 name actions and the handler's module is mounted read-only on ``PYTHONPATH``. Zipped
 (``binary``) actions are not supported.
 
-Each request runs on its own thread, so an action with concurrency > 1 can overlap runs
-(``async def`` handlers get an event loop per run). Tracebacks go to stderr, which is the
+A handler runs as it would on its own: unless ``/init``'s ``env`` has
+``__OW_ALLOW_CONCURRENT`` (the runtime sets it for an action with concurrency > 1),
+the action is loaded and every run runs in the process's main thread, one at a time,
+while the HTTP server answers from threads of its own; so libraries that keep state per
+thread or need the main thread behave as when called directly. A concurrent action's
+runs each run on their request's thread, so they can overlap (``async def`` handlers
+get an event loop per run). Tracebacks go to stderr, which is the
 container's log; replies carry only ``Type: message``. A port already taken makes the
 process exit with code 98 (EADDRINUSE) so the runtime can retry on another port.
 
@@ -35,6 +40,7 @@ import importlib
 import inspect
 import json
 import os
+import queue
 import sys
 import threading
 import traceback
@@ -79,28 +85,67 @@ def load_handler(init: dict[str, Any]) -> Handler:
     return loaded
 
 
+class MainThread:
+    """Runs calls in the process's main thread on behalf of the server's threads."""
+
+    def __init__(self) -> None:
+        self._calls: queue.SimpleQueue[tuple[Callable[[], Any], list[Any], threading.Event]] = (
+            queue.SimpleQueue()
+        )
+
+    def call(self, function: Callable[[], Any]) -> Any:
+        """``function()`` run in the main thread; blocks the calling thread until done."""
+        answer: list[Any] = []
+        done = threading.Event()
+        self._calls.put((function, answer, done))
+        done.wait()
+        return answer[0]
+
+    def serve(self) -> None:
+        """The main thread's loop; never returns."""
+        while True:
+            function, answer, done = self._calls.get()
+            answer.append(function())
+            done.set()
+
+
 class Action:
     """The one action this container serves, set by the first successful ``/init``."""
 
-    def __init__(self) -> None:
+    def __init__(self, main_thread: MainThread) -> None:
         self.handler: Handler | None = None
+        self.concurrent = False
+        self._main_thread = main_thread
         self._lock = threading.Lock()
 
     def init(self, value: dict[str, Any]) -> tuple[int, Any]:
         with self._lock:
             if self.handler is not None:
                 return 403, {"error": "Cannot initialize the action more than once."}
+            env = value.get("env")
+            env = {str(k): str(v) for k, v in env.items()} if isinstance(env, dict) else {}
+            concurrent = "__OW_ALLOW_CONCURRENT" in env
             try:
-                handler = load_handler(value)
+                if concurrent:
+                    handler = load_handler(value)
+                else:
+                    handler = self._main_thread.call(lambda: _loaded(value))
+                    if isinstance(handler, InitError):
+                        raise handler
             except InitError as exc:
                 return 502, {"error": str(exc)}
-            env = value.get("env")
-            if isinstance(env, dict):
-                os.environ.update({str(k): str(v) for k, v in env.items()})
+            os.environ.update(env)
+            self.concurrent = concurrent
             self.handler = handler
             return 200, {"ok": True}
 
     def run(self, payload: Any) -> tuple[int, Any]:
+        if self.handler is not None and not self.concurrent:
+            answer: tuple[int, Any] = self._main_thread.call(lambda: self._run(payload))
+            return answer
+        return self._run(payload)
+
+    def _run(self, payload: Any) -> tuple[int, Any]:
         handler = self.handler
         if handler is None:
             return 502, {"error": "Cannot invoke an uninitialized action."}
@@ -113,6 +158,14 @@ class Action:
             traceback.print_exc()
             return 502, {"error": f"{type(exc).__name__}: {exc}"}
         return 200, result
+
+
+def _loaded(value: dict[str, Any]) -> Handler | InitError:
+    """The handler, or the error loading it, for a call across threads."""
+    try:
+        return load_handler(value)
+    except InitError as exc:
+        return exc
 
 
 async def _awaited(awaitable: Any) -> Any:
@@ -166,13 +219,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--host", default=os.environ.get("ACTION_HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("ACTION_PORT", "8080")))
     args = parser.parse_args(argv)
+    main_thread = MainThread()
     try:
-        server = Server((args.host, args.port), Action())
+        server = Server((args.host, args.port), Action(main_thread))
     except OSError as exc:
         print(f"action server: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return EXIT_ADDRESS_IN_USE if exc.errno == errno.EADDRINUSE else 1
-    with server:
-        server.serve_forever()
+    threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
+    main_thread.serve()
     return 0
 
 

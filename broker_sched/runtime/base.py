@@ -32,13 +32,16 @@ class RunOutcome:
 
     ``result`` is the handler's JSON value for ``SUCCESS`` and ``APPLICATION_ERROR``
     (the handler's own ``{"error": ...}`` dict), ``None`` otherwise; ``error`` is set
-    for every status but ``SUCCESS``.
+    for every status but ``SUCCESS``. ``logs`` is what the run wrote to stdout and
+    stderr, one OpenWhisk-style line each (``<time> stdout: <text>``), at most
+    :data:`LOG_LIMIT_BYTES`; empty where the runtime does not collect them.
     """
 
     status: Status
     result: JsonValue
     error: str | None
     run_ms: float
+    logs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +65,13 @@ class ContainerCrashed(Exception):
         self.reason = reason
 
 
-def completed(result: JsonValue, run_ms: float) -> RunOutcome:
+LOG_LIMIT_BYTES = 64 * 1024
+"""The most output one activation keeps with its record; the rest is dropped with a
+last line saying so (OpenWhisk keeps 10 MB in a log store; a record here travels
+through the broker, whose messages are about a megabyte at most)."""
+
+
+def completed(result: JsonValue, run_ms: float, logs: tuple[str, ...] = ()) -> RunOutcome:
     """The outcome of a run that returned ``result``.
 
     A dict with an ``"error"`` key is the handler reporting its own failure (OpenWhisk's
@@ -75,8 +84,9 @@ def completed(result: JsonValue, run_ms: float) -> RunOutcome:
             result,
             error if isinstance(error, str) else json.dumps(error),
             run_ms,
+            logs,
         )
-    return RunOutcome(Status.SUCCESS, result, None, run_ms)
+    return RunOutcome(Status.SUCCESS, result, None, run_ms, logs)
 
 
 class Container(ABC):

@@ -511,15 +511,18 @@ class DockerContainer(Container):
 
     async def init(self) -> None:
         """``POST /init`` with the handler; a refusal means the action cannot run here."""
+        env: dict[str, JsonValue] = {
+            "__OW_NAMESPACE": self.action.namespace,
+            "__OW_ACTION_NAME": f"/{self.action.fqn}",
+        }
+        if self.action.concurrency > 1:
+            env["__OW_ALLOW_CONCURRENT"] = "true"
         value: dict[str, JsonValue] = {
             "name": self.action.name,
-            "main": self.action.handler,
-            "code": "",
-            "binary": False,
-            "env": {
-                "__OW_NAMESPACE": self.action.namespace,
-                "__OW_ACTION_NAME": f"/{self.action.fqn}",
-            },
+            "main": self.action.main if self.action.code else self.action.handler,
+            "code": self.action.code,
+            "binary": self.action.binary,
+            "env": env,
         }
         try:
             status, body = await _post_json(self.port, "/init", {"value": value})

@@ -171,6 +171,7 @@ class Controller:
         *,
         blocking: Literal[True] = True,
         timeout_s: float | None = None,
+        wait_s: float | None = None,
     ) -> ActivationResult: ...
 
     @overload
@@ -181,6 +182,7 @@ class Controller:
         *,
         blocking: Literal[False],
         timeout_s: float | None = None,
+        wait_s: float | None = None,
     ) -> str: ...
 
     async def invoke(
@@ -190,6 +192,7 @@ class Controller:
         *,
         blocking: bool = True,
         timeout_s: float | None = None,
+        wait_s: float | None = None,
     ) -> ActivationResult | str:
         """Run ``action`` ("name" or "namespace/name") with ``payload``.
 
@@ -197,9 +200,12 @@ class Controller:
         once (the result is kept in :attr:`results`). Raises :class:`UnknownAction`,
         :class:`Throttled` (or :class:`NoCapacity`), :class:`PayloadTooLarge`,
         :class:`InvalidPayload`, :class:`BrokerUnavailable`, or :class:`InvocationTimeout`
-        when no result arrives in ``timeout_s``.
+        when no result arrives in ``timeout_s`` (the activation's deadline), or in
+        ``wait_s`` when a blocking caller waits less than that: the activation then runs
+        on, and the error names its id.
         """
         definition = self._lookup(action)
+        payload = definition.with_parameters(payload)
         timeout_s = timeout_s or self.settings.invocation_timeout_s
         if definition.sequence:
             return await self.sequences.invoke(
@@ -235,15 +241,18 @@ class Controller:
             # load generator), which anyio did not start, and a cancel scope there costs
             # more per activation than the rest of this method; the wait is on a future
             # of our own, so no client can swallow its cancellation.
-            async with asyncio.timeout(timeout_s):
+            waited_s = timeout_s if wait_s is None else min(wait_s, timeout_s)
+            async with asyncio.timeout(waited_s):
                 return await waiter
         except TimeoutError:
             recorded = await self._recorded(activation.namespace, activation.id)
             if recorded is not None:
                 return recorded
-            self.policy.release(activation.id)
+            if waited_s >= timeout_s:  # else the activation runs on; its result releases it
+                self.policy.release(activation.id)
             raise InvocationTimeout(
-                f"no result for {definition.fqn} activation {activation.id} in {timeout_s:.1f} s"
+                f"no result for {definition.fqn} activation {activation.id} in {waited_s:.1f} s",
+                activation.id,
             ) from None
         finally:
             self._waiting.pop(activation.id, None)

@@ -520,7 +520,7 @@ kafka-secure_ready() {
 # Users per role with subject permissions: a controller publishes work, reads backlogs,
 # manages queues and keeps records, but cannot take or ack work; an invoker takes and
 # acks work and sends results and heartbeats, but cannot purge or delete a queue or
-# touch the records. Subjects are the defaults: stream BROKER_SCHED, prefix act.
+# write the records (it reads them: the actions made through the API are records). Subjects are the defaults: stream BROKER_SCHED, prefix act.
 
 readonly NATS_SECURE_CONF="$SECURITY_DIR/nats.conf"
 
@@ -538,6 +538,8 @@ readonly NATS_RECORDS=('$JS.API.STREAM.INFO.KV_BROKER_SCHED_RECORDS'
   '$JS.API.CONSUMER.CREATE.KV_BROKER_SCHED_RECORDS' '$JS.API.CONSUMER.CREATE.KV_BROKER_SCHED_RECORDS.>'
   '$JS.API.CONSUMER.INFO.KV_BROKER_SCHED_RECORDS.>' '$JS.API.CONSUMER.DELETE.KV_BROKER_SCHED_RECORDS.>'
   '$JS.FC.KV_BROKER_SCHED_RECORDS.>')
+readonly NATS_RECORDS_READ=('$JS.API.STREAM.INFO.KV_BROKER_SCHED_RECORDS'
+  '$JS.API.DIRECT.GET.KV_BROKER_SCHED_RECORDS.>' '$JS.API.STREAM.MSG.GET.KV_BROKER_SCHED_RECORDS')
 readonly NATS_QUEUES=('$JS.API.CONSUMER.INFO.BROKER_SCHED.>' '$JS.API.CONSUMER.NAMES.BROKER_SCHED'
   '$JS.API.STREAM.PURGE.BROKER_SCHED'
   '$JS.API.CONSUMER.DELETE.BROKER_SCHED.>')
@@ -571,7 +573,7 @@ nats_secure_write_conf() {
       printf 'jetstream { store_dir: "%s" }\nauthorization {\n  users = [\n' \
         "$(data_dir nats-secure)"
       nats_secure_user controller "${NATS_WORK[@]}" "${NATS_RECORDS[@]}" "${NATS_QUEUES[@]}"
-      nats_secure_user invoker "${NATS_WORK[@]}" "${NATS_TAKE[@]}"
+      nats_secure_user invoker "${NATS_WORK[@]}" "${NATS_TAKE[@]}" "${NATS_RECORDS_READ[@]}"
       printf '  ]\n}\n'
     } >"$NATS_SECURE_CONF"
   )

@@ -65,18 +65,24 @@ async def test_invoke_and_errors_over_http() -> None:
     ]
     async with api_on(actions, embedded_settings(max_payload_bytes=1024)) as server:
         base = server.url
-        status, record, _ = await asyncio.to_thread(
+        status, record, headers = await asyncio.to_thread(
             call, base, "POST", INVOKE + "echo?blocking=true", b'{"x": 1}'
         )
-        assert (status, record["status"], record["result"]) == (200, "success", {"x": 1})
+        assert status == 200
+        assert record["response"] == {"result": {"x": 1}, "status": "success", "success": True}
+        assert headers["x-openwhisk-activation-id"] == record["activationId"]
 
         status, record, _ = await asyncio.to_thread(
             call, base, "POST", INVOKE + "fail?blocking=true", b"{}"
         )
-        assert (status, record["status"]) == (502, "action_error")
+        assert (status, record["response"]["status"]) == (502, "action developer error")
+        assert record["response"]["result"]["error"].startswith("ValueError")
 
-        status, accepted, _ = await asyncio.to_thread(call, base, "POST", INVOKE + "echo", b"{}")
+        status, accepted, headers = await asyncio.to_thread(
+            call, base, "POST", INVOKE + "echo", b"{}"
+        )
         assert status == 202
+        assert headers["x-openwhisk-activation-id"] == accepted["activationId"]
         activation = f"/api/v1/namespaces/_/activations/{accepted['activationId']}"
         async with asyncio.timeout(10):
             # Polling is what a client of a non-blocking invocation does.
@@ -86,7 +92,7 @@ async def test_invoke_and_errors_over_http() -> None:
             call, base, "GET", "/api/v1/namespaces/guest/activations?limit=2"
         )
         assert status == 200
-        assert [r["activation_id"] for r in listed][:1] == [accepted["activationId"]]
+        assert [r["activationId"] for r in listed][:1] == [accepted["activationId"]]
 
         checks = [
             ("POST", INVOKE + "nope?blocking=true", b"{}", GUEST, 404),
@@ -133,7 +139,16 @@ async def test_openapi_document_describes_the_paths() -> None:
         )
     assert status == 200
     assert spec["openapi"].startswith("3.")
-    assert "/api/v1/namespaces/{namespace}/actions/{action}" in spec["paths"]
+    activation = "/api/v1/namespaces/{namespace}/activations/{activationId}"
+    assert {
+        "/api/v1/namespaces/{namespace}/actions/{action}",
+        activation,
+        activation + "/result",
+        activation + "/logs",
+        "/api/v1/namespaces/{namespace}/actions",
+    } <= set(spec["paths"])
+    actions = spec["paths"]["/api/v1/namespaces/{namespace}/actions/{action}"]
+    assert {"put", "get", "delete", "post"} <= set(actions)
     assert spec["components"]["securitySchemes"]["basic"]["scheme"] == "basic"
 
 
@@ -187,11 +202,11 @@ async def test_any_controller_serves_the_records_even_after_the_first_is_gone() 
         status, record, _ = await asyncio.to_thread(
             call, server.url, "GET", f"/api/v1/namespaces/guest/activations/{ids[0]}"
         )
-        assert (status, record["result"]) == (200, {"n": 0})
+        assert (status, record["response"]["result"]) == (200, {"n": 0})
         status, listed, _ = await asyncio.to_thread(
             call, server.url, "GET", "/api/v1/namespaces/_/activations"
         )
-        assert [r["activation_id"] for r in listed] == ids[::-1]
+        assert [r["activationId"] for r in listed] == ids[::-1]
         status, _, _ = await asyncio.to_thread(
             call, server.url, "GET", f"/api/v1/namespaces/other/activations/{ids[0]}", None, OTHER
         )
@@ -207,10 +222,121 @@ async def test_a_sequence_over_http_has_a_record_per_step_and_one_for_the_whole(
         status, record, _ = await asyncio.to_thread(
             call, server.url, "POST", INVOKE + "twice?blocking=true", b'{"x": 2}'
         )
-        assert (status, record["status"], record["result"]) == (200, "success", {"x": 2})
-        assert len(record["steps"]) == 2
-        for activation_id in [record["activation_id"], *record["steps"]]:
+        assert (status, record["response"]["result"]) == (200, {"x": 2})
+        assert len(record["logs"]) == 2, "a sequence's logs are its steps' activation ids"
+        for activation_id in [record["activationId"], *record["logs"]]:
             path = f"/api/v1/namespaces/_/activations/{activation_id}"
             status, kept, _ = await asyncio.to_thread(call, server.url, "GET", path)
             assert status == 200, kept
-            assert kept["activation_id"] == activation_id
+            assert kept["activationId"] == activation_id
+
+
+OPENWHISK_FIELDS = {
+    "activationId",
+    "namespace",
+    "name",
+    "subject",
+    "version",
+    "publish",
+    "start",
+    "end",
+    "duration",
+    "response",
+    "logs",
+    "annotations",
+}
+"""What OpenWhisk's controller answers for an activation (``toExtendedJson``)."""
+
+
+async def test_answers_are_openwhisk_activations_with_result_and_logs_routes() -> None:
+    actions = [
+        Action(name="chatty", handler="broker_sched.samples:chatty"),
+        Action(name="app_error", handler="broker_sched.samples:app_error"),
+        Action(name="echo", handler="broker_sched.samples:echo"),
+    ]
+    async with api_on(actions, embedded_settings()) as server:
+        base = server.url
+        status, activation, headers = await asyncio.to_thread(
+            call, base, "POST", INVOKE + "chatty?blocking=true", b"{}"
+        )
+        assert status == 200
+        assert set(activation) == OPENWHISK_FIELDS
+        activation_id = activation["activationId"]
+        assert headers["x-openwhisk-activation-id"] == activation_id
+        assert (activation["namespace"], activation["name"]) == ("guest", "chatty")
+        assert activation["response"] == {
+            "result": {"printed": True},
+            "status": "success",
+            "success": True,
+        }
+        assert activation["end"] - activation["start"] == activation["duration"] >= 0
+        assert any(
+            line.endswith("stdout: chatty handler says hello") for line in activation["logs"]
+        )
+        annotations = {a["key"]: a["value"] for a in activation["annotations"]}
+        assert annotations["path"] == "guest/chatty"
+        assert annotations["kind"] == "python"
+        assert annotations["limits"] == {"timeout": 60000, "memory": 256, "concurrency": 1}
+        assert annotations["timeout"] is False
+        assert "initTime" in annotations, "the first activation started its container"
+
+        status, result, headers = await asyncio.to_thread(
+            call, base, "POST", INVOKE + "chatty?blocking=true&result=true", b"{}"
+        )
+        assert (status, result) == (200, {"printed": True})
+        assert headers["x-openwhisk-activation-id"]
+
+        activations = "/api/v1/namespaces/_/activations/"
+        status, response, _ = await asyncio.to_thread(
+            call, base, "GET", activations + activation_id + "/result"
+        )
+        assert (status, response) == (200, activation["response"])
+        status, logs, _ = await asyncio.to_thread(
+            call, base, "GET", activations + activation_id + "/logs"
+        )
+        assert (status, logs) == (200, {"logs": activation["logs"]})
+        status, _, _ = await asyncio.to_thread(call, base, "GET", activations + "nope/logs")
+        assert status == 404
+
+        status, activation, _ = await asyncio.to_thread(
+            call, base, "POST", INVOKE + "app_error?blocking=true", b"{}"
+        )
+        assert status == 502
+        assert activation["response"]["status"] == "application error"
+        assert activation["response"]["result"] == {
+            "error": "sample handler reports an application error"
+        }
+
+        status, result, _ = await asyncio.to_thread(
+            call, base, "POST", INVOKE + "echo?blocking=true", b"[1, 2]"
+        )
+        assert (status, result) == (200, [1, 2]), "an array result is answered as itself"
+
+        status, summaries, _ = await asyncio.to_thread(
+            call, base, "GET", "/api/v1/namespaces/_/activations?limit=10"
+        )
+        assert status == 200
+        assert all("response" not in s and "statusCode" in s for s in summaries)
+        assert {s["statusCode"] for s in summaries} == {0, 1}
+        status, docs, _ = await asyncio.to_thread(
+            call, base, "GET", "/api/v1/namespaces/_/activations?limit=10&docs=true"
+        )
+        assert all(set(d) == OPENWHISK_FIELDS for d in docs)
+
+
+async def test_a_blocking_call_past_its_wait_is_accepted_with_the_id() -> None:
+    actions = [Action(name="sleep", handler="broker_sched.samples:sleep", timeout_s=30)]
+    settings = embedded_settings(invocation_timeout_s=60.0, api={"blocking_wait_s": 1.0})
+    async with api_on(actions, settings) as server:
+        status, accepted, headers = await asyncio.to_thread(
+            call, server.url, "POST", INVOKE + "sleep?blocking=true", b'{"ms": 5000}'
+        )
+        assert status == 202
+        assert headers["x-openwhisk-activation-id"] == accepted["activationId"]
+        path = f"/api/v1/namespaces/_/activations/{accepted['activationId']}"
+        async with asyncio.timeout(30):
+            # Polling is what a client of an accepted invocation does.
+            while (found := await asyncio.to_thread(call, server.url, "GET", path))[0] != 200:  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+        activation = found[1]
+        assert activation["response"]["result"] == {"ms": 5000}, "it ran on to its end"

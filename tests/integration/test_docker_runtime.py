@@ -13,6 +13,7 @@ import asyncio
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import uuid
 from collections import Counter
@@ -28,9 +29,15 @@ from broker_sched.model import Action, Start, Status
 from broker_sched.runtime import docker as docker_runtime
 from broker_sched.runtime import runtime_from_settings
 from broker_sched.runtime.action_server import Action as ServedAction
-from broker_sched.runtime.action_server import Server
+from broker_sched.runtime.action_server import MainThread, Server
 from broker_sched.runtime.base import ContainerCrashed
-from broker_sched.runtime.docker import DEFAULT_IMAGE, Docker, DockerRuntime, _post_json
+from broker_sched.runtime.docker import (
+    DEFAULT_IMAGE,
+    Docker,
+    DockerRuntime,
+    _post_json,
+    _ServerGone,
+)
 from broker_sched.stack import Stack
 
 BENCH_IMAGE = "broker-sched/debian:bookworm"
@@ -332,7 +339,10 @@ async def test_a_prewarm_pool_of_docker_stem_cells_serves_a_container_request(
 
 @pytest.fixture
 def action_server() -> Iterator[int]:
-    server = Server(("127.0.0.1", 0), ServedAction())
+    """The server in this process; a thread stands in for the process's main thread."""
+    main_thread = MainThread()
+    threading.Thread(target=main_thread.serve, daemon=True).start()
+    server = Server(("127.0.0.1", 0), ServedAction(main_thread))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server.server_address[1]
@@ -385,3 +395,36 @@ async def test_the_server_refuses_what_it_cannot_load(action_server: int) -> Non
     status, body = await _post_json(action_server, "/init", {"value": {"binary": True}})
     assert status == 502
     assert "binary" in body["error"]
+
+
+THREAD_CODE = """
+import threading
+def main(args):
+    return {"main": threading.current_thread() is threading.main_thread()}
+"""
+
+
+@pytest.mark.parametrize(("env", "main"), [({}, True), ({"__OW_ALLOW_CONCURRENT": "true"}, False)])
+async def test_the_server_process_runs_a_handler_in_its_main_thread_unless_concurrent(
+    env: dict[str, str], main: bool
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "broker_sched.runtime.action_server", "--port", str(port)
+    )
+    try:
+        async with asyncio.timeout(30):
+            while True:
+                try:
+                    init = {"value": {"code": THREAD_CODE, "env": env}}
+                    answer = await _post_json(port, "/init", init)
+                    break
+                except (OSError, _ServerGone):  # not listening yet
+                    await asyncio.sleep(0.05)
+        assert answer == (200, {"ok": True})
+        assert await _post_json(port, "/run", {"value": {}}) == (200, {"main": main})
+    finally:
+        process.kill()
+        await process.wait()

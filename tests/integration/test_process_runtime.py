@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
+import io
 import logging
 import os
+import re
 import signal
 import sys
 import time
+import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,8 +20,13 @@ import pytest
 from pydantic import JsonValue
 
 from broker_sched.model import Action, Start, Status
-from broker_sched.runtime.base import ContainerCrashed
-from broker_sched.runtime.process import ProcessContainer, ProcessRuntime, ProcessStemCell
+from broker_sched.runtime.base import LOG_LIMIT_BYTES, ContainerCrashed
+from broker_sched.runtime.process import (
+    UNCOLLECTED_LOGS,
+    ProcessContainer,
+    ProcessRuntime,
+    ProcessStemCell,
+)
 
 TIMEOUT_S = 10.0
 
@@ -359,3 +369,163 @@ async def test_closing_the_runtime_kills_its_stem_cells() -> None:
     await runtime.close()
     assert not cell.alive
     assert not exists(pid)
+
+
+FUNCTIONS = str(Path(__file__).parent.parent / "functions")
+IGRAPH_IMPORT_S = 60.0
+LOG_LINE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z +std(out|err): ")
+"""OpenWhisk's log line: ISO time in UTC padded to 30 columns, the stream, the text."""
+
+
+@pytest.fixture
+def functions_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Worker processes can import the test functions in ``tests/functions``."""
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [FUNCTIONS, os.environ.get("PYTHONPATH")]))
+    )
+
+
+@pytest.mark.parametrize(("concurrency", "main"), [(1, True), (3, False)])
+async def test_a_sync_handler_runs_in_the_main_thread_when_its_concurrency_is_1(
+    runtime: ProcessRuntime, functions_path: None, concurrency: int, main: bool
+) -> None:
+    action = Action(name="thread", handler="plain:thread", concurrency=concurrency)
+    container = await start(runtime, action)
+    outcome = await container.run({}, TIMEOUT_S)
+    assert outcome.result == {"main": main}
+
+
+@pytest.mark.parametrize("start_from", ["cold", "stem cell"])
+async def test_a_seeded_graph_is_the_same_as_from_a_direct_call(
+    functions_path: None, start_from: str
+) -> None:
+    async with contextlib.AsyncExitStack() as exits:
+        # Importing igraph may take long on a loaded machine.
+        runtime = ProcessRuntime(init_timeout_s=IGRAPH_IMPORT_S, stop_timeout_s=1.0)
+        exits.push_async_callback(runtime.close)
+        await _compare_seeded_graphs(runtime, start_from)
+
+
+async def _compare_seeded_graphs(runtime: ProcessRuntime, start_from: str) -> None:
+    sys.path.insert(0, FUNCTIONS)
+    try:
+        import seeded_graph
+    finally:
+        sys.path.remove(FUNCTIONS)
+    action = Action(name="bfs", handler="seeded_graph:bfs")
+    if start_from == "cold":
+        container = await start(runtime, action)
+    else:
+        cell = await runtime.start_stem_cell("python", 256)
+        made, _ = await runtime.initialise(cell, action)
+        assert isinstance(made, ProcessContainer)
+        container = made
+    for seed in (1, 2, 3):
+        outcome = await container.run({"seed": seed, "size": 100}, TIMEOUT_S)
+        assert outcome.result == seeded_graph.bfs({"seed": seed, "size": 100})
+
+
+async def test_each_run_keeps_its_own_stdout_and_stderr(
+    runtime: ProcessRuntime, functions_path: None
+) -> None:
+    container = await start(runtime, Action(name="chatty", handler="plain:chatty"))
+    first = await container.run({"lines": 2, "tag": "a"}, TIMEOUT_S)
+    second = await container.run({"lines": 1, "tag": "b"}, TIMEOUT_S)
+    texts = [line.split(" ", 1)[1].strip() for line in first.logs]
+    assert sorted(texts) == sorted(
+        ["stdout: out a 0", "stdout: out a 1", "stdout: no newline", "stderr: err a"]
+    )
+    assert all("a" not in line.split(": ", 1)[1] for line in second.logs if "out" in line)
+    assert len(second.logs) == 3
+    assert all(LOG_LINE.match(line) for line in first.logs + second.logs)
+
+
+async def test_a_failing_run_keeps_its_traceback_as_logs(runtime: ProcessRuntime) -> None:
+    container = await start(runtime, sample("fail", "fail"))
+    outcome = await container.run({}, TIMEOUT_S)
+    assert outcome.status is Status.ACTION_ERROR
+    assert any("stderr: Traceback" in line for line in outcome.logs)
+
+
+async def test_logs_past_the_limit_are_cut_with_a_last_line_saying_so(
+    runtime: ProcessRuntime, functions_path: None
+) -> None:
+    container = await start(runtime, Action(name="chatty", handler="plain:chatty"))
+    outcome = await container.run({"lines": 5000, "tag": "x" * 20}, TIMEOUT_S)
+    assert outcome.status is Status.SUCCESS
+    assert sum(len(line.encode()) for line in outcome.logs[:-1]) <= LOG_LIMIT_BYTES
+    assert outcome.logs[-1].endswith(
+        f"Logs were truncated because the total bytes size exceeds the limit of "
+        f"{LOG_LIMIT_BYTES} bytes."
+    )
+    after = await container.run({"lines": 1, "tag": "y"}, TIMEOUT_S)
+    assert len(after.logs) == 3
+
+
+async def test_logs_of_concurrent_runs_are_not_attributed(runtime: ProcessRuntime) -> None:
+    container = await start(runtime, sample("echo", "echo", concurrency=2))
+    outcome = await container.run({"a": 1}, TIMEOUT_S)
+    assert outcome.logs == (UNCOLLECTED_LOGS,)
+
+
+SOURCE = """
+import threading
+
+def main(args):
+    return {"main": threading.current_thread() is threading.main_thread(), **args}
+"""
+
+
+def zipped(files: dict[str, str]) -> str:
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for name, text in files.items():
+            zipped.writestr(name, text)
+    return base64.b64encode(archive.getvalue()).decode()
+
+
+@pytest.mark.parametrize("start_from", ["cold", "stem cell"])
+async def test_an_action_with_its_own_code_runs_it(
+    runtime: ProcessRuntime, start_from: str
+) -> None:
+    action = Action(name="own", code=SOURCE)
+    if start_from == "cold":
+        container, timings = await runtime.create(action)
+        assert timings.start is Start.COLD
+    else:
+        cell = await runtime.start_stem_cell("python", 256)
+        container, timings = await runtime.initialise(cell, action)
+        assert timings.start is Start.PREWARM
+    outcome = await container.run({"x": 1}, TIMEOUT_S)
+    assert outcome.result == {"main": True, "x": 1}
+
+
+async def test_a_zipped_action_imports_its_other_modules(runtime: ProcessRuntime) -> None:
+    code = zipped(
+        {
+            "__main__.py": "from lib.helper import twice\ndef run(args):\n    return twice(args)\n",
+            "lib/__init__.py": "",
+            "lib/helper.py": "def twice(args):\n    return {'n': args['n'] * 2}\n",
+        }
+    )
+    container, _ = await runtime.create(Action(name="zipped", code=code, binary=True, main="run"))
+    outcome = await container.run({"n": 4}, TIMEOUT_S)
+    assert outcome.result == {"n": 8}
+
+
+@pytest.mark.parametrize(
+    ("code", "binary", "error"),
+    [
+        ("import no_such_module\ndef main(a): return a", False, "ModuleNotFoundError"),
+        ("main = 3", False, "TypeError: main is a int, not a function"),
+        ("def other(a): return a", False, "defines no 'main'"),
+        ("raise SystemExit(3)\n", False, "SystemExit"),
+        (zipped({"other.py": ""}), True, "no __main__.py"),
+    ],
+    ids=["import failure", "not callable", "no main", "exits while loading", "zip without main"],
+)
+async def test_code_that_cannot_load_crashes_the_container_with_its_error(
+    runtime: ProcessRuntime, code: str, binary: bool, error: str
+) -> None:
+    with pytest.raises(ContainerCrashed, match=error):
+        await runtime.create(Action(name="bad", code=code, binary=binary))
