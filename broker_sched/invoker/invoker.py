@@ -5,6 +5,10 @@ invoker's only inputs are its control queue (create/remove requests from control
 and its only outputs are replies to those requests and periodic heartbeats that tell
 controllers how much room is left. Requests are acked after they are answered; an
 invoker that dies mid-request leaves it to be redelivered to its successor.
+
+Every delivery the invoker holds (activations its containers run, requests it answers)
+is renewed on the beat of its heartbeat (:mod:`.leases`), so the broker hands it to
+someone else only once the invoker stops beating.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import anyio.abc
 from broker_sched.config import Settings
 from broker_sched.errors import BrokerUnavailable, ConfigError, MalformedMessage, TransportError
 from broker_sched.events import Timeline
+from broker_sched.invoker.leases import Leases, renew_interval_s
 from broker_sched.invoker.policy import invoker_side
 from broker_sched.invoker.prewarm_pool import PrewarmPool
 from broker_sched.invoker.proxy import ContainerProxy
@@ -75,6 +80,9 @@ class Invoker:
         self.reserved_slots = 0
         self.reserved_memory_mb = 0
         self._group: anyio.abc.TaskGroup | None = None
+        self.leases = Leases(
+            renew_interval_s(settings.invoker.heartbeat_interval_s, transport.redelivery_window_s)
+        )
         self.drainer: Drainer | None = None
         if settings.migration.drain_from is not None:
             from broker_sched.invoker.drain import Drainer
@@ -139,6 +147,7 @@ class Invoker:
         async with anyio.create_task_group() as group:
             self._group = group
             group.start_soon(self._beat)
+            group.start_soon(self.leases.run)
             group.start_soon(self._consume_control)
             if self.prewarm.pools:
                 group.start_soon(self.prewarm.run)
@@ -174,7 +183,8 @@ class Invoker:
         """Answer one request; a broker failure is logged, not raised into the task
         group (the request is redelivered when its ack never arrives)."""
         try:
-            await self._answer_request(delivery)
+            with self.leases.held(delivery):
+                await self._answer_request(delivery)
         except TransportError as exc:
             log.warning("invoker %s: request %s not answered: %s", self.id, delivery.id, exc)
 
@@ -252,6 +262,7 @@ class Invoker:
             settings=self.settings.invoker,
             timeline=self.timeline,
             on_exit=self._proxy_exited,
+            leases=self.leases,
             may_retire=self._may_retire,
         )
         self.proxies.add(proxy)

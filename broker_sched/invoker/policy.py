@@ -80,6 +80,7 @@ class ShardingInvoker(InvokerSide):
             invoker_id=invoker.id,
             work_queue=invoker_work_queue(invoker.id),
             timeline=invoker.timeline,
+            leases=invoker.leases,
         )
 
     def containers(self) -> int:

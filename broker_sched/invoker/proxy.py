@@ -34,6 +34,7 @@ import anyio
 from broker_sched.config import InvokerSettings
 from broker_sched.errors import TransportError
 from broker_sched.events import Timeline
+from broker_sched.invoker.leases import Leases
 from broker_sched.invoker.pulling import Puller
 from broker_sched.invoker.run_activation import accept, give_back, run_activation
 from broker_sched.model import Start, now_ms
@@ -60,10 +61,12 @@ class ContainerProxy:
         settings: InvokerSettings,
         timeline: Timeline,
         on_exit: Callable[[ContainerProxy], None],
+        leases: Leases,
         may_retire: Callable[[ContainerProxy], bool] | None = None,
     ) -> None:
-        """``may_retire``: whether this idle container leaves now (the invoker's retention
-        rules); default: once idle for ``keep_alive_s``."""
+        """``leases``: the invoker's, which keeps each delivery from redelivery while it
+        runs; ``may_retire``: whether this idle container leaves now (the invoker's
+        retention rules); default: once idle for ``keep_alive_s``."""
         self.transport = transport
         self.container = container
         self.queue = queue
@@ -71,6 +74,7 @@ class ContainerProxy:
         self.settings = settings
         self.timeline = timeline
         self.on_exit = on_exit
+        self.leases = leases
         self._may_retire = may_retire
         self.busy = 0
         self.runs = 0
@@ -173,7 +177,8 @@ class ContainerProxy:
         where one activation's failure would end the others."""
         try:
             try:
-                await self._process(delivery, fetched_s)
+                with self.leases.held(delivery):
+                    await self._process(delivery, fetched_s)
             except ContainerCrashed as exc:
                 log.warning("container %s crashed: %s", self.container.id, exc)
                 self.stop()
