@@ -14,7 +14,7 @@ from collections.abc import Callable
 import pytest
 from brokers import BROKERS, reachable, settings_for
 
-from broker_sched.bench import floor, rebalance
+from broker_sched.bench import floor, partition_limit, rebalance
 from broker_sched.bench.context import BenchContext
 from broker_sched.bench.processes import split_side
 from broker_sched.bench.progress import Progress
@@ -103,3 +103,17 @@ async def test_invokers_in_worker_processes(settings_of: Callable[[str], Setting
     assert result.errors == 0
     assert result.tps > 20
     assert result.workers == 2
+
+
+async def test_invoker_scoped_consumers_beyond_the_partitions_all_work(
+    settings_of: Callable[[str], Settings],
+) -> None:
+    ctx = BenchContext(settings_of("kafka"), ["kafka"], quick=True, progress=Progress(None))
+    plan = partition_limit.QUICK
+    result = await partition_limit.run_transport(
+        ctx, "kafka", plan, label="kafka invoker-scoped", shared=True
+    )
+    top = result.steps[-1]
+    assert top.consumers > plan.partitions
+    assert top.idle_consumers == 0, "one member feeds every container, whatever the partitions"
+    assert result.errors == {}
