@@ -178,28 +178,34 @@ async def failover(
                         await asyncio.sleep(0.1)
 
             watching = asyncio.create_task(beats())
-            await live(victim_id, victim)
             submitted: list[tuple[int, asyncio.Task[ActivationResult]]] = []
-            for _ in range(plan.victims):
-                call = controller.invoke(
-                    action,
-                    {"sleep_ms": plan.victim_run_s * 1000},
-                    timeout_s=plan.victim_run_s * 2 + 90.0,
+            try:
+                await live(victim_id, victim)
+                for _ in range(plan.victims):
+                    call = controller.invoke(
+                        action,
+                        {"sleep_ms": plan.victim_run_s * 1000},
+                        timeout_s=plan.victim_run_s * 2 + 90.0,
+                    )
+                    submitted.append((now_ms(), asyncio.create_task(call)))
+                # Running: the victim says so in its heartbeat (how many containers of the
+                # action, none idle); backlogs cannot, as Kafka's in-flight count is per process.
+                async with asyncio.timeout(SETTLE_TIMEOUT_S):
+                    await victim_busy.wait()
+                survivor = await start(survivor_id)
+                await live(survivor_id, survivor)
+                os.kill(victim.pid, signal.SIGKILL)
+                await victim.wait()
+                results = await asyncio.gather(
+                    *(task for _, task in submitted), return_exceptions=True
                 )
-                submitted.append((now_ms(), asyncio.create_task(call)))
-            # Running: the victim says so in its heartbeat (how many containers of the
-            # action, none idle); backlogs cannot, as Kafka's in-flight count is per process.
-            async with asyncio.timeout(SETTLE_TIMEOUT_S):
-                await victim_busy.wait()
-            survivor = await start(survivor_id)
-            await live(survivor_id, survivor)
-            os.kill(victim.pid, signal.SIGKILL)
-            await victim.wait()
-            results = await asyncio.gather(*(task for _, task in submitted), return_exceptions=True)
-            watching.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watching
-            await listener.close()
+            finally:
+                for _, task in submitted:
+                    task.cancel()
+                watching.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await watching
+                await listener.close()
     finally:
         for process in (victim, survivor):
             if process is not None and process.returncode is None:
