@@ -73,8 +73,12 @@ class Failover:
     activations: int
     moved: int
     """Answered by the survivor."""
+    first_s: float | None
+    """First start on the survivor, in seconds after the victim's last heartbeat: the
+    broker's redelivery and one container there."""
     max_s: float | None
-    """Latest start on the survivor, in seconds after the victim's last heartbeat."""
+    """Latest start on the survivor: also how many containers the controller started
+    there for the redelivered work."""
     median_s: float | None
     unanswered: int
     done_before_kill: int
@@ -230,6 +234,7 @@ async def failover(
         name,
         plan.victims,
         len(after_s),
+        min(after_s) if after_s else None,
         max(after_s) if after_s else None,
         statistics.median(after_s) if after_s else None,
         plan.victims - answered,
@@ -255,7 +260,9 @@ async def run(ctx: BenchContext) -> Report:
                     failovers.append(await failover(ctx, name, transport, overrides, plan))
                 except (TimeoutError, BrokerSchedError) as exc:
                     ctx.progress.note(f"{name}: failover not measured: {exc!r}")
-                    failovers.append(Failover(name, plan.victims, 0, None, None, plan.victims, 0))
+                    failovers.append(
+                        Failover(name, plan.victims, 0, None, None, None, plan.victims, 0)
+                    )
     report = Report(
         "leases",
         "Leases: long runs execute once; a dead invoker's work moves within seconds",
@@ -278,12 +285,13 @@ async def run(ctx: BenchContext) -> Report:
         Table(
             "An invoker killed -9: its activations start on the survivor, s after its last "
             "heartbeat",
-            ["transport", "activations", "moved", "median s", "max s", "unanswered"],
+            ["transport", "activations", "moved", "first s", "median s", "max s", "unanswered"],
             [
                 [
                     f.variant,
                     f.activations,
                     f.moved,
+                    _round(f.first_s),
                     _round(f.median_s),
                     _round(f.max_s),
                     f.unanswered,
