@@ -63,7 +63,7 @@ async def test_quick_rebalance_on_kafka(settings_of: Callable[[str], Settings]) 
     ctx = BenchContext(settings_of("kafka"), ["kafka"], quick=True, progress=Progress(None))
     report = await rebalance.run(ctx)
     runs = report.data["transports"]["kafka"]
-    assert set(runs) == {"dynamic", "static", "kip848"}
+    assert set(runs) == {"dynamic", "static", "kip848", "invoker-scoped"}
     add, remove = runs["dynamic"]["operations"]
     assert add["rebalances"] >= 1, "a consumer joining a Kafka group triggers a rebalance"
     assert remove["rebalances"] >= 1, "so does one leaving it"
@@ -75,6 +75,9 @@ async def test_quick_rebalance_on_kafka(settings_of: Callable[[str], Settings]) 
     assert static_remove["max_ms"] > 1000 * (session_s - 3), "its partitions wait for the session"
     assert runs["static"]["unfinished"] == 0
     assert runs["kip848"]["unfinished"] == 0
+    scoped = runs["invoker-scoped"]
+    assert scoped["unfinished"] == 0
+    assert all(op["rebalances"] == 0 for op in scoped["operations"]), "containers, not members"
 
 
 @pytest.mark.parametrize("name", ["kafka", "redis", "nats"])
