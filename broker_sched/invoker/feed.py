@@ -45,7 +45,8 @@ class ActionFeed:
         self._puller = Puller(subscription, who)
         self._on_empty = on_empty
         self._waiters: list[_Waiter] = []
-        self._fetching = anyio.Lock()
+        self._round: anyio.Event | None = None
+        """Set while a container fetches for the others; it fires when the round ends."""
         self.containers = 0
         self.fetched = 0
         """Deliveries brought in so far (tests and benchmarks read it)."""
@@ -63,19 +64,25 @@ class ActionFeed:
     async def fetch(self, wants: int, timeout_s: float) -> list[Delivery]:
         """Up to ``wants`` deliveries for one container, or none when ``timeout_s`` passes.
 
-        A container cancelled while it waits gives back what a fetch had already shared
-        out to it.
+        One waiting container at a time fetches for all; the others wait for the end of
+        its round, which serves them or lets the next one fetch. A container cancelled
+        while it waits gives back what a round had already shared out to it.
         """
         waiter = _Waiter(wants)
         self._waiters.append(waiter)
         try:
             with anyio.move_on_after(timeout_s) as waiting:
                 while not waiter.got:
-                    async with self._fetching:
-                        if waiter.got:
-                            break
+                    if self._round is not None:
+                        await self._round.wait()
+                        continue
+                    self._round = round_done = anyio.Event()
+                    try:
                         remaining_s = waiting.deadline - anyio.current_time()
                         await self._fetch_for_waiters(max(0.0, remaining_s))
+                    finally:
+                        self._round = None
+                        round_done.set()
         except BaseException:
             self._waiters.remove(waiter)
             with anyio.CancelScope(shield=True):
