@@ -99,12 +99,15 @@ class Capabilities:
     ``partitioned``: a queue has partitions and at most one member per partition does
     work (:meth:`Transport.max_consumers`). ``rebalances``: members joining or leaving
     pause the others. ``publishes_once``: :meth:`Transport.publish_once` refuses a
-    second message with the same id, on the broker itself.
+    second message with the same id, on the broker itself. ``renews_deliveries``:
+    :meth:`Delivery.in_progress` pushes the redelivery window back, so a delivery kept
+    renewed is never handed to another member however long its run.
     """
 
     partitioned: bool = False
     rebalances: bool = False
     publishes_once: bool = False
+    renews_deliveries: bool = False
 
 
 class BackendSettings(BaseModel):
@@ -131,7 +134,9 @@ class Delivery(ABC):
         """Give the message back to the group, redelivered after ``delay_s``."""
 
     async def in_progress(self) -> None:  # noqa: B027 - optional hook, default is no-op
-        """Push back the redelivery deadline during a long run (no-op where not needed)."""
+        """Push back the redelivery deadline during a long run by a whole
+        :attr:`Transport.redelivery_window_s` (no-op where the transport has no window or
+        cannot renew: ``capabilities.renews_deliveries`` says which)."""
 
 
 class Subscription(ABC):
@@ -223,6 +228,10 @@ class Transport(ABC):
     """The backend's section of the settings; backends that share a section (``kafka``
     and ``kafka-share``) register the same model for it."""
     settings_model: ClassVar[type[BackendSettings] | None] = None
+    redelivery_window_s: float | None = None
+    """How long an unacked delivery stays its member's without
+    :meth:`Delivery.in_progress` before the group may hand it to another member; ``None``
+    when deliveries are held for as long as the member lives (Kafka's partitions)."""
 
     def __init__(self, *, max_message_bytes: int = 1_048_576) -> None:
         self.max_message_bytes = max_message_bytes

@@ -191,6 +191,14 @@ class KafkaSettings(BackendSettings):
         le=9,
         description="kafka-share: deliveries before a record is rejected and dead-lettered",
     )
+    share_lock_duration_ms: int = Field(
+        default=60_000,
+        ge=1_000,
+        le=3_600_000,
+        description="kafka-share: the group's acquisition lock, the longest run executed once "
+        "(the Python client cannot renew it); at most the broker's "
+        "group.share.max.record.lock.duration.ms (60 s unless raised)",
+    )
 
 
 class KafkaTransport(Transport):

@@ -33,14 +33,19 @@ after this, so one member cannot sit on work others could do) and
 Known limits (Kafka 4.3, confluent-kafka 2.16, whose ``ShareConsumer`` is a preview)
     * ``nack(delay_s)``: a share group cannot delay a redelivery, and releasing is
       immediate. A delayed nack keeps the record acquired for the delay, capped at
-      ``MAX_NACK_DELAY_S`` (below the group's 30 s acquisition lock), then releases it;
+      ``MAX_NACK_DELAY_S`` (below the default acquisition lock), then releases it;
       meanwhile that member polls nothing new (explicit mode forbids polling before
       every record of the last poll is acknowledged).
     * a member that fetched fewer records than one poll acquired holds the rest for
       ``share_surplus_hold_ms``; released surplus counts as a delivery (``attempt`` + 1).
-    * ``in_progress`` cannot renew the acquisition lock (KIP-1222's RENEW is not in the
-      Python client): a run longer than ``share.record.lock.duration.ms`` (30 s) is
-      redelivered to another member while it still runs.
+    * ``in_progress`` cannot renew the acquisition lock: the brokers accept KIP-1222's
+      RENEW acknowledgement (Kafka 4.2 and later) but confluent-kafka 2.16's
+      ``AcknowledgeType`` has only ACCEPT, RELEASE and REJECT. The group's lock is set to
+      ``share_lock_duration_ms`` instead (default 60 s, the broker's default ceiling
+      ``group.share.max.record.lock.duration.ms``): a run longer than that is redelivered
+      to another member while it still runs, and a member killed outright keeps its
+      records until the lock expires or the broker drops its share session (not
+      measured yet: ``bench leases`` did not get as far as the kill on share groups).
     * the first records reach a new member about one share-group heartbeat (5 s,
       broker setting ``group.share.heartbeat.interval.ms``) after it subscribes.
     * ``in_flight`` is what this process's members hold; records acquired in other
@@ -103,6 +108,7 @@ class KafkaShareTransport(KafkaTransport):
         super().__init__(
             kafka, max_message_bytes=max_message_bytes, request_timeout_ms=request_timeout_ms
         )
+        self.redelivery_window_s = self.settings.share_lock_duration_ms / 1000
         self._members: set[ShareSubscription] = set()
         self._configured: set[str] = set()
         self._admin: Any = None
@@ -136,7 +142,8 @@ class KafkaShareTransport(KafkaTransport):
         return subscription
 
     async def _configure(self, group: str) -> None:
-        """Earliest reset and a delivery limit above ours, set once per group (admin API)."""
+        """Earliest reset, a delivery limit above ours and the acquisition lock, set once
+        per group (admin API)."""
         if group in self._configured:
             return
         from confluent_kafka.admin import AdminClient
@@ -147,6 +154,7 @@ class KafkaShareTransport(KafkaTransport):
         values = {
             "share.auto.offset.reset": "earliest",
             "share.delivery.count.limit": str(self.settings.share_delivery_limit + 1),
+            "share.record.lock.duration.ms": str(self.settings.share_lock_duration_ms),
         }
         entries = [
             ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET)

@@ -10,7 +10,8 @@ Faults for tests, with no monkeypatching: set ``broker.down = True`` to make eve
 raise :class:`BrokerUnavailable`, or give ``broker.on_publish`` a handler that inspects
 ``(queue, body)`` and raises to fail chosen publishes.
 
-Settings: ``[memory] ack_wait_s`` (default 30). Limits: one process only; nothing
+Settings: ``[memory] ack_wait_s`` (default 3: an invoker renews what it runs on every
+heartbeat, see :mod:`broker_sched.invoker.leases`). Limits: one process only; nothing
 survives the process; partitions are not modelled (``resize`` is a no-op).
 """
 
@@ -221,7 +222,7 @@ class MemoryListener(Listener):
 
 
 class MemorySettings(BackendSettings):
-    ack_wait_s: float = Field(default=30.0, gt=0)
+    ack_wait_s: float = Field(default=3.0, gt=0)
     max_records: int = Field(
         default=100_000,
         ge=1,
@@ -234,19 +235,20 @@ class MemoryTransport(Transport):
     name = "memory"
     settings_section = "memory"
     settings_model = MemorySettings
-    capabilities = Capabilities(partitioned=False, rebalances=False)
+    capabilities = Capabilities(partitioned=False, rebalances=False, renews_deliveries=True)
 
     def __init__(
         self,
         broker: MemoryBroker | None = None,
         *,
-        ack_wait_s: float = 30.0,
+        ack_wait_s: float = 3.0,
         max_message_bytes: int = 1_048_576,
         max_records: int = 100_000,
     ) -> None:
         super().__init__(max_message_bytes=max_message_bytes)
         self.broker = broker if broker is not None else MemoryBroker()
         self.ack_wait_s = ack_wait_s
+        self.redelivery_window_s = ack_wait_s
         self.max_records = max_records
         self.subscriptions: set[MemorySubscription] = set()
 

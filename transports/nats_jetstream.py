@@ -32,7 +32,8 @@ Features:
   only), sorts them and gets the newest.
 
 URL and options (``[nats]`` settings): ``servers`` ("nats://host:4222", comma-separated
-for a cluster), ``stream``, ``subject_prefix``, ``ack_wait_s``, ``max_deliver`` (-1 =
+for a cluster), ``stream``, ``subject_prefix``, ``ack_wait_s`` (default 3: an invoker sends
+``+WPI`` for what it runs on every heartbeat), ``max_deliver`` (-1 =
 unlimited), ``user``/``password``, ``creds_file`` (JWT + NKey), ``nkeys_seed_file``,
 ``stream_replicas`` (replicas of the stream and the records bucket when this creates
 them: 3 on a 3-node cluster keeps every acknowledged publish through a node's death).
@@ -487,7 +488,7 @@ class NatsSettings(BackendSettings):
     servers: str = "nats://127.0.0.1:4222"
     stream: str = "BROKER_SCHED"
     subject_prefix: str = "act"
-    ack_wait_s: float = Field(default=30.0, gt=0)
+    ack_wait_s: float = Field(default=3.0, gt=0)
     max_deliver: int = Field(default=-1)
     user: str | None = None
     password: SecretStr | None = None
@@ -507,7 +508,9 @@ class NatsJetStreamTransport(Transport):
     name = "nats"
     settings_section = "nats"
     settings_model = NatsSettings
-    capabilities = Capabilities(partitioned=False, rebalances=False, publishes_once=True)
+    capabilities = Capabilities(
+        partitioned=False, rebalances=False, publishes_once=True, renews_deliveries=True
+    )
 
     def __init__(
         self,
@@ -515,7 +518,7 @@ class NatsJetStreamTransport(Transport):
         servers: str | Sequence[str] = "nats://127.0.0.1:4222",
         stream: str = "BROKER_SCHED",
         subject_prefix: str = "act",
-        ack_wait_s: float = 30.0,
+        ack_wait_s: float = 3.0,
         max_deliver: int = -1,
         user: str | None = None,
         password: str | None = None,
@@ -538,6 +541,7 @@ class NatsJetStreamTransport(Transport):
         self.stream = stream
         self.subject_prefix = subject_prefix
         self.ack_wait_s = ack_wait_s
+        self.redelivery_window_s = ack_wait_s
         self.max_deliver = max_deliver
         self.stream_replicas = stream_replicas
         self.connect_timeout_s = connect_timeout_s

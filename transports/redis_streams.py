@@ -73,8 +73,9 @@ gives only the database, the credentials and TLS. Replication is asynchronous: a
 the master acknowledged but had not yet sent to the replica is gone after a failover
 (docs/reliability.md measures how often).
 
-Options (``[redis]``): ``claim_min_idle_ms`` (default 30 000: how long an unacked entry of
-a member that vanished waits before another member takes it; also the longest nack
+Options (``[redis]``): ``claim_min_idle_ms`` (default 3 000, a few of the heartbeats on
+which an invoker renews what it runs: how long an unacked entry of a member that
+vanished waits before another member takes it; also the longest nack
 delay), ``block_ms`` (default 1 000: the longest single BLOCK, which bounds how late an
 idle member notices nacked or reclaimable work), ``maxlen`` (approximate ``MAXLEN ~`` cap
 on each stream; off by default).
@@ -174,7 +175,7 @@ class RedisSettings(BackendSettings):
     username: str | None = None
     password: SecretStr | None = None
     maxlen: int | None = Field(default=None, ge=1)
-    claim_min_idle_ms: int = Field(default=30_000, ge=1)
+    claim_min_idle_ms: int = Field(default=3_000, ge=1)
     block_ms: int = Field(default=1_000, ge=1)
     # -- clustering: a master with replicas, found through Redis Sentinel
     sentinels: str | None = Field(
@@ -194,7 +195,9 @@ class RedisStreamsTransport(Transport):
     name = "redis"
     settings_section = "redis"
     settings_model = RedisSettings
-    capabilities = Capabilities(partitioned=False, rebalances=False, publishes_once=True)
+    capabilities = Capabilities(
+        partitioned=False, rebalances=False, publishes_once=True, renews_deliveries=True
+    )
 
     def __init__(
         self,
@@ -203,7 +206,7 @@ class RedisStreamsTransport(Transport):
         username: str | None = None,
         password: str | None = None,
         maxlen: int | None = None,
-        claim_min_idle_ms: int = 30_000,
+        claim_min_idle_ms: int = 3_000,
         block_ms: int = 1_000,
         max_message_bytes: int = 1_048_576,
         once_ttl_s: int = 604_800,
@@ -220,6 +223,7 @@ class RedisStreamsTransport(Transport):
             raise TransportNotInstalled("redis", "redis") from exc
         self.maxlen = maxlen
         self.claim_min_idle_ms = claim_min_idle_ms
+        self.redelivery_window_s = claim_min_idle_ms / 1000
         self.block_ms = block_ms
         self.once_ttl_s = once_ttl_s
 

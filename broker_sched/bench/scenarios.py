@@ -11,6 +11,7 @@ from broker_sched.bench import (
     cold_chain,
     custom,
     full_cluster,
+    leases,
     many_topics,
     mixed,
     overhead,
@@ -113,8 +114,9 @@ SCENARIOS: dict[str, Scenario] = {
     "cold-chain": cold_chain.run,
     "warm-tiers": warm_tiers.run,
     "bursty": bursty.run,
+    "leases": leases.run,
 }
-SELF_CONTAINED = {"overhead", "cold-chain", "warm-tiers", "bursty"}
+SELF_CONTAINED = {"overhead", "cold-chain", "warm-tiers", "bursty", "leases"}
 """Scenarios with no overhead block appended: their own floor comparison, or one that
 measures container starts, on which the transport's cost has no bearing."""
 ALL = "all"

@@ -39,6 +39,7 @@ import anyio.abc
 from broker_sched.config import Settings
 from broker_sched.errors import TransportError
 from broker_sched.events import Timeline
+from broker_sched.invoker.leases import Leases
 from broker_sched.invoker.proxy import ContainerProxy
 from broker_sched.migration import QueuePair, check_distinct, source_queue
 from broker_sched.model import Action
@@ -72,7 +73,8 @@ class DrainWatch:
 class DrainHost(Protocol):
     """What a drainer needs of the invoker it runs beside, and nothing more: who it is,
     the actions and runtime its containers come from, the timeline it reports to, and
-    its capacity, which drain containers take their share of."""
+    its capacity, which drain containers take their share of, and the leases its runs are
+    renewed by."""
 
     @property
     def id(self) -> str: ...
@@ -88,6 +90,11 @@ class DrainHost(Protocol):
 
     @property
     def timeline(self) -> Timeline: ...
+
+    @property
+    def leases(self) -> Leases:
+        """What keeps the deliveries its containers run from redelivery."""
+        ...
 
     def reserve(self, action: Action) -> bool:
         """Hold a slot and the action's memory; False when there is no room."""
@@ -240,6 +247,7 @@ class Drainer:
             settings=self.invoker.settings.invoker,
             timeline=self.invoker.timeline,
             on_exit=self._exited,
+            leases=self.invoker.leases,
         )
         self.proxies[name].add(proxy)
         containers.start_soon(self._run_proxy, proxy, name=f"drain-{container.id}")

@@ -81,6 +81,7 @@ class ShardingInvoker(InvokerSide):
             work_queue=invoker_work_queue(invoker.id),
             timeline=invoker.timeline,
             metrics=invoker.metrics,
+            leases=invoker.leases,
         )
 
     def containers(self) -> int:

@@ -27,19 +27,20 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import anyio
 
 from broker_sched.config import InvokerSettings
 from broker_sched.errors import TransportError
 from broker_sched.events import Timeline
+from broker_sched.invoker.leases import Leases
 from broker_sched.invoker.pulling import Puller
 from broker_sched.invoker.run_activation import accept, give_back, run_activation
 from broker_sched.model import Start, now_ms
 from broker_sched.runtime.base import Container, ContainerCrashed, ContainerTimings
 from broker_sched.topology import consumer_group
-from transports.base import Delivery, Transport
+from transports.base import Delivery, Subscription, Transport
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +61,15 @@ class ContainerProxy:
         settings: InvokerSettings,
         timeline: Timeline,
         on_exit: Callable[[ContainerProxy], None],
+        leases: Leases,
         may_retire: Callable[[ContainerProxy], bool] | None = None,
+        subscribe: Callable[[], Awaitable[Subscription]] | None = None,
     ) -> None:
-        """``may_retire``: whether this idle container leaves now (the invoker's retention
-        rules); default: once idle for ``keep_alive_s``."""
+        """``leases``: the invoker's, which keeps each delivery from redelivery while it
+        runs; ``may_retire``: whether this idle container leaves now (the invoker's
+        retention rules); default: once idle for ``keep_alive_s``; ``subscribe``: how
+        the proxy joins its action's group, by default as a member of its own (the
+        invoker passes its feed's, :mod:`.feed`)."""
         self.transport = transport
         self.container = container
         self.queue = queue
@@ -71,7 +77,9 @@ class ContainerProxy:
         self.settings = settings
         self.timeline = timeline
         self.on_exit = on_exit
+        self.leases = leases
         self._may_retire = may_retire
+        self._subscribe = subscribe
         self.busy = 0
         self.runs = 0
         self.last_used_s = time.monotonic()
@@ -116,9 +124,12 @@ class ContainerProxy:
         activation costs more than a fast handler's whole run.
         """
         concurrency = self.container.action.concurrency
-        subscription = await self.transport.subscribe(
-            self.queue, consumer_group(self.queue), self.container.id
-        )
+        if self._subscribe is not None:
+            subscription = await self._subscribe()
+        else:
+            subscription = await self.transport.subscribe(
+                self.queue, consumer_group(self.queue), self.container.id
+            )
         puller = Puller(subscription, f"proxy {self.container.id}")
         try:
             async with anyio.create_task_group() as runs:
@@ -173,7 +184,8 @@ class ContainerProxy:
         where one activation's failure would end the others."""
         try:
             try:
-                await self._process(delivery, fetched_s)
+                with self.leases.held(delivery):
+                    await self._process(delivery, fetched_s)
             except ContainerCrashed as exc:
                 log.warning("container %s crashed: %s", self.container.id, exc)
                 self.stop()

@@ -23,6 +23,7 @@ import anyio.abc
 from broker_sched.config import Settings
 from broker_sched.errors import TransportError
 from broker_sched.events import Timeline
+from broker_sched.invoker.leases import Leases
 from broker_sched.invoker.pulling import Puller
 from broker_sched.invoker.replies import answer
 from broker_sched.invoker.run_activation import accept, give_back, run_activation
@@ -56,11 +57,14 @@ class PushPool:
         invoker_id: str,
         work_queue: str,
         timeline: Timeline,
+        leases: Leases,
         metrics: InvokerMetrics | None = None,
     ) -> None:
-        """``metrics``: the invoker's, where its cold starts are observed (metrics of its
+        """``leases``: the invoker's, which keeps each delivery from redelivery while it
+        runs. ``metrics``: the invoker's, where its cold starts are observed (metrics of its
         own when none is given, as for a bare pool in a benchmark)."""
         self.transport = transport
+        self.leases = leases
         self.runtime = runtime
         self.settings = settings
         self.actions = actions
@@ -110,7 +114,8 @@ class PushPool:
         """Run one delivery; a broker failure is logged, not raised into the pool's task
         group (the broker redelivers what was never acked)."""
         try:
-            await self._run(delivery)
+            with self.leases.held(delivery):
+                await self._run(delivery)
         except TransportError as exc:
             log.warning("push pool %s: %s not finished: %s", self.invoker_id, delivery.id, exc)
 

@@ -187,3 +187,13 @@ def test_warm_tiers(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert list(tiers) == ["cold", "prewarm", "resumed", "warm"]
     assert tiers["warm"]["container_p50_ms"] == 0
     assert tiers["cold"]["container_p50_ms"] > tiers["prewarm"]["container_p50_ms"]
+
+
+def test_leases(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code = main(["bench", "leases", "--transport", "memory", "--quick", "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    [long_run] = json.loads(captured.out)["long_runs"]
+    assert long_run["run_s"] > long_run["window_s"], "the run outlasts the redelivery window"
+    assert long_run["answered"]
+    assert long_run["executions"] == 1

@@ -13,6 +13,7 @@ import pytest
 
 from broker_sched.config import load_settings
 from broker_sched.events import Timeline
+from broker_sched.invoker.leases import Leases
 from broker_sched.invoker.push_pool import PushPool
 from broker_sched.model import (
     Action,
@@ -52,6 +53,7 @@ async def pool() -> AsyncIterator[PushPool]:
             invoker_id="i0",
             work_queue=WORK_QUEUE,
             timeline=Timeline(),
+            leases=Leases(1.0),
         )
         serving = asyncio.create_task(push_pool.serve())
         yield push_pool
