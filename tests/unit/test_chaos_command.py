@@ -12,7 +12,7 @@ from broker_sched.errors import ConfigError
 def test_faults_default_to_all_but_the_broker_kill() -> None:
     assert "broker-kill" not in parse_faults(None, "redis")
     assert "broker-kill" in parse_faults("all", "redis")
-    assert parse_faults("all", "memory") == ["container-crash"]
+    assert parse_faults("all", "memory") == ["container-crash", "container-pause"]
     assert parse_faults("invoker-kill, broker-kill", "nats") == ["invoker-kill", "broker-kill"]
 
 
