@@ -19,10 +19,11 @@ result, executed more than once: at-least-once delivery, counted per fault), **l
 came) or **unknown** (an open refusal with no trace at all: it may or may not have been
 accepted, as Jepsen's indeterminate operations); refusals that are certain are not
 accepted invocations and are only counted. Two stricter findings sit beside them: a
-*rerun after finish* is an execution that began after an earlier execution of the same
-invocation had finished before the fault (results are de-duplicated by activation id,
-so a run that ended before the fault should never run again), and a *result without an
-execution* would mean the handler's history is incomplete.
+*rerun after finish* is an execution that began after the fault of an invocation that
+had already run to its end before it (results are de-duplicated by activation id, so
+the fault should never run finished work again; reruns before the fault, such as a
+Kafka rebalance while containers join, are duplicates of no fault's making), and a
+*result without an execution* would mean the handler's history is incomplete.
 
 Liveness: after the fault heals, the action has a backlog as long as an accepted
 invocation is not finished; the *consumer gap* is how long after the heal the first
@@ -95,7 +96,7 @@ class Checked:
     """Invocations certainly refused: not accepted, no trace."""
     executions: int
     reruns_after_finish: list[int] = field(default_factory=list)
-    """Seqs that ran again after a run of theirs had finished before the fault."""
+    """Seqs that ran again after the fault, having run to their end before it."""
     results_without_execution: list[int] = field(default_factory=list)
     consumer_gap_s: float | None = None
     """From the heal until an execution was running; None: no backlog after the heal."""
@@ -151,7 +152,7 @@ def check(
             unexecuted.append(call.seq)
         verdicts[call.seq] = Verdict.DUPLICATED if len(ran) > 1 else Verdict.OK
         ends = [r.finished_s for r in ran if r.finished_s is not None and r.finished_s < fault_s]
-        if ends and any(r.started_s > min(ends) for r in ran):
+        if ends and any(r.started_s >= fault_s for r in ran):
             reruns.append(call.seq)
     return Checked(
         verdicts=verdicts,

@@ -64,10 +64,16 @@ def test_each_invocation_gets_one_verdict() -> None:
 def test_a_run_finished_before_the_fault_must_not_run_again() -> None:
     executions = [Execution(0, 9.0, 9.1), Execution(0, 11.0, 11.1), Execution(1, 9.0, 10.5)]
     executions.append(Execution(1, 12.0, 12.2))  # its first run ended after the fault
+    executions += [Execution(2, 8.0, 8.1), Execution(2, 9.0, 9.1)]  # rerun before the fault
     checked = check(
-        [call(0), call(1)], executions, {0, 1}, fault_s=FAULT_S, healed_s=HEALED_S, tick_s=0.1
+        [call(0), call(1), call(2)],
+        executions,
+        {0, 1, 2},
+        fault_s=FAULT_S,
+        healed_s=HEALED_S,
+        tick_s=0.1,
     )
-    assert checked.count(Verdict.DUPLICATED) == 2
+    assert checked.count(Verdict.DUPLICATED) == 3
     assert checked.reruns_after_finish == [0]
 
 
