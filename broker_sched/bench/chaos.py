@@ -25,6 +25,11 @@ Faults:
     broker-kill       SIGKILL a broker node (``--broker-node``, a `brokers.sh` name;
                       default: the transport's own, `redis`, `nats` or `kafka`),
                       restart it after ``outage_s`` with `brokers.sh up`
+    ROLE-net-TOXIC    for ``pause_s``, a network fault between the controller or one
+                      invoker (ROLE) and its broker, through a Toxiproxy proxy that
+                      only that process uses (``--toxiproxy``; Redis and NATS, whose
+                      clients stay on the address they are given): TOXIC is latency,
+                      timeout (silence), reset, slicer or bandwidth (`bench.toxiproxy`)
 
 `broker-kill` only touches brokers of the state directory named by
 ``BROKER_SCHED_STATE_DIR``, which must be set: the bench kills what that directory's
@@ -48,6 +53,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import JsonValue
 
@@ -60,6 +66,7 @@ from broker_sched.bench.invocation_checker import (
     parse_executions,
     table_row,
 )
+from broker_sched.bench.toxiproxy import DEFAULT_API_PORT, TOXICS, Toxiproxy
 from broker_sched.config import ENV_PREFIX, Settings, load_settings
 from broker_sched.errors import BrokerSchedError, BrokerUnavailable, ConfigError, MalformedMessage
 from broker_sched.model import Action, ActivationResult, Heartbeat, decode
@@ -68,15 +75,21 @@ from broker_sched.topology import HEARTBEATS, results_channel
 from transports.base import Transport
 from transports.registry import transport_from_settings
 
-FAULTS = (
+PROCESS_FAULTS = (
     "invoker-kill",
     "invoker-pause",
     "container-crash",
     "container-pause",
     "controller-kill",
     "controller-pause",
-    "broker-kill",
 )
+NETWORK_FAULTS = tuple(
+    f"{role}-net-{toxic}" for role in ("invoker", "controller") for toxic in TOXICS
+)
+FAULTS = (*PROCESS_FAULTS, "broker-kill", *NETWORK_FAULTS)
+PROXIED_SETTING = {"redis": ("redis", "url"), "nats": ("nats", "servers")}
+"""Where each transport that network faults apply to takes its broker's address. (A
+Kafka client follows the addresses the brokers advertise, past any proxy.)"""
 IN_PROCESS_FAULTS = ("container-crash", "container-pause")
 """What applies to the in-process memory transport, where nothing else is a process."""
 INVOKERS = 2
@@ -392,6 +405,8 @@ class Deployment:
     api: str
     controller: asyncio.subprocess.Process | None = None
     invokers: list[asyncio.subprocess.Process] = field(default_factory=list)
+    process_env: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Settings of one process only, by name (``controller`` or an invoker id)."""
 
     async def _spawn(
         self, name: str, role: str, extra: dict[str, str]
@@ -406,7 +421,7 @@ class Deployment:
         with (self.logs / f"{name}.log").open("ab") as log:
             return await asyncio.create_subprocess_exec(
                 *command,
-                env={**env, **self.env, **extra},
+                env={**env, **self.env, **self.process_env.get(name, {}), **extra},
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=log,
@@ -498,11 +513,49 @@ class BrokerNode:
             raise BrokerSchedError(f"brokers.sh up {self.name} failed: {err.decode()[-500:]}")
 
 
+@dataclass(frozen=True)
+class Proxied:
+    """A Toxiproxy proxy that one process of the run reaches its broker through."""
+
+    toxiproxy: Toxiproxy
+    name: str
+
+    async def create(self, upstream: str) -> str:
+        """Create the proxy on a free loopback port; that address."""
+        listen = f"127.0.0.1:{free_port()}"
+        await asyncio.to_thread(self.toxiproxy.create_proxy, self.name, listen, upstream)
+        return listen
+
+    async def delete(self) -> None:
+        with contextlib.suppress(BrokerSchedError):
+            await asyncio.to_thread(self.toxiproxy.delete_proxy, self.name)
+
+
+def broker_address(settings: Settings, transport: str) -> tuple[str, str, str]:
+    """The variable that sets ``transport``'s broker address, its value, and the
+    broker's ``host:port`` in it (the first, for a list): what a proxy forwards to and
+    what the value has in its place for a process to go through the proxy."""
+    if transport not in PROXIED_SETTING:
+        known = ", ".join(PROXIED_SETTING)
+        raise ConfigError(f"network faults apply to {known}, not the {transport} transport")
+    section, key = PROXIED_SETTING[transport]
+    value = str(getattr(getattr(settings, section), key)).split(",")[0].strip()
+    parts = urlsplit(value if "://" in value else f"//{value}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if not parts.hostname or port is None:
+        raise ConfigError(f"{section}.{key}: {value!r} needs host:port for a network fault")
+    return f"{ENV_PREFIX}{section.upper()}__{key.upper()}", value, f"{parts.hostname}:{port}"
+
+
 def fault_action(
     fault: str,
     deployment: Deployment | None,
     plan: ChaosPlan,
     node: BrokerNode | None,
+    proxied: Proxied | None = None,
 ) -> Callable[[], Awaitable[None]]:
     """The fault as a coroutine function; in-process (``deployment`` None) only crashes."""
 
@@ -563,6 +616,18 @@ def fault_action(
         await asyncio.sleep(plan.outage_s)
         await node.restart()
 
+    async def network() -> None:
+        assert proxied is not None
+        api = proxied.toxiproxy
+        names = await asyncio.to_thread(api.add_toxic, proxied.name, fault.split("-net-")[1])
+        try:
+            await asyncio.sleep(plan.pause_s)
+        finally:
+            for name in names:
+                await asyncio.to_thread(api.remove_toxic, proxied.name, name)
+
+    if fault in NETWORK_FAULTS:
+        return network
     return {
         "invoker-kill": invoker_kill,
         "invoker-pause": invoker_pause,
@@ -584,6 +649,7 @@ async def run_fault(
     plan: ChaosPlan,
     node: BrokerNode | None,
     logs: Path,
+    toxiproxy: Toxiproxy | None = None,
 ) -> Row:
     token = f"{os.getpid()}-{time.monotonic_ns() % 10**9}"
     controller_id = f"chaos-{token}"
@@ -600,6 +666,11 @@ async def run_fault(
     await observing.connect()
     observer = Observer(observing, controller_id)
     deployment: Deployment | None = None
+    proxied = None
+    if fault in NETWORK_FAULTS:
+        if toxiproxy is None:
+            raise ConfigError(f"{fault}: a network fault needs Toxiproxy (--toxiproxy)")
+        proxied = Proxied(toxiproxy, f"chaos-{token}")
     try:
         await observer.start()
         if transport == "memory":
@@ -607,6 +678,11 @@ async def run_fault(
         await _prepare(observing, settings, action, plan.ready_timeout_s)
         deployment = Deployment(config, as_env(values), logs, f"127.0.0.1:{free_port()}")
         invoker_ids = [f"{controller_id}-inv{i}" for i in range(INVOKERS)]
+        if proxied is not None:
+            variable, value, upstream = broker_address(settings, transport)
+            listen = await proxied.create(upstream)
+            role = "controller" if fault.startswith("controller") else invoker_ids[0]
+            deployment.process_env[role] = {variable: value.replace(upstream, listen)}
         await deployment.start_invokers(invoker_ids)
         await deployment.start_controller(plan.ready_timeout_s)
         await observer.wait_until(
@@ -614,11 +690,13 @@ async def run_fault(
         )
         await asyncio.sleep(3 * settings.invoker.heartbeat_interval_s)  # the controller's view
         invoke = http_invoker(deployment.api, action, plan.run_ms, plan.drain_s + 5, executions)
-        load = await open_loop(invoke, plan, fault_action(fault, deployment, plan, node))
+        load = await open_loop(invoke, plan, fault_action(fault, deployment, plan, node, proxied))
         return await _settle(observing, observer, load, action, plan, settings, executions, fault)
     finally:
         if deployment is not None:
             await deployment.stop()
+        if proxied is not None:
+            await proxied.delete()
         await observer.stop()
         with contextlib.suppress(BrokerSchedError):
             await observing.delete(settings.queue_name(action.namespace, action.name))
@@ -758,6 +836,11 @@ def format_checked(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def default_toxiproxy() -> str:
+    """Toxiproxy's API where `brokers.sh up toxiproxy` starts it (``TOXIPROXY_PORT``)."""
+    return f"127.0.0.1:{os.environ.get('TOXIPROXY_PORT', DEFAULT_API_PORT)}"
+
+
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value * 1000:.0f}"
 
@@ -771,9 +854,14 @@ def _within(value: float | None) -> str:
 
 
 def parse_faults(text: str | None, transport: str) -> list[str]:
-    applicable = IN_PROCESS_FAULTS if transport == "memory" else FAULTS
+    if transport == "memory":
+        applicable: tuple[str, ...] = IN_PROCESS_FAULTS
+    elif transport in PROXIED_SETTING:
+        applicable = FAULTS
+    else:
+        applicable = (*PROCESS_FAULTS, "broker-kill")
     if text is None:
-        return [f for f in applicable if f != "broker-kill"]
+        return [f for f in applicable if f in PROCESS_FAULTS]
     if text == "all":
         return list(applicable)
     faults = [f.strip() for f in text.split(",") if f.strip()]
@@ -795,6 +883,7 @@ async def chaos_command(
     quick: bool,
     json_output: bool,
     out: Path,
+    toxiproxy: str | None = None,
 ) -> int:
     """Run every fault on every transport; exit 1 if any accepted activation was lost
     (by the accounting or by the invocation checker)."""
@@ -805,12 +894,17 @@ async def chaos_command(
         for t, f in planned
         if f == "broker-kill"
     }
+    proxy_api = None
+    if any(f in NETWORK_FAULTS for _, f in planned):
+        proxy_api = Toxiproxy(toxiproxy or default_toxiproxy())
+        await asyncio.to_thread(proxy_api.version)  # answers, or one clear line
     await asyncio.to_thread(out.mkdir, parents=True, exist_ok=True)
     rows = []
     for transport, fault in planned:
         if not json_output:
             print(f"chaos: {transport} {fault} ...", file=sys.stderr, flush=True)
-        rows.append(await run_fault(config, transport, fault, plan, nodes.get(transport), out))
+        node = nodes.get(transport)
+        rows.append(await run_fault(config, transport, fault, plan, node, out, proxy_api))
         if not json_output:
             print(format_rows(rows[-1:]), file=sys.stderr, flush=True)
     document = json.dumps([asdict(row) for row in rows], indent=2, default=str) + "\n"

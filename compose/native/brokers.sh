@@ -3,14 +3,15 @@
 # beside them separate secured instances (redis-secure, nats-secure, kafka-secure) on their own ports
 # for the security tests. On request only, clusters for the fault tests: nats-cluster
 # (nats-c1..3), kafka-cluster (kafka-c1..3) and redis-sentinel (redis-s1..3,
-# sentinel-1..3); a node can be named on its own to restart it after a kill.
+# sentinel-1..3); a node can be named on its own to restart it after a kill. And on
+# request, toxiproxy: the TCP proxy whose toxics are the fault suite's network faults.
 #
 #   brokers.sh up     [BROKER ...]
 #   brokers.sh down   [--purge] [BROKER ...]
 #   brokers.sh status [BROKER ...]
 #
 # BROKER: kafka redis nats redis-secure nats-secure kafka-secure (the default set), or
-# nats-cluster kafka-cluster redis-sentinel, or one of their nodes.
+# nats-cluster kafka-cluster redis-sentinel, or one of their nodes, or toxiproxy.
 #
 # See compose/README.md for the environment variables.
 set -euo pipefail
@@ -56,7 +57,7 @@ usage: brokers.sh up     [BROKER ...]
        brokers.sh status [BROKER ...]
 BROKER: kafka redis nats redis-secure nats-secure kafka-secure (default: all of these),
         nats-cluster kafka-cluster redis-sentinel, or a node: nats-c1..3 kafka-c1..3
-        redis-s1..3 sentinel-1..3
+        redis-s1..3 sentinel-1..3; toxiproxy
 EOF
   exit "${1:-2}"
 }
@@ -785,6 +786,41 @@ cluster_nodes() { # name
   esac
 }
 
+# -------------------------------------------------------------- toxiproxy
+#
+# Toxiproxy's server, built once with `go install` from the Go module proxy (a Go
+# toolchain, or Debian's golang-go, is needed for that first build only) into
+# $TOXIPROXY_HOME, which another state dir's build may be: like KAFKA_HOME.
+
+TOXIPROXY_VERSION=${TOXIPROXY_VERSION:-v2.5.0}
+TOXIPROXY_PORT=${TOXIPROXY_PORT:-8474}
+TOXIPROXY_HOME=${TOXIPROXY_HOME:-$STATE_DIR/toxiproxy-$TOXIPROXY_VERSION}
+
+toxiproxy_comm() { printf toxiproxy-serve; } # the kernel keeps 15 characters
+toxiproxy_ports() { printf 'TOXIPROXY_PORT'; }
+toxiproxy_addr() { printf '%s:%s' "$HOST" "$TOXIPROXY_PORT"; }
+toxiproxy_detail() { printf 'HTTP API, %s' "$TOXIPROXY_VERSION"; }
+
+toxiproxy_prepare() {
+  [[ -x $TOXIPROXY_HOME/toxiproxy-server ]] && return 0
+  command -v go >/dev/null || ensure_deb go golang-go || return 1
+  local log="$STATE_DIR/logs/toxiproxy-build.log"
+  info "toxiproxy: building $TOXIPROXY_VERSION with go install (first run only; log: $log)"
+  mkdir -p "$TOXIPROXY_HOME"
+  if ! GOBIN="$TOXIPROXY_HOME" go install \
+    "github.com/Shopify/toxiproxy/v2/cmd/server@$TOXIPROXY_VERSION" >"$log" 2>&1; then
+    fail toxiproxy "go install failed" "$log"
+    return 1
+  fi
+  mv "$TOXIPROXY_HOME/server" "$TOXIPROXY_HOME/toxiproxy-server"
+}
+
+toxiproxy_start() {
+  spawn toxiproxy "$TOXIPROXY_HOME/toxiproxy-server" -host "$HOST" -port "$TOXIPROXY_PORT"
+}
+
+toxiproxy_ready() { http_200 "$TOXIPROXY_PORT" /version; }
+
 # --------------------------------------------------------------- commands
 
 status_line() { # name state [pid]
@@ -890,7 +926,7 @@ main() {
   (($#)) && shift
   for arg; do
     case $arg in
-      kafka | redis | nats | redis-secure | nats-secure | kafka-secure) names+=("$arg") ;;
+      kafka | redis | nats | redis-secure | nats-secure | kafka-secure | toxiproxy) names+=("$arg") ;;
       nats-cluster | kafka-cluster | redis-sentinel | nats-c[123] | kafka-c[123] | redis-s[123] | sentinel-[123])
         mapfile -t -O "${#names[@]}" names < <(cluster_nodes "$arg") ;;
       --purge) [[ $cmd == down ]] || usage; purge=1 ;;
