@@ -31,6 +31,12 @@ KAFKA_SECURE_PORT=${KAFKA_SECURE_PORT:-9094}
 KAFKA_SECURE_CONTROLLER_PORT=${KAFKA_SECURE_CONTROLLER_PORT:-9095}
 NATS_PORT=${NATS_PORT:-4222}
 NATS_MONITOR_PORT=${NATS_MONITOR_PORT:-8222}
+# Durability (docs/reliability.md): when Redis fsyncs its append-only file (everysec:
+# up to a second of acknowledged writes lost in an OS crash; always: none, at a cost),
+# and after how many messages Kafka fsyncs a log (unset: the OS decides; Kafka's own
+# durability is replication, acks=all with min.insync.replicas on a cluster).
+REDIS_APPENDFSYNC=${REDIS_APPENDFSYNC:-everysec}
+KAFKA_FLUSH_MESSAGES=${KAFKA_FLUSH_MESSAGES:-}
 UP_TIMEOUT=${BROKER_SCHED_UP_TIMEOUT:-90}
 STOP_TIMEOUT=${BROKER_SCHED_STOP_TIMEOUT:-30}
 STATE_DIR=${BROKER_SCHED_STATE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/broker-sched}
@@ -253,6 +259,8 @@ share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 # The log cleaner's 128 MB default buffer alone can exhaust a small heap at start.
 log.cleaner.dedupe.buffer.size=8388608
+unclean.leader.election.enable=false
+${KAFKA_FLUSH_MESSAGES:+log.flush.interval.messages=$KAFKA_FLUSH_MESSAGES}
 EOF
 }
 
@@ -307,7 +315,7 @@ redis_start() {
   mkdir -p "$(data_dir redis)"
   spawn redis redis-server --bind "$HOST" --port "$REDIS_PORT" --protected-mode yes \
     --daemonize no --dir "$(data_dir redis)" --save '' \
-    --appendonly yes --appendfsync everysec
+    --appendonly yes --appendfsync "$REDIS_APPENDFSYNC"
 }
 
 redis_ready() { [[ $(redis-cli -h "$HOST" -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]]; }
@@ -648,6 +656,10 @@ num.partitions=1
 auto.create.topics.enable=false
 default.replication.factor=3
 min.insync.replicas=2
+# Kafka's default since 0.11, said here: a replica that is not in sync never becomes
+# leader, so an acknowledged write is not dropped by an election.
+unclean.leader.election.enable=false
+${KAFKA_FLUSH_MESSAGES:+log.flush.interval.messages=$KAFKA_FLUSH_MESSAGES}
 offsets.topic.replication.factor=3
 transaction.state.log.replication.factor=3
 transaction.state.log.min.isr=2
@@ -699,7 +711,7 @@ redis_node_start() { # index
   spawn "redis-s$i" redis-server --bind "$HOST" \
     --port "$(node_port "$REDIS_SENTINEL_DATA_PORT" "$i")" --protected-mode yes \
     --daemonize no --dir "$(data_dir "redis-s$i")" --save '' \
-    --appendonly yes --appendfsync everysec --min-replicas-to-write 1 \
+    --appendonly yes --appendfsync "$REDIS_APPENDFSYNC" --min-replicas-to-write 1 \
     --min-replicas-max-lag 2 "${role[@]}"
 }
 
