@@ -57,7 +57,7 @@ from urllib.parse import urlsplit
 
 from pydantic import JsonValue
 
-from broker_sched.bench.chaos_accounting import Accounting, Call, Seen, account
+from broker_sched.bench.chaos_accounting import SUCCESS, Accounting, Call, Seen, account
 from broker_sched.bench.invocation_checker import (
     TABLE_HEADER,
     Checked,
@@ -69,7 +69,7 @@ from broker_sched.bench.invocation_checker import (
 from broker_sched.bench.toxiproxy import DEFAULT_API_PORT, TOXICS, Toxiproxy
 from broker_sched.config import ENV_PREFIX, Settings, load_settings
 from broker_sched.errors import BrokerSchedError, BrokerUnavailable, ConfigError, MalformedMessage
-from broker_sched.model import Action, ActivationResult, Heartbeat, decode
+from broker_sched.model import Action, ActivationResult, Heartbeat, Status, decode
 from broker_sched.stack import Stack
 from broker_sched.topology import HEARTBEATS, results_channel
 from transports.base import Transport
@@ -374,16 +374,18 @@ class Observer:
         )
 
 
-async def recorded(transport: Transport, namespace: str, limit: int) -> dict[str, int | None]:
-    """The activation ids with a record, and the ``seq`` its result echoes: the run's
-    namespace is its own, so its newest ``limit`` records are all of its records, read
-    in one listing."""
+async def recorded(
+    transport: Transport, namespace: str, limit: int
+) -> dict[str, tuple[int | None, bool]]:
+    """The activation ids with a record, the ``seq`` its result echoes and whether it is
+    a success: the run's namespace is its own, so its newest ``limit`` records are all
+    of its records, read in one listing."""
     bodies = await transport.recent_records(namespace, limit)
-    found: dict[str, int | None] = {}
+    found: dict[str, tuple[int | None, bool]] = {}
     for body in bodies:
         with contextlib.suppress(MalformedMessage):
             result = decode(ActivationResult, body)
-            found[result.activation_id] = _seq_of(result)
+            found[result.activation_id] = (_seq_of(result), result.status == Status.SUCCESS)
     return found
 
 
@@ -766,7 +768,10 @@ async def _settle(
     )
     seq_of_id = {c.activation_id: c.seq for c in calls if c.activation_id}
     answered = {s.seq for s in observer.seen} | {
-        seq_of_id.get(i, seq) for i, seq in records.items()
+        seq_of_id.get(i, seq) for i, (seq, _) in records.items()
+    }
+    failed = {s.seq for s in observer.seen if s.status != SUCCESS} | {
+        seq_of_id.get(i, seq) for i, (seq, success) in records.items() if not success
     }
     lines = await asyncio.to_thread(_read_lines, executions)
     checked = check(
@@ -776,6 +781,7 @@ async def _settle(
         fault_s=load.fault_s,
         healed_s=load.healed_s,
         tick_s=settings.scheduler.check_interval_s,
+        failures=frozenset(seq for seq in failed if seq is not None),
     )
     return Row(settings.transport, fault, accounting, checked, load.notes)
 

@@ -23,7 +23,9 @@ accepted invocations and are only counted. Two stricter findings sit beside them
 had already run to its end before it (results are de-duplicated by activation id, so
 the fault should never run finished work again; reruns before the fault, such as a
 Kafka rebalance while containers join, are duplicates of no fault's making), and a
-*result without an execution* would mean the handler's history is incomplete.
+*result without an execution* (a successful one: an invoker may answer an error, such as
+a deadline passed while queued, without running the action) would mean the handler's
+history is incomplete.
 
 Liveness: after the fault heals, the action has a backlog as long as an accepted
 invocation is not finished; the *consumer gap* is how long after the heal the first
@@ -122,10 +124,13 @@ def check(
     fault_s: float,
     healed_s: float,
     tick_s: float,
+    failures: frozenset[int] = frozenset(),
 ) -> Checked:
     """Judge every call of a run; see the module docstring for the terms.
 
-    ``results`` are the seqs with a result seen or a record kept; ``fault_s`` and
+    ``results`` are the seqs with a result seen or a record kept, ``failures`` those of
+    them whose result is an error (an invoker may answer one without running the action:
+    a deadline that passed while it was queued); ``fault_s`` and
     ``healed_s`` when the fault began and ended (monotonic, as the histories);
     ``tick_s`` the backlog monitor's interval.
     """
@@ -148,7 +153,7 @@ def check(
         if not answered:
             verdicts[call.seq] = Verdict.LOST
             continue
-        if not ran:
+        if not ran and call.seq not in failures:
             unexecuted.append(call.seq)
         verdicts[call.seq] = Verdict.DUPLICATED if len(ran) > 1 else Verdict.OK
         ends = [r.finished_s for r in ran if r.finished_s is not None and r.finished_s < fault_s]
@@ -160,7 +165,9 @@ def check(
         executions=len(executions),
         reruns_after_finish=sorted(reruns),
         results_without_execution=sorted(unexecuted),
-        consumer_gap_s=consumer_gap_s(calls, executions, verdicts, healed_s=healed_s),
+        consumer_gap_s=consumer_gap_s(
+            calls, executions, verdicts, healed_s=healed_s, unrun=frozenset(unexecuted) | failures
+        ),
         tick_s=tick_s,
     )
 
@@ -171,11 +178,17 @@ def consumer_gap_s(
     verdicts: dict[int, Verdict],
     *,
     healed_s: float,
+    unrun: frozenset[int] = frozenset(),
 ) -> float | None:
     """Seconds from the heal until an execution was running, if the action had a backlog
-    then: an accepted invocation sent by the heal (or after) whose last execution had
-    not finished by it. None when there was no backlog after the heal."""
-    accepted = {seq for seq, v in verdicts.items() if v is not Verdict.UNKNOWN}
+    then: an accepted invocation whose last execution had not finished by the heal (one
+    answered without running, ``unrun``, is not waiting for a consumer). None when there
+    was no backlog after the heal."""
+    accepted = {
+        seq
+        for seq, v in verdicts.items()
+        if v is not Verdict.UNKNOWN and not (seq in unrun and v is not Verdict.LOST)
+    }
     finished_by: dict[int, float] = {}
     for execution in executions:
         if execution.finished_s is not None:

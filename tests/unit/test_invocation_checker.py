@@ -132,3 +132,19 @@ def test_the_table_row_lists_every_verdict() -> None:
     row = table_row("redis", "invoker-pause", checked)
     assert row == "| redis | invoker-pause | 1 | 0 | 0 | 0 | 0 | 0 | - |"
     assert TABLE_HEADER.count("|") == 2 * row.count("|")
+
+
+def test_an_error_answered_without_running_is_neither_unexecuted_nor_a_backlog() -> None:
+    # seq 1: the invoker answered "deadline passed while queued" without running it
+    checked = check(
+        [call(0), call(1)],
+        [Execution(0, 9.0, 9.1)],
+        {0, 1},
+        fault_s=FAULT_S,
+        healed_s=HEALED_S,
+        tick_s=0.1,
+        failures=frozenset({1}),
+    )
+    assert checked.verdicts == {0: Verdict.OK, 1: Verdict.OK}
+    assert checked.results_without_execution == []
+    assert checked.consumer_gap_s is None
