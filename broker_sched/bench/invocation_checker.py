@@ -100,6 +100,7 @@ class Checked:
     reruns_after_finish: list[int] = field(default_factory=list)
     """Seqs that ran again after the fault, having run to their end before it."""
     results_without_execution: list[int] = field(default_factory=list)
+    """Seqs with a successful result and no execution: the handler's history has a gap."""
     consumer_gap_s: float | None = None
     """From the heal until an execution was running; None: no backlog after the heal."""
     tick_s: float = 0.1
