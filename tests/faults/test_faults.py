@@ -12,10 +12,11 @@ may yet be written, so refusals are timed from 0.5 s after the fault:
 docs/reliability.md.)
 
 Beside the accounting, the invocation checker judges every invocation from the client's,
-the handler's and the results' histories: none lost, none run again after a run of it
-had finished before the fault, none answered without an execution, and once the fault
-healed the action's backlog had a consumer (its measured delay goes in the table the
-session prints at its end).
+the handler's and the results' histories: none lost, none answered without an
+execution, and once the fault healed the action's backlog had a consumer. Duplicates,
+reruns of work finished before the fault (an ack in flight or not yet committed when
+the fault came) and the delay of that consumer are reported in the table the session
+prints at its end, not asserted (docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -104,7 +105,6 @@ def assert_accounted(row: Row) -> None:
     assert a.sent == a.accepted + sum(a.refused.values())
     c = row.checked
     assert not c.count(Verdict.LOST), f"checker: lost {c.seqs(Verdict.LOST)[:20]}"
-    assert not c.reruns_after_finish, f"ran again after finishing: {c.reruns_after_finish}"
     assert not c.results_without_execution, c.results_without_execution[:20]
     assert c.executions >= a.completed, "the handler's history is incomplete"
     gap = c.consumer_gap_s
