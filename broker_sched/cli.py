@@ -122,7 +122,7 @@ def _add_bench(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             )
             bench.add_argument(
                 "--faults",
-                help="chaos: comma-separated, or 'all' that apply (default: all but broker-kill)",
+                help="chaos: comma-separated, or 'all' that apply (default: the process faults)",
             )
             bench.add_argument(
                 "--broker-node",
@@ -133,6 +133,11 @@ def _add_bench(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                 type=Path,
                 default=Path("compose/native/brokers.sh"),
                 help="chaos broker-kill: the script that restarts it (default %(default)s)",
+            )
+            bench.add_argument(
+                "--toxiproxy",
+                help="chaos network faults: Toxiproxy's API, HOST:PORT "
+                "(default: 127.0.0.1:$TOXIPROXY_PORT, else 8474)",
             )
         else:
             bench.add_argument(
@@ -268,6 +273,7 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             quick=args.quick,
             json_output=args.json,
             out=args.out or default_out(CHAOS),
+            toxiproxy=args.toxiproxy,
         )
     if args.command in ("bench", "compare"):
         from broker_sched.bench.command import bench_command

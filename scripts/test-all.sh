@@ -13,7 +13,8 @@
 #      a free port) scraping a controller and invokers under load, the dashboard's queries, the alert
 #      rules' promtool tests, and the live view in headless Chromium
 #   3b. the fault suite (tests/faults): brokers of its own — single-node ones, a 3-node
-#      NATS cluster and Redis with replicas and Sentinels — killed and restarted under load
+#      NATS cluster and Redis with replicas and Sentinels — killed and restarted under load,
+#      and Toxiproxy (built once with `go install`) for the network faults
 #   4. run the conformance suite, the distributed end-to-end test and the docker-runtime
 #      end-to-end test again, with every broker started by testcontainers from the local
 #      images
@@ -64,15 +65,19 @@ BROKER_SCHED_TEST_NATS="nats://127.0.0.1:${NATS_PORT:-4222}" \
 
 step "fault suite on brokers of its own"
 # Single-node brokers, a 3-node NATS cluster and a Sentinel-watched Redis that the fault
-# suite kills and restarts:
+# suite kills and restarts, and the Toxiproxy its network faults go through:
 # their own ports (those of tests/faults/configs/) and state directory, never the shared
-# brokers above. Kafka reuses the jars the default state dir fetched.
+# brokers above. Kafka reuses the jars the default state dir fetched, and Toxiproxy is
+# built there once. Each broker runs with its durable settings (docs/reliability.md):
+# Redis fsyncs every write, Kafka every message; the NATS cluster keeps three replicas.
 fault_state="$state_dir/faults"
 # brokers.sh reads these, and so does the restart the suite runs after a kill.
 fault_env=(BROKER_SCHED_STATE_DIR="$fault_state" KAFKA_HOME="$state_dir/kafka-${KAFKA_VERSION:-4.3.1}"
   REDIS_PORT=6479 NATS_PORT=4322 NATS_MONITOR_PORT=8322 KAFKA_PORT=9192
-  KAFKA_CONTROLLER_PORT=9193 KAFKA_HEAP_OPTS="-Xmx384m -Xms128m")
-fault_nodes=(redis nats kafka nats-cluster redis-sentinel)
+  KAFKA_CONTROLLER_PORT=9193 KAFKA_HEAP_OPTS="-Xmx384m -Xms128m"
+  TOXIPROXY_PORT=8374 TOXIPROXY_HOME="$state_dir/toxiproxy-${TOXIPROXY_VERSION:-v2.5.0}"
+  REDIS_APPENDFSYNC=always KAFKA_FLUSH_MESSAGES=1)
+fault_nodes=(redis nats kafka nats-cluster redis-sentinel toxiproxy)
 env "${fault_env[@]}" bash compose/native/brokers.sh down --purge "${fault_nodes[@]}" >/dev/null
 fault_down() { env "${fault_env[@]}" bash compose/native/brokers.sh down --purge "${fault_nodes[@]}"; }
 trap fault_down EXIT

@@ -31,12 +31,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, ClassVar, Self
+from urllib.parse import urlsplit
 
 import anyio
 import anyio.lowlevel
 from pydantic import BaseModel, ConfigDict
 
-from broker_sched.errors import BrokerSchedError, PayloadTooLarge
+from broker_sched.errors import BrokerSchedError, ConfigError, PayloadTooLarge
 
 if TYPE_CHECKING:
     from broker_sched.config import Settings
@@ -108,6 +109,45 @@ class Capabilities:
     rebalances: bool = False
     publishes_once: bool = False
     renews_deliveries: bool = False
+
+
+def broker_addresses(
+    setting: str,
+    text: str,
+    *,
+    schemes: Sequence[str] = (),
+    default_port: int | None = None,
+    many: bool = True,
+) -> list[tuple[str, int]]:
+    """The (host, port) pairs of a broker address setting: comma-separated if ``many``,
+    each a bare ``host:port`` or, where ``schemes`` allows, ``scheme://host:port[/...]``;
+    without a port, ``default_port`` (None: the port is required).
+
+    Checked before any client sees them, because the clients fail on a malformed one
+    deep inside (a port of ``4522x`` ends in an ``int()`` error or an assertion), with
+    nothing that names the setting: here it is one :class:`ConfigError` line that does.
+    """
+    items = [i.strip() for i in text.split(",")] if many else [text.strip()]
+    if not any(items):
+        raise ConfigError(f"{setting}: empty, expected host:port")
+    form = "host:port" if default_port is None else "host[:port]"
+    expected = f"{schemes[0]}://{form}" if schemes else form
+    pairs = []
+    for item in filter(None, items):
+        parts = urlsplit(item if "://" in item else f"//{item}")
+        if parts.scheme and parts.scheme not in schemes:
+            scheme = parts.scheme
+            raise ConfigError(f"{setting}: {item!r} has scheme {scheme!r}, expected {expected}")
+        try:
+            port = parts.port
+        except ValueError:  # not a number, or out of 0-65535
+            raise ConfigError(f"{setting}: {item!r} is not {expected} (bad port)") from None
+        port = default_port if port is None else port
+        stray = not parts.scheme and (parts.path or parts.query)  # "host/x", "http//host"
+        if not parts.hostname or port is None or stray:
+            raise ConfigError(f"{setting}: {item!r} is not {expected}")
+        pairs.append((parts.hostname, port))
+    return pairs
 
 
 class BackendSettings(BaseModel):

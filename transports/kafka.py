@@ -105,6 +105,7 @@ from transports.base import (
     Listener,
     Subscription,
     Transport,
+    broker_addresses,
 )
 from transports.kafka_consumer import GroupConsumer, require_confluent
 
@@ -218,6 +219,7 @@ class KafkaTransport(Transport):
         _require_aiokafka()
         super().__init__(max_message_bytes=max_message_bytes)
         self.settings = kafka if kafka is not None else KafkaSettings()
+        broker_addresses("kafka.bootstrap_servers", self.settings.bootstrap_servers)
         if self.settings.group_protocol == "consumer":
             require_confluent("kafka")
         self.request_timeout_ms = request_timeout_ms

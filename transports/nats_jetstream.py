@@ -75,8 +75,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import importlib.util
 import json
 import logging
+import os
 import random
 import re
 import time
@@ -104,6 +106,7 @@ from transports.base import (
     Record,
     Subscription,
     Transport,
+    broker_addresses,
 )
 
 if TYPE_CHECKING:
@@ -146,6 +149,8 @@ NOT_UNIQUE_ON_WORKQUEUE = 10100
 _TOKEN = r"[A-Za-z0-9_-]+"
 _QUEUE_NAME = re.compile(rf"{_TOKEN}(?:\.{_TOKEN})*")
 _STREAM_NAME = re.compile(_TOKEN)
+_SCHEMES = ("nats", "tls", "ws", "wss")
+"""The URL schemes nats-py connects with; ``nats.servers`` may also give bare host:port."""
 _UNSAFE_IN_NAME = re.compile(r"[^A-Za-z0-9_-]")
 _UNSAFE_IN_SUBJECT = re.compile(r"[\s*>]|^\.|\.$|\.\.")
 
@@ -155,6 +160,19 @@ def _require_nats() -> None:
         import nats  # noqa: F401
     except ImportError as exc:
         raise TransportNotInstalled("nats", "nats") from exc
+
+
+def _check_key_files(files: dict[str, str | None]) -> None:
+    """A credentials or seed file that is missing, or set without the ``nkeys`` package
+    nats-py reads it with, is one line naming the setting, not a traceback from inside
+    nats-py's connect."""
+    for setting, path in files.items():
+        if path is None:
+            continue
+        if not os.path.isfile(path):
+            raise ConfigError(f"{setting}: {path!r} is not a file")
+        if importlib.util.find_spec("nkeys") is None:
+            raise ConfigError(f"{setting}: needs the nkeys package (pip install nkeys)")
 
 
 def queue_subject(prefix: str, queue: str) -> str:
@@ -210,6 +228,15 @@ def _translated(action: str) -> Iterator[None]:
         raise BrokerUnavailable(f"nats: {action}: {exc or type(exc).__name__}") from exc
     except core.Error as exc:
         raise TransportError(f"nats: {action}: {exc}") from exc
+
+
+async def _discard(nc: Client) -> None:
+    """Close a client whose connect failed. nats-py's close asserts that connect got as
+    far as making its queues; one that failed before (a URL or credentials file it could
+    not use) has nothing open, and that assertion must not replace the connect's own
+    error."""
+    with contextlib.suppress(AssertionError):
+        await nc.close()
 
 
 def _reconnect_backoff(servers: list[Server], _info: dict[str, Any]) -> tuple[Server, float]:
@@ -538,6 +565,10 @@ class NatsJetStreamTransport(Transport):
         if isinstance(servers, str):
             servers = [s.strip() for s in servers.split(",") if s.strip()]
         self.servers = list(servers)
+        broker_addresses(
+            "nats.servers", ",".join(self.servers), schemes=_SCHEMES, default_port=4222
+        )
+        _check_key_files({"nats.creds_file": creds_file, "nats.nkeys_seed_file": nkeys_seed_file})
         self.stream = stream
         self.subject_prefix = subject_prefix
         self.ack_wait_s = ack_wait_s
@@ -607,7 +638,7 @@ class NatsJetStreamTransport(Transport):
                         **self._auth,
                     )
         except TimeoutError as exc:
-            await nc.close()
+            await _discard(nc)
             if self._refused:
                 raise ConfigError(
                     f"nats: {where} refused the credentials: check nats.user and "
@@ -618,7 +649,7 @@ class NatsJetStreamTransport(Transport):
                 f"nats: no server reachable at {where} within {self.connect_timeout_s} s{last}"
             ) from exc
         except BaseException:
-            await nc.close()
+            await _discard(nc)
             raise
         if nc.max_payload < self.max_message_bytes:
             await nc.close()

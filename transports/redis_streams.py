@@ -106,6 +106,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr
 
@@ -124,6 +125,7 @@ from transports.base import (
     Record,
     Subscription,
     Transport,
+    broker_addresses,
 )
 
 if TYPE_CHECKING:
@@ -215,6 +217,7 @@ class RedisStreamsTransport(Transport):
         sentinel_password: str | None = None,
     ) -> None:
         super().__init__(max_message_bytes=max_message_bytes)
+        _check_url(url)
         try:
             from redis.asyncio import BlockingConnectionPool, Redis
             from redis.asyncio.retry import Retry
@@ -270,7 +273,9 @@ class RedisStreamsTransport(Transport):
             block_ms=redis.block_ms,
             max_message_bytes=settings.max_payload_bytes,
             once_ttl_s=settings.migration.move_marker_ttl_s,
-            sentinels=_addresses(redis.sentinels or ""),
+            sentinels=(
+                broker_addresses("redis.sentinels", redis.sentinels) if redis.sentinels else []
+            ),
             sentinel_master=redis.sentinel_master,
             sentinel_password=(
                 redis.sentinel_password.get_secret_value() if redis.sentinel_password else None
@@ -984,17 +989,17 @@ return out
 """
 
 
-def _addresses(text: str) -> list[tuple[str, int]]:
-    """``host:port,host:port`` as pairs; a malformed one is a clear configuration error."""
-    pairs = []
-    for item in (part.strip() for part in text.split(",")):
-        if not item:
-            continue
-        host, _, port = item.rpartition(":")
-        if not host or not port.isdigit():
-            raise ConfigError(f"redis.sentinels: {item!r} is not host:port")
-        pairs.append((host, int(port)))
-    return pairs
+def _check_url(url: str) -> None:
+    """A malformed ``redis.url`` is one line naming it, not redis-py's traceback (or, for
+    a database that is not a number, silently database 0)."""
+    if url.startswith("unix://"):
+        return
+    if "://" not in url:
+        raise ConfigError(f"redis.url: {url!r} is not redis://host[:port][/db] (no scheme)")
+    broker_addresses("redis.url", url, schemes=("redis", "rediss"), default_port=6379, many=False)
+    database = urlsplit(url).path.strip("/")
+    if database and not database.isdigit():
+        raise ConfigError(f"redis.url: database {database!r} in {url!r} is not a number")
 
 
 def _sentinel(sentinels: Sequence[tuple[str, int]], password: str | None) -> Sentinel:

@@ -7,16 +7,29 @@ rate, injects one fault while work is in flight, keeps the load going, then wait
 every accepted activation to finish. An observer in this process listens on the
 controller's results channel (a fan-out channel, so it gets a copy of every result,
 reruns included) and afterwards the activation records are read back from the store.
-`chaos_accounting.account` turns those records into the table this prints.
+`chaos_accounting.account` turns those records into the table this prints, and
+`invocation_checker.check` judges every invocation from the client's history, the
+handler's own history of executions (the action appends them to a file of the run)
+and the results: ok, duplicated, lost or unknown, and how soon after the fault healed
+the action's backlog had a consumer.
 
 Faults:
     invoker-kill      SIGKILL an invoker (its containers die with it)
     invoker-pause     SIGSTOP an invoker past its heartbeat expiry, then SIGCONT
     container-crash   SIGKILL the container processes of one invoker
+    container-pause   SIGSTOP the container processes of one invoker past the
+                      redelivery window (a frozen container), then SIGCONT
     controller-kill   SIGKILL the controller with calls outstanding, restart it
+    controller-pause  SIGSTOP the controller (a GC pause, a VM migration) with calls
+                      outstanding, then SIGCONT: it wakes to stale state
     broker-kill       SIGKILL a broker node (``--broker-node``, a `brokers.sh` name;
                       default: the transport's own, `redis`, `nats` or `kafka`),
                       restart it after ``outage_s`` with `brokers.sh up`
+    ROLE-net-TOXIC    for ``pause_s``, a network fault between the controller or one
+                      invoker (ROLE) and its broker, through a Toxiproxy proxy that
+                      only that process uses (``--toxiproxy``; Redis and NATS, whose
+                      clients stay on the address they are given): TOXIC is latency,
+                      timeout (silence), reset, slicer or bandwidth (`bench.toxiproxy`)
 
 `broker-kill` only touches brokers of the state directory named by
 ``BROKER_SCHED_STATE_DIR``, which must be set: the bench kills what that directory's
@@ -40,20 +53,44 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import JsonValue
 
-from broker_sched.bench.chaos_accounting import Accounting, Call, Seen, account
+from broker_sched.bench.chaos_accounting import SUCCESS, Accounting, Call, Seen, account
+from broker_sched.bench.invocation_checker import (
+    TABLE_HEADER,
+    Checked,
+    Verdict,
+    check,
+    parse_executions,
+    table_row,
+)
+from broker_sched.bench.toxiproxy import DEFAULT_API_PORT, TOXICS, Toxiproxy
 from broker_sched.config import ENV_PREFIX, Settings, load_settings
 from broker_sched.errors import BrokerSchedError, BrokerUnavailable, ConfigError, MalformedMessage
-from broker_sched.model import Action, ActivationResult, Heartbeat, decode
+from broker_sched.model import Action, ActivationResult, Heartbeat, Status, decode
 from broker_sched.stack import Stack
 from broker_sched.topology import HEARTBEATS, results_channel
 from transports.base import Transport
 from transports.registry import transport_from_settings
 
-FAULTS = ("invoker-kill", "invoker-pause", "container-crash", "controller-kill", "broker-kill")
-IN_PROCESS_FAULTS = ("container-crash",)
+PROCESS_FAULTS = (
+    "invoker-kill",
+    "invoker-pause",
+    "container-crash",
+    "container-pause",
+    "controller-kill",
+    "controller-pause",
+)
+NETWORK_FAULTS = tuple(
+    f"{role}-net-{toxic}" for role in ("invoker", "controller") for toxic in TOXICS
+)
+FAULTS = (*PROCESS_FAULTS, "broker-kill", *NETWORK_FAULTS)
+PROXIED_SETTING = {"redis": ("redis", "url"), "nats": ("nats", "servers")}
+"""Where each transport that network faults apply to takes its broker's address. (A
+Kafka client follows the addresses the brokers advertise, past any proxy.)"""
+IN_PROCESS_FAULTS = ("container-crash", "container-pause")
 """What applies to the in-process memory transport, where nothing else is a process."""
 INVOKERS = 2
 HTTP_THREADS = 128
@@ -91,6 +128,7 @@ class Row:
     transport: str
     fault: str
     accounting: Accounting
+    checked: Checked
     notes: list[str] = field(default_factory=list)
 
 
@@ -177,13 +215,15 @@ def short_reason(status: int, text: str) -> str:
 Invoke = Callable[[int, bool, float], Coroutine[Any, Any, Call]]
 
 
-def http_invoker(api: str, action: Action, run_ms: float, timeout_s: float) -> Invoke:
+def http_invoker(
+    api: str, action: Action, run_ms: float, timeout_s: float, executions: Path
+) -> Invoke:
     executor = ThreadPoolExecutor(HTTP_THREADS, thread_name_prefix="chaos-http")
     base = f"http://{api}/api/v1/namespaces/{action.namespace}/actions/{action.name}"
 
     async def invoke(seq: int, blocking: bool, sent_s: float) -> Call:
         url = f"{base}?blocking={'true' if blocking else 'false'}"
-        body = json.dumps({"seq": seq, "ms": run_ms}).encode()
+        body = json.dumps({"seq": seq, "ms": run_ms, "executions": str(executions)}).encode()
         loop = asyncio.get_running_loop()
         status, answer, text = await loop.run_in_executor(executor, http_call, url, body, timeout_s)
         answered_s = time.monotonic()
@@ -193,17 +233,19 @@ def http_invoker(api: str, action: Action, run_ms: float, timeout_s: float) -> I
             return Call(seq, sent_s, blocking, True, answer.get("activation_id"), None, answered_s)
         if status == 504:  # published, but no result came in time
             return Call(seq, sent_s, blocking, True, None, short_reason(status, text), answered_s)
-        return Call(seq, sent_s, blocking, False, None, short_reason(status, text), answered_s)
+        reason = short_reason(status, text)
+        certain = status in (400, 401, 403, 404, 429) or "ConnectionRefused" in text
+        return Call(seq, sent_s, blocking, False, None, reason, answered_s, not certain)
 
     return invoke
 
 
-def stack_invoker(stack: Stack, action: Action, run_ms: float) -> Invoke:
+def stack_invoker(stack: Stack, action: Action, run_ms: float, executions: Path) -> Invoke:
     controller = stack.controller
     assert controller is not None
 
     async def invoke(seq: int, blocking: bool, sent_s: float) -> Call:
-        payload: JsonValue = {"seq": seq, "ms": run_ms}
+        payload: JsonValue = {"seq": seq, "ms": run_ms, "executions": str(executions)}
         try:
             if blocking:
                 result = await controller.invoke(action.fqn, payload)
@@ -212,29 +254,41 @@ def stack_invoker(stack: Stack, action: Action, run_ms: float) -> Invoke:
                 activation_id = await controller.invoke(action.fqn, payload, blocking=False)
         except BrokerSchedError as exc:
             reason = short_reason(0, f"{type(exc).__name__}: {exc}")
-            return Call(seq, sent_s, blocking, False, None, reason, time.monotonic())
+            maybe = isinstance(exc, BrokerUnavailable)
+            return Call(seq, sent_s, blocking, False, None, reason, time.monotonic(), maybe)
         return Call(seq, sent_s, blocking, True, activation_id, None, time.monotonic())
 
     return invoke
 
 
+@dataclass(frozen=True)
+class LoadRun:
+    calls: list[Call]
+    fault_s: float
+    healed_s: float
+    """When the fault's coroutine ended: the process resumed or restarted, the broker
+    back up; for a kill with nothing restarted, the kill itself."""
+    notes: list[str]
+
+
 async def open_loop(
     invoke: Invoke, plan: ChaosPlan, fault: Callable[[], Awaitable[None]]
-) -> tuple[list[Call], float, list[str]]:
-    """Send at ``rate_per_s`` regardless of answers; inject the fault mid-way.
-
-    Returns the calls, the fault's time (monotonic) and what the fault noted."""
+) -> LoadRun:
+    """Send at ``rate_per_s`` regardless of answers; inject the fault mid-way."""
     total = int(plan.rate_per_s * (plan.warmup_s + plan.steady_s + plan.after_s))
     start = time.monotonic()
     fault_at = start + plan.warmup_s + plan.steady_s
     notes: list[str] = []
+    healed_at = fault_at
 
     async def injected() -> None:
+        nonlocal healed_at
         await asyncio.sleep(fault_at - time.monotonic())
         try:
             await fault()
         except (OSError, BrokerSchedError, TimeoutError) as exc:
             notes.append(f"fault failed: {type(exc).__name__}: {exc}")
+        healed_at = time.monotonic()
 
     fault_task = asyncio.create_task(injected())
     calls: list[asyncio.Task[Call]] = []
@@ -242,7 +296,7 @@ async def open_loop(
         await asyncio.sleep(max(0.0, start + seq / plan.rate_per_s - time.monotonic()))
         calls.append(asyncio.create_task(invoke(seq, seq % 2 == 0, time.monotonic())))
     await fault_task
-    return list(await asyncio.gather(*calls)), fault_at, notes
+    return LoadRun(list(await asyncio.gather(*calls)), fault_at, healed_at, notes)
 
 
 # ------------------------------------------------------------------ observing
@@ -297,13 +351,12 @@ class Observer:
 
     def _on_result(self, body: bytes) -> None:
         result = decode(ActivationResult, body)
-        seq = result.result.get("seq") if isinstance(result.result, dict) else None
         self.seen.append(
             Seen(
                 activation_id=result.activation_id,
                 status=str(result.status),
                 at_s=time.monotonic(),
-                seq=seq if isinstance(seq, int) else None,
+                seq=_seq_of(result),
                 error=result.error,
             )
         )
@@ -321,15 +374,24 @@ class Observer:
         )
 
 
-async def recorded_ids(transport: Transport, namespace: str, limit: int) -> set[str]:
-    """The activation ids with a record: the run's namespace is its own, so its newest
-    ``limit`` records are all of its records, read in one listing."""
+async def recorded(
+    transport: Transport, namespace: str, limit: int
+) -> dict[str, tuple[int | None, bool]]:
+    """The activation ids with a record, the ``seq`` its result echoes and whether it is
+    a success: the run's namespace is its own, so its newest ``limit`` records are all
+    of its records, read in one listing."""
     bodies = await transport.recent_records(namespace, limit)
-    found = set()
+    found: dict[str, tuple[int | None, bool]] = {}
     for body in bodies:
         with contextlib.suppress(MalformedMessage):
-            found.add(decode(ActivationResult, body).activation_id)
+            result = decode(ActivationResult, body)
+            found[result.activation_id] = (_seq_of(result), result.status == Status.SUCCESS)
     return found
+
+
+def _seq_of(result: ActivationResult) -> int | None:
+    seq = result.result.get("seq") if isinstance(result.result, dict) else None
+    return seq if isinstance(seq, int) else None
 
 
 # ------------------------------------------------------------------ processes
@@ -345,6 +407,8 @@ class Deployment:
     api: str
     controller: asyncio.subprocess.Process | None = None
     invokers: list[asyncio.subprocess.Process] = field(default_factory=list)
+    process_env: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Settings of one process only, by name (``controller`` or an invoker id)."""
 
     async def _spawn(
         self, name: str, role: str, extra: dict[str, str]
@@ -359,7 +423,7 @@ class Deployment:
         with (self.logs / f"{name}.log").open("ab") as log:
             return await asyncio.create_subprocess_exec(
                 *command,
-                env={**env, **self.env, **extra},
+                env={**env, **self.env, **self.process_env.get(name, {}), **extra},
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=log,
@@ -451,11 +515,49 @@ class BrokerNode:
             raise BrokerSchedError(f"brokers.sh up {self.name} failed: {err.decode()[-500:]}")
 
 
+@dataclass(frozen=True)
+class Proxied:
+    """A Toxiproxy proxy that one process of the run reaches its broker through."""
+
+    toxiproxy: Toxiproxy
+    name: str
+
+    async def create(self, upstream: str) -> str:
+        """Create the proxy on a free loopback port; that address."""
+        listen = f"127.0.0.1:{free_port()}"
+        await asyncio.to_thread(self.toxiproxy.create_proxy, self.name, listen, upstream)
+        return listen
+
+    async def delete(self) -> None:
+        with contextlib.suppress(BrokerSchedError):
+            await asyncio.to_thread(self.toxiproxy.delete_proxy, self.name)
+
+
+def broker_address(settings: Settings, transport: str) -> tuple[str, str, str]:
+    """The variable that sets ``transport``'s broker address, its value, and the
+    broker's ``host:port`` in it (the first, for a list): what a proxy forwards to and
+    what the value has in its place for a process to go through the proxy."""
+    if transport not in PROXIED_SETTING:
+        known = ", ".join(PROXIED_SETTING)
+        raise ConfigError(f"network faults apply to {known}, not the {transport} transport")
+    section, key = PROXIED_SETTING[transport]
+    value = str(getattr(getattr(settings, section), key)).split(",")[0].strip()
+    parts = urlsplit(value if "://" in value else f"//{value}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if not parts.hostname or port is None:
+        raise ConfigError(f"{section}.{key}: {value!r} needs host:port for a network fault")
+    return f"{ENV_PREFIX}{section.upper()}__{key.upper()}", value, f"{parts.hostname}:{port}"
+
+
 def fault_action(
     fault: str,
     deployment: Deployment | None,
     plan: ChaosPlan,
     node: BrokerNode | None,
+    proxied: Proxied | None = None,
 ) -> Callable[[], Awaitable[None]]:
     """The fault as a coroutine function; in-process (``deployment`` None) only crashes."""
 
@@ -466,17 +568,42 @@ def fault_action(
     async def invoker_pause() -> None:
         assert deployment is not None
         os.killpg(deployment.invokers[0].pid, signal.SIGSTOP)
-        await asyncio.sleep(plan.pause_s)
-        os.killpg(deployment.invokers[0].pid, signal.SIGCONT)
+        try:
+            await asyncio.sleep(plan.pause_s)
+        finally:
+            os.killpg(deployment.invokers[0].pid, signal.SIGCONT)
 
-    async def container_crash() -> None:
+    async def controller_pause() -> None:
+        assert deployment is not None
+        assert deployment.controller is not None
+        os.killpg(deployment.controller.pid, signal.SIGSTOP)
+        try:
+            await asyncio.sleep(plan.pause_s)
+        finally:
+            os.killpg(deployment.controller.pid, signal.SIGCONT)
+
+    def containers() -> list[int]:
         parent = deployment.invokers[0].pid if deployment is not None else os.getpid()
         pids = children(parent)
         if not pids:
-            raise BrokerSchedError("container-crash: no container process to kill")
+            raise BrokerSchedError(f"{fault}: no container process")
+        return pids
+
+    def signal_all(pids: list[int], signum: signal.Signals) -> None:
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+                os.kill(pid, signum)
+
+    async def container_crash() -> None:
+        signal_all(containers(), signal.SIGKILL)
+
+    async def container_pause() -> None:
+        pids = containers()
+        signal_all(pids, signal.SIGSTOP)
+        try:
+            await asyncio.sleep(plan.pause_s)
+        finally:
+            signal_all(pids, signal.SIGCONT)
 
     async def controller_kill() -> None:
         assert deployment is not None
@@ -491,11 +618,25 @@ def fault_action(
         await asyncio.sleep(plan.outage_s)
         await node.restart()
 
+    async def network() -> None:
+        assert proxied is not None
+        api = proxied.toxiproxy
+        names = await asyncio.to_thread(api.add_toxic, proxied.name, fault.split("-net-")[1])
+        try:
+            await asyncio.sleep(plan.pause_s)
+        finally:
+            for name in names:
+                await asyncio.to_thread(api.remove_toxic, proxied.name, name)
+
+    if fault in NETWORK_FAULTS:
+        return network
     return {
         "invoker-kill": invoker_kill,
         "invoker-pause": invoker_pause,
         "container-crash": container_crash,
+        "container-pause": container_pause,
         "controller-kill": controller_kill,
+        "controller-pause": controller_pause,
         "broker-kill": broker_kill,
     }[fault]
 
@@ -510,6 +651,7 @@ async def run_fault(
     plan: ChaosPlan,
     node: BrokerNode | None,
     logs: Path,
+    toxiproxy: Toxiproxy | None = None,
 ) -> Row:
     token = f"{os.getpid()}-{time.monotonic_ns() % 10**9}"
     controller_id = f"chaos-{token}"
@@ -521,32 +663,42 @@ async def run_fault(
     )
     values = overrides(transport, controller_id, action, plan)
     settings = load_settings(config, **values)
+    executions = logs / f"executions-{token}.jsonl"
     observing = transport_from_settings(settings)
     await observing.connect()
     observer = Observer(observing, controller_id)
     deployment: Deployment | None = None
+    proxied = None
+    if fault in NETWORK_FAULTS:
+        if toxiproxy is None:
+            raise ConfigError(f"{fault}: a network fault needs Toxiproxy (--toxiproxy)")
+        proxied = Proxied(toxiproxy, f"chaos-{token}")
     try:
         await observer.start()
         if transport == "memory":
-            return await _in_process(settings, action, fault, plan, observer, transport)
+            return await _in_process(settings, action, fault, plan, observer, executions)
         await _prepare(observing, settings, action, plan.ready_timeout_s)
         deployment = Deployment(config, as_env(values), logs, f"127.0.0.1:{free_port()}")
         invoker_ids = [f"{controller_id}-inv{i}" for i in range(INVOKERS)]
+        if proxied is not None:
+            variable, value, upstream = broker_address(settings, transport)
+            listen = await proxied.create(upstream)
+            role = "controller" if fault.startswith("controller") else invoker_ids[0]
+            deployment.process_env[role] = {variable: value.replace(upstream, listen)}
         await deployment.start_invokers(invoker_ids)
         await deployment.start_controller(plan.ready_timeout_s)
         await observer.wait_until(
             lambda: observer.invokers >= set(invoker_ids), plan.ready_timeout_s
         )
         await asyncio.sleep(3 * settings.invoker.heartbeat_interval_s)  # the controller's view
-        invoke = http_invoker(deployment.api, action, plan.run_ms, plan.drain_s + 5)
-        calls, fault_at, notes = await open_loop(
-            invoke, plan, fault_action(fault, deployment, plan, node)
-        )
-        accounting = await _settle(observing, observer, calls, action, plan, fault_at)
-        return Row(transport, fault, accounting, notes)
+        invoke = http_invoker(deployment.api, action, plan.run_ms, plan.drain_s + 5, executions)
+        load = await open_loop(invoke, plan, fault_action(fault, deployment, plan, node, proxied))
+        return await _settle(observing, observer, load, action, plan, settings, executions, fault)
     finally:
         if deployment is not None:
             await deployment.stop()
+        if proxied is not None:
+            await proxied.delete()
         await observer.stop()
         with contextlib.suppress(BrokerSchedError):
             await observing.delete(settings.queue_name(action.namespace, action.name))
@@ -576,41 +728,69 @@ async def _in_process(
     fault: str,
     plan: ChaosPlan,
     observer: Observer,
-    transport: str,
+    executions: Path,
 ) -> Row:
     async with Stack(settings, invokers=INVOKERS, transport=observer.transport) as stack:
         assert stack.controller is not None
-        invoke = stack_invoker(stack, action, plan.run_ms)
-        fault_now = fault_action(fault, None, plan, None)
-        calls, fault_at, notes = await open_loop(invoke, plan, fault_now)
-        accounting = await _settle(stack.transport, observer, calls, action, plan, fault_at)
-    return Row(transport, fault, accounting, notes)
+        invoke = stack_invoker(stack, action, plan.run_ms, executions)
+        load = await open_loop(invoke, plan, fault_action(fault, None, plan, None))
+        return await _settle(
+            stack.transport, observer, load, action, plan, settings, executions, fault
+        )
 
 
 async def _settle(
     transport: Transport,
     observer: Observer,
-    calls: list[Call],
+    load: LoadRun,
     action: Action,
     plan: ChaosPlan,
-    fault_at: float,
-) -> Accounting:
-    """Wait (bounded) for every accepted activation's result, then account."""
+    settings: Settings,
+    executions: Path,
+    fault: str,
+) -> Row:
+    """Wait (bounded) for every accepted activation's result, then account and check."""
+    calls = load.calls
     with contextlib.suppress(TimeoutError):
         await observer.wait_until(lambda: observer.finished(calls), plan.drain_s)
     await asyncio.sleep(1.0)  # late copies (duplicates)
     ids = {c.activation_id for c in calls if c.activation_id} | {
         s.activation_id for s in observer.seen
     }
-    recorded = await recorded_ids(transport, action.namespace, 2 * len(ids) + 10)
+    records = await recorded(transport, action.namespace, 2 * len(ids) + 10)
     start = min(c.sent_s for c in calls)
-    return account(
+    accounting = account(
         calls,
         list(observer.seen),
-        recorded,
-        fault_s=fault_at,
+        set(records),
+        fault_s=load.fault_s,
         warmup_s=start + plan.warmup_s,
     )
+    seq_of_id = {c.activation_id: c.seq for c in calls if c.activation_id}
+    answered = {s.seq for s in observer.seen} | {
+        seq_of_id.get(i, seq) for i, (seq, _) in records.items()
+    }
+    failed = {s.seq for s in observer.seen if s.status != SUCCESS} | {
+        seq_of_id.get(i, seq) for i, (seq, success) in records.items() if not success
+    }
+    lines = await asyncio.to_thread(_read_lines, executions)
+    checked = check(
+        calls,
+        parse_executions(lines),
+        {seq for seq in answered if seq is not None},
+        fault_s=load.fault_s,
+        healed_s=load.healed_s,
+        tick_s=settings.scheduler.check_interval_s,
+        failures=frozenset(seq for seq in failed if seq is not None),
+    )
+    return Row(settings.transport, fault, accounting, checked, load.notes)
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        return path.read_text().splitlines()
+    except FileNotFoundError:
+        return []
 
 
 # ------------------------------------------------------------------ the command
@@ -644,6 +824,29 @@ def format_rows(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def format_checked(rows: list[Row]) -> str:
+    """The invocation checker's table (markdown), then what it found per row."""
+    lines = [TABLE_HEADER, *(table_row(r.transport, r.fault, r.checked) for r in rows)]
+    for row in rows:
+        c = row.checked
+        where = f"  {row.transport}/{row.fault}"
+        for verdict in (Verdict.LOST, Verdict.UNKNOWN, Verdict.DUPLICATED):
+            if c.count(verdict):
+                lines.append(f"{where} {verdict} seqs: {c.seqs(verdict)[:20]}")
+        if c.reruns_after_finish:
+            lines.append(f"{where} reruns after finish: {c.reruns_after_finish[:20]}")
+        if c.results_without_execution:
+            lines.append(f"{where} results without execution: {c.results_without_execution[:20]}")
+        if not c.live:
+            lines.append(f"{where} no consumer within 2 ticks ({2 * c.tick_s:.1f} s) of the heal")
+    return "\n".join(lines)
+
+
+def default_toxiproxy() -> str:
+    """Toxiproxy's API where `brokers.sh up toxiproxy` starts it (``TOXIPROXY_PORT``)."""
+    return f"127.0.0.1:{os.environ.get('TOXIPROXY_PORT', DEFAULT_API_PORT)}"
+
+
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value * 1000:.0f}"
 
@@ -657,9 +860,14 @@ def _within(value: float | None) -> str:
 
 
 def parse_faults(text: str | None, transport: str) -> list[str]:
-    applicable = IN_PROCESS_FAULTS if transport == "memory" else FAULTS
+    if transport == "memory":
+        applicable: tuple[str, ...] = IN_PROCESS_FAULTS
+    elif transport in PROXIED_SETTING:
+        applicable = FAULTS
+    else:
+        applicable = (*PROCESS_FAULTS, "broker-kill")
     if text is None:
-        return [f for f in applicable if f != "broker-kill"]
+        return [f for f in applicable if f in PROCESS_FAULTS]
     if text == "all":
         return list(applicable)
     faults = [f.strip() for f in text.split(",") if f.strip()]
@@ -681,8 +889,10 @@ async def chaos_command(
     quick: bool,
     json_output: bool,
     out: Path,
+    toxiproxy: str | None = None,
 ) -> int:
-    """Run every fault on every transport; exit 1 if any accepted activation was lost."""
+    """Run every fault on every transport; exit 1 if any accepted activation was lost
+    (by the accounting or by the invocation checker)."""
     plan = QUICK if quick else FULL
     planned = [(t, f) for t in transports for f in parse_faults(faults, t)]
     nodes = {
@@ -690,12 +900,17 @@ async def chaos_command(
         for t, f in planned
         if f == "broker-kill"
     }
+    proxy_api = None
+    if any(f in NETWORK_FAULTS for _, f in planned):
+        proxy_api = Toxiproxy(toxiproxy or default_toxiproxy())
+        await asyncio.to_thread(proxy_api.version)  # answers, or one clear line
     await asyncio.to_thread(out.mkdir, parents=True, exist_ok=True)
     rows = []
     for transport, fault in planned:
         if not json_output:
             print(f"chaos: {transport} {fault} ...", file=sys.stderr, flush=True)
-        rows.append(await run_fault(config, transport, fault, plan, nodes.get(transport), out))
+        node = nodes.get(transport)
+        rows.append(await run_fault(config, transport, fault, plan, node, out, proxy_api))
         if not json_output:
             print(format_rows(rows[-1:]), file=sys.stderr, flush=True)
     document = json.dumps([asdict(row) for row in rows], indent=2, default=str) + "\n"
@@ -704,5 +919,7 @@ async def chaos_command(
         print(json.dumps([asdict(row) for row in rows], default=str))
     else:
         print(format_rows(rows))
+        print(format_checked(rows))
         print(f"(logs and chaos.json in {out})")
-    return 1 if any(row.accounting.lost for row in rows) else 0
+    lost = any(row.accounting.lost or row.checked.count(Verdict.LOST) for row in rows)
+    return 1 if lost else 0

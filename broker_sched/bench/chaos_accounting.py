@@ -43,6 +43,9 @@ class Call:
     activation_id: str | None = None
     error: str | None = None
     answered_s: float | None = None
+    maybe_published: bool = False
+    """A refusal that leaves it open whether the message was stored (a 503 from the
+    broker, a connection that dropped mid-call), unlike a 429 or a refused connection."""
 
 
 @dataclass(frozen=True)

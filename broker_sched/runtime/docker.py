@@ -284,6 +284,9 @@ class DockerRuntime(Runtime):
         self._docker = Docker(path, max_concurrent_ops)
         self._exits = ExitWatch(path, self.label)
         self._containers: set[DockerContainer] = set()
+        self._abandoned: dict[str, asyncio.Task[None]] = {}
+        """Containers whose ``docker run`` was interrupted, by name: their removal once
+        the command has ended (and so made or not made the container)."""
         self._closed = False
 
     async def create(self, action: Action) -> tuple[Container, ContainerTimings]:
@@ -349,6 +352,7 @@ class DockerRuntime(Runtime):
     async def close(self) -> None:
         self._closed = True
         await asyncio.gather(*(container.remove() for container in list(self._containers)))
+        await asyncio.gather(*self._abandoned.values(), return_exceptions=True)
         try:
             leftovers = (await self._docker("ps", "-aq", "--filter", f"label={self.label}")).split()
             if leftovers:
@@ -362,15 +366,21 @@ class DockerRuntime(Runtime):
         name = f"bs-{action.namespace}-{action.name}-{secrets.token_hex(4)}"
         exit_code = self._exits.watch(name)
         started_s = time.perf_counter()
+        # Shielded: killing `docker run` does not stop the engine from making the
+        # container, so an interrupted one (the create timeout on a loaded machine) is
+        # left to end, and what it made is removed after (`_abandon`).
+        run = asyncio.ensure_future(self._docker(*self._run_args(action, name, port)))
         try:
-            docker_id = (await self._docker(*self._run_args(action, name, port))).strip()
-        except BaseException as exc:
-            # `docker run` may have created the container before it failed or was stopped.
+            docker_id = (await asyncio.shield(run)).strip()
+        except DockerError as exc:
+            # `docker run` may have created the container before it failed.
             self._exits.forget(name)
             with contextlib.suppress(DockerError):
                 await self._docker.remove(name)
-            if isinstance(exc, DockerError):
-                raise ContainerCrashed(self._explain_run_failure(exc)) from exc
+            raise ContainerCrashed(self._explain_run_failure(exc)) from exc
+        except BaseException:
+            self._exits.forget(name)
+            self._abandon(name, run)
             raise
         container = DockerContainer(
             action,
@@ -388,6 +398,27 @@ class DockerRuntime(Runtime):
             await container.remove()
             raise
         return container, (time.perf_counter() - started_s) * 1000
+
+    def _abandon(self, name: str, run: asyncio.Future[str]) -> None:
+        """Remove container ``name`` once its interrupted ``docker run`` has ended; until
+        then it counts among :attr:`abandoned`, and ``close`` waits for it."""
+
+        async def remove() -> None:
+            with contextlib.suppress(DockerError):
+                await run
+            try:
+                await self._docker.remove(name)
+            except DockerError as exc:
+                log.error("docker runtime: cannot remove abandoned container %s: %s", name, exc)
+            finally:
+                self._abandoned.pop(name, None)
+
+        self._abandoned[name] = asyncio.create_task(remove())
+
+    @property
+    def abandoned(self) -> int:
+        """Containers whose creation was interrupted and that are not removed yet."""
+        return len(self._abandoned)
 
     def _run_args(self, action: Action, name: str, port: int) -> list[str]:
         mounts: list[str] = []

@@ -3,14 +3,15 @@
 # beside them separate secured instances (redis-secure, nats-secure, kafka-secure) on their own ports
 # for the security tests. On request only, clusters for the fault tests: nats-cluster
 # (nats-c1..3), kafka-cluster (kafka-c1..3) and redis-sentinel (redis-s1..3,
-# sentinel-1..3); a node can be named on its own to restart it after a kill.
+# sentinel-1..3); a node can be named on its own to restart it after a kill. And on
+# request, toxiproxy: the TCP proxy whose toxics are the fault suite's network faults.
 #
 #   brokers.sh up     [BROKER ...]
 #   brokers.sh down   [--purge] [BROKER ...]
 #   brokers.sh status [BROKER ...]
 #
 # BROKER: kafka redis nats redis-secure nats-secure kafka-secure (the default set), or
-# nats-cluster kafka-cluster redis-sentinel, or one of their nodes.
+# nats-cluster kafka-cluster redis-sentinel, or one of their nodes, or toxiproxy.
 #
 # See compose/README.md for the environment variables.
 set -euo pipefail
@@ -30,6 +31,12 @@ KAFKA_SECURE_PORT=${KAFKA_SECURE_PORT:-9094}
 KAFKA_SECURE_CONTROLLER_PORT=${KAFKA_SECURE_CONTROLLER_PORT:-9095}
 NATS_PORT=${NATS_PORT:-4222}
 NATS_MONITOR_PORT=${NATS_MONITOR_PORT:-8222}
+# Durability (docs/reliability.md): when Redis fsyncs its append-only file (everysec:
+# up to a second of acknowledged writes lost in an OS crash; always: none, at a cost),
+# and after how many messages Kafka fsyncs a log (unset: the OS decides; Kafka's own
+# durability is replication, acks=all with min.insync.replicas on a cluster).
+REDIS_APPENDFSYNC=${REDIS_APPENDFSYNC:-everysec}
+KAFKA_FLUSH_MESSAGES=${KAFKA_FLUSH_MESSAGES:-}
 UP_TIMEOUT=${BROKER_SCHED_UP_TIMEOUT:-90}
 STOP_TIMEOUT=${BROKER_SCHED_STOP_TIMEOUT:-30}
 STATE_DIR=${BROKER_SCHED_STATE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/broker-sched}
@@ -56,7 +63,7 @@ usage: brokers.sh up     [BROKER ...]
        brokers.sh status [BROKER ...]
 BROKER: kafka redis nats redis-secure nats-secure kafka-secure (default: all of these),
         nats-cluster kafka-cluster redis-sentinel, or a node: nats-c1..3 kafka-c1..3
-        redis-s1..3 sentinel-1..3
+        redis-s1..3 sentinel-1..3; toxiproxy
 EOF
   exit "${1:-2}"
 }
@@ -252,6 +259,8 @@ share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 # The log cleaner's 128 MB default buffer alone can exhaust a small heap at start.
 log.cleaner.dedupe.buffer.size=8388608
+unclean.leader.election.enable=false
+${KAFKA_FLUSH_MESSAGES:+log.flush.interval.messages=$KAFKA_FLUSH_MESSAGES}
 EOF
 }
 
@@ -306,7 +315,7 @@ redis_start() {
   mkdir -p "$(data_dir redis)"
   spawn redis redis-server --bind "$HOST" --port "$REDIS_PORT" --protected-mode yes \
     --daemonize no --dir "$(data_dir redis)" --save '' \
-    --appendonly yes --appendfsync everysec
+    --appendonly yes --appendfsync "$REDIS_APPENDFSYNC"
 }
 
 redis_ready() { [[ $(redis-cli -h "$HOST" -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]]; }
@@ -649,6 +658,10 @@ num.partitions=1
 auto.create.topics.enable=false
 default.replication.factor=3
 min.insync.replicas=2
+# Kafka's default since 0.11, said here: a replica that is not in sync never becomes
+# leader, so an acknowledged write is not dropped by an election.
+unclean.leader.election.enable=false
+${KAFKA_FLUSH_MESSAGES:+log.flush.interval.messages=$KAFKA_FLUSH_MESSAGES}
 offsets.topic.replication.factor=3
 transaction.state.log.replication.factor=3
 transaction.state.log.min.isr=2
@@ -700,7 +713,7 @@ redis_node_start() { # index
   spawn "redis-s$i" redis-server --bind "$HOST" \
     --port "$(node_port "$REDIS_SENTINEL_DATA_PORT" "$i")" --protected-mode yes \
     --daemonize no --dir "$(data_dir "redis-s$i")" --save '' \
-    --appendonly yes --appendfsync everysec --min-replicas-to-write 1 \
+    --appendonly yes --appendfsync "$REDIS_APPENDFSYNC" --min-replicas-to-write 1 \
     --min-replicas-max-lag 2 "${role[@]}"
 }
 
@@ -786,6 +799,41 @@ cluster_nodes() { # name
     *) printf '%s\n' "$1" ;;
   esac
 }
+
+# -------------------------------------------------------------- toxiproxy
+#
+# Toxiproxy's server, built once with `go install` from the Go module proxy (a Go
+# toolchain, or Debian's golang-go, is needed for that first build only) into
+# $TOXIPROXY_HOME, which another state dir's build may be: like KAFKA_HOME.
+
+TOXIPROXY_VERSION=${TOXIPROXY_VERSION:-v2.5.0}
+TOXIPROXY_PORT=${TOXIPROXY_PORT:-8474}
+TOXIPROXY_HOME=${TOXIPROXY_HOME:-$STATE_DIR/toxiproxy-$TOXIPROXY_VERSION}
+
+toxiproxy_comm() { printf toxiproxy-serve; } # the kernel keeps 15 characters
+toxiproxy_ports() { printf 'TOXIPROXY_PORT'; }
+toxiproxy_addr() { printf '%s:%s' "$HOST" "$TOXIPROXY_PORT"; }
+toxiproxy_detail() { printf 'HTTP API, %s' "$TOXIPROXY_VERSION"; }
+
+toxiproxy_prepare() {
+  [[ -x $TOXIPROXY_HOME/toxiproxy-server ]] && return 0
+  command -v go >/dev/null || ensure_deb go golang-go || return 1
+  local log="$STATE_DIR/logs/toxiproxy-build.log"
+  info "toxiproxy: building $TOXIPROXY_VERSION with go install (first run only; log: $log)"
+  mkdir -p "$TOXIPROXY_HOME"
+  if ! GOBIN="$TOXIPROXY_HOME" go install \
+    "github.com/Shopify/toxiproxy/v2/cmd/server@$TOXIPROXY_VERSION" >"$log" 2>&1; then
+    fail toxiproxy "go install failed" "$log"
+    return 1
+  fi
+  mv "$TOXIPROXY_HOME/server" "$TOXIPROXY_HOME/toxiproxy-server"
+}
+
+toxiproxy_start() {
+  spawn toxiproxy "$TOXIPROXY_HOME/toxiproxy-server" -host "$HOST" -port "$TOXIPROXY_PORT"
+}
+
+toxiproxy_ready() { http_200 "$TOXIPROXY_PORT" /version; }
 
 # --------------------------------------------------------------- commands
 
@@ -892,7 +940,7 @@ main() {
   (($#)) && shift
   for arg; do
     case $arg in
-      kafka | redis | nats | redis-secure | nats-secure | kafka-secure) names+=("$arg") ;;
+      kafka | redis | nats | redis-secure | nats-secure | kafka-secure | toxiproxy) names+=("$arg") ;;
       nats-cluster | kafka-cluster | redis-sentinel | nats-c[123] | kafka-c[123] | redis-s[123] | sentinel-[123])
         mapfile -t -O "${#names[@]}" names < <(cluster_nodes "$arg") ;;
       --purge) [[ $cmd == down ]] || usage; purge=1 ;;

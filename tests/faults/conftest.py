@@ -16,7 +16,28 @@ from pathlib import Path
 import pytest
 from brokers import brokers_required
 
+from broker_sched.bench.chaos import Row
+from broker_sched.bench.invocation_checker import TABLE_HEADER, table_row
+
 FAULTS_ENV = "BROKER_SCHED_TEST_FAULTS"
+_CHECKED: list[tuple[str, Row]] = []
+
+
+@pytest.fixture(scope="session")
+def checker_rows() -> list[tuple[str, Row]]:
+    """Where each case puts its row (config, row) for the checker's table."""
+    return _CHECKED
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The invocation checker's table of the session: fault x transport x verdicts."""
+    if not _CHECKED:
+        return
+    terminalreporter.section("invocation checker")
+    terminalreporter.write_line(TABLE_HEADER)
+    for config, row in _CHECKED:
+        transport = row.transport if config == "single" else f"{row.transport} ({config})"
+        terminalreporter.write_line(table_row(transport, row.fault, row.checked))
 
 
 @pytest.fixture(scope="session")

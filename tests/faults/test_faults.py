@@ -10,6 +10,13 @@ publish whose partition leader cannot be reached is refused before the producer 
 it; one buffered in the instant of the kill still waits for its 10 s deadline, since it
 may yet be written, so refusals are timed from 0.5 s after the fault:
 docs/reliability.md.)
+
+Beside the accounting, the invocation checker judges every invocation from the client's,
+the handler's and the results' histories: none lost, none answered without an
+execution, and once the fault healed the action's backlog had a consumer. Duplicates,
+reruns of work finished before the fault (an ack in flight or not yet committed when
+the fault came) and the delay of that consumer are reported in the table the session
+prints at its end, not asserted (docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -18,12 +25,38 @@ from pathlib import Path
 
 import pytest
 
-from broker_sched.bench.chaos import QUICK, BrokerNode, Row, run_fault
+from broker_sched.bench.chaos import (
+    NETWORK_FAULTS,
+    QUICK,
+    BrokerNode,
+    Row,
+    default_toxiproxy,
+    run_fault,
+)
+from broker_sched.bench.invocation_checker import Verdict
+from broker_sched.bench.toxiproxy import Toxiproxy
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.timeout(150)]
 
 SCRIPT = Path(__file__).parents[2] / "compose" / "native" / "brokers.sh"
 PROCESS_FAULTS = ["invoker-kill", "invoker-pause", "container-crash", "controller-kill"]
+PAUSES = [
+    # a frozen container past the redelivery window (Kafka redelivers on a member's
+    # session, which a container's pause does not end: nothing to race there); the
+    # rest of the pauses on every transport are in the bench (docs/reliability.md)
+    ("single", "nats", "container-pause", None),
+    ("single", "redis", "controller-pause", None),
+    ("single", "kafka", "controller-pause", None),
+]
+NETWORK = [
+    # every toxic once, each role, both transports a proxy can stand in front of
+    ("single", "redis", "invoker-net-timeout", None),
+    ("single", "nats", "invoker-net-timeout", None),
+    ("single", "redis", "controller-net-reset", None),
+    ("single", "nats", "controller-net-latency", None),
+    ("single", "redis", "invoker-net-slicer", None),
+    ("single", "nats", "invoker-net-bandwidth", None),
+]
 SINGLE = [
     ("single", "memory", "container-crash", None),
     *[
@@ -31,7 +64,13 @@ SINGLE = [
         for transport in ("redis", "nats", "kafka")
         for fault in [*PROCESS_FAULTS, "broker-kill"]
     ],
+    *PAUSES,
+    *NETWORK,
 ]
+CONSUMER_AFTER_HEAL_WITHIN_S = 6.0
+"""What the suite asserts of liveness: a consumer within the slowest reconnect backoff
+(5 s on NATS) of the heal. The target, two monitor ticks, is reported per case in the
+checker's table, where it is not always met (docs/reliability.md)."""
 CLUSTERS = [
     ("nats-cluster", "nats", "broker-kill", "nats-c1"),
     ("redis-sentinel", "redis", "broker-kill", "redis-s1"),
@@ -39,10 +78,21 @@ CLUSTERS = [
 
 
 async def chaos(
-    configs: Path, config: str, transport: str, fault: str, node: str | None, tmp_path: Path
+    configs: Path,
+    config: str,
+    transport: str,
+    fault: str,
+    node: str | None,
+    tmp_path: Path,
+    checked: list[tuple[str, Row]],
 ) -> Row:
     broker = BrokerNode.from_env(node, SCRIPT) if node is not None else None
-    return await run_fault(configs / f"{config}.toml", transport, fault, QUICK, broker, tmp_path)
+    proxy = Toxiproxy(default_toxiproxy()) if fault in NETWORK_FAULTS else None
+    row = await run_fault(
+        configs / f"{config}.toml", transport, fault, QUICK, broker, tmp_path, proxy
+    )
+    checked.append((config, row))
+    return row
 
 
 def assert_accounted(row: Row) -> None:
@@ -53,6 +103,12 @@ def assert_accounted(row: Row) -> None:
     assert not a.unrecorded, f"{a.unrecorded} results without an activation record"
     assert a.completed + sum(a.failed.values()) + a.lost == a.accepted
     assert a.sent == a.accepted + sum(a.refused.values())
+    c = row.checked
+    assert not c.count(Verdict.LOST), f"checker: lost {c.seqs(Verdict.LOST)[:20]}"
+    assert not c.results_without_execution, c.results_without_execution[:20]
+    assert c.executions >= a.completed, "the handler's history is incomplete"
+    gap = c.consumer_gap_s
+    assert gap is None or gap <= CONSUMER_AFTER_HEAL_WITHIN_S, f"no consumer {gap} s after heal"
 
 
 @pytest.mark.parametrize(("config", "transport", "fault", "node"), SINGLE)
@@ -63,14 +119,17 @@ async def test_single_node(
     fault: str,
     node: str | None,
     tmp_path: Path,
+    checker_rows: list[tuple[str, Row]],
 ) -> None:
-    row = await chaos(fault_configs, config, transport, fault, node, tmp_path)
+    row = await chaos(fault_configs, config, transport, fault, node, tmp_path, checker_rows)
     assert_accounted(row)
     if fault == "broker-kill":
         assert row.accounting.refused, "the outage refused nothing: was the broker killed?"
         assert row.accounting.refused_within_s is not None
         assert row.accounting.refused_within_s <= 1.0
-    elif fault != "controller-kill":  # a dead controller refuses calls until it is back
+    elif not fault.startswith("controller-"):
+        # a dead controller, or one cut from its broker, refuses calls until it is back;
+        # an invoker's fault must cost the callers nothing but time
         assert not row.accounting.refused, row.accounting.refused
 
 
@@ -82,6 +141,7 @@ async def test_cluster_node(
     fault: str,
     node: str | None,
     tmp_path: Path,
+    checker_rows: list[tuple[str, Row]],
 ) -> None:
-    row = await chaos(fault_configs, config, transport, fault, node, tmp_path)
+    row = await chaos(fault_configs, config, transport, fault, node, tmp_path, checker_rows)
     assert_accounted(row)

@@ -214,6 +214,23 @@ async def test_a_stem_cell_is_a_started_server_that_gets_its_init_later(
 
 
 @pytest.mark.docker
+async def test_a_create_that_times_out_leaves_no_container(docker_engine: None) -> None:
+    """`docker run` interrupted by the create timeout: the engine still makes the
+    container, and the runtime removes it once the command ends, counting it meanwhile."""
+    slow = DockerRuntime(init_timeout_s=0.05)
+    try:
+        action = Action(name="slow", handler="broker_sched.samples:hello", memory_mb=128)
+        with pytest.raises(ContainerCrashed, match="not ready within"):
+            await slow.create(action)
+        assert slow.abandoned == 1
+        await eventually(lambda: not slow.abandoned, 60)
+        assert await containers_labelled(slow.label) == []
+    finally:
+        await slow.close()
+    assert await containers_labelled(slow.label) == []
+
+
+@pytest.mark.docker
 async def test_a_missing_image_names_the_build_script(docker_engine: None) -> None:
     runtime = DockerRuntime(image="broker-sched/no-such-image:latest")
     try:
@@ -293,6 +310,9 @@ async def test_activations_through_a_broker_run_in_docker_containers(
         cold = [r for r in results if r.start is Start.COLD]
         assert cold
         assert all(r.init_ms > 0 for r in cold)
+        # A create that timed out on a loaded machine is removed once its `docker run`
+        # ends; then the labelled containers are exactly the recorded creations.
+        await eventually(lambda: not stack.runtime.abandoned, 30)
         assert len(await containers_labelled(label)) == len(created)
 
         # The echo container's pause alone: waiting for every container's would let the
