@@ -197,7 +197,7 @@ class KafkaTransport(Transport):
     name = "kafka"
     settings_section = "kafka"
     settings_model = KafkaSettings
-    capabilities = Capabilities(partitioned=True, rebalances=True)
+    capabilities = Capabilities(partitioned=True, rebalances=True, assigns_shards=True)
 
     def __init__(
         self,
@@ -223,6 +223,7 @@ class KafkaTransport(Transport):
         self._listeners: set[KafkaListener] = set()
         self._records: _RecordView | None = None
         self._records_lock = asyncio.Lock()
+        self._owners: AIOKafkaConsumer | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
@@ -341,6 +342,9 @@ class KafkaTransport(Transport):
         if self._records is not None:
             closes.append(self._records.consumer.stop)
             self._records = None
+        if self._owners is not None:
+            closes.append(self._owners.stop)
+            self._owners = None
         for close in closes:
             await _quietly(close)
         clients, self._clients = self._clients, None
@@ -356,6 +360,62 @@ class KafkaTransport(Transport):
             f"kafka at {self.settings.bootstrap_servers} "
             f"(cluster {cluster['cluster_id']}, {len(cluster['brokers'])} brokers)"
         )
+
+    # ------------------------------------------------------------------ shards
+
+    async def hold_shards(self, holder: str, shards: int, ttl_s: float) -> dict[int, int]:
+        """Consumer-group assignment over the topic ``_owners`` (a partition per shard,
+        never written), as Kafka Streams hands out its tasks: the group coordinator
+        gives each partition to one member of a generation, and a member whose
+        heartbeats stop is dropped after its session timeout (``ttl_s``; the broker's
+        ``group.min.session.timeout.ms`` must allow it), and one that stops calling
+        leaves after the same time (its poll interval). The token is the generation.
+
+        Only while the member knows its coordinator and is in a settled generation are
+        its partitions reported: a member cut off from the broker stops reporting
+        them once aiokafka marks the coordinator dead, which can be up to a heartbeat
+        interval after the broker reassigned them (the window a lease's fencing token
+        is for).
+        """
+        from aiokafka import AIOKafkaConsumer
+        from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+
+        consumer = self._owners
+        if consumer is None:
+            await self._create_topic(OWNERS_TOPIC, shards, {"retention.ms": "60000"})
+            session_ms = int(ttl_s * 1000)
+            consumer = AIOKafkaConsumer(
+                OWNERS_TOPIC,
+                **self._client_kwargs(),
+                group_id=OWNERS_GROUP,
+                client_id=holder,
+                enable_auto_commit=False,
+                partition_assignment_strategy=(RoundRobinPartitionAssignor,),
+                session_timeout_ms=session_ms,
+                heartbeat_interval_ms=max(100, session_ms // 10),
+                rebalance_timeout_ms=session_ms,
+                max_poll_interval_ms=session_ms,
+                request_timeout_ms=session_ms + self.request_timeout_ms,
+            )
+            async with _broker_errors("join the owners' group", self._timeout_s * 2):
+                await consumer.start()
+            self._owners = consumer
+        async with _broker_errors("owners' group", self._timeout_s):
+            await consumer.getmany(timeout_ms=0)
+        coordinator = consumer._coordinator
+        if coordinator is None or coordinator.coordinator_id is None:
+            return {}
+        if coordinator.need_rejoin(consumer._subscription.subscription):
+            return {}
+        generation: int = coordinator.generation
+        if generation < 1:
+            return {}
+        return {tp.partition: generation for tp in consumer.assignment()}
+
+    async def release_shards(self, holder: str) -> None:
+        consumer, self._owners = self._owners, None
+        if consumer is not None:
+            await _quietly(consumer.stop)
 
     # ------------------------------------------------------------------ topics
 
@@ -542,7 +602,9 @@ class KafkaTransport(Transport):
         ]
 
     def _empty_backlog(self) -> Backlog:
-        return Backlog(pending=0, in_flight=0, partitions=self.settings.default_partitions)
+        return Backlog(
+            pending=0, in_flight=0, partitions=self.settings.default_partitions, appended=0
+        )
 
     async def _committed(self, group: str, partitions: list[TopicPartition]) -> dict[Any, Any]:
         """The group's committed offsets; a moved coordinator is looked up again, once."""
@@ -836,7 +898,17 @@ def _backlog_of(
         acked = sum(track.acked_since(start) for track in tracks)
         pending += max(0, end[tp] - start - flying - acked)
         in_flight += flying
-    return Backlog(pending=pending, in_flight=in_flight, partitions=len(partitions))
+    return Backlog(
+        pending=pending,
+        in_flight=in_flight,
+        partitions=len(partitions),
+        appended=sum(end[tp] for tp in partitions),
+    )
+
+
+OWNERS_TOPIC = "_owners"
+"""The controllers' shard topic: its partitions are assigned, never written."""
+OWNERS_GROUP = "_owners"
 
 
 def channel_topic(channel: str) -> str:

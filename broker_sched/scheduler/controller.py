@@ -53,10 +53,17 @@ from broker_sched.model import (
 )
 from broker_sched.records import ActivationRecords
 from broker_sched.scheduler.cluster import ClusterView
+from broker_sched.scheduler.leases import ShardLeases
 from broker_sched.scheduler.monitor import BacklogMonitor
+from broker_sched.scheduler.ownership import shard_of
 from broker_sched.scheduler.policy import AcsController, controller_side
 from broker_sched.scheduler.sequences import Sequences
-from broker_sched.topology import HEARTBEATS, control_replies_channel, results_channel
+from broker_sched.topology import (
+    CONTROLLERS,
+    HEARTBEATS,
+    control_replies_channel,
+    results_channel,
+)
 from transports.base import Listener, Transport
 
 log = logging.getLogger(__name__)
@@ -103,6 +110,20 @@ class Controller:
             timeline=self.timeline,
             rng=rng,
         )
+        self.leases: ShardLeases | None = None
+        """This controller's shards, when several controllers share the actions through
+        the broker (the `acs` policy on a transport that keeps leases or assigns shards)."""
+        monitor = self.monitor
+        capabilities = transport.capabilities
+        if monitor is not None and (capabilities.leases or capabilities.assigns_shards):
+            self.leases = monitor.leases = ShardLeases(
+                transport=transport,
+                holder=self.id,
+                shards=settings.scheduler.ownership_shards,
+                ttl_s=settings.scheduler.lease_ttl_s,
+                timeline=self.timeline,
+                on_gained=self._adopt,
+            )
         self.results: OrderedDict[str, ActivationResult] = OrderedDict()
         self.records = ActivationRecords(transport, settings.invoker.record_ttl_s)
         self.result_listeners: list[Callable[[ActivationResult], None]] = []
@@ -119,23 +140,48 @@ class Controller:
         results = await self.transport.listen(self.results_channel)
         replies = await self.transport.listen(control_replies_channel(self.id))
         beats = await self.transport.listen(HEARTBEATS)
+        listeners = [results, replies, beats]
         try:
             async with anyio.create_task_group() as group:
                 self._group = group
                 group.start_soon(self._drain, results, self._on_result, self._results_back)
                 group.start_soon(self._drain, replies, self._on_reply)
                 group.start_soon(self._drain, beats, self._on_heartbeat)
+                if self.leases is not None:
+                    peers = await self.transport.listen(CONTROLLERS)
+                    listeners.append(peers)
+                    group.start_soon(self.leases.run, peers)
                 for loop in self.policy.loops():
                     group.start_soon(loop)
                 self._ready.set()
         finally:
             with anyio.move_on_after(CLOSE_TIMEOUT_S, shield=True):
-                for listener in (results, replies, beats):
+                if self.leases is not None:
+                    with contextlib.suppress(Exception):
+                        await self.leases.release_all()
+                for listener in listeners:
                     with contextlib.suppress(Exception):
                         await listener.close()
 
     async def ready(self) -> None:
         await self._ready.wait()
+
+    def _adopt(self, shards: frozenset[int]) -> None:
+        """Shards just taken (at start, or from a controller that died or handed them
+        on): their actions are decided for here from the next tick."""
+        monitor = self.monitor
+        if monitor is None or self.leases is None:
+            return
+        count = self.leases.shards
+        monitor.adopt(
+            [
+                action
+                for action in self.actions.values()
+                if not action.sequence and shard_of(action.fqn, count) in shards
+            ]
+        )
+        if self._group is not None:
+            self.spawn(monitor.seed_service_times, self.records)
 
     def spawn(
         self,
