@@ -364,8 +364,9 @@ class KafkaTransport(Transport):
     # ------------------------------------------------------------------ shards
 
     async def hold_shards(self, holder: str, shards: int, ttl_s: float) -> dict[int, int]:
-        """Consumer-group assignment over the topic ``_owners`` (a partition per shard,
-        never written), as Kafka Streams hands out its tasks: the group coordinator
+        """Consumer-group assignment over the topic ``_owners.<shards>`` (a partition
+        per shard, never written; the group is named like it), as Kafka Streams hands
+        out its tasks: the group coordinator
         gives each partition to one member of a generation, and a member whose
         heartbeats stop is dropped after its session timeout (``ttl_s``; the broker's
         ``group.min.session.timeout.ms`` must allow it), and one that stops calling
@@ -382,12 +383,13 @@ class KafkaTransport(Transport):
 
         consumer = self._owners
         if consumer is None:
-            await self._create_topic(OWNERS_TOPIC, shards, {"retention.ms": "60000"})
+            topic = owners_topic(shards)
+            await self._create_topic(topic, shards, {"retention.ms": "60000"})
             session_ms = int(ttl_s * 1000)
             consumer = AIOKafkaConsumer(
-                OWNERS_TOPIC,
+                topic,
                 **self._client_kwargs(),
-                group_id=OWNERS_GROUP,
+                group_id=topic,
                 client_id=holder,
                 enable_auto_commit=False,
                 partition_assignment_strategy=(RoundRobinPartitionAssignor,),
@@ -906,9 +908,10 @@ def _backlog_of(
     )
 
 
-OWNERS_TOPIC = "_owners"
-"""The controllers' shard topic: its partitions are assigned, never written."""
-OWNERS_GROUP = "_owners"
+def owners_topic(shards: int) -> str:
+    """The controllers' shard topic and group: partitions assigned, never written. The
+    count is in the name, as a topic never shrinks."""
+    return f"_owners.{shards}"
 
 
 def channel_topic(channel: str) -> str:
