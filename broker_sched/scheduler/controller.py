@@ -166,6 +166,11 @@ class Controller:
     async def ready(self) -> None:
         await self._ready.wait()
 
+    def controllers(self) -> int:
+        """Live controllers sharing the cluster, this one included (1 without leases):
+        what each controller's share of a namespace limit is cut by."""
+        return 1 if self.leases is None else self.leases.live_controllers()
+
     def _adopt(self, shards: frozenset[int]) -> None:
         """Shards just taken (at start, or from a controller that died or handed them
         on): their actions are decided for here from the next tick."""

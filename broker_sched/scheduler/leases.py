@@ -72,6 +72,11 @@ class ShardLeases:
         lease = self.held.get(shard_of(action, self.shards))
         return None if lease is None else lease.token
 
+    def live_controllers(self) -> int:
+        """Controllers heard from lately, this one included."""
+        expiry_s = PEER_EXPIRY_ROUNDS * self.round_s
+        return len(live_peers(self.peers, time.monotonic(), expiry_s)) + 1
+
     async def run(self, peers: Listener) -> None:
         """Renew and rebalance every round; hear other controllers in between."""
         async with anyio.create_task_group() as group:
@@ -99,13 +104,12 @@ class ShardLeases:
             await self._assigned_round()
             return
         now_s = time.monotonic()
-        alive = live_peers(self.peers, now_s, PEER_EXPIRY_ROUNDS * self.round_s)
         still = owned(self.held, now_s, self.ttl_s)
         for shard in set(self.held) - still:
             del self.held[shard]
             self.timeline.record("shard_lost", str(shard), holder=self.holder)
         plan = plan_leases(
-            still, holder=self.holder, shards=self.shards, controllers=len(alive) + 1
+            still, holder=self.holder, shards=self.shards, controllers=self.live_controllers()
         )
         for shard in plan.release:
             del self.held[shard]
