@@ -335,6 +335,10 @@ class Transport(ABC):
     async def listen(self, channel: str) -> Listener:
         """Start receiving ``channel``; messages sent after this returns are delivered."""
 
+    async def delete_channel(self, channel: str) -> None:  # noqa: B027 - optional, default no-op
+        """Remove what ``channel`` left on the broker (a dead component's channel);
+        nothing for backends whose channels leave nothing behind once unheard."""
+
     @abstractmethod
     async def put_record(self, scope: str, key: str, body: bytes, ttl_s: float) -> None:
         """Keep ``body`` under ``scope``/``key`` for ``ttl_s``, readable by every client.

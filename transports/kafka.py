@@ -497,6 +497,10 @@ class KafkaTransport(Transport):
             if code not in (0, _UNKNOWN_TOPIC):
                 raise _response_error(code, f"delete topic {name!r}")
 
+    async def delete_channel(self, channel: str) -> None:
+        """A channel is a topic here, and a dead component's would stay for ever."""
+        await self.delete(channel_topic(channel))
+
     # ------------------------------------------------------------------ queues
 
     async def _publish(self, queue: str, body: bytes, key: str | None) -> None:

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from typing import Any, Literal, TypeVarTuple, overload
@@ -55,13 +56,14 @@ from broker_sched.records import ActivationRecords
 from broker_sched.scheduler.cluster import ClusterView
 from broker_sched.scheduler.leases import ShardLeases
 from broker_sched.scheduler.monitor import BacklogMonitor
-from broker_sched.scheduler.ownership import shard_of
+from broker_sched.scheduler.ownership import CLEANER_SHARD, gone_for, shard_of
 from broker_sched.scheduler.policy import AcsController, controller_side
 from broker_sched.scheduler.sequences import Sequences
 from broker_sched.topology import (
     CONTROLLERS,
     HEARTBEATS,
     control_replies_channel,
+    invoker_control_queue,
     results_channel,
 )
 from transports.base import Listener, Transport
@@ -151,6 +153,7 @@ class Controller:
                     peers = await self.transport.listen(CONTROLLERS)
                     listeners.append(peers)
                     group.start_soon(self.leases.run, peers)
+                    group.start_soon(self._clean_up)
                 for loop in self.policy.loops():
                     group.start_soon(loop)
                 self._ready.set()
@@ -170,6 +173,31 @@ class Controller:
         """Live controllers sharing the cluster, this one included (1 without leases):
         what each controller's share of a namespace limit is cut by."""
         return 1 if self.leases is None else self.leases.live_controllers()
+
+    async def _clean_up(self) -> None:
+        """The owner of the cleaner shard removes what dead ids left: a controller's
+        reply channels, an invoker's control queue. Only once an id has been silent
+        longer than any activation's deadline, so no answer is still on its way."""
+        assert self.leases is not None
+        leases = self.leases
+        grace_s = self.settings.invocation_timeout_s + 2 * self.settings.scheduler.lease_ttl_s
+        while True:
+            await anyio.sleep(grace_s / 4)
+            if CLEANER_SHARD not in leases.owned():
+                continue
+            now_s = time.monotonic()
+            try:
+                for peer in gone_for(leases.peers, now_s, grace_s):
+                    for channel in (results_channel(peer), control_replies_channel(peer)):
+                        await self.transport.delete_channel(channel)
+                    del leases.peers[peer]
+                    self.timeline.record("controller_cleaned", peer)
+                for invoker_id in gone_for(self.cluster.departed, now_s, grace_s):
+                    await self.transport.delete(invoker_control_queue(invoker_id))
+                    del self.cluster.departed[invoker_id]
+                    self.timeline.record("invoker_cleaned", invoker_id)
+            except BrokerSchedError as exc:
+                log.warning("controller %s: dead ids not cleaned up: %s", self.id, exc)
 
     def _adopt(self, shards: frozenset[int]) -> None:
         """Shards just taken (at start, or from a controller that died or handed them

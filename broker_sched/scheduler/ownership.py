@@ -96,3 +96,13 @@ def owned(held: Mapping[int, HeldLease], now_s: float, ttl_s: float) -> frozense
 def live_peers(last_seen_s: Mapping[str, float], now_s: float, expiry_s: float) -> set[str]:
     """Controllers heard from within ``expiry_s``."""
     return {peer for peer, seen_s in last_seen_s.items() if now_s - seen_s <= expiry_s}
+
+
+def gone_for(last_seen_s: Mapping[str, float], now_s: float, grace_s: float) -> list[str]:
+    """Ids not heard from for ``grace_s``: their channels and queues can go (a grace
+    longer than any activation's deadline, so nothing still answers on them)."""
+    return sorted(peer for peer, seen_s in last_seen_s.items() if now_s - seen_s > grace_s)
+
+
+CLEANER_SHARD = 0
+"""The shard whose owner removes dead ids' channels and queues: one cleaner at a time."""

@@ -6,6 +6,7 @@ from broker_sched.scheduler.ownership import (
     VALID_FRACTION,
     HeldLease,
     fair_share,
+    gone_for,
     live_peers,
     owned,
     plan_leases,
@@ -80,3 +81,7 @@ def test_a_lease_is_acted_on_only_within_the_safe_part_of_its_ttl() -> None:
 
 def test_live_peers_are_those_heard_from_lately() -> None:
     assert live_peers({"a": 10.0, "b": 8.0}, 11.0, 1.5) == {"a"}
+
+
+def test_ids_silent_past_the_grace_are_gone() -> None:
+    assert gone_for({"a": 10.0, "b": 40.0, "c": 49.0}, 50.0, 30.0) == ["a"]
