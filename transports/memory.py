@@ -20,7 +20,7 @@ import asyncio
 import itertools
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Self
 
@@ -312,6 +312,10 @@ class MemoryTransport(Transport):
             oldest_age_s=oldest,
             appended=state.appended,
         )
+
+    async def backlogs(self, pairs: Sequence[tuple[str, str]]) -> list[Backlog]:
+        """In turn: each read is a few dict lookups, cheaper than a task per pair."""
+        return [await self.backlog(queue, group) for queue, group in pairs]
 
     async def delete(self, queue: str) -> None:
         self.broker.check()
