@@ -23,16 +23,18 @@ import sys
 import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from typing import Any
 
 from broker_sched.bench.chaos import QUICK as CHAOS_PLAN
 from broker_sched.bench.chaos import overrides
 from broker_sched.bench.processes import child_environment
 from broker_sched.bench.settings import run_tag
-from broker_sched.config import load_settings
+from broker_sched.config import Settings, load_settings
 from broker_sched.errors import BrokerSchedError
 from broker_sched.model import Action
 from broker_sched.scheduler.controller import Controller
 from broker_sched.stack import Stack
+from transports.memory import MemoryBroker, MemoryTransport
 
 INVOKER_PROCESSES = 2
 RUN_MS = 100
@@ -66,6 +68,8 @@ async def measure(transport: str, controllers: int, rate_per_s: float, seconds: 
     values = overrides(transport, f"ctl-{tag}-0", action, CHAOS_PLAN)
     values["kafka"] |= {"default_partitions": 64}
     base = load_settings(None, **values)
+    if transport == "memory":
+        return await _in_process(base, values, controllers, action, rate_per_s, seconds)
     command = [sys.executable, "-m", "broker_sched.cli", "run", "--role", "invoker"]
     command += ["--workers", str(INVOKER_PROCESSES), "--api", "off"]
     invokers = await asyncio.create_subprocess_exec(*command, env=child_environment(base))
@@ -88,6 +92,38 @@ async def measure(transport: str, controllers: int, rate_per_s: float, seconds: 
         if invokers.returncode is None:
             invokers.send_signal(signal.SIGTERM)
         await invokers.wait()
+
+
+async def _in_process(
+    base: Settings,
+    values: dict[str, Any],
+    controllers: int,
+    action: Action,
+    rate_per_s: float,
+    seconds: float,
+) -> Run:
+    """The memory transport: every component in this process on one broker object, so
+    the CPU is the invokers' too (the same in both runs)."""
+    broker = MemoryBroker()
+    async with AsyncExitStack() as stacks:
+        await stacks.enter_async_context(
+            Stack(
+                base, role="invoker", invokers=INVOKER_PROCESSES, transport=MemoryTransport(broker)
+            )
+        )
+        fronts: list[Controller] = []
+        for index in range(controllers):
+            settings = load_settings(None, **(values | {"controller_id": f"mem-{index}"}))
+            stack = await stacks.enter_async_context(
+                Stack(settings, role="controller", transport=MemoryTransport(broker))
+            )
+            assert stack.controller is not None
+            fronts.append(stack.controller)
+        async with asyncio.timeout(STARTUP_S):
+            while any(len(f.cluster.live()) < INVOKER_PROCESSES for f in fronts):  # noqa: ASYNC110 - heartbeats of other stacks
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(3 * base.scheduler.lease_ttl_s)
+        return await _load(fronts, action, rate_per_s, seconds)
 
 
 async def _load(fronts: list[Controller], action: Action, rate_per_s: float, seconds: float) -> Run:
