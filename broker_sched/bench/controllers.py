@@ -10,6 +10,10 @@ decides. CPU is this process's (all its controllers and the load), so the two ru
 compared on the same total.
 
     python -m broker_sched.bench.controllers --transport redis [--rate 60 --seconds 20]
+
+With ``--idle-actions N`` it times instead what an owner's tick reads: the backlog of N
+declared queues (1 % of them holding a message) in one batched ``backlogs()`` call, the
+median of five (target: ≤ 100 ms at 10,000).
 """
 
 from __future__ import annotations
@@ -19,14 +23,17 @@ import asyncio
 import contextlib
 import resource
 import signal
+import statistics
 import sys
 import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 
+from broker_sched.bench.cell import delete_queues
 from broker_sched.bench.chaos import QUICK as CHAOS_PLAN
 from broker_sched.bench.chaos import overrides
+from broker_sched.bench.many_topics import _timed_all
 from broker_sched.bench.processes import child_environment
 from broker_sched.bench.settings import run_tag
 from broker_sched.config import Settings, load_settings
@@ -34,13 +41,17 @@ from broker_sched.errors import BrokerSchedError
 from broker_sched.model import Action
 from broker_sched.scheduler.controller import Controller
 from broker_sched.stack import Stack
+from broker_sched.topology import consumer_group
 from transports.memory import MemoryBroker, MemoryTransport
+from transports.registry import transport_from_settings
 
 INVOKER_PROCESSES = 2
 RUN_MS = 100
 STARTUP_S = 60.0
 DRAIN_S = 60.0
 SAMPLE_S = 0.2
+IDLE_BUSY_EVERY = 100
+IDLE_ROUNDS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +177,28 @@ async def _load(fronts: list[Controller], action: Action, rate_per_s: float, sec
     )
 
 
+async def idle_tick(transport: str, actions: int) -> None:
+    """Print the median time of one batched backlog read over ``actions`` queues."""
+    settings = load_settings(None, transport=transport)
+    queues = [f"idle-{run_tag()}-{index:05d}" for index in range(actions)]
+    pairs = [(queue, consumer_group(queue)) for queue in queues]
+    async with transport_from_settings(settings) as broker:
+        try:
+            declare_s = await _timed_all(queues, broker.declare)
+            await _timed_all(queues[::IDLE_BUSY_EVERY], lambda q: broker.publish(q, b"{}"))
+            ticks_ms = []
+            for _ in range(IDLE_ROUNDS):
+                started_s = time.monotonic()
+                await broker.backlogs(pairs)
+                ticks_ms.append((time.monotonic() - started_s) * 1000)
+        finally:
+            await delete_queues(broker, queues)
+    print(
+        f"{transport}: {actions} actions: backlog tick {statistics.median(ticks_ms):.1f} ms "
+        f"(median of {IDLE_ROUNDS}; target <= 100 ms), declared in {declare_s:.1f} s"
+    )
+
+
 async def main(transport: str, rate_per_s: float, seconds: float) -> None:
     one = await measure(transport, 1, rate_per_s, seconds)
     three = await measure(transport, 3, rate_per_s, seconds)
@@ -188,5 +221,9 @@ if __name__ == "__main__":
     parser.add_argument("--transport", default="redis")
     parser.add_argument("--rate", type=float, default=60.0, help="invocations per second")
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--idle-actions", type=int, default=0, help="time the idle tick")
     args = parser.parse_args()
-    asyncio.run(main(args.transport, args.rate, args.seconds))
+    if args.idle_actions:
+        asyncio.run(idle_tick(args.transport, args.idle_actions))
+    else:
+        asyncio.run(main(args.transport, args.rate, args.seconds))
