@@ -368,8 +368,8 @@ class KafkaTransport(Transport):
         per shard, never written; the group is named like it), as Kafka Streams hands
         out its tasks: the group coordinator
         gives each partition to one member of a generation, and a member whose
-        heartbeats stop is dropped after its session timeout (``ttl_s``; the broker's
-        ``group.min.session.timeout.ms`` must allow it), and one that stops calling
+        heartbeats stop is dropped after its session timeout (``ttl_s``, or 6 s where
+        the broker's ``group.min.session.timeout.ms`` refuses it), and one that stops calling
         leaves after the same time (its poll interval). The token is the generation.
 
         Only while the member knows its coordinator and is in a settled generation are
@@ -378,29 +378,12 @@ class KafkaTransport(Transport):
         interval after the broker reassigned them (the window a lease's fencing token
         is for).
         """
-        from aiokafka import AIOKafkaConsumer
-        from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 
         consumer = self._owners
         if consumer is None:
             topic = owners_topic(shards)
             await self._create_topic(topic, shards, {"retention.ms": "60000"})
-            session_ms = int(ttl_s * 1000)
-            consumer = AIOKafkaConsumer(
-                topic,
-                **self._client_kwargs(),
-                group_id=topic,
-                client_id=holder,
-                enable_auto_commit=False,
-                partition_assignment_strategy=(RoundRobinPartitionAssignor,),
-                session_timeout_ms=session_ms,
-                heartbeat_interval_ms=max(100, session_ms // 10),
-                rebalance_timeout_ms=session_ms,
-                max_poll_interval_ms=session_ms,
-                request_timeout_ms=session_ms + self.request_timeout_ms,
-            )
-            async with _broker_errors("join the owners' group", self._timeout_s * 2):
-                await consumer.start()
+            consumer = await self._join_owners(topic, holder, int(ttl_s * 1000))
             self._owners = consumer
         async with _broker_errors("owners' group", self._timeout_s):
             await consumer.getmany(timeout_ms=0)
@@ -413,6 +396,48 @@ class KafkaTransport(Transport):
         if generation < 1:
             return {}
         return {tp.partition: generation for tp in consumer.assignment()}
+
+    async def _join_owners(self, topic: str, holder: str, session_ms: int) -> AIOKafkaConsumer:
+        """A member of the owners' group with ``session_ms`` sessions, or Kafka's default
+        minimum (6 s, logged: a dead controller's shards then move after 6 s) when the
+        broker's ``group.min.session.timeout.ms`` refuses it."""
+        from aiokafka import AIOKafkaConsumer
+        from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+        from aiokafka.errors import InvalidSessionTimeoutError
+
+        for session in (session_ms, max(session_ms, KAFKA_MIN_SESSION_MS)):
+            consumer = AIOKafkaConsumer(
+                topic,
+                **self._client_kwargs(),
+                group_id=topic,
+                client_id=holder,
+                enable_auto_commit=False,
+                partition_assignment_strategy=(RoundRobinPartitionAssignor,),
+                session_timeout_ms=session,
+                heartbeat_interval_ms=max(100, session // 10),
+                rebalance_timeout_ms=session,
+                max_poll_interval_ms=session,
+                request_timeout_ms=session + self.request_timeout_ms,
+            )
+            try:
+                async with _broker_errors("join the owners' group", self._timeout_s * 2):
+                    await consumer.start()
+                    await consumer.getmany(timeout_ms=0)
+                return consumer
+            except TransportError as exc:
+                await _quietly(consumer.stop)
+                if not isinstance(exc.__cause__, InvalidSessionTimeoutError):
+                    raise
+                log.warning(
+                    "kafka: the broker refuses %d ms group sessions; the owners' group uses "
+                    "%d ms (lower group.min.session.timeout.ms for faster failover)",
+                    session,
+                    KAFKA_MIN_SESSION_MS,
+                )
+            except BaseException:
+                await _quietly(consumer.stop)
+                raise
+        raise TransportError(f"kafka: the broker refuses {KAFKA_MIN_SESSION_MS} ms sessions")
 
     async def release_shards(self, holder: str) -> None:
         consumer, self._owners = self._owners, None
@@ -910,6 +935,10 @@ def _backlog_of(
         partitions=len(partitions),
         appended=sum(end[tp] for tp in partitions),
     )
+
+
+KAFKA_MIN_SESSION_MS = 6_000
+"""Kafka's default ``group.min.session.timeout.ms``: the owners' group's fallback."""
 
 
 def owners_topic(shards: int) -> str:

@@ -93,7 +93,7 @@ async def wait_for(condition: Any, timeout_s: float, what: str) -> None:
         await asyncio.sleep(0.1)
 
 
-@pytest.mark.parametrize("transport", ["redis", "nats", "kafka"])
+@pytest.mark.parametrize("transport", ["redis", "nats", "kafka", "kafka-share"])
 async def test_a_killed_owner_s_action_is_taken_over(
     fault_configs: Path, transport: str, tmp_path: Path
 ) -> None:
