@@ -150,8 +150,8 @@ class BacklogMonitor:
         if stats.appended is None:
             stats.arrivals.record(now_s)
         stats.last_active_s = now_s
-        if self.cluster.running(action.fqn) + self.cluster.creating(action.fqn) == 0 and (
-            self.leases is None or stats.shard in self.leases.owned()
+        if self.cluster.running(action.fqn) + self.cluster.creating(action.fqn) == 0 and self._owns(
+            stats
         ):
             self._wake.set()
 
@@ -223,6 +223,8 @@ class BacklogMonitor:
         answered, :attr:`warmed_ready_s` has when (None: refused)."""
         stats = self.track(action)
         stats.last_active_s = time.monotonic()
+        if not self._owns(stats):
+            return None
         if self.cluster.running(action.fqn) + self.cluster.creating(action.fqn):
             return None
         request_id = await self._request_container(stats, reason, self.cluster.views())
@@ -234,10 +236,15 @@ class BacklogMonitor:
         """Tell one container of ``action`` to leave (a warmed step that never ran);
         False when none is known."""
         leavers = self._leavers(action.fqn, 1)
-        if not leavers:
+        if not leavers or not self._owns(self.track(action)):
             return False
         await self._request_removal(action, leavers[0], reason)
         return True
+
+    def _owns(self, stats: ActionStats) -> bool:
+        """Whether this controller decides for the action now: only its owner asks for
+        or removes its containers, a sequence's pre-warming included."""
+        return self.leases is None or stats.shard in self.leases.owned()
 
     async def run(self) -> None:
         interval_s = self.settings.scheduler.check_interval_s
