@@ -1,12 +1,14 @@
 """Kill -9 the owner of a busy action under load, on every network transport.
 
-Two controllers share one action through the broker's ownership primitive (one shard,
-so one of them decides for it): the owner runs as its own process with the invokers
+Two controllers share two actions through the broker's ownership primitive (one shard,
+so one of them decides for both): the owner runs as its own process with the invokers
 beside it, the other is this test's, and every invocation goes through it, so none is
-refused by the kill. The owner is killed while the load rises past what its containers
-can serve. What must hold: the survivor takes the action over and asks for a container
-for the new backlog within a bound (printed, and checked with room for a loaded
-machine), and every accepted activation ends with a result — none is lost.
+refused by the kill. The owner is killed under load on the busy action; right after,
+half the load goes to the second action, invoked for the first time, whose backlog has
+no container: only a new owner can serve it (as in the issue: a dead controller's
+actions stranded, no consumer). What must hold: the survivor takes the shard and asks
+for a container for that backlog within a bound (printed, and checked with room for a
+loaded machine), and every accepted activation ends with a result — none is lost.
 """
 
 from __future__ import annotations
@@ -34,8 +36,10 @@ pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.timeout(180)]
 RUN_MS = 200
 BEFORE_PER_S = 8
 """Load before the kill: about two containers' worth."""
-AFTER_PER_S = 40
-"""Load after it: eight containers' worth, so the survivor must create."""
+AFTER_PER_S = 20
+"""Load after it, half of it for an action invoked for the first time: its backlog has
+no container, and only the survivor can make one."""
+MAX_CONTAINERS = 16
 BEFORE_S = 4.0
 AFTER_S = 6.0
 GOAL_S = 3.0
@@ -94,7 +98,7 @@ async def wait_for(condition: Any, timeout_s: float, what: str) -> None:
 
 
 @pytest.mark.parametrize("transport", ["redis", "nats", "kafka", "kafka-share"])
-async def test_a_killed_owner_s_action_is_taken_over(
+async def test_a_killed_owner_s_actions_are_taken_over(
     fault_configs: Path, transport: str, tmp_path: Path
 ) -> None:
     token = f"{os.getpid()}-{time.monotonic_ns() % 10**9}"
@@ -102,15 +106,19 @@ async def test_a_killed_owner_s_action_is_taken_over(
     # shard to the first member, and a lease goes to whoever takes it first (the owner
     # starts first).
     owner_id, front_id = f"a-owner-{token}", f"z-front-{token}"
-    action = Action(
-        name="busy",
-        namespace=f"fo-{token}",
-        handler="broker_sched.bench.chaos_action:tagged_sleep",
-        max_containers=16,
+    busy, fresh = (
+        Action(
+            name=name,
+            namespace=f"fo-{token}",
+            handler="broker_sched.bench.chaos_action:tagged_sleep",
+            max_containers=MAX_CONTAINERS,
+        )
+        for name in ("busy", "fresh")
     )
-    values = overrides(transport, owner_id, action, QUICK)
+    values = overrides(transport, owner_id, busy, QUICK)
+    values["actions"] = [action.model_dump(mode="json") for action in (busy, fresh)]
     values["scheduler"] |= {"ownership_shards": 1}
-    values["kafka"] |= {"default_partitions": 16}
+    values["kafka"] |= {"default_partitions": MAX_CONTAINERS}
     config = fault_configs / "single.toml"
     env = as_env(values)
     api = f"127.0.0.1:{free_port()}"
@@ -131,27 +139,28 @@ async def test_a_killed_owner_s_action_is_taken_over(
             assert front is not None
             assert front.leases is not None
             await wait_for(lambda: len(front.cluster.live()) >= INVOKERS, READY_S, "invokers")
-            warm = await front.invoke(action.fqn, {"ms": RUN_MS}, timeout_s=READY_S)
+            warm = await front.invoke(busy.fqn, {"ms": RUN_MS}, timeout_s=READY_S)
             assert warm.ok, warm
             assert not front.leases.owned(), "the front took the shard: the owner never had it"
 
             accepted: list[str] = []
 
-            async def load(rate_per_s: float, seconds: float) -> None:
+            async def load(actions: list[Action], rate_per_s: float, seconds: float) -> None:
                 start = time.monotonic()
                 sent = 0
                 while (elapsed := time.monotonic() - start) < seconds:
                     while sent < elapsed * rate_per_s:
+                        action = actions[sent % len(actions)]
                         accepted.append(
                             await front.invoke(action.fqn, {"ms": RUN_MS}, blocking=False)
                         )
                         sent += 1
                     await asyncio.sleep(0.01)
 
-            await load(BEFORE_PER_S, BEFORE_S)
+            await load([busy], BEFORE_PER_S, BEFORE_S)
             killed_at = time.monotonic()
             os.killpg(owner.pid, signal.SIGKILL)
-            await load(AFTER_PER_S, AFTER_S)
+            await load([busy, fresh], AFTER_PER_S, AFTER_S)
             await wait_for(
                 lambda: all(a in front.results for a in accepted), DRAIN_S, "every result"
             )
@@ -160,18 +169,19 @@ async def test_a_killed_owner_s_action_is_taken_over(
             asked = [
                 e.at_s - killed_at
                 for e in front.timeline.of_kind("container_requested")
-                if e.at_s > killed_at
+                if e.action == fresh.fqn
             ]
             print(
                 f"\n{transport}: owner killed; shard taken after "
-                f"{min(taken, default=float('nan')):.2f} s, first container asked "
-                f"{min(asked, default=float('nan')):.2f} s after the kill (goal {GOAL_S} s); "
-                f"{len(accepted)} accepted, {sum(a in front.results for a in accepted)} ran"
+                f"{min(taken, default=float('nan')):.2f} s, first container for the new "
+                f"action's backlog asked {min(asked, default=float('nan')):.2f} s after the "
+                f"kill (goal {GOAL_S} s); {len(accepted)} accepted, "
+                f"{sum(a in front.results for a in accepted)} ran"
             )
             lost = [a for a in accepted if a not in front.results]
             assert not lost, f"{len(lost)} accepted activations never ran"
             assert taken, "the survivor never took the dead owner's shard"
-            assert asked, "the survivor never asked for a container"
+            assert asked, "the survivor never asked for a container for the new backlog"
             assert min(asked) <= BOUND_S
     finally:
         for process in processes:
