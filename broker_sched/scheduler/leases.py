@@ -2,7 +2,9 @@
 
 Every ``ttl_s / 4`` the keeper says it is alive on the ``controllers`` channel, counts
 the controllers it heard from, renews the shards it keeps, releases those beyond its
-fair share and tries free ones while under it. A controller killed with -9 renews
+fair share and, while under it, tries free ones when one may be free
+(:func:`.ownership.should_seek`: the live controllers changed, a dead one's leases
+expire within two ttls of its last beat). A controller killed with -9 renews
 nothing: its leases expire on the broker ``ttl_s`` after the last renewal, and the
 survivors' next round (at most ``ttl_s / 4`` later) takes them. New shards are handed to
 ``on_gained`` so the monitor adopts their actions at once, backlog and all.
@@ -25,6 +27,7 @@ from broker_sched.scheduler.ownership import (
     owned,
     plan_leases,
     shard_of,
+    should_seek,
 )
 from broker_sched.topology import CONTROLLERS
 from transports.base import Listener, Transport
@@ -36,6 +39,10 @@ ROUNDS_PER_TTL = 4
 
 PEER_EXPIRY_ROUNDS = 3
 """A controller not heard from in this many rounds no longer counts for fair shares."""
+
+SEEK_WINDOW_TTLS = 2
+"""After the live controllers change, or a take succeeds, free shards are tried every
+round for this many ttls: long enough for a dead controller's leases to expire."""
 
 
 class ShardLeases:
@@ -59,6 +66,10 @@ class ShardLeases:
         self.held: dict[int, HeldLease] = {}
         self.peers: dict[str, float] = {}
         """Other controllers -> when last heard from (monotonic)."""
+        self._rounds = -1
+        """Rounds run, less one: the first round (0) always seeks."""
+        self._alive: frozenset[str] = frozenset()
+        self._seek_until_s = 0.0
 
     def owns(self, action: str) -> bool:
         """Whether this controller may decide for ``action`` now."""
@@ -104,6 +115,11 @@ class ShardLeases:
             await self._assigned_round()
             return
         now_s = time.monotonic()
+        self._rounds += 1
+        alive = frozenset(live_peers(self.peers, now_s, PEER_EXPIRY_ROUNDS * self.round_s))
+        if alive != self._alive:
+            self._alive = alive
+            self._seek_until_s = now_s + SEEK_WINDOW_TTLS * self.ttl_s
         still = owned(self.held, now_s, self.ttl_s)
         for shard in set(self.held) - still:
             del self.held[shard]
@@ -120,13 +136,17 @@ class ShardLeases:
             if shard not in self.held:
                 self.timeline.record("shard_lost", str(shard), holder=self.holder)
         gained: set[int] = set()
-        for shard in plan.candidates:
+        seek = should_seek(
+            room=plan.room, round_index=self._rounds, now_s=now_s, seek_until_s=self._seek_until_s
+        )
+        for shard in plan.candidates if seek else ():
             if len(gained) >= plan.room:
                 break
             if await self._take(shard):
                 gained.add(shard)
                 self.timeline.record("shard_taken", str(shard), holder=self.holder)
         if gained:
+            self._seek_until_s = now_s + SEEK_WINDOW_TTLS * self.ttl_s
             self.on_gained(frozenset(gained))
 
     async def _assigned_round(self) -> None:

@@ -93,6 +93,22 @@ def owned(held: Mapping[int, HeldLease], now_s: float, ttl_s: float) -> frozense
     return frozenset(shard for shard, lease in held.items() if now_s - lease.sent_s < horizon_s)
 
 
+SEEK_EVERY_ROUNDS = 8
+"""A controller under its share tries free shards at least this often, even when
+nothing suggests one is free (a lost beat could hide a departure)."""
+
+
+def should_seek(*, room: int, round_index: int, now_s: float, seek_until_s: float) -> bool:
+    """Whether to try shards this round: only with room under the fair share, and
+    while something suggests a shard is free — the set of live controllers changed, or
+    the last try took one, both of which extend ``seek_until_s`` — or every
+    :data:`SEEK_EVERY_ROUNDS` rounds. A controller at rest under its share (one of three
+    holds 10 of 32) then sends no refused takes most rounds."""
+    if room <= 0:
+        return False
+    return now_s < seek_until_s or round_index % SEEK_EVERY_ROUNDS == 0
+
+
 def live_peers(last_seen_s: Mapping[str, float], now_s: float, expiry_s: float) -> set[str]:
     """Controllers heard from within ``expiry_s``."""
     return {peer for peer, seen_s in last_seen_s.items() if now_s - seen_s <= expiry_s}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from broker_sched.scheduler.ownership import (
+    SEEK_EVERY_ROUNDS,
     VALID_FRACTION,
     HeldLease,
     fair_share,
@@ -12,6 +13,7 @@ from broker_sched.scheduler.ownership import (
     plan_leases,
     preference,
     shard_of,
+    should_seek,
 )
 
 SHARDS = 32
@@ -85,3 +87,10 @@ def test_live_peers_are_those_heard_from_lately() -> None:
 
 def test_ids_silent_past_the_grace_are_gone() -> None:
     assert gone_for({"a": 10.0, "b": 40.0, "c": 49.0}, 50.0, 30.0) == ["a"]
+
+
+def test_free_shards_are_sought_after_a_change_or_now_and_then() -> None:
+    assert not should_seek(room=0, round_index=0, now_s=1.0, seek_until_s=5.0)
+    assert should_seek(room=1, round_index=3, now_s=1.0, seek_until_s=5.0)
+    assert not should_seek(room=1, round_index=3, now_s=6.0, seek_until_s=5.0)
+    assert should_seek(room=1, round_index=SEEK_EVERY_ROUNDS, now_s=6.0, seek_until_s=5.0)
