@@ -78,6 +78,10 @@ SEEN_RESULTS = 100_000
 CLOSE_TIMEOUT_S = 5.0
 """How long closing the listeners may hold up a shutdown."""
 
+CLEAN_UP_AFTER_S = 300.0
+"""The least silence after which a dead id's channels and queue are removed: a live
+controller whose beats merely lag (a starved process, a slow channel) keeps its own."""
+
 RECORD_READ_TIMEOUT_S = 5.0
 """How long a caller whose result did not come waits on top for its record."""
 
@@ -177,10 +181,14 @@ class Controller:
     async def _clean_up(self) -> None:
         """The owner of the cleaner shard removes what dead ids left: a controller's
         reply channels, an invoker's control queue. Only once an id has been silent
-        longer than any activation's deadline, so no answer is still on its way."""
+        longer than any activation's deadline and :data:`CLEAN_UP_AFTER_S`, so no
+        answer is still on its way."""
         assert self.leases is not None
         leases = self.leases
-        grace_s = self.settings.invocation_timeout_s + 2 * self.settings.scheduler.lease_ttl_s
+        grace_s = max(
+            CLEAN_UP_AFTER_S,
+            self.settings.invocation_timeout_s + 2 * self.settings.scheduler.lease_ttl_s,
+        )
         while True:
             await anyio.sleep(grace_s / 4)
             if CLEANER_SHARD not in leases.owned():
