@@ -972,6 +972,8 @@ class NatsJetStreamTransport(Transport):
                 return revision
             except KeyWrongLastSequenceError:
                 pass
+            except KeyNotFoundError:
+                return None  # nats-py's create looked the key up as it expired: next round
             try:
                 entry = await bucket.get(name)
             except KeyNotFoundError:

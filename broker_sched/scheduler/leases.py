@@ -166,7 +166,13 @@ class ShardLeases:
     async def _take(self, shard: int) -> bool:
         """Take or renew ``shard``; whether this controller holds it now."""
         sent_s = time.monotonic()
-        token = await self.transport.acquire_lease(lease_name(shard), self.holder, self.ttl_s)
+        try:
+            token = await self.transport.acquire_lease(lease_name(shard), self.holder, self.ttl_s)
+        except BrokerSchedError as exc:
+            # Not known either way: a held lease stays held until its local horizon,
+            # and the other shards' renewals of this round still go out.
+            log.warning("controller %s: lease of shard %d: %s", self.holder, shard, exc)
+            return shard in self.held
         if token is None:
             self.held.pop(shard, None)
             return False
