@@ -190,7 +190,9 @@ class Api:
         token, now_s = new_id(), time.monotonic()
         self._settle(now_s)
         deadline_s = now_s + self.controller.settings.invocation_timeout_s
-        refusal = self.limiter.start(namespace, token, now_s, deadline_s)
+        refusal = self.limiter.start(
+            namespace, token, now_s, deadline_s, self.controller.controllers()
+        )
         if refusal is not None:
             raise HTTPException(
                 HTTPStatus.TOO_MANY_REQUESTS,

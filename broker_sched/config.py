@@ -78,6 +78,19 @@ class SchedulerSettings(_Section):
     evict_min_idle_s: float = Field(
         default=0.5, ge=0, description="a full cluster evicts only containers idle this long"
     )
+    ownership_shards: int = Field(
+        default=32,
+        ge=1,
+        le=4096,
+        description="actions hash into this many shards, each owned by one controller "
+        "through a lease on the broker (the same in every controller of a cluster)",
+    )
+    lease_ttl_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="a dead controller's shards pass to the others within this plus a "
+        "quarter of it (renewals every quarter)",
+    )
 
 
 class InvokerSettings(_Section):

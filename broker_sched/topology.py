@@ -7,6 +7,8 @@ so changing one here is a wire-compatibility change.
 from __future__ import annotations
 
 HEARTBEATS = "heartbeats"
+CONTROLLERS = "controllers"
+"""Each controller's id, every lease round: how many share the shards."""
 
 
 def invoker_control_queue(invoker_id: str) -> str:

@@ -76,6 +76,10 @@ class Backlog:
     in_flight: int
     partitions: int = 1
     oldest_age_s: float | None = None
+    appended: int | None = None
+    """How many messages the queue has taken since it was made, by the broker's own
+    counter (None: this backend cannot tell). Its growth between two reads is the whole
+    cluster's arrival rate, whichever controller published."""
 
     @property
     def total(self) -> int:
@@ -109,6 +113,12 @@ class Capabilities:
     rebalances: bool = False
     publishes_once: bool = False
     renews_deliveries: bool = False
+    leases: bool = False
+    """:meth:`Transport.acquire_lease` and :meth:`Transport.release_lease` work: the
+    broker itself keeps an expiring lease per name and a fencing token that grows."""
+    assigns_shards: bool = False
+    """:meth:`Transport.hold_shards` works: the broker's group coordinator hands shards
+    out among the holders (where it has no compare-and-set to build leases on)."""
 
 
 def broker_addresses(
@@ -374,6 +384,10 @@ class Transport(ABC):
     async def listen(self, channel: str) -> Listener:
         """Start receiving ``channel``; messages sent after this returns are delivered."""
 
+    async def delete_channel(self, channel: str) -> None:  # noqa: B027 - optional, default no-op
+        """Remove what ``channel`` left on the broker (a dead component's channel);
+        nothing for backends whose channels leave nothing behind once unheard."""
+
     @abstractmethod
     async def put_record(self, scope: str, key: str, body: bytes, ttl_s: float) -> None:
         """Keep ``body`` under ``scope``/``key`` for ``ttl_s``, readable by every client.
@@ -391,6 +405,39 @@ class Transport(ABC):
     @abstractmethod
     async def recent_records(self, scope: str, limit: int) -> list[bytes]:
         """Up to ``limit`` of the scope's unexpired records, newest first."""
+
+    async def acquire_lease(self, name: str, holder: str, ttl_s: float) -> int | None:
+        """Take the lease ``name`` for ``holder``, or renew it when ``holder`` has it.
+
+        One step on the broker: two holders never both get a lease that has not
+        expired. Returns the lease's fencing token, or None when another holder has it.
+        A token is larger than every token an earlier holder of ``name`` got, so whoever
+        receives orders stamped with tokens can refuse a deposed holder's; a renewal may
+        keep or raise it. The lease expires ``ttl_s`` after the last take or renewal, on
+        the broker's clock. ``name`` and ``holder`` are ``[A-Za-z0-9_-]``. Only where
+        ``capabilities.leases``.
+        """
+        raise NotImplementedError(f"the {self.name} transport keeps no leases")
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        """Give up ``name`` if ``holder`` has it (a clean stop, or a share handed on), so
+        the next holder need not wait for it to expire; otherwise nothing."""
+        raise NotImplementedError(f"the {self.name} transport keeps no leases")
+
+    async def hold_shards(self, holder: str, shards: int, ttl_s: float) -> dict[int, int]:
+        """The shards (``0 .. shards - 1``) the broker assigns ``holder`` now, each with
+        a fencing token that grows with every reassignment; the first call joins the
+        holders' group, and a holder that stops calling leaves it within ``ttl_s``, its
+        shards going to the others. Empty while a reassignment is under way. Every
+        holder must pass the same ``shards`` and ``ttl_s``. Only where
+        ``capabilities.assigns_shards``.
+        """
+        raise NotImplementedError(f"the {self.name} transport assigns no shards")
+
+    async def release_shards(self, holder: str) -> None:
+        """Leave the holders' group at once (a clean stop), so the others need not wait
+        out the ttl."""
+        raise NotImplementedError(f"the {self.name} transport assigns no shards")
 
     async def reply_and_ack(self, delivery: Delivery, channel: str, body: bytes) -> None:
         """Send ``body`` on ``channel``, then ack ``delivery``: the reply always reaches

@@ -206,7 +206,7 @@ class KafkaTransport(Transport):
     name = "kafka"
     settings_section = "kafka"
     settings_model = KafkaSettings
-    capabilities = Capabilities(partitioned=True, rebalances=True)
+    capabilities = Capabilities(partitioned=True, rebalances=True, assigns_shards=True)
 
     def __init__(
         self,
@@ -233,6 +233,7 @@ class KafkaTransport(Transport):
         self._listeners: set[KafkaListener] = set()
         self._records: _RecordView | None = None
         self._records_lock = asyncio.Lock()
+        self._owners: AIOKafkaConsumer | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
@@ -351,6 +352,9 @@ class KafkaTransport(Transport):
         if self._records is not None:
             closes.append(self._records.consumer.stop)
             self._records = None
+        if self._owners is not None:
+            closes.append(self._owners.stop)
+            self._owners = None
         for close in closes:
             await _quietly(close)
         clients, self._clients = self._clients, None
@@ -366,6 +370,89 @@ class KafkaTransport(Transport):
             f"kafka at {self.settings.bootstrap_servers} "
             f"(cluster {cluster['cluster_id']}, {len(cluster['brokers'])} brokers)"
         )
+
+    # ------------------------------------------------------------------ shards
+
+    async def hold_shards(self, holder: str, shards: int, ttl_s: float) -> dict[int, int]:
+        """Consumer-group assignment over the topic ``_owners.<shards>`` (a partition
+        per shard, never written; the group is named like it), as Kafka Streams hands
+        out its tasks: the group coordinator
+        gives each partition to one member of a generation, and a member whose
+        heartbeats stop is dropped after its session timeout (``ttl_s``, or 6 s where
+        the broker's ``group.min.session.timeout.ms`` refuses it), and one that stops calling
+        leaves after the same time (its poll interval). The token is the generation.
+
+        Only while the member knows its coordinator and is in a settled generation are
+        its partitions reported: a member cut off from the broker stops reporting
+        them once aiokafka marks the coordinator dead, which can be up to a heartbeat
+        interval after the broker reassigned them (the window a lease's fencing token
+        is for).
+        """
+
+        consumer = self._owners
+        if consumer is None:
+            topic = owners_topic(shards)
+            await self._create_topic(topic, shards, {"retention.ms": "60000"})
+            consumer = await self._join_owners(topic, holder, int(ttl_s * 1000))
+            self._owners = consumer
+        async with _broker_errors("owners' group", self._timeout_s):
+            await consumer.getmany(timeout_ms=0)
+        coordinator = consumer._coordinator
+        if coordinator is None or coordinator.coordinator_id is None:
+            return {}
+        if coordinator.need_rejoin(consumer._subscription.subscription):
+            return {}
+        generation: int = coordinator.generation
+        if generation < 1:
+            return {}
+        return {tp.partition: generation for tp in consumer.assignment()}
+
+    async def _join_owners(self, topic: str, holder: str, session_ms: int) -> AIOKafkaConsumer:
+        """A member of the owners' group with ``session_ms`` sessions, or Kafka's default
+        minimum (6 s, logged: a dead controller's shards then move after 6 s) when the
+        broker's ``group.min.session.timeout.ms`` refuses it."""
+        from aiokafka import AIOKafkaConsumer
+        from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+        from aiokafka.errors import InvalidSessionTimeoutError
+
+        for session in (session_ms, max(session_ms, KAFKA_MIN_SESSION_MS)):
+            consumer = AIOKafkaConsumer(
+                topic,
+                **self._client_kwargs(),
+                group_id=topic,
+                client_id=holder,
+                enable_auto_commit=False,
+                partition_assignment_strategy=(RoundRobinPartitionAssignor,),
+                session_timeout_ms=session,
+                heartbeat_interval_ms=max(100, session // 10),
+                rebalance_timeout_ms=session,
+                max_poll_interval_ms=session,
+                request_timeout_ms=session + self.request_timeout_ms,
+            )
+            try:
+                async with _broker_errors("join the owners' group", self._timeout_s * 2):
+                    await consumer.start()
+                    await consumer.getmany(timeout_ms=0)
+                return consumer
+            except TransportError as exc:
+                await _quietly(consumer.stop)
+                if not isinstance(exc.__cause__, InvalidSessionTimeoutError):
+                    raise
+                log.warning(
+                    "kafka: the broker refuses %d ms group sessions; the owners' group uses "
+                    "%d ms (lower group.min.session.timeout.ms for faster failover)",
+                    session,
+                    KAFKA_MIN_SESSION_MS,
+                )
+            except BaseException:
+                await _quietly(consumer.stop)
+                raise
+        raise TransportError(f"kafka: the broker refuses {KAFKA_MIN_SESSION_MS} ms sessions")
+
+    async def release_shards(self, holder: str) -> None:
+        consumer, self._owners = self._owners, None
+        if consumer is not None:
+            await _quietly(consumer.stop)
 
     # ------------------------------------------------------------------ topics
 
@@ -444,6 +531,10 @@ class KafkaTransport(Transport):
         for name, code in response.topic_error_codes:
             if code not in (0, _UNKNOWN_TOPIC):
                 raise _response_error(code, f"delete topic {name!r}")
+
+    async def delete_channel(self, channel: str) -> None:
+        """A channel is a topic here, and a dead component's would stay for ever."""
+        await self.delete(channel_topic(channel))
 
     # ------------------------------------------------------------------ queues
 
@@ -552,7 +643,9 @@ class KafkaTransport(Transport):
         ]
 
     def _empty_backlog(self) -> Backlog:
-        return Backlog(pending=0, in_flight=0, partitions=self.settings.default_partitions)
+        return Backlog(
+            pending=0, in_flight=0, partitions=self.settings.default_partitions, appended=0
+        )
 
     async def _committed(self, group: str, partitions: list[TopicPartition]) -> dict[Any, Any]:
         """The group's committed offsets; a moved coordinator is looked up again, once."""
@@ -846,7 +939,22 @@ def _backlog_of(
         acked = sum(track.acked_since(start) for track in tracks)
         pending += max(0, end[tp] - start - flying - acked)
         in_flight += flying
-    return Backlog(pending=pending, in_flight=in_flight, partitions=len(partitions))
+    return Backlog(
+        pending=pending,
+        in_flight=in_flight,
+        partitions=len(partitions),
+        appended=sum(end[tp] for tp in partitions),
+    )
+
+
+KAFKA_MIN_SESSION_MS = 6_000
+"""Kafka's default ``group.min.session.timeout.ms``: the owners' group's fallback."""
+
+
+def owners_topic(shards: int) -> str:
+    """The controllers' shard topic and group: partitions assigned, never written. The
+    count is in the name, as a topic never shrinks."""
+    return f"_owners.{shards}"
 
 
 def channel_topic(channel: str) -> str:

@@ -95,7 +95,7 @@ def share_group(group: str) -> str:
 
 class KafkaShareTransport(KafkaTransport):
     name = "kafka-share"
-    capabilities = Capabilities(partitioned=False, rebalances=False)
+    capabilities = Capabilities(partitioned=False, rebalances=False, assigns_shards=True)
 
     def __init__(
         self,
@@ -190,7 +190,10 @@ class KafkaShareTransport(KafkaTransport):
             counts = await offsets.counts(q for q, _ in pairs)
         every = [TopicPartition(t, p) for t, n in counts.items() for p in range(n)]
         if not every:
-            return [Backlog(0, 0, partitions=self.settings.default_partitions) for _ in pairs]
+            return [
+                Backlog(0, 0, partitions=self.settings.default_partitions, appended=0)
+                for _ in pairs
+            ]
         by_group: dict[str, dict[str, int]] = {}
         for queue, group in pairs:
             if counts[queue]:
@@ -207,7 +210,9 @@ class KafkaShareTransport(KafkaTransport):
         for queue, group in pairs:
             count = counts[queue]
             if not count:
-                result.append(Backlog(0, 0, partitions=self.settings.default_partitions))
+                result.append(
+                    Backlog(0, 0, partitions=self.settings.default_partitions, appended=0)
+                )
                 continue
             state = state_of.get(share_group(group), {})
             unfinished = 0
@@ -221,7 +226,10 @@ class KafkaShareTransport(KafkaTransport):
                 else:
                     unfinished += max(0, end[tp] - begin[tp])
             held = self._held(queue, group)
-            result.append(Backlog(max(0, unfinished - held), held, partitions=count))
+            appended = sum(end[TopicPartition(queue, p)] for p in range(count))
+            result.append(
+                Backlog(max(0, unfinished - held), held, partitions=count, appended=appended)
+            )
         return result
 
     async def backlog(self, queue: str, group: str) -> Backlog:

@@ -536,7 +536,11 @@ class NatsJetStreamTransport(Transport):
     settings_section = "nats"
     settings_model = NatsSettings
     capabilities = Capabilities(
-        partitioned=False, rebalances=False, publishes_once=True, renews_deliveries=True
+        partitioned=False,
+        rebalances=False,
+        publishes_once=True,
+        renews_deliveries=True,
+        leases=True,
     )
 
     def __init__(
@@ -590,6 +594,7 @@ class NatsJetStreamTransport(Transport):
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._bucket: KeyValue | None = None
+        self._leases: KeyValue | None = None
         self._refused = False
         self._parts: set[NatsSubscription | NatsListener] = set()
         self._last_error: Exception | None = None
@@ -833,19 +838,35 @@ class NatsJetStreamTransport(Transport):
         return backlog
 
     async def backlogs(self, pairs: Sequence[tuple[str, str]]) -> list[Backlog]:
-        """One consumer-info request per pair, all at once; the groups that never
-        subscribed share a single stream-info request for their stored counts."""
+        """One stream-info request for every queue's stored count (WorkQueue retention
+        keeps exactly the unacked messages), then one consumer-info request for each
+        queue that holds any, all at once: idle queues, the many, cost nothing more.
+
+        ``appended`` comes from the consumer's delivered sequence plus its pending count
+        (a redelivery counts as an arrival), or the stored count for a queue no group
+        consumed yet; an empty queue's is unknown (None) without asking its consumer.
+        """
         subjects = [queue_subject(self.subject_prefix, queue) for queue, _ in pairs]
+        if not pairs:
+            return []
         with _translated("backlog"):
-            infos = await asyncio.gather(*(self._consumer_info(q, g) for q, g in pairs))
-            missing = {subject for subject, info in zip(subjects, infos, strict=True) if not info}
-            stored = await self._stored(missing) if missing else {}
-        return [
-            Backlog(pending=info.num_pending or 0, in_flight=info.num_ack_pending or 0)
-            if info
-            else Backlog(pending=stored.get(subject, 0), in_flight=0)
-            for subject, info in zip(subjects, infos, strict=True)
-        ]
+            stored = await self._stored(set(subjects))
+            busy = [i for i, subject in enumerate(subjects) if stored.get(subject, 0)]
+            infos = await asyncio.gather(*(self._consumer_info(*pairs[i]) for i in busy))
+        backlogs = [Backlog(pending=0, in_flight=0) for _ in pairs]
+        for index, info in zip(busy, infos, strict=True):
+            count = stored[subjects[index]]
+            if info is None:
+                backlogs[index] = Backlog(pending=count, in_flight=0, appended=count)
+                continue
+            pending = info.num_pending or 0
+            delivered = info.delivered.consumer_seq if info.delivered is not None else None
+            backlogs[index] = Backlog(
+                pending=pending,
+                in_flight=info.num_ack_pending or 0,
+                appended=None if delivered is None else pending + delivered,
+            )
+        return backlogs
 
     async def _consumer_info(self, queue: str, group: str) -> ConsumerInfo | None:
         from nats.js.errors import NotFoundError
@@ -939,6 +960,82 @@ class NatsJetStreamTransport(Transport):
                     bucket=name, ttl=ttl_s, history=1, replicas=self.stream_replicas
                 )
         return self._bucket
+
+    # -- leases ---------------------------------------------------------------------
+
+    async def _lease_bucket(self, ttl_s: float | None) -> KeyValue | None:
+        """The leases bucket: a KV whose entries expire ``ttl_s`` after their last write
+        (the bucket's max age; this server has no per-message ttl), created by the first
+        take. A bucket made with another ttl is refused: a holder that believed its
+        lease outlived the broker's expiry could act beside the next holder."""
+        from nats.js.errors import BucketNotFoundError
+
+        if self._leases is not None:
+            return self._leases
+        js = self.jetstream()
+        name = f"{self.stream}_LEASES"
+        with _translated(f"leases bucket {name}"):
+            try:
+                bucket = await js.key_value(name)
+            except BucketNotFoundError:
+                if ttl_s is None:
+                    return None
+                bucket = await js.create_key_value(
+                    bucket=name, ttl=ttl_s, history=1, replicas=self.stream_replicas
+                )
+            if ttl_s is not None:
+                kept_s = (await js.stream_info(f"KV_{name}")).config.max_age
+                if kept_s is not None and abs(kept_s - ttl_s) > 0.001:
+                    raise TransportError(
+                        f"nats: the leases bucket {name} expires leases after {kept_s} s, "
+                        f"not {ttl_s} s: every controller needs the same lease ttl "
+                        f"(or delete the bucket)"
+                    )
+        self._leases = bucket
+        return bucket
+
+    async def acquire_lease(self, name: str, holder: str, ttl_s: float) -> int | None:
+        """Compare-and-set on the KV: ``create`` takes a free lease, ``update`` with the
+        last revision renews one's own; the token is the write's revision (a stream
+        sequence, so it grows across every holder). Expiry is the bucket's max age."""
+        from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+
+        bucket = await self._lease_bucket(ttl_s)
+        assert bucket is not None
+        mine = holder.encode()
+        with _translated(f"lease {name}"):
+            try:
+                revision: int = await bucket.create(name, mine)
+                return revision
+            except KeyWrongLastSequenceError:
+                pass
+            except KeyNotFoundError:
+                return None  # nats-py's create looked the key up as it expired: next round
+            try:
+                entry = await bucket.get(name)
+            except KeyNotFoundError:
+                return None  # expired or released just now: the next call takes it
+            if entry.value != mine or entry.revision is None:
+                return None
+            try:
+                revision = await bucket.update(name, mine, last=entry.revision)
+            except KeyWrongLastSequenceError:
+                return None
+            return revision
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+
+        bucket = await self._lease_bucket(None)
+        if bucket is None:
+            return
+        with _translated(f"release lease {name}"):
+            try:
+                entry = await bucket.get(name)
+                if entry.value == holder.encode():
+                    await bucket.delete(name, last=entry.revision)
+            except (KeyNotFoundError, KeyWrongLastSequenceError):
+                return
 
     async def put_record(self, scope: str, key: str, body: bytes, ttl_s: float) -> None:
         bucket = await self._records(ttl_s)

@@ -145,6 +145,8 @@ CHANNEL_PREFIX = "bs:c:"
 CREDENTIAL_SETTINGS = "check the settings redis.username and redis.password"
 RECORD_PREFIX = "bs:r:"
 RECORD_INDEX_PREFIX = "bs:ri:"
+LEASE_PREFIX = "bs:lease:"
+LEASE_TOKEN_PREFIX = "bs:lease-token:"
 MARKER_PREFIX = "bs:moved:"
 """Markers of ids :meth:`RedisStreamsTransport.publish_once` has appended."""
 RETURNED = "bs:returned"
@@ -198,7 +200,11 @@ class RedisStreamsTransport(Transport):
     settings_section = "redis"
     settings_model = RedisSettings
     capabilities = Capabilities(
-        partitioned=False, rebalances=False, publishes_once=True, renews_deliveries=True
+        partitioned=False,
+        rebalances=False,
+        publishes_once=True,
+        renews_deliveries=True,
+        leases=True,
     )
 
     def __init__(
@@ -382,8 +388,9 @@ class RedisStreamsTransport(Transport):
                 pending=int(pending),
                 in_flight=int(in_flight),
                 oldest_age_s=None if age_ms < 0 else age_ms / 1000,
+                appended=None if added < 0 else int(added),
             )
-            for pending, in_flight, age_ms in zip(*[iter(replies)] * 3, strict=True)
+            for pending, in_flight, age_ms, added in zip(*[iter(replies)] * 4, strict=True)
         ]
 
     async def _backlog_batch(self, pairs: Sequence[tuple[str, str]]) -> list[int]:
@@ -402,6 +409,20 @@ class RedisStreamsTransport(Transport):
     async def delete(self, queue: str) -> None:
         with translated(f"DEL {queue}"):
             await self._commands.delete(stream_key(queue))
+
+    async def acquire_lease(self, name: str, holder: str, ttl_s: float) -> int | None:
+        """One script: renew, or ``SET NX PX`` with the next token of the lease's
+        counter (see ``LEASE_LUA``); the expiry is Redis's, and a replica promoted by
+        Sentinel may not have the last take (replication is asynchronous)."""
+        keys = [f"{LEASE_PREFIX}{name}", f"{LEASE_TOKEN_PREFIX}{name}"]
+        with translated(f"lease {name}"):
+            ttl_ms = max(1, int(ttl_s * 1000))
+            token = int(await self.eval_hot(self.scripts.lease, keys, [holder, ttl_ms]))
+        return None if token < 0 else token
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        with translated(f"release lease {name}"):
+            await self.eval_hot(self.scripts.release_lease, [f"{LEASE_PREFIX}{name}"], [holder])
 
     async def put_record(self, scope: str, key: str, body: bytes, ttl_s: float) -> None:
         now_ms = int(time.time() * 1000)
@@ -803,12 +824,39 @@ class _Scripts:
         self.release: AsyncScript = client.register_script(RELEASE_LUA)
         self.backlog: AsyncScript = client.register_script(BACKLOG_LUA)
         self.publish_once: AsyncScript = client.register_script(PUBLISH_ONCE_LUA)
+        self.lease: AsyncScript = client.register_script(LEASE_LUA)
+        self.release_lease: AsyncScript = client.register_script(RELEASE_LEASE_LUA)
 
     async def load_backlog(self) -> None:
         self.backlog.sha = await self._client.script_load(BACKLOG_LUA)
 
 
 # ---------------------------------------------------------------- Lua (RESP2 replies)
+
+LEASE_LUA = """
+-- Lease KEYS[1] ("token|holder", expiring) for holder ARGV[1], ARGV[2] ms; KEYS[2] is
+-- the lease's token counter, which never expires. Renews the holder's own lease (same
+-- token), takes a free one with SET NX PX and a new token, refuses another's (-1).
+local current = redis.call('GET', KEYS[1])
+if current then
+  local token, holder = string.match(current, '^(%d+)|(.*)$')
+  if holder ~= ARGV[1] then return -1 end
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return tonumber(token)
+end
+local token = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], token .. '|' .. ARGV[1], 'NX', 'PX', ARGV[2])
+return token
+"""
+
+RELEASE_LEASE_LUA = """
+-- Delete lease KEYS[1] only while holder ARGV[1] has it.
+local current = redis.call('GET', KEYS[1])
+if current and string.match(current, '^%d+|(.*)$') == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+end
+return 0
+"""
 
 DECLARE_LUA = """
 -- An empty stream, made by creating and destroying a throwaway group; an existing
@@ -906,11 +954,12 @@ return 1
 """
 
 BACKLOG_LUA = """
--- For each stream KEYS[i] and its group ARGV[3 + i]: pending, in_flight, and the age in ms
--- of the oldest pending entry (-1: none), flattened into one reply.
+-- For each stream KEYS[i] and its group ARGV[3 + i]: pending, in_flight, the age in ms
+-- of the oldest pending entry (-1: none) and the entries ever added (the group's
+-- entries-read + its undelivered ones; XLEN with no group; -1: unknown), flattened.
 -- Pending: undelivered entries, entries parked with consumer ARGV[1], and entries of
 -- other consumers idle for ARGV[2] ms (the next fetch reclaims them; at most ARGV[3] of
--- a PEL are examined). An empty or missing stream costs one XLEN.
+-- a PEL are examined). A missing stream costs XLEN and EXISTS, an empty one XINFO GROUPS too.
 local parked, min_idle_ms, scan_limit = ARGV[1], ARGV[2], ARGV[3]
 local clock = redis.call('TIME')
 local now_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
@@ -939,10 +988,11 @@ end
 
 local function backlog(stream, group)
   local length = redis.call('XLEN', stream)
-  if length == 0 then return 0, 0, nil end
+  if length == 0 and redis.call('EXISTS', stream) == 0 then return 0, 0, nil, 0 end
   local info = find_group(stream, group)
   if info == nil then
-    return length, 0, id_ms(redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)[1][1])
+    if length == 0 then return 0, 0, nil, 0 end
+    return length, 0, id_ms(redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)[1][1]), length
   end
 
   local oldest = nil
@@ -953,11 +1003,14 @@ local function backlog(stream, group)
   else
     undelivered = math.max(0, length - in_pel)   -- acked entries are deleted
   end
+  local added = -1
+  if info['entries-read'] then added = info['entries-read'] + undelivered end
+  if length == 0 then return 0, 0, nil, added end
   if undelivered > 0 then
     local after = redis.call('XRANGE', stream, '(' .. info['last-delivered-id'], '+', 'COUNT', 1)
     if after[1] then oldest = id_ms(after[1][1]) end
   end
-  if in_pel == 0 then return undelivered, 0, oldest end
+  if in_pel == 0 then return undelivered, 0, oldest, added end
 
   local parked_count = 0
   for _, consumer in ipairs(redis.call('XPENDING', stream, group)[4]) do
@@ -976,14 +1029,15 @@ local function backlog(stream, group)
       end
     end
   end
-  return undelivered + parked_count + stuck, in_pel - parked_count - stuck, oldest
+  return undelivered + parked_count + stuck, in_pel - parked_count - stuck, oldest, added
 end
 
 for i, stream in ipairs(KEYS) do
-  local pending, in_flight, oldest = backlog(stream, ARGV[3 + i])
+  local pending, in_flight, oldest, added = backlog(stream, ARGV[3 + i])
   out[#out + 1] = pending
   out[#out + 1] = in_flight
   out[#out + 1] = oldest and math.max(0, now_ms - oldest) or -1
+  out[#out + 1] = added
 end
 return out
 """

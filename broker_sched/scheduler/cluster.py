@@ -44,6 +44,9 @@ class ClusterView:
         self._requests: dict[str, _Request] = {}
         self._removals: dict[str, _Request] = {}
         self._beat_arrived = anyio.Event()
+        self.departed: dict[str, float] = {}
+        """Invokers no longer heard from -> when last heard (monotonic); one heard again
+        leaves it."""
 
     async def wait_for_invokers(self, invoker_ids: set[str]) -> None:
         """Return once every one of ``invoker_ids`` has been heard from."""
@@ -53,6 +56,7 @@ class ClusterView:
 
     def on_heartbeat(self, heartbeat: Heartbeat) -> None:
         previous = self._beats.get(heartbeat.invoker_id)
+        self.departed.pop(heartbeat.invoker_id, None)
         beat = _Beat(heartbeat, time.monotonic())
         if previous is not None:
             beat.created_ms = [c for c in previous.created_ms if c[0] >= heartbeat.sent_ms]
@@ -95,6 +99,7 @@ class ClusterView:
         for invoker_id, beat in list(self._beats.items()):
             if now_s - beat.received_s > self.expiry_s:
                 del self._beats[invoker_id]
+                self.departed[invoker_id] = beat.received_s
         return [beat.heartbeat for beat in self._beats.values()]
 
     def creating(self, action: str) -> int:

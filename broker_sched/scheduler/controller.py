@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from typing import Any, Literal, TypeVarTuple, overload
@@ -53,10 +54,18 @@ from broker_sched.model import (
 )
 from broker_sched.records import ActivationRecords
 from broker_sched.scheduler.cluster import ClusterView
+from broker_sched.scheduler.leases import ShardLeases
 from broker_sched.scheduler.monitor import BacklogMonitor
+from broker_sched.scheduler.ownership import CLEANER_SHARD, gone_for, shard_of
 from broker_sched.scheduler.policy import AcsController, controller_side
 from broker_sched.scheduler.sequences import Sequences
-from broker_sched.topology import HEARTBEATS, control_replies_channel, results_channel
+from broker_sched.topology import (
+    CONTROLLERS,
+    HEARTBEATS,
+    control_replies_channel,
+    invoker_control_queue,
+    results_channel,
+)
 from transports.base import Listener, Transport
 
 log = logging.getLogger(__name__)
@@ -68,6 +77,10 @@ SEEN_RESULTS = 100_000
 
 CLOSE_TIMEOUT_S = 5.0
 """How long closing the listeners may hold up a shutdown."""
+
+CLEAN_UP_AFTER_S = 300.0
+"""The least silence after which a dead id's channels and queue are removed: a live
+controller whose beats merely lag (a starved process, a slow channel) keeps its own."""
 
 RECORD_READ_TIMEOUT_S = 5.0
 """How long a caller whose result did not come waits on top for its record."""
@@ -103,6 +116,20 @@ class Controller:
             timeline=self.timeline,
             rng=rng,
         )
+        self.leases: ShardLeases | None = None
+        """This controller's shards, when several controllers share the actions through
+        the broker (the `acs` policy on a transport that keeps leases or assigns shards)."""
+        monitor = self.monitor
+        capabilities = transport.capabilities
+        if monitor is not None and (capabilities.leases or capabilities.assigns_shards):
+            self.leases = monitor.leases = ShardLeases(
+                transport=transport,
+                holder=self.id,
+                shards=settings.scheduler.ownership_shards,
+                ttl_s=settings.scheduler.lease_ttl_s,
+                timeline=self.timeline,
+                on_gained=self._adopt,
+            )
         self.results: OrderedDict[str, ActivationResult] = OrderedDict()
         self.records = ActivationRecords(transport, settings.invoker.record_ttl_s)
         self.result_listeners: list[Callable[[ActivationResult], None]] = []
@@ -119,23 +146,83 @@ class Controller:
         results = await self.transport.listen(self.results_channel)
         replies = await self.transport.listen(control_replies_channel(self.id))
         beats = await self.transport.listen(HEARTBEATS)
+        listeners = [results, replies, beats]
         try:
             async with anyio.create_task_group() as group:
                 self._group = group
                 group.start_soon(self._drain, results, self._on_result, self._results_back)
                 group.start_soon(self._drain, replies, self._on_reply)
                 group.start_soon(self._drain, beats, self._on_heartbeat)
+                if self.leases is not None:
+                    peers = await self.transport.listen(CONTROLLERS)
+                    listeners.append(peers)
+                    group.start_soon(self.leases.run, peers)
+                    group.start_soon(self._clean_up)
                 for loop in self.policy.loops():
                     group.start_soon(loop)
                 self._ready.set()
         finally:
             with anyio.move_on_after(CLOSE_TIMEOUT_S, shield=True):
-                for listener in (results, replies, beats):
+                if self.leases is not None:
+                    with contextlib.suppress(Exception):
+                        await self.leases.release_all()
+                for listener in listeners:
                     with contextlib.suppress(Exception):
                         await listener.close()
 
     async def ready(self) -> None:
         await self._ready.wait()
+
+    def controllers(self) -> int:
+        """Live controllers sharing the cluster, this one included (1 without leases):
+        what each controller's share of a namespace limit is cut by."""
+        return 1 if self.leases is None else self.leases.live_controllers()
+
+    async def _clean_up(self) -> None:
+        """The owner of the cleaner shard removes what dead ids left: a controller's
+        reply channels, an invoker's control queue. Only once an id has been silent
+        longer than any activation's deadline and :data:`CLEAN_UP_AFTER_S`, so no
+        answer is still on its way."""
+        assert self.leases is not None
+        leases = self.leases
+        grace_s = max(
+            CLEAN_UP_AFTER_S,
+            self.settings.invocation_timeout_s + 2 * self.settings.scheduler.lease_ttl_s,
+        )
+        while True:
+            await anyio.sleep(grace_s / 4)
+            if CLEANER_SHARD not in leases.owned():
+                continue
+            now_s = time.monotonic()
+            try:
+                for peer in gone_for(leases.peers, now_s, grace_s):
+                    for channel in (results_channel(peer), control_replies_channel(peer)):
+                        await self.transport.delete_channel(channel)
+                    del leases.peers[peer]
+                    self.timeline.record("controller_cleaned", peer)
+                for invoker_id in gone_for(self.cluster.departed, now_s, grace_s):
+                    await self.transport.delete(invoker_control_queue(invoker_id))
+                    del self.cluster.departed[invoker_id]
+                    self.timeline.record("invoker_cleaned", invoker_id)
+            except BrokerSchedError as exc:
+                log.warning("controller %s: dead ids not cleaned up: %s", self.id, exc)
+
+    def _adopt(self, shards: frozenset[int]) -> None:
+        """Shards just taken (at start, or from a controller that died or handed them
+        on): their actions are decided for here from the next tick."""
+        monitor = self.monitor
+        if monitor is None or self.leases is None:
+            return
+        count = self.leases.shards
+        monitor.adopt(
+            [
+                action
+                for action in self.actions.values()
+                if not action.sequence and shard_of(action.fqn, count) in shards
+            ]
+        )
+        if self._group is not None:
+            self.spawn(monitor.seed_service_times, self.records)
 
     def spawn(
         self,

@@ -5,6 +5,12 @@ This is the loop that keeps container creation off the activation path. Every
 builds a :class:`Snapshot`, asks the pure :func:`decide` what to do, and sends create
 requests to the invokers that placement picks. A first activation of an action with no
 containers wakes it at once (the "poke") instead of waiting for the next tick.
+
+With several controllers, each monitor decides only for the actions whose shard it owns
+(:mod:`.leases`), and for all of them, whether or not it saw their traffic: an action
+with a backlog and no invocations through this controller is read and served all the
+same. The arrival rate comes from the broker's own count of appended messages
+(``Backlog.appended``), so it is the whole cluster's, not this controller's share.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from dataclasses import dataclass, field, replace
 import anyio
 
 from broker_sched.config import Settings
-from broker_sched.errors import BrokerUnavailable, NoCapacity, Throttled
+from broker_sched.errors import BrokerSchedError, BrokerUnavailable, NoCapacity, Throttled
 from broker_sched.events import Timeline
 from broker_sched.model import (
     Action,
@@ -27,6 +33,7 @@ from broker_sched.model import (
     ContainerRequest,
     encode,
 )
+from broker_sched.records import ActivationRecords
 from broker_sched.scheduler.cluster import ClusterView
 from broker_sched.scheduler.decision import (
     ActionDecision,
@@ -35,6 +42,8 @@ from broker_sched.scheduler.decision import (
     Snapshot,
     decide,
 )
+from broker_sched.scheduler.leases import ShardLeases
+from broker_sched.scheduler.ownership import shard_of
 from broker_sched.scheduler.placement import InvokerView, place
 from broker_sched.scheduler.prewarm import StepEstimate
 from broker_sched.scheduler.rates import ArrivalRate, MovingAverage, WindowMax
@@ -43,6 +52,9 @@ from broker_sched.topology import consumer_group, invoker_control_queue
 from transports.base import Backlog, Transport
 
 log = logging.getLogger(__name__)
+
+SEED_RECORDS = 50
+"""Records read per namespace to seed an adopted action's service time."""
 
 
 @dataclass(slots=True)
@@ -55,6 +67,7 @@ class ActionStats:
     run_s: MovingAverage
     cold_start_s: MovingAverage
     demand: WindowMax
+    shard: int
     throttled: bool = False
     wait_s: float = 0.0
     last_active_s: float = field(default_factory=time.monotonic)
@@ -62,6 +75,9 @@ class ActionStats:
     last_scale_in_s: float | None = None
     backlog_since_s: float | None = None
     backlog: Backlog = field(default_factory=lambda: Backlog(0, 0))
+    appended: int | None = None
+    """The broker's appended count at the last read that had one; once known, arrivals
+    are counted from its growth instead of this controller's own invocations."""
 
 
 class BacklogMonitor:
@@ -75,8 +91,11 @@ class BacklogMonitor:
         controller_reply_channel: str,
         timeline: Timeline,
         rng: random.Random | None = None,
+        leases: ShardLeases | None = None,
     ) -> None:
         self.transport = transport
+        self.leases = leases
+        """The shards this controller decides for (None: every action, alone)."""
         self.settings = settings
         self.actions = actions
         self.cluster = cluster
@@ -90,6 +109,7 @@ class BacklogMonitor:
         self.room = True
         """Whether an action with no container could get one (the last tick's verdict)."""
         self._wake = anyio.Event()
+        self._seeding: list[ActionStats] = []
         self.warmed_ready_s: dict[str, float | None] = {}
         """Pre-warm requests (:meth:`prewarm`) by id: when their container was ready."""
 
@@ -104,6 +124,7 @@ class BacklogMonitor:
                 run_s=MovingAverage(scheduler.run_time_samples),
                 cold_start_s=MovingAverage(scheduler.run_time_samples),
                 demand=WindowMax(scheduler.stable_window_s),
+                shard=shard_of(action.fqn, scheduler.ownership_shards),
             )
         return stats
 
@@ -129,10 +150,44 @@ class BacklogMonitor:
     def on_invoke(self, action: Action) -> None:
         stats = self.track(action)
         now_s = time.monotonic()
-        stats.arrivals.record(now_s)
+        if stats.appended is None:
+            stats.arrivals.record(now_s)
         stats.last_active_s = now_s
-        if self.cluster.running(action.fqn) + self.cluster.creating(action.fqn) == 0:
+        if self.cluster.running(action.fqn) + self.cluster.creating(action.fqn) == 0 and self._owns(
+            stats
+        ):
             self._wake.set()
+
+    def adopt(self, actions: list[Action]) -> None:
+        """Start deciding for ``actions`` (their shard was just taken over): read their
+        backlog from the next tick, which comes at once, and seed the service times of
+        those not measured here from their records."""
+        now_s = time.monotonic()
+        unmeasured: list[ActionStats] = []
+        for action in actions:
+            stats = self.track(action)
+            stats.last_active_s = now_s
+            if stats.run_s.value is None:
+                unmeasured.append(stats)
+        self._wake.set()
+        if unmeasured:
+            self._seeding.extend(unmeasured)
+
+    async def seed_service_times(self, records: ActivationRecords) -> None:
+        """Service times of adopted actions from their latest records, so a new owner
+        sizes capacity at once instead of relearning from its own results."""
+        while self._seeding:
+            stats = self._seeding.pop()
+            if stats.run_s.value is not None:
+                continue
+            try:
+                recent = await records.recent(stats.action.namespace, SEED_RECORDS)
+            except BrokerSchedError as exc:
+                log.warning("service times of %s not read: %s", stats.action.fqn, exc)
+                continue
+            for result in reversed(recent):
+                if result.action == stats.action.name:
+                    self.on_result(result)
 
     def on_result(self, result: ActivationResult) -> None:
         """Feed d: the container's service time, or the run time from a proxy that
@@ -171,6 +226,8 @@ class BacklogMonitor:
         answered, :attr:`warmed_ready_s` has when (None: refused)."""
         stats = self.track(action)
         stats.last_active_s = time.monotonic()
+        if not self._owns(stats):
+            return None
         if self.cluster.running(action.fqn) + self.cluster.creating(action.fqn):
             return None
         request_id = await self._request_container(stats, reason, self.cluster.views())
@@ -182,10 +239,15 @@ class BacklogMonitor:
         """Tell one container of ``action`` to leave (a warmed step that never ran);
         False when none is known."""
         leavers = self._leavers(action.fqn, 1)
-        if not leavers:
+        if not leavers or not self._owns(self.track(action)):
             return False
         await self._request_removal(action, leavers[0], reason)
         return True
+
+    def _owns(self, stats: ActionStats) -> bool:
+        """Whether this controller decides for the action now: only its owner asks for
+        or removes its containers, a sequence's pre-warming included."""
+        return self.leases is None or stats.shard in self.leases.owned()
 
     async def run(self) -> None:
         interval_s = self.settings.scheduler.check_interval_s
@@ -207,15 +269,20 @@ class BacklogMonitor:
         )
         for stats, backlog in zip(active, backlogs, strict=True):
             stats.backlog = backlog
+            if backlog.appended is not None:
+                if stats.appended is not None and backlog.appended > stats.appended:
+                    stats.arrivals.record(now_s, backlog.appended - stats.appended)
+                stats.appended = backlog.appended
             if backlog.total:
                 stats.last_active_s = now_s
             if not backlog.pending:
                 stats.backlog_since_s = None
             elif stats.backlog_since_s is None:
                 stats.backlog_since_s = now_s
+        live = [stats for stats in active if self._live(stats, now_s)]
         snapshot = Snapshot(
             now_s=now_s,
-            actions=tuple(self._state(stats, now_s) for stats in active),
+            actions=tuple(self._state(stats, now_s) for stats in live),
             free_slots=self.cluster.free_slots(),
             idle=tuple(self.cluster.idle()),
             freeing_slots=self.cluster.freeing_slots(),
@@ -234,14 +301,27 @@ class BacklogMonitor:
         return decision
 
     def _active(self, now_s: float) -> list[ActionStats]:
+        """The actions whose backlog this tick reads: with ownership, every action this
+        controller owns (a backlog is served even with no traffic through here) and none
+        it does not; without, those :meth:`_live` keeps."""
+        if self.leases is None:
+            return [stats for stats in self.stats.values() if self._live(stats, now_s)]
+        if len(self.stats) < len(self.actions):
+            for action in self.actions.values():
+                if not action.sequence and action.fqn not in self.stats:
+                    self.track(action)
+        owned = self.leases.owned()
+        return [stats for stats in self.stats.values() if stats.shard in owned]
+
+    def _live(self, stats: ActionStats, now_s: float) -> bool:
+        """Seen lately, or with containers or creations: the actions decided for."""
         linger_s = self.settings.invoker.keep_alive_s + 5 * self.settings.scheduler.check_interval_s
-        return [
-            stats
-            for name, stats in self.stats.items()
-            if now_s - stats.last_active_s <= linger_s
-            or self.cluster.running(name)
-            or self.cluster.creating(name)
-        ]
+        name = stats.action.fqn
+        return (
+            now_s - stats.last_active_s <= linger_s
+            or bool(self.cluster.running(name))
+            or bool(self.cluster.creating(name))
+        )
 
     def _state(self, stats: ActionStats, now_s: float) -> ActionState:
         name = stats.action.fqn

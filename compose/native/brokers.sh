@@ -257,6 +257,8 @@ transaction.state.log.min.isr=1
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
+# Controllers' shard group: a dead controller's shards move after its 2 s session.
+group.min.session.timeout.ms=1000
 # The log cleaner's 128 MB default buffer alone can exhaust a small heap at start.
 log.cleaner.dedupe.buffer.size=8388608
 unclean.leader.election.enable=false
@@ -489,6 +491,8 @@ transaction.state.log.min.isr=1
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
+# Controllers' shard group: a dead controller's shards move after its 2 s session.
+group.min.session.timeout.ms=1000
 # The log cleaner's 128 MB default buffer alone can exhaust a small heap at start.
 log.cleaner.dedupe.buffer.size=8388608
 EOF
@@ -668,6 +672,8 @@ transaction.state.log.min.isr=2
 share.coordinator.state.topic.replication.factor=3
 share.coordinator.state.topic.min.isr=2
 group.initial.rebalance.delay.ms=0
+# Controllers' shard group: a dead controller's shards move after its 2 s session.
+group.min.session.timeout.ms=1000
 # The log cleaner's 128 MB default buffer alone can exhaust a small heap at start.
 log.cleaner.dedupe.buffer.size=8388608
 EOF

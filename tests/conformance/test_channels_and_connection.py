@@ -48,3 +48,22 @@ async def test_unreachable_broker_fails_fast(unreachable: Transport) -> None:
             await asyncio.wait_for(connect_and_ping(unreachable), UNREACHABLE_WITHIN_S)
     except TimeoutError:
         pytest.fail(f"no BrokerUnavailable within {UNREACHABLE_WITHIN_S} s")
+
+
+async def test_a_deleted_channel_works_again_when_used(
+    transport: Transport, make_transport: TransportFactory
+) -> None:
+    """Deleting a dead component's channel leaves nothing behind, and an id that comes
+    back listens and sends on it as before."""
+    channel = f"conf-gone-{uuid.uuid4().hex[:8]}"
+    listener = await transport.listen(channel)
+    await listener.close()
+    await transport.delete_channel(channel)
+    await transport.delete_channel(channel)  # missing is fine
+    sender = await make_transport()
+    listener = await transport.listen(channel)
+    try:
+        await sender.send(channel, b"back")
+        assert await listener.receive(15.0) == b"back"
+    finally:
+        await listener.close()

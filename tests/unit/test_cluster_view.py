@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from broker_sched.model import ContainerReply, Heartbeat, now_ms
 from broker_sched.scheduler.cluster import ClusterView
 
@@ -75,3 +77,13 @@ def test_unanswered_removals_expire_like_requests() -> None:
     cluster.on_removal("r1", "guest/a", "inv0")
     assert cluster.expire_requests(timeout_s=-1.0) == ["r1"]
     assert cluster.freeing_slots() == 0
+
+
+def test_an_expired_invoker_is_departed_until_heard_again() -> None:
+    view = ClusterView(heartbeat_interval_s=0.01, expiry_beats=1)
+    view.on_heartbeat(Heartbeat(invoker_id="inv0", free_slots=1, free_memory_mb=256))
+    time.sleep(0.05)
+    assert view.live() == []
+    assert set(view.departed) == {"inv0"}
+    view.on_heartbeat(Heartbeat(invoker_id="inv0", free_slots=1, free_memory_mb=256))
+    assert view.departed == {}

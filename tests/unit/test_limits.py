@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from broker_sched.limits import NamespaceLimiter
+from broker_sched.limits import NamespaceLimiter, share_of
 
 
 def test_the_minute_slides_and_says_when_the_oldest_start_leaves_it() -> None:
@@ -49,3 +49,24 @@ def test_namespaces_have_separate_budgets() -> None:
     assert limiter.start("other", "b", 0.0, 10.0) is None
     assert limiter.start("guest", "c", 0.0, 10.0) is not None
     limiter.finish("nobody", "x")
+
+
+def test_three_controllers_admit_their_shares_of_a_limit() -> None:
+    """60 a minute through three controllers: 20 each, 60 in all, never more."""
+    limiters = [NamespaceLimiter(per_minute=60, concurrent=1000) for _ in range(3)]
+    admitted = 0
+    for index in range(100):
+        limiter = limiters[index % 3]
+        if limiter.start("guest", f"t{index}", index * 0.5, 1e9, controllers=3) is None:
+            admitted += 1
+    assert admitted == 60
+    refusal = limiters[0].start("guest", "late", 50.0, 1e9, controllers=3)
+    assert refusal is not None
+    assert "3 controllers share it" in refusal.reason
+
+
+def test_a_share_is_never_below_one() -> None:
+    assert share_of(2, 3) == 1
+    assert share_of(60, 3) == 20
+    assert share_of(61, 3) == 21
+    assert share_of(10, 0) == 10

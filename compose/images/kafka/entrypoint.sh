@@ -42,6 +42,7 @@ transaction.state.log.min.isr=1
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
+group.min.session.timeout.ms=1000
 # The log cleaner's 128 MB default buffer alone can exhaust a small heap at start.
 log.cleaner.dedupe.buffer.size=8388608
 PROPS
