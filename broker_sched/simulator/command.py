@@ -20,6 +20,13 @@ from broker_sched.bench.workload import load_workload
 from broker_sched.config import Settings
 from broker_sched.errors import ConfigError
 from broker_sched.simulator import report
+from broker_sched.simulator.day_trace import (
+    DAY_FUNCTIONS,
+    generate_day,
+    per_minute_scenario,
+    read_records,
+    record_scenario,
+)
 from broker_sched.simulator.model import Cluster, Scenario
 from broker_sched.simulator.run import (
     POLICIES,
@@ -30,6 +37,9 @@ from broker_sched.simulator.run import (
 )
 from broker_sched.simulator.sample import generate_trace
 from broker_sched.simulator.trace import Spread, from_trace, read_trace
+from broker_sched.simulator.tradeoff import markdown as tradeoff_markdown
+from broker_sched.simulator.tradeoff import tradeoff
+from broker_sched.simulator.tradeoff import write as write_tradeoff
 
 DEFAULT_OUT = Path("out/simulate")
 
@@ -48,6 +58,12 @@ class SimulateArgs:
     spread: Spread = "uniform"
     keepalive_s: float = 600.0
     seed: int = 1
+    day: bool = False
+    records: Path | None = None
+    layout: str = "2021"
+    functions: int = DAY_FUNCTIONS
+    hours: float = 24.0
+    tradeoff: bool = False
 
 
 def add_simulate_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -83,6 +99,24 @@ def add_simulate_parser(commands: argparse._SubParsersAction[argparse.ArgumentPa
         "--keepalive-s", type=float, default=600.0, help="the baseline's keep-alive (10 min)"
     )
     simulate_parser.add_argument("--seed", type=int, default=1, help="trace: arrival seed")
+    simulate_parser.add_argument(
+        "--day", action="store_true", help="the built-in day (10,000 functions, 24 h)"
+    )
+    simulate_parser.add_argument(
+        "--records", type=Path, help="per-invocation CSV in the Azure Functions 2021 layout"
+    )
+    simulate_parser.add_argument(
+        "--layout", choices=["2019", "2021"], default="2021", help="--day: per minute or per call"
+    )
+    simulate_parser.add_argument(
+        "--functions", type=int, default=DAY_FUNCTIONS, help="--day: functions"
+    )
+    simulate_parser.add_argument("--hours", type=float, default=24.0, help="--day: hours")
+    simulate_parser.add_argument(
+        "--tradeoff",
+        action="store_true",
+        help="keep-alive trade-off: fixed values, none and learned windows (--day/--records)",
+    )
 
 
 def simulate_args(args: argparse.Namespace) -> SimulateArgs:
@@ -100,6 +134,12 @@ def simulate_args(args: argparse.Namespace) -> SimulateArgs:
         spread=args.spread,
         keepalive_s=args.keepalive_s,
         seed=args.seed,
+        day=args.day,
+        records=args.records,
+        layout=args.layout,
+        functions=args.functions,
+        hours=args.hours,
+        tradeoff=args.tradeoff,
     )
 
 
@@ -116,8 +156,19 @@ def parse_policies(text: str) -> list[PolicyName]:
 
 def run_simulation(settings: Settings, args: SimulateArgs) -> SimulationReport:
     policies = parse_policies(args.policies)
-    if sum((args.workload is not None, args.trace is not None, args.sample)) != 1:
-        raise ConfigError("simulate: give a workload file, --trace FILE.csv or --sample")
+    sources = (args.workload, args.trace, args.records)
+    if sum(source is not None for source in sources) + args.sample + args.day != 1:
+        raise ConfigError(
+            "simulate: give a workload file, --trace FILE.csv, --records FILE.csv, "
+            "--sample or --day"
+        )
+    if args.day or args.records is not None:
+        return simulate_scenario(
+            _day_scenario(settings, args, _day_cluster(settings, args)),
+            settings,
+            policies,
+            keepalive_s=args.keepalive_s,
+        )
     if args.workload is not None:
         workload = load_workload(args.workload)
         return simulate(workload, settings, policies, keepalive_s=args.keepalive_s)
@@ -145,8 +196,48 @@ def _trace_scenario(settings: Settings, args: SimulateArgs) -> Scenario:
     )
 
 
+def _day_cluster(settings: Settings, args: SimulateArgs) -> Cluster:
+    return Cluster(args.invokers, settings.invoker.slots, settings.invoker.memory_mb)
+
+
+def _day_scenario(settings: Settings, args: SimulateArgs, cluster: Cluster) -> Scenario:
+    """The built-in day (``--day``) in either layout, or a 2021-layout file."""
+    if args.records is not None:
+        day, layout = read_records(args.records), "2021"
+        duration_s = max((f.arrivals_s[-1] for f in day if f.arrivals_s), default=0.0) + 1
+    else:
+        duration_s = args.hours * 3600
+        day, layout = generate_day(args.functions, duration_s, args.seed), args.layout
+    make = record_scenario if layout == "2021" else per_minute_scenario
+    return make(
+        day,
+        duration_s=duration_s,
+        cluster=cluster,
+        timeout_s=settings.invocation_timeout_s,
+        seed=args.seed,
+        memory_mb=args.memory_mb,
+    )
+
+
+def tradeoff_command(settings: Settings, args: SimulateArgs) -> int:
+    """The keep-alive trade-off on a cluster that never runs out of room."""
+    if not (args.day or args.records is not None):
+        raise ConfigError("simulate --tradeoff: give --day or --records FILE.csv")
+    unbounded = Cluster(1, 1_000_000, 1_000_000 * args.memory_mb)
+    scenario = _day_scenario(settings, args, unbounded)
+    result = tradeoff(scenario, settings, learned=settings.keep_alive)
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = args.out or DEFAULT_OUT / f"tradeoff-{scenario.name}-{stamp}"
+    paths = write_tradeoff(result, out)
+    print(tradeoff_markdown(result))
+    print(f"written: {', '.join(str(path) for path in paths)}", file=sys.stderr)
+    return 0
+
+
 def simulate_command(settings: Settings, args: SimulateArgs) -> int:
     """Run, write the report, print its table; 0 on success."""
+    if args.tradeoff:
+        return tradeoff_command(settings, args)
     result = run_simulation(settings, args)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = args.out or DEFAULT_OUT / f"{result.scenario}-{stamp}"
