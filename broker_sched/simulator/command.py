@@ -37,8 +37,12 @@ from broker_sched.simulator.run import (
 )
 from broker_sched.simulator.sample import generate_trace
 from broker_sched.simulator.trace import Spread, from_trace, read_trace
+from broker_sched.simulator.tradeoff import (
+    COLD_START_WORTHS_S,
+    FIXED_KEEP_ALIVES_S,
+    tradeoff,
+)
 from broker_sched.simulator.tradeoff import markdown as tradeoff_markdown
-from broker_sched.simulator.tradeoff import tradeoff
 from broker_sched.simulator.tradeoff import write as write_tradeoff
 
 DEFAULT_OUT = Path("out/simulate")
@@ -64,6 +68,8 @@ class SimulateArgs:
     functions: int = DAY_FUNCTIONS
     hours: float = 24.0
     tradeoff: bool = False
+    keep_alives: str = ",".join(f"{v:g}" for v in FIXED_KEEP_ALIVES_S)
+    worths: str = ",".join(f"{v:g}" for v in COLD_START_WORTHS_S)
 
 
 def add_simulate_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -117,6 +123,16 @@ def add_simulate_parser(commands: argparse._SubParsersAction[argparse.ArgumentPa
         action="store_true",
         help="keep-alive trade-off: fixed values, none and learned windows (--day/--records)",
     )
+    simulate_parser.add_argument(
+        "--keep-alives",
+        default=",".join(f"{v:g}" for v in FIXED_KEEP_ALIVES_S),
+        help="--tradeoff: the fixed keep-alives, seconds (default %(default)s)",
+    )
+    simulate_parser.add_argument(
+        "--worths",
+        default=",".join(f"{v:g}" for v in COLD_START_WORTHS_S),
+        help="--tradeoff: learned windows at these keep_alive.cold_start_worth_s",
+    )
 
 
 def simulate_args(args: argparse.Namespace) -> SimulateArgs:
@@ -140,6 +156,8 @@ def simulate_args(args: argparse.Namespace) -> SimulateArgs:
         functions=args.functions,
         hours=args.hours,
         tradeoff=args.tradeoff,
+        keep_alives=args.keep_alives,
+        worths=args.worths,
     )
 
 
@@ -219,13 +237,29 @@ def _day_scenario(settings: Settings, args: SimulateArgs, cluster: Cluster) -> S
     )
 
 
+def _seconds(option: str, text: str) -> list[float]:
+    try:
+        values = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"{option}: not a comma-separated list of seconds: {text!r}") from None
+    if not values or any(value <= 0 for value in values):
+        raise ConfigError(f"{option}: give positive seconds, got {text!r}")
+    return values
+
+
 def tradeoff_command(settings: Settings, args: SimulateArgs) -> int:
     """The keep-alive trade-off on a cluster that never runs out of room."""
     if not (args.day or args.records is not None):
         raise ConfigError("simulate --tradeoff: give --day or --records FILE.csv")
     unbounded = Cluster(1, 1_000_000, 1_000_000 * args.memory_mb)
     scenario = _day_scenario(settings, args, unbounded)
-    result = tradeoff(scenario, settings, learned=settings.keep_alive)
+    result = tradeoff(
+        scenario,
+        settings,
+        fixed_s=_seconds("--keep-alives", args.keep_alives),
+        worths_s=_seconds("--worths", args.worths),
+        learned=settings.keep_alive,
+    )
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = args.out or DEFAULT_OUT / f"tradeoff-{scenario.name}-{stamp}"
     paths = write_tradeoff(result, out)
