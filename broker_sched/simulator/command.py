@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
+from broker_sched.bench.tails import WORKLOADS
 from broker_sched.bench.workload import load_workload
 from broker_sched.config import Settings
 from broker_sched.errors import ConfigError
@@ -77,7 +78,12 @@ def add_simulate_parser(commands: argparse._SubParsersAction[argparse.ArgumentPa
     simulate_parser = commands.add_parser(
         "simulate", help="compare policies in virtual time (docs/simulator.md)"
     )
-    simulate_parser.add_argument("workload", nargs="?", type=Path, help="a workload .toml file")
+    simulate_parser.add_argument(
+        "workload",
+        nargs="?",
+        type=Path,
+        help=f"a workload .toml file or a built-in one ({', '.join(WORKLOADS)})",
+    )
     simulate_parser.add_argument(
         "--trace", type=Path, help="invocations CSV in the Azure Functions 2019 layout"
     )
@@ -188,7 +194,8 @@ def run_simulation(settings: Settings, args: SimulateArgs) -> SimulationReport:
             keepalive_s=args.keepalive_s,
         )
     if args.workload is not None:
-        workload = load_workload(args.workload)
+        builtin = WORKLOADS.get(str(args.workload))
+        workload = builtin() if builtin is not None else load_workload(args.workload)
         return simulate(workload, settings, policies, keepalive_s=args.keepalive_s)
     return simulate_scenario(
         _trace_scenario(settings, args), settings, policies, keepalive_s=args.keepalive_s
