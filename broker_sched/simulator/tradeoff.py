@@ -221,8 +221,10 @@ def write(result: Tradeoff, directory: Path) -> list[Path]:
         ax.annotate(
             p.label.removeprefix("learned "), (p.idle_gb_s, 100 * p.cold_start_share), fontsize=8
         )
-    none = result.fixed[0]
-    ax.axhline(100 * none.cold_start_share, color="tab:red", linestyle=":", label="no keep-alive")
+    for none in (p for p in result.fixed if p.keep_alive_s == NO_KEEP_ALIVE_S):
+        ax.axhline(
+            100 * none.cold_start_share, color="tab:red", linestyle=":", label="no keep-alive"
+        )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set(
