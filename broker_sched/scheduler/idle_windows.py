@@ -184,22 +184,23 @@ def _cheapest_window(
     shape = histogram.shape
     counts = histogram.counts
     total = histogram.samples
-    middles = [(shape.lower_s(k) + shape.upper_s(k)) / 2 for k in range(tail + 1)]
+    lowers = [shape.lower_s(k) for k in range(tail + 1)]
+    uppers = [shape.upper_s(k) for k in range(tail + 1)]
+    middles = [(low + high) / 2 for low, high in zip(lowers, uppers, strict=True)]
     best: tuple[int | None, int, float] = (None, 0, 1.0)
+    before = 0
     for first in range(head + 1):
-        start_s = shape.lower_s(first)
-        before = sum(counts[:first])
+        start_s = lowers[first]
         after = total - before
-        caught = 0
-        caught_idle_s = 0.0
+        held_s = 0.0
         for last in range(first, tail + 1):
-            caught += counts[last]
-            caught_idle_s += counts[last] * (middles[last] - start_s)
-            after -= counts[last]
-            held_s = caught_idle_s + after * (shape.upper_s(last) - start_s)
-            cost = (before + after + held_s / worth_s) / total
+            count = counts[last]
+            held_s += count * (middles[last] - start_s)
+            after -= count
+            cost = (before + after + (held_s + after * (uppers[last] - start_s)) / worth_s) / total
             if cost < best[2]:
                 best = (first, last, cost)
+        before += counts[first]
     return best
 
 
