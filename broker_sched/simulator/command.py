@@ -23,6 +23,7 @@ from broker_sched.errors import ConfigError
 from broker_sched.simulator import report
 from broker_sched.simulator.day_trace import (
     DAY_FUNCTIONS,
+    DAY_SEED,
     generate_day,
     per_minute_scenario,
     read_records,
@@ -68,6 +69,7 @@ class SimulateArgs:
     layout: str = "2021"
     functions: int = DAY_FUNCTIONS
     hours: float = 24.0
+    day_seed: int = DAY_SEED
     tradeoff: bool = False
     keep_alives: str = ",".join(f"{v:g}" for v in FIXED_KEEP_ALIVES_S)
     worths: str = ",".join(f"{v:g}" for v in COLD_START_WORTHS_S)
@@ -125,6 +127,9 @@ def add_simulate_parser(commands: argparse._SubParsersAction[argparse.ArgumentPa
     )
     simulate_parser.add_argument("--hours", type=float, default=24.0, help="--day: hours")
     simulate_parser.add_argument(
+        "--day-seed", type=int, default=DAY_SEED, help="--day: the seed the day is drawn with"
+    )
+    simulate_parser.add_argument(
         "--tradeoff",
         action="store_true",
         help="keep-alive trade-off: fixed values, none and learned windows (--day/--records)",
@@ -161,6 +166,7 @@ def simulate_args(args: argparse.Namespace) -> SimulateArgs:
         layout=args.layout,
         functions=args.functions,
         hours=args.hours,
+        day_seed=args.day_seed,
         tradeoff=args.tradeoff,
         keep_alives=args.keep_alives,
         worths=args.worths,
@@ -232,7 +238,7 @@ def _day_scenario(settings: Settings, args: SimulateArgs, cluster: Cluster) -> S
         duration_s = max((f.arrivals_s[-1] for f in day if f.arrivals_s), default=0.0) + 1
     else:
         duration_s = args.hours * 3600
-        day, layout = generate_day(args.functions, duration_s, args.seed), args.layout
+        day, layout = generate_day(args.functions, duration_s, args.day_seed), args.layout
     make = record_scenario if layout == "2021" else per_minute_scenario
     return make(
         day,
