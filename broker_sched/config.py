@@ -242,6 +242,51 @@ class SequenceSettings(_Section):
     )
 
 
+class KeepAliveSettings(_Section):
+    """How long an idle action keeps a container: fixed, or learned per action (docs/scaling.md)."""
+
+    policy: Literal["fixed", "learned"] = Field(
+        default="fixed",
+        description="fixed: every container leaves after invoker.keep_alive_s idle; learned: "
+        "each action's own pre-warm and keep-alive windows from its idle-time histogram",
+    )
+    first_bin_s: float = Field(
+        default=1.0, gt=0, description="idle times below this share the histogram's first bin"
+    )
+    range_s: float = Field(
+        default=14_400.0,
+        gt=0,
+        description="idle times beyond this are out of the histogram's range",
+    )
+    bin_growth: float = Field(
+        default=1.25, gt=1, description="each bin is this much wider than the one before"
+    )
+    head_quantile: float = Field(
+        default=0.05, ge=0, lt=1, description="the pre-warm window ends at this idle-time quantile"
+    )
+    tail_quantile: float = Field(
+        default=0.99, gt=0, le=1, description="the keep-alive window ends at this quantile"
+    )
+    margin: float = Field(
+        default=0.1, ge=0, lt=1, description="pre-warm this much earlier, keep this much longer"
+    )
+    cold_start_worth_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="idle container-seconds one avoided cold start is worth: a window is "
+        "trimmed where the calls it would catch do not pay for the memory it holds",
+    )
+    min_samples: int = Field(
+        default=10, ge=1, description="fewer idle times than this: the fixed keep-alive"
+    )
+    max_beyond_share: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="more idle times than this share out of range: pre-warm by their running mean",
+    )
+
+
 class RetentionSettings(_Section):
     """How long idle containers stay beyond `invoker.keep_alive_s` (Knative's knobs)."""
 
@@ -353,6 +398,7 @@ class CoreSettings(BaseSettings):
     prewarm: PrewarmSettings = PrewarmSettings()
     sequences: SequenceSettings = SequenceSettings()
     retention: RetentionSettings = RetentionSettings()
+    keep_alive: KeepAliveSettings = KeepAliveSettings()
     migration: MigrationSettings = MigrationSettings()
     api: ApiSettings = ApiSettings()
 

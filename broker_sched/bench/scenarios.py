@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from broker_sched.bench import (
     partition_limit,
     rebalance,
     seed_table,
+    tails,
     warm_tiers,
 )
 from broker_sched.bench.context import BenchContext
@@ -29,7 +31,7 @@ from broker_sched.bench.plots import Line, Panel, TimeFigure
 from broker_sched.bench.processes import add_processes
 from broker_sched.bench.raw import FloorResult, run_raw
 from broker_sched.bench.report import Report, Table
-from broker_sched.bench.workload import load_workload
+from broker_sched.bench.workload import Workload, load_workload
 from broker_sched.errors import ConfigError
 
 Scenario = Callable[[BenchContext], Awaitable[Report]]
@@ -102,6 +104,11 @@ async def overhead_floor(ctx: BenchContext) -> Report:
     return report
 
 
+async def _builtin_workload(make: Callable[[], Workload], ctx: BenchContext) -> Report:
+    """A built-in workload (:mod:`broker_sched.bench.tails`), run as a workload file is."""
+    return await custom.run(ctx, make())
+
+
 SCENARIOS: dict[str, Scenario] = {
     "raw": raw,
     "overhead": overhead_floor,
@@ -115,6 +122,7 @@ SCENARIOS: dict[str, Scenario] = {
     "warm-tiers": warm_tiers.run,
     "bursty": bursty.run,
     "leases": leases.run,
+    **{name: partial(_builtin_workload, make) for name, make in tails.WORKLOADS.items()},
 }
 SELF_CONTAINED = {"overhead", "cold-chain", "warm-tiers", "bursty", "leases"}
 """Scenarios with no overhead block appended: their own floor comparison, or one that

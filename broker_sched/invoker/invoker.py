@@ -31,7 +31,7 @@ from broker_sched.invoker.policy import invoker_side
 from broker_sched.invoker.prewarm_pool import PrewarmPool
 from broker_sched.invoker.proxy import ContainerProxy
 from broker_sched.invoker.pulling import Puller
-from broker_sched.invoker.retention import may_leave
+from broker_sched.invoker.retention import IdleTimes, may_leave
 from broker_sched.metrics import InvokerMetrics
 from broker_sched.model import (
     Action,
@@ -83,6 +83,12 @@ class Invoker:
         self.metrics = InvokerMetrics()
         self.reserved_slots = 0
         self.reserved_memory_mb = 0
+        self.idle_times = (
+            IdleTimes(settings.keep_alive, settings.invoker.keep_alive_s)
+            if settings.keep_alive.policy == "learned"
+            else None
+        )
+        """Each action's learned keep-alive here; None under the fixed keep-alive."""
         self._group: anyio.abc.TaskGroup | None = None
         self.leases = Leases(
             renew_interval_s(settings.invoker.heartbeat_interval_s, transport.redelivery_window_s)
@@ -346,9 +352,13 @@ class Invoker:
     def _may_retire(self, proxy: ContainerProxy) -> bool:
         """The retention rules for an idle container; a leaver is marked at once."""
         same = [p for p in self.proxies if p.action == proxy.action]
+        keep_alive_s = self.settings.invoker.keep_alive_s
+        if self.idle_times is not None:
+            self.idle_times.observe(proxy.action, max(p.last_used_s for p in same))
+            keep_alive_s = self.idle_times.keep_alive_s(proxy.action)
         leave = may_leave(
             self.settings.retention,
-            keep_alive_s=self.settings.invoker.keep_alive_s,
+            keep_alive_s=keep_alive_s,
             idle_s=proxy.idle_s,
             action_idle_s=min(p.idle_s for p in same) if same else proxy.idle_s,
             others=sum(1 for p in same if p is not proxy and not p.leaving),

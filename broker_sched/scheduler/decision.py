@@ -345,9 +345,24 @@ def _plan(state: ActionState, now_s: float, settings: SchedulerSettings) -> _Pla
 def _needed(x: _Inputs, settings: SchedulerSettings) -> int:
     """What this tick's demand needs: the arrivals at the target utilization, and at
     least the containers busy now; 0 only when nothing arrives or runs."""
-    for_rate = _ceil(x.rate_per_s * x.run_s / (x.concurrency * settings.target_utilization))
+    for_rate = _for_rate(x, settings)
     busy = _ceil(x.in_flight / x.concurrency)
     return min(max(for_rate, busy), x.limit)
+
+
+def _for_rate(x: _Inputs, settings: SchedulerSettings) -> int:
+    """The rate term ceil(λ·d/(c·u)), capped by the calls there is evidence of.
+
+    λ is counted over ``arrival_window_s`` (1 s): two calls of an action with
+    multi-second runs read as λ = 2/s, and λ·d asks for a container per call it
+    extrapolates over the whole run time — calls that never come. At a steady rate the
+    calls in flight are λ·d already (Little's law), so the cap binds only when λ
+    overstates what the action holds: one container per call pending, in flight, or
+    seen in the window.
+    """
+    for_rate = _ceil(x.rate_per_s * x.run_s / (x.concurrency * settings.target_utilization))
+    seen = x.rate_per_s * settings.arrival_window_s
+    return min(for_rate, _ceil((x.pending + x.in_flight + seen) / x.concurrency))
 
 
 def _scale_in(
@@ -387,7 +402,7 @@ def _demand(x: _Inputs, settings: SchedulerSettings) -> tuple[str, int, str]:
     if x.pending == 0 and x.rate_per_s == 0:
         return "idle", 0, "nothing pending or arriving"
     mu = x.capacity_per_s
-    for_rate = _ceil(x.rate_per_s * x.run_s / (x.concurrency * utilization))
+    for_rate = _for_rate(x, settings)
     # A backlog term never asks for more containers than there is work for them: one
     # per pending or running activation, plus what arrives during a cold start.
     useful = _ceil((x.pending + x.in_flight + x.rate_per_s * x.cold_start_s) / x.concurrency)

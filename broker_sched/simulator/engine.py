@@ -55,12 +55,15 @@ class Policy(Protocol):
     pauses: bool
     """Idle containers are paused after ``pause_grace_s`` (and pay a resume to run)."""
     keep_alive_s: float
-    """An idle container leaves after this long."""
+    """An idle container leaves after this long (unless :meth:`keep_alive_for` says otherwise)."""
     frees_at_once: bool
     """A removed container's slot is free at once (push pool), not after the remove cost."""
 
     def start(self, engine: Engine) -> None:
         """Called once before the first event."""
+
+    def keep_alive_for(self, container: Container) -> float:
+        """How long idle ``container`` stays, counted from its idle start."""
 
     def arrive(self, activation: Activation) -> None:
         """An invocation arrived: accept (and route) it, or reject it."""
@@ -81,7 +84,11 @@ class BoundPolicy:
     tie-breaks)."""
 
     name: str
+    keep_alive_s: float
     _engine: Engine | None = None
+
+    def keep_alive_for(self, container: Container) -> float:
+        return self.keep_alive_s
 
     @property
     def engine(self) -> Engine:
@@ -297,6 +304,14 @@ class Engine:
         runtime.in_flight -= 1
         runtime.run_s.add(service_s)
         container.last_used_s = self.now_s
+        level = runtime.in_flight
+        vacated = runtime.vacated_s
+        if level < len(vacated):
+            vacated[level] = self.now_s
+        elif level < runtime.action.limit:
+            vacated += [None] * (level - len(vacated)) + [self.now_s]
+        if level == 0 and not runtime.queue:
+            runtime.idle_from_s = self.now_s
         self.outstanding -= 1
         if not activation.late:
             self.meter.completed += 1
@@ -345,31 +360,36 @@ class Engine:
         container.idle_since_s = now_s
         container.last_used_s = now_s
         self.meter.idle(now_s, container.action.action.memory_mb, starts=True)
-        if not container.leaving and not container.timer_armed:
+        if not container.leaving:
             self._arm(container)
 
     def _arm(self, container: Container) -> None:
-        """One timer per container, due at its next pause or keep-alive expiry.
+        """Make sure a timer is due at ``container``'s next pause or keep-alive expiry.
 
-        A container that runs again before the timer is due keeps the timer; when it
-        fires it re-arms itself from the newest idle start. A container running
-        thousands of short runs thus costs one timer, not one per run.
+        A timer due no later is kept: a container running thousands of short runs
+        costs one timer, not one per run, and when it fires it re-arms itself from the
+        newest idle start. Only a keep-alive that shrank (learned windows) arms an
+        earlier one; the later one is then stale and ignored.
         """
-        container.timer_armed = True
         grace_s = self._pause_grace_s
-        if self.policy.pauses and not container.paused and grace_s < self.policy.keep_alive_s:
+        keep_alive_s = self.policy.keep_alive_for(container)
+        if self.policy.pauses and not container.paused and grace_s < keep_alive_s:
             due_s = container.idle_since_s + grace_s
         else:
-            due_s = container.idle_since_s + self.policy.keep_alive_s
-        self.events.at(due_s, partial(self._idle_timer, container))
+            due_s = container.idle_since_s + keep_alive_s
+        if due_s < container.timer_due_s:
+            container.timer_due_s = due_s
+            self.events.at(due_s, partial(self._idle_timer, container, due_s))
 
-    def _idle_timer(self, container: Container) -> None:
-        container.timer_armed = False
+    def _idle_timer(self, container: Container, due_s: float) -> None:
+        if due_s != container.timer_due_s:
+            return
+        container.timer_due_s = float("inf")
         if container.leaving or container.busy or not container.ready:
             return
         now_s = self.now_s
         grace_s = self._pause_grace_s
-        keep_alive_s = self.policy.keep_alive_s
+        keep_alive_s = self.policy.keep_alive_for(container)
         if now_s >= container.idle_since_s + keep_alive_s:
             self._mark_leaving(container)
             self._leave(container)

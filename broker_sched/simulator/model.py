@@ -134,9 +134,11 @@ class Container:
     its keep-alive ran out)."""
     fresh: bool = True
     """Its first run is still to come: that run is a cold start."""
+    prewarmed: bool = False
+    """Made ahead of a predicted call (learned windows): its cold start was paid idle."""
     idle_since_s: float = 0.0
     last_used_s: float = 0.0
-    timer_armed: bool = False
+    timer_due_s: float = float("inf")
     """Its idle timer (next pause or keep-alive expiry) is on the clock."""
     on_gone: Callable[[Container], None] | None = None
     """Called once the container is gone (the policy counts slots being freed)."""
@@ -163,6 +165,11 @@ class ActionRuntime:
     last_active_s: float = float("-inf")
     last_arrival_s: float = float("-inf")
     last_scale_in_s: float | None = None
+    idle_from_s: float | None = None
+    """When its last run ended with nothing else in flight; None while it has work."""
+    vacated_s: list[float | None] = field(default_factory=list)
+    """Per concurrency level ``k`` (``k + 1`` runs in flight), when the runs in flight
+    last fell below it; None once a call took the level again (learned windows)."""
     backlog_since_s: float | None = None
     """Since when the queue has been non-empty at every tick, as the monitor tracks it."""
 

@@ -111,8 +111,15 @@ class TestBacklogTermsAreCappedByWork:
             pending=1, in_flight=1, arrival_rate_per_s=2.0, running=1, mean_run_s=4.0
         )
         assert decided.rule == "sustained"
-        assert decided.desired == 10  # the rate term: ceil(2·4/0.8), Little's law
+        # the rate term ceil(2·4/0.8) = 10 extrapolates calls that never came: capped by
+        # the calls pending, in flight and seen in the 1 s window, 1 + 1 + 2
+        assert decided.desired == 4
         assert "needs 4 (≤ 4 with work)" in decided.reason
+
+    def test_a_steady_rate_is_not_capped_as_its_calls_are_in_flight(self) -> None:
+        # Little's law: at λ = 100/s and d = 0.1 s, 10 are in flight; ceil(100·0.1/0.8)
+        decided = decide_one(in_flight=10, arrival_rate_per_s=100.0, running=10, mean_run_s=0.1)
+        assert (decided.rule, decided.desired) == ("sustained", 13)
 
     def test_no_burst_drain_beyond_the_work_there_is(self) -> None:
         decided = decide_one(pending=2, arrival_rate_per_s=0.1, running=3, mean_run_s=5.0)

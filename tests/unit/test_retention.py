@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from broker_sched.config import RetentionSettings
-from broker_sched.invoker.retention import may_leave
+from broker_sched.config import KeepAliveSettings, RetentionSettings
+from broker_sched.invoker.retention import IdleTimes, may_leave
 
 PLAIN = RetentionSettings()
 KNATIVE = RetentionSettings(scale_down_delay_s=20.0, last_container_retention_s=60.0)
@@ -51,3 +51,16 @@ def test_a_retention_shorter_than_the_keep_alive_changes_nothing() -> None:
     short = RetentionSettings(last_container_retention_s=2.0)
     assert not may_leave(short, keep_alive_s=10.0, idle_s=5.0, action_idle_s=5.0, others=0)
     assert may_leave(short, keep_alive_s=10.0, idle_s=10.0, action_idle_s=10.0, others=0)
+
+
+def test_idle_times_learn_an_actions_keep_alive_from_the_gaps_between_its_runs() -> None:
+    learned = KeepAliveSettings(policy="learned", min_samples=5)
+    times = IdleTimes(learned, fixed_keep_alive_s=10.0)
+    assert times.keep_alive_s("a") == 10.0  # nothing learned: the fixed keep-alive
+    for i in range(6):
+        times.observe("a", 30.0 * i)
+        times.observe("a", 30.0 * i)  # seen again at the next check: no new gap
+    windows = times.windows("a")
+    assert "histogram of 5" in windows.reason
+    assert 30.0 < times.keep_alive_s("a") < 30.0 * 1.25 * 1.1 + 1e-9
+    assert times.keep_alive_s("b") == 10.0  # per action
