@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+from test_simulator import scenario, settings
+
 from broker_sched.config import KeepAliveSettings
 from broker_sched.simulator.day_trace import (
     generate_day,
@@ -17,7 +19,6 @@ from broker_sched.simulator.engine import Engine
 from broker_sched.simulator.keepalive import KeepAlivePolicy
 from broker_sched.simulator.model import ClosedLoop, Cluster
 from broker_sched.simulator.tradeoff import tradeoff
-from tests.unit.test_simulator import scenario, settings
 
 LEARNED = KeepAliveSettings(policy="learned", min_samples=5)
 PERIOD_S = 100.0
