@@ -172,6 +172,9 @@ class ContainerReply(_Wire):
     start: Start | None = None
     create_ms: float = 0.0
     init_ms: float = 0.0
+    sent_ms: int = Field(default_factory=now_ms)
+    """The invoker's clock when it answered, the clock its heartbeats' ``sent_ms`` use:
+    a heartbeat sent later already counts the container (or its absence)."""
 
 
 class Heartbeat(_Wire):

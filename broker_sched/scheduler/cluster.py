@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import anyio
 
-from broker_sched.model import ContainerReply, Heartbeat, now_ms
+from broker_sched.model import ContainerReply, Heartbeat
 from broker_sched.scheduler.placement import InvokerView
 from broker_sched.scheduler.reclaim import IdleContainers
 
@@ -73,14 +73,17 @@ class ClusterView:
     def on_reply(self, reply: ContainerReply) -> _Request | None:
         """Account for a create's or a removal's outcome; the create request it answers."""
         removal = self._removals.pop(reply.request_id, None)
+        request = None if removal is not None else self._requests.pop(reply.request_id, None)
         beat = self._beats.get(reply.invoker_id)
-        if removal is not None:
-            if reply.ok and beat is not None:
-                beat.removed_ms.append((now_ms(), removal.action))
-            return None
-        request = self._requests.pop(reply.request_id, None)
-        if request is not None and reply.ok and beat is not None:
-            beat.created_ms.append((now_ms(), request.action))
+        # Stamped with the invoker's clock, as its heartbeats are, and kept only while
+        # its last beat predates the answer: a beat sent after it (heard before it, or
+        # later) counts the change already, and counting it twice would make a busy
+        # controller see two containers where one runs, and remove the one.
+        if reply.ok and beat is not None and beat.heartbeat.sent_ms < reply.sent_ms:
+            if removal is not None:
+                beat.removed_ms.append((reply.sent_ms, removal.action))
+            elif request is not None:
+                beat.created_ms.append((reply.sent_ms, request.action))
         return request
 
     def expire_requests(self, timeout_s: float) -> list[str]:

@@ -87,3 +87,21 @@ def test_an_expired_invoker_is_departed_until_heard_again() -> None:
     assert set(view.departed) == {"inv0"}
     view.on_heartbeat(Heartbeat(invoker_id="inv0", free_slots=1, free_memory_mb=256))
     assert view.departed == {}
+
+
+def test_a_beat_sent_after_a_create_was_answered_counts_it_once_whichever_is_heard_first() -> None:
+    answered = reply("c1")
+    later = beat(containers={"guest/a": 4}, sent_ms=answered.sent_ms + 5)
+
+    reply_first = view()
+    reply_first.on_request("c1", "guest/a", "inv0")
+    reply_first.on_reply(answered)
+    assert reply_first.running("guest/a") == 4
+    reply_first.on_heartbeat(later)
+    assert reply_first.running("guest/a") == 4
+
+    beat_first = view()
+    beat_first.on_request("c1", "guest/a", "inv0")
+    beat_first.on_heartbeat(later)
+    beat_first.on_reply(answered)
+    assert beat_first.running("guest/a") == 4
