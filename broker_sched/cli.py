@@ -111,7 +111,7 @@ def _add_bench(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         bench = commands.add_parser(name, help=what)
         bench.add_argument(
             "scenario",
-            help="raw, overhead, seed-table, rebalance, partition-limit, many-topics, leases, all, "
+            help="raw, overhead, seed-table, rebalance, partition-limit, many-topics, all, "
             "a workload .toml file, or (bench only) docker-ops or chaos",
         )
         if name == "bench":

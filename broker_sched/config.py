@@ -101,12 +101,6 @@ class InvokerSettings(_Section):
     keep_alive_s: float = Field(default=10.0, gt=0)
     pause_grace_s: float = Field(default=1.0, ge=0)
     fetch_timeout_s: float = Field(default=0.5, gt=0)
-    consumption: Literal["container", "invoker"] = Field(
-        default="container",
-        description="container: each container is its own member of its action's group; "
-        "invoker: one member per invoker and action, fetching for its idle containers "
-        "(membership changes only with an invoker's first and last container of an action)",
-    )
     record_ttl_s: float = Field(
         default=3600.0,
         gt=0,

@@ -11,10 +11,6 @@ reports a group-wide ``rebalance_started`` when the first member gives up partit
 (a member that joins revokes nothing: its start is not one) and ``rebalance_finished``
 once every partition has an owner again; backends without rebalances report neither,
 which is the point of the comparison.
-
-A ``shared`` pool is invoker-scoped consumption (:mod:`broker_sched.invoker.feed`): its
-consumers are the containers of one invoker behind one group member, which joins with
-the first and leaves with the last. Its rebalances are not observed.
 """
 
 from __future__ import annotations
@@ -31,7 +27,6 @@ from broker_sched.bench.cell import delete_queues
 from broker_sched.bench.load import stop_tasks
 from broker_sched.bench.recorder import Recorder
 from broker_sched.errors import BrokerUnavailable
-from broker_sched.invoker.feed import ActionFeed
 from broker_sched.topology import consumer_group
 from transports.base import Subscription, Transport
 
@@ -88,10 +83,8 @@ class ConsumerPool:
         handle: Callable[[bytes], Awaitable[None]],
         sink: EventSink,
         partitions: int | None = None,
-        shared: bool = False,
     ) -> None:
-        """``partitions``: the queue's partition count on a partitioned transport, else
-        None; ``shared``: the consumers share one member (an invoker's feed)."""
+        """``partitions``: the queue's partition count on a partitioned transport, else None."""
         self.transport = transport
         self.queue = queue
         self.group = consumer_group(queue)
@@ -100,9 +93,6 @@ class ConsumerPool:
         self.sink = sink
         self.partitions = partitions
         self.members: dict[str, Member] = {}
-        self.shared = shared
-        self._feed: ActionFeed | None = None
-        self._feeding = asyncio.Lock()
         self.observable = False
         self._serial = 0
         self._rebalancing_since_s: float | None = None
@@ -112,7 +102,7 @@ class ConsumerPool:
         if name is None:
             name = f"c{self._serial}"
             self._serial += 1
-        subscription = await self._subscribe(name)
+        subscription = await self.transport.subscribe(self.queue, self.group, name)
         member = self.members[name] = Member(name, subscription)
         if isinstance(subscription, ObservableRebalances):
             self.observable = True
@@ -121,18 +111,6 @@ class ConsumerPool:
             subscription.on_rebalance = lambda event: self._on_rebalance(member, event)
         member.task = asyncio.create_task(self._consume(member), name=f"bench-consumer-{name}")
         return member
-
-    async def _subscribe(self, name: str) -> Subscription:
-        if not self.shared:
-            return await self.transport.subscribe(self.queue, self.group, name)
-        async with self._feeding:
-            if self._feed is None:
-                invoker = await self.transport.subscribe(self.queue, self.group, "invoker")
-                self._feed = ActionFeed(invoker, f"bench feed {self.queue}", self._unfeed)
-            return self._feed.join()
-
-    def _unfeed(self) -> None:
-        self._feed = None
 
     async def add_many(self, count: int) -> None:
         """Subscribe ``count`` members at once: on a rebalancing broker they join in one
@@ -278,12 +256,10 @@ async def settled_pool(
     run_ms: float,
     handle: Callable[[bytes], Awaitable[None]],
     recorder: Recorder,
-    shared: bool = False,
 ) -> AsyncIterator[ConsumerPool]:
-    """``consumers`` members (``shared``: containers behind one member) on a new ``queue``
-    of ``partitions``, with ``recorder``'s clock started once every partition has an
-    owner (a Kafka group has joined); at the end the members leave and the queue is
-    deleted."""
+    """``consumers`` members on a new ``queue`` of ``partitions``, with ``recorder``'s
+    clock started once every partition has an owner (a Kafka group has joined); at the
+    end the members leave and the queue is deleted."""
     await transport.declare(queue, partitions=partitions)
     pool = ConsumerPool(
         transport,
@@ -292,12 +268,11 @@ async def settled_pool(
         handle=handle,
         sink=recorder.event,
         partitions=await transport.max_consumers(queue),
-        shared=shared,
     )
     try:
         await pool.add_many(consumers)
         await pool.settled(SETTLE_TIMEOUT_S)
-        if pool.partitions is None or shared:
+        if pool.partitions is None:
             await pool.warmed_up(SETTLE_TIMEOUT_S)
         recorder.t0_s = time.monotonic()
         yield pool

@@ -9,12 +9,6 @@ the partition count: each partition has one owner and every further consumer sit
 under load: the cost is the call itself, the rebalance it triggers (a pause) and the time
 until the idle consumers pick up their new partitions.
 
-On a partitioned broker the scenario runs once more with invoker-scoped consumption
-(:mod:`broker_sched.invoker.feed`, label ``… invoker-scoped``): the consumers are the
-containers of one invoker behind one group member, which finishes a partition's records
-in any order and commits at the contiguous acked offset, so the partition count no
-longer caps them.
-
 The scheduler's own policy never creates such idle containers (docs/scaling.md rule 4 caps an
 action's containers at its partition count); this scenario shows why the cap exists.
 """
@@ -135,8 +129,8 @@ async def run(ctx: BenchContext) -> Report:
     plan = QUICK if ctx.quick else FULL
     results: dict[str, TransportResult] = {}
     for transport in ctx.transports:
-        for label, overrides, shared in variants(ctx, transport):
-            result = await run_transport(ctx, transport, plan, overrides, label, shared=shared)
+        for label, overrides in variants(ctx, transport):
+            result = await run_transport(ctx, transport, plan, overrides, label)
             results[label] = result
             steps = ", ".join(f"{s.consumers}→{s.tps:.0f}/s" for s in result.steps)
             resize = result.resize.to_json()
@@ -169,15 +163,11 @@ async def run(ctx: BenchContext) -> Report:
     return report
 
 
-def variants(ctx: BenchContext, transport: str) -> list[tuple[str, dict[str, Any], bool]]:
-    """Each transport as configured; a rebalancing one on the KIP-848 protocol too, and
-    a partitioned one with invoker-scoped consumption (the third field)."""
-    found: list[tuple[str, dict[str, Any], bool]] = [(transport, {}, False)]
-    capabilities = ctx.transport(transport).capabilities
-    if capabilities.rebalances:
-        found.append((f"{transport}-kip848", KIP848, False))
-    if capabilities.partitioned:
-        found.append((f"{transport} invoker-scoped", {}, True))
+def variants(ctx: BenchContext, transport: str) -> list[tuple[str, dict[str, Any]]]:
+    """Each transport as configured; a rebalancing one on the KIP-848 protocol too."""
+    found: list[tuple[str, dict[str, Any]]] = [(transport, {})]
+    if ctx.transport(transport).capabilities.rebalances:
+        found.append((f"{transport}-kip848", KIP848))
     return found
 
 
@@ -187,8 +177,6 @@ async def run_transport(
     plan: Plan,
     overrides: dict[str, Any] | None = None,
     label: str | None = None,
-    *,
-    shared: bool = False,
 ) -> TransportResult:
     transport = ctx.transport(name, overrides)
     queue = f"bench-{run_tag()}-plimit"
@@ -206,7 +194,6 @@ async def run_transport(
             run_ms=plan.run_ms,
             handle=requests.answered,
             recorder=recorder,
-            shared=shared,
         ) as pool,
     ):
         partitions = pool.partitions
@@ -283,8 +270,7 @@ async def _steps(pool: ConsumerPool, plan: Plan, recorder: Recorder) -> list[Ste
         await asyncio.sleep(plan.step_s)
         window = window_latency(recorder.completions, start_s, recorder.now())
         idle = [name for name, m in pool.members.items() if m.completed == before.get(name, 0)]
-        capped = pool.partitions is not None and not pool.shared
-        limit = min(consumers, pool.partitions or consumers) if capped else consumers
+        limit = consumers if pool.partitions is None else min(consumers, pool.partitions)
         steps.append(
             Step(
                 consumers=consumers,

@@ -16,10 +16,7 @@ member that leaves is noticed only after ``session_timeout_ms``, and its partiti
 until then. With KIP-848 (``kip848``: ``kafka.group_protocol = "consumer"``) the broker
 moves only the partitions that change owner, at the members' heartbeats. A share group
 (``kafka-share``), Redis Streams and NATS JetStream have no partitions to hand around:
-the same operations should show no pause at all. ``invoker-scoped`` (where members
-rebalance) runs the consumers as containers of one invoker behind one member
-(:mod:`broker_sched.invoker.feed`): adding, restarting or removing one of them does not
-touch the group.
+the same operations should show no pause at all.
 """
 
 from __future__ import annotations
@@ -97,18 +94,15 @@ EVENT_OF: dict[Operation, str] = {
 
 KIP848 = {"kafka": {"group_protocol": "consumer"}}
 """The Kafka transport on the KIP-848 group protocol instead of classic eager rebalances."""
-INVOKER_SCOPED = "invoker-scoped"
 
 
 def variants(ctx: BenchContext, transport: str, tag: str) -> list[tuple[str, dict[str, Any]]]:
-    """Dynamic membership everywhere; where members rebalance, static membership, the
-    KIP-848 protocol and invoker-scoped consumption too (share groups and the other
-    brokers have none of them)."""
+    """Dynamic membership everywhere; where members rebalance, static membership and the
+    KIP-848 protocol too (share groups and the other brokers have neither)."""
     found: list[tuple[str, dict[str, Any]]] = [("dynamic", {})]
     if ctx.transport(transport).capabilities.rebalances:
         found.append(("static", {"kafka": {"group_instance_id": f"bench-{tag}-{{member}}"}}))
         found.append(("kip848", KIP848))
-        found.append((INVOKER_SCOPED, {}))
     return found
 
 
@@ -239,7 +233,6 @@ async def run_variant(
             run_ms=plan.run_ms,
             handle=flow.consumed,
             recorder=recorder,
-            shared=membership == INVOKER_SCOPED,
         ) as pool,
     ):
         recorder.events.clear()

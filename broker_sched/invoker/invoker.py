@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -25,7 +24,6 @@ import anyio.abc
 from broker_sched.config import Settings
 from broker_sched.errors import BrokerUnavailable, ConfigError, MalformedMessage, TransportError
 from broker_sched.events import Timeline
-from broker_sched.invoker.feed import ActionFeed
 from broker_sched.invoker.leases import Leases, renew_interval_s
 from broker_sched.invoker.policy import invoker_side
 from broker_sched.invoker.prewarm_pool import PrewarmPool
@@ -51,7 +49,7 @@ from broker_sched.runtime.base import (
     StemCell,
 )
 from broker_sched.topology import HEARTBEATS, consumer_group, invoker_control_queue
-from transports.base import Delivery, Subscription, Transport
+from transports.base import Delivery, Transport
 
 if TYPE_CHECKING:
     from broker_sched.invoker.drain import Drainer
@@ -93,11 +91,6 @@ class Invoker:
         self.leases = Leases(
             renew_interval_s(settings.invoker.heartbeat_interval_s, transport.redelivery_window_s)
         )
-        self.feeds: dict[str, ActionFeed] | None = (
-            {} if settings.invoker.consumption == "invoker" else None
-        )
-        """Invoker-scoped consumption: the feed of each action with containers here."""
-        self._joining = anyio.Lock()
         self.drainer: Drainer | None = None
         if settings.migration.drain_from is not None:
             from broker_sched.invoker.drain import Drainer
@@ -268,19 +261,17 @@ class Invoker:
             return refuse(f"container create failed: {exc}")
         finally:
             self.release(action)
-        queue = self.settings.queue_name(action.namespace, action.name)
         proxy = ContainerProxy(
             transport=self.transport,
             container=container,
             timings=timings,
-            queue=queue,
+            queue=self.settings.queue_name(action.namespace, action.name),
             invoker_id=self.id,
             settings=self.settings.invoker,
             timeline=self.timeline,
             on_exit=self._proxy_exited,
             leases=self.leases,
             may_retire=self._may_retire,
-            subscribe=self._feed_member(queue) if self.feeds is not None else None,
         )
         self.proxies.add(proxy)
         self._spawn().start_soon(self._run_proxy, proxy)
@@ -303,30 +294,6 @@ class Invoker:
             create_ms=timings.create_ms,
             init_ms=timings.init_ms,
         )
-
-    def _feed_member(self, queue: str) -> Callable[[], Awaitable[Subscription]]:
-        """How a container joins ``queue`` through this invoker's feed for it: the first
-        container subscribes the invoker, the others share its member."""
-
-        async def join() -> Subscription:
-            assert self.feeds is not None
-            async with self._joining:
-                feed = self.feeds.get(queue)
-                if feed is None:
-                    subscription = await self.transport.subscribe(
-                        queue, consumer_group(queue), f"{self.id}-{new_id()[-6:]}"
-                    )
-                    feed = ActionFeed(
-                        subscription, f"invoker {self.id} on {queue}", lambda: self._unfeed(queue)
-                    )
-                    self.feeds[queue] = feed
-                return feed.join()
-
-        return join
-
-    def _unfeed(self, queue: str) -> None:
-        if self.feeds is not None:
-            self.feeds.pop(queue, None)
 
     async def _run_proxy(self, proxy: ContainerProxy) -> None:
         """Run ``proxy``; its failure is its own, not the invoker's other containers'."""

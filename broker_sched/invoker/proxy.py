@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 import anyio
 
@@ -40,7 +40,7 @@ from broker_sched.invoker.run_activation import accept, give_back, run_activatio
 from broker_sched.model import Start, now_ms
 from broker_sched.runtime.base import Container, ContainerCrashed, ContainerTimings
 from broker_sched.topology import consumer_group
-from transports.base import Delivery, Subscription, Transport
+from transports.base import Delivery, Transport
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +63,10 @@ class ContainerProxy:
         on_exit: Callable[[ContainerProxy], None],
         leases: Leases,
         may_retire: Callable[[ContainerProxy], bool] | None = None,
-        subscribe: Callable[[], Awaitable[Subscription]] | None = None,
     ) -> None:
         """``leases``: the invoker's, which keeps each delivery from redelivery while it
         runs; ``may_retire``: whether this idle container leaves now (the invoker's
-        retention rules); default: once idle for ``keep_alive_s``; ``subscribe``: how
-        the proxy joins its action's group, by default as a member of its own (the
-        invoker passes its feed's, :mod:`.feed`)."""
+        retention rules); default: once idle for ``keep_alive_s``."""
         self.transport = transport
         self.container = container
         self.queue = queue
@@ -79,7 +76,6 @@ class ContainerProxy:
         self.on_exit = on_exit
         self.leases = leases
         self._may_retire = may_retire
-        self._subscribe = subscribe
         self.busy = 0
         self.runs = 0
         self.last_used_s = time.monotonic()
@@ -124,12 +120,9 @@ class ContainerProxy:
         activation costs more than a fast handler's whole run.
         """
         concurrency = self.container.action.concurrency
-        if self._subscribe is not None:
-            subscription = await self._subscribe()
-        else:
-            subscription = await self.transport.subscribe(
-                self.queue, consumer_group(self.queue), self.container.id
-            )
+        subscription = await self.transport.subscribe(
+            self.queue, consumer_group(self.queue), self.container.id
+        )
         puller = Puller(subscription, f"proxy {self.container.id}")
         try:
             async with anyio.create_task_group() as runs:

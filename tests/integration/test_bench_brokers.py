@@ -14,7 +14,7 @@ from collections.abc import Callable
 import pytest
 from brokers import BROKERS, reachable, settings_for
 
-from broker_sched.bench import floor, partition_limit, rebalance
+from broker_sched.bench import floor, rebalance
 from broker_sched.bench.context import BenchContext
 from broker_sched.bench.processes import split_side
 from broker_sched.bench.progress import Progress
@@ -63,7 +63,7 @@ async def test_quick_rebalance_on_kafka(settings_of: Callable[[str], Settings]) 
     ctx = BenchContext(settings_of("kafka"), ["kafka"], quick=True, progress=Progress(None))
     report = await rebalance.run(ctx)
     runs = report.data["transports"]["kafka"]
-    assert set(runs) == {"dynamic", "static", "kip848", "invoker-scoped"}
+    assert set(runs) == {"dynamic", "static", "kip848"}
     add, remove = runs["dynamic"]["operations"]
     assert add["rebalances"] >= 1, "a consumer joining a Kafka group triggers a rebalance"
     assert remove["rebalances"] >= 1, "so does one leaving it"
@@ -75,9 +75,6 @@ async def test_quick_rebalance_on_kafka(settings_of: Callable[[str], Settings]) 
     assert static_remove["max_ms"] > 1000 * (session_s - 3), "its partitions wait for the session"
     assert runs["static"]["unfinished"] == 0
     assert runs["kip848"]["unfinished"] == 0
-    scoped = runs["invoker-scoped"]
-    assert scoped["unfinished"] == 0
-    assert all(op["rebalances"] == 0 for op in scoped["operations"]), "containers, not members"
 
 
 @pytest.mark.parametrize("name", ["kafka", "redis", "nats"])
@@ -106,17 +103,3 @@ async def test_invokers_in_worker_processes(settings_of: Callable[[str], Setting
     assert result.errors == 0
     assert result.tps > 20
     assert result.workers == 2
-
-
-async def test_invoker_scoped_consumers_beyond_the_partitions_all_work(
-    settings_of: Callable[[str], Settings],
-) -> None:
-    ctx = BenchContext(settings_of("kafka"), ["kafka"], quick=True, progress=Progress(None))
-    plan = partition_limit.QUICK
-    result = await partition_limit.run_transport(
-        ctx, "kafka", plan, label="kafka invoker-scoped", shared=True
-    )
-    top = result.steps[-1]
-    assert top.consumers > plan.partitions
-    assert top.idle_consumers == 0, "one member feeds every container, whatever the partitions"
-    assert result.errors == {}
