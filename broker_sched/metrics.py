@@ -39,7 +39,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from broker_sched.model import now_ms
+from broker_sched.model import Start, now_ms
 
 if TYPE_CHECKING:
     from broker_sched.api_server import ApiServer
@@ -241,6 +241,10 @@ class InvokerMetrics:
             buckets=COLD_START_BUCKETS_S,
             registry=self.registry,
         )
+        # Each series from zero, before its first start: a series that first appears
+        # with its count already 1 shows no increase, and rate() never sees that start.
+        for start in (Start.COLD, Start.PREWARM):
+            self.cold_start.labels(str(start))
 
     def observe_cold_start(self, start: str, create_ms: float, init_ms: float) -> None:
         self.cold_start.labels(start).observe((create_ms + init_ms) / 1000)

@@ -426,7 +426,7 @@ readonly REDIS_COMMANDS=(
   ping info 'client|setname'
   xadd xreadgroup xack xautoclaim xclaim xdel xlen xpending xrange
   'xgroup|create' 'xgroup|destroy' 'xgroup|delconsumer' 'xinfo|groups'
-  exists time del set get mget zadd zrevrange zremrangebyscore pexpire
+  exists time del set get mget incr zadd zrevrange zremrangebyscore pexpire
   eval evalsha 'script|load' publish subscribe unsubscribe
 )
 
@@ -533,7 +533,9 @@ kafka-secure_ready() {
 # Users per role with subject permissions: a controller publishes work, reads backlogs,
 # manages queues and keeps records, but cannot take or ack work; an invoker takes and
 # acks work and sends results and heartbeats, but cannot purge or delete a queue or
-# write the records (it reads them: the actions made through the API are records). Subjects are the defaults: stream BROKER_SCHED, prefix act.
+# write the records (it reads them: the actions made through the API are records); only
+# a controller holds the ownership leases. Subjects are the defaults: stream BROKER_SCHED,
+# prefix act.
 
 readonly NATS_SECURE_CONF="$SECURITY_DIR/nats.conf"
 
@@ -553,6 +555,9 @@ readonly NATS_RECORDS=('$JS.API.STREAM.INFO.KV_BROKER_SCHED_RECORDS'
   '$JS.FC.KV_BROKER_SCHED_RECORDS.>')
 readonly NATS_RECORDS_READ=('$JS.API.STREAM.INFO.KV_BROKER_SCHED_RECORDS'
   '$JS.API.DIRECT.GET.KV_BROKER_SCHED_RECORDS.>' '$JS.API.STREAM.MSG.GET.KV_BROKER_SCHED_RECORDS')
+readonly NATS_LEASES=('$JS.API.STREAM.INFO.KV_BROKER_SCHED_LEASES'
+  '$JS.API.STREAM.CREATE.KV_BROKER_SCHED_LEASES' '$KV.BROKER_SCHED_LEASES.>'
+  '$JS.API.DIRECT.GET.KV_BROKER_SCHED_LEASES.>' '$JS.API.STREAM.MSG.GET.KV_BROKER_SCHED_LEASES')
 readonly NATS_QUEUES=('$JS.API.CONSUMER.INFO.BROKER_SCHED.>' '$JS.API.CONSUMER.NAMES.BROKER_SCHED'
   '$JS.API.STREAM.PURGE.BROKER_SCHED'
   '$JS.API.CONSUMER.DELETE.BROKER_SCHED.>')
@@ -585,7 +590,8 @@ nats_secure_write_conf() {
         "$NATS_SECURE_MONITOR_PORT"
       printf 'jetstream { store_dir: "%s" }\nauthorization {\n  users = [\n' \
         "$(data_dir nats-secure)"
-      nats_secure_user controller "${NATS_WORK[@]}" "${NATS_RECORDS[@]}" "${NATS_QUEUES[@]}"
+      nats_secure_user controller "${NATS_WORK[@]}" "${NATS_RECORDS[@]}" "${NATS_QUEUES[@]}" \
+        "${NATS_LEASES[@]}"
       nats_secure_user invoker "${NATS_WORK[@]}" "${NATS_TAKE[@]}" "${NATS_RECORDS_READ[@]}"
       printf '  ]\n}\n'
     } >"$NATS_SECURE_CONF"

@@ -14,7 +14,9 @@ pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 def test_backlog_and_arrival_rate_per_action(observed: Observed) -> None:
     backlog = observed.await_data('broker_sched_backlog_pending{job="broker-sched-controller"}')
-    assert {labels["action"] for labels, _ in backlog} == {"guest/steady", "guest/bursty"}
+    # At least the loaded ones: actions other runs made through the API live in the
+    # same broker's store, and every controller reads the backlog of the actions it owns.
+    assert {labels["action"] for labels, _ in backlog} >= {"guest/steady", "guest/bursty"}
     observed.await_data('broker_sched_backlog_in_flight{action="guest/steady"}')
     rates = observed.await_data(
         'max_over_time(broker_sched_arrival_rate_per_s{action="guest/steady"}[1m]) > 0'
